@@ -1,0 +1,108 @@
+"""The process settings, read once from the environment.
+
+Every knob of the system is a field here, documented in docs/configuration.md. Nothing
+else in the code base reads ``os.environ``: pass a ``Settings`` (or the values it holds)
+down from the composition root instead.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Frozen runtime configuration.
+
+    Field names map to upper-case environment variables without a prefix
+    (``database_url`` <- ``DATABASE_URL``), because those names are what container
+    platforms and the docker-compose file already speak.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Where the embedded mode keeps its SQLite file, drops and global files.",
+    )
+    database_url: str = Field(
+        default="",
+        description=(
+            "SQLAlchemy URL of the state store. Empty means the embedded SQLite file "
+            "<data_dir>/statement-router.db. postgresql:// URLs use the asyncpg driver."
+        ),
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers. Unset means `up` starts the embedded Tansu broker.",
+    )
+    topic_prefix: str = Field(
+        default="sobank",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Prefix of every topic name, e.g. sobank.statements.received.",
+    )
+    topic_partitions: int = Field(
+        default=6,
+        ge=1,
+        le=1024,
+        description=(
+            "Partition count of the IBAN-keyed topics. statements.received and iban.state "
+            "must share it (co-partitioning), so change it only on an empty cluster."
+        ),
+    )
+    topic_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_exactly_once: bool = Field(
+        default=False,
+        description=(
+            "Use Kafka transactions (faust processing_guarantee=exactly_once). Only for a "
+            "real Kafka: the embedded Tansu broker has no transactional producer."
+        ),
+    )
+    table_store: str = Field(
+        default="memory://",
+        description="faust Table storage: memory:// (embedded) or rocksdb:// (production).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP API.")
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="console for people, json for log shippers."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias="STATEMENT_ROUTER_TOKEN",
+        description="Bearer token the CLI uses for the user-level (FAQ) operations.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_async_drivers(cls, value: str) -> str:
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL to connect to, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'statement-router.db').as_posix()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The event contract (DESIGN §4): schemas as pydantic models, and the topic catalogue."""

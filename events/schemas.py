@@ -1,0 +1,264 @@
+"""Pydantic models of every event on the topics (DESIGN §4). This module is the contract.
+
+Values are UTF-8 JSON objects with a ``schema`` field ``"<name>/v<major>"``. Readers
+ignore fields they do not know, so producers may add fields within a major version;
+removing or changing a field means a new major version. The JSON Schema files under
+``docs/schemas/`` are exported from these models (``statement-router schemas export``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from routing.domain.errors import InvalidIban
+from routing.domain.iban import normalise_iban
+from routing.domain.model import IbanState, MandateStatus
+
+StatementFormat = Literal["cfonb120", "camt053", "mt940"]
+
+
+def _valid_iban(value: str) -> str:
+    try:
+        return normalise_iban(value)
+    except InvalidIban as exc:
+        raise ValueError(exc.message) from None
+
+
+Iban = Annotated[
+    str,
+    Field(min_length=5, max_length=42, description="Normalised IBAN: upper case, no spaces."),
+    AfterValidator(_valid_iban),
+]
+StatementId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:\-]+$",
+        description="The producer's stable id; a re-sent statement carries the same id.",
+    ),
+]
+ConnectorId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class Event(BaseModel):
+    """Base of every event: frozen, tolerant of unknown fields (compatible extension)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class StatementFields(Event):
+    """The statement as the bank feed sent it; every routed event carries these fields."""
+
+    statement_id: StatementId
+    iban: Iban
+    format: StatementFormat
+    period_start: date
+    period_end: date
+    received_at: AwareDatetime
+    content_b64: str = Field(description="The statement file's bytes, base64 (RFC 4648).")
+    source: str = Field(min_length=1, max_length=200, description="The bank feed's name.")
+    content_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the decoded content."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> StatementFields:
+        if self.period_end < self.period_start:
+            raise ValueError(
+                f"period_end {self.period_end} is before period_start {self.period_start}"
+            )
+        try:
+            content = base64.b64decode(self.content_b64, validate=True)
+        except binascii.Error:
+            raise ValueError("content_b64 is not valid base64") from None
+        if hashlib.sha256(content).hexdigest() != self.content_sha256:
+            raise ValueError("content_sha256 does not match the decoded content_b64")
+        return self
+
+    def statement_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in StatementFields.model_fields}
+
+
+class StatementReceived(StatementFields):
+    """``statement.received/v1``: a bank feed delivered a statement."""
+
+    schema_: Literal["statement.received/v1"] = Field(
+        default="statement.received/v1", alias="schema"
+    )
+
+
+class CheckTrace(Event):
+    name: str
+    ok: bool
+
+
+class RoutingTrace(Event):
+    """Why the router sent a statement where it did."""
+
+    destination: Literal["partner", "global-file", "held"]
+    reason: str = Field(description="e.g. bound, unbound, unknown_iban, mandate_pending.")
+    checks: tuple[CheckTrace, ...] = Field(description="The FAQ checks, in the FAQ's order.")
+    state_version: int | None = Field(description="iban.state version used; null if unknown.")
+    decided_at: AwareDatetime
+
+
+class StatementRouted(StatementFields):
+    routing: RoutingTrace
+
+
+class StatementPartnerDelivery(StatementRouted):
+    """``statement.partner-delivery/v1``: deliver this statement to the connector's partner."""
+
+    schema_: Literal["statement.partner-delivery/v1"] = Field(
+        default="statement.partner-delivery/v1", alias="schema"
+    )
+    connector_id: ConnectorId
+    cabinet_id: str
+    client_ref: str | None = None
+
+
+class StatementGlobalFile(StatementRouted):
+    """``statement.global-file/v1``: add this statement to the cabinet's global file."""
+
+    schema_: Literal["statement.global-file/v1"] = Field(
+        default="statement.global-file/v1", alias="schema"
+    )
+    cabinet_id: str
+    client_ref: str | None = None
+
+
+class StatementHeld(StatementRouted):
+    """``statement.held/v1``: parked until the IBAN becomes routable (audit record)."""
+
+    schema_: Literal["statement.held/v1"] = Field(default="statement.held/v1", alias="schema")
+    cabinet_id: str | None = None
+
+
+class StatementInvalid(Event):
+    """``statement.invalid/v1``: input that could not be processed, kept whole with the reason."""
+
+    schema_: Literal["statement.invalid/v1"] = Field(
+        default="statement.invalid/v1", alias="schema"
+    )
+    reason: str = Field(description="A precise, human-readable reason.")
+    raw_b64: str = Field(description="The rejected value's bytes, base64.")
+    raw_key: str | None = Field(default=None, description="The rejected record's key, if any.")
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    statement_id: str | None = Field(default=None, description="When it could be read.")
+    detected_at: AwareDatetime
+    detected_by: str = Field(description="The process that rejected it: router, ingest, …")
+
+
+class DeliveryAttempt(Event):
+    attempt: int = Field(ge=1)
+    at: AwareDatetime
+    error: str
+    status_code: int | None = None
+
+
+class StatementDeadLetter(Event):
+    """``statement.dead-letter/v1``: a delivery that failed for good, with every attempt."""
+
+    schema_: Literal["statement.dead-letter/v1"] = Field(
+        default="statement.dead-letter/v1", alias="schema"
+    )
+    connector_id: ConnectorId
+    statement_id: StatementId
+    reason: str
+    attempts: tuple[DeliveryAttempt, ...]
+    dead_lettered_at: AwareDatetime
+    delivery: StatementPartnerDelivery
+
+
+OutcomeKind = Literal[
+    "routed", "held", "delivered", "retrying", "dead_lettered", "stored_global_file", "replayed"
+]
+
+
+class DeliveryOutcome(Event):
+    """``delivery.outcome/v1``: one step in a statement's life, for the ledger."""
+
+    schema_: Literal["delivery.outcome/v1"] = Field(default="delivery.outcome/v1", alias="schema")
+    statement_id: StatementId
+    outcome: OutcomeKind
+    at: AwareDatetime
+    iban: str | None = None
+    cabinet_id: str | None = None
+    connector_id: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+
+
+class IbanStateEvent(Event):
+    """``iban.state/v1``: the full state of one IBAN; the newest ``version`` wins."""
+
+    schema_: Literal["iban.state/v1"] = Field(default="iban.state/v1", alias="schema")
+    iban: Iban
+    cabinet_id: str = Field(min_length=1)
+    client_ref: str | None = None
+    connector_id: ConnectorId | None = Field(description="null when unbound.")
+    connector_on_cabinet: bool = Field(
+        description=(
+            "FAQ check 1: for a bound IBAN, its connector is on the cabinet; for an unbound "
+            "one, the cabinet has at least one connector."
+        )
+    )
+    mandate_status: MandateStatus
+    version: int = Field(ge=0, description="Monotonic per IBAN; older versions are ignored.")
+    updated_at: AwareDatetime
+
+    @classmethod
+    def from_domain(cls, state: IbanState) -> IbanStateEvent:
+        return cls(
+            iban=state.iban,
+            cabinet_id=state.cabinet_id,
+            client_ref=state.client_ref,
+            connector_id=state.connector_id,
+            connector_on_cabinet=state.connector_on_cabinet,
+            mandate_status=state.mandate_status,
+            version=state.version,
+            updated_at=state.updated_at,
+        )
+
+    def to_domain(self) -> IbanState:
+        return IbanState(
+            iban=self.iban,
+            cabinet_id=self.cabinet_id,
+            client_ref=self.client_ref,
+            connector_id=self.connector_id,
+            connector_on_cabinet=self.connector_on_cabinet,
+            mandate_status=self.mandate_status,
+            version=self.version,
+            updated_at=self.updated_at,
+        )
+
+
+SCHEMAS: dict[str, type[Event]] = {
+    "statement.received/v1": StatementReceived,
+    "iban.state/v1": IbanStateEvent,
+    "statement.partner-delivery/v1": StatementPartnerDelivery,
+    "statement.global-file/v1": StatementGlobalFile,
+    "statement.held/v1": StatementHeld,
+    "statement.invalid/v1": StatementInvalid,
+    "statement.dead-letter/v1": StatementDeadLetter,
+    "delivery.outcome/v1": DeliveryOutcome,
+}

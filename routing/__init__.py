@@ -1,0 +1,1 @@
+"""statement-router: the domain, the state store, the router, the API and the CLI."""

@@ -1,0 +1,219 @@
+"""The FAQ troubleshooting checklist, and the routing decision built on the same checks.
+
+``run_checks`` is the one place that reads an ``IbanState``. ``decide`` (where does this
+statement go?) and ``diagnose`` (why do my statements not reach my production tool?) are
+both thin readings of its result, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from routing.domain.model import IbanState, MandateStatus
+
+
+class CheckName(StrEnum):
+    """The FAQ's checks, in the order the FAQ asks to make them."""
+
+    CONNECTOR_ON_CABINET = "connector_on_cabinet"
+    IBAN_BOUND = "iban_bound"
+    MANDATE_APPROVED = "mandate_approved"
+
+
+class Destination(StrEnum):
+    PARTNER = "partner"
+    GLOBAL_FILE = "global-file"
+    HELD = "held"
+
+
+class Verdict(StrEnum):
+    """What to do next, after the checklist (the first failing check decides)."""
+
+    UNKNOWN_IBAN = "unknown_iban"
+    ADD_CONNECTOR_TO_CABINET = "add_connector_to_cabinet"
+    BIND_IBAN = "bind_iban"
+    APPROVE_MANDATE = "approve_mandate"
+    CONTACT_SUPPORT = "contact_support"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: CheckName
+    ok: bool
+    message_fr: str
+    message_en: str
+
+
+class StatementRef(Protocol):
+    """What ``decide`` needs to know of a statement."""
+
+    @property
+    def iban(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one statement goes, and the trace of the checks that led there."""
+
+    destination: Destination
+    reason: str
+    connector_id: str | None
+    checks: tuple[Check, ...]
+    state_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    checks: tuple[Check, ...]
+    verdict: Verdict
+    message_fr: str
+    message_en: str
+
+
+_MANDATE_FR = {
+    MandateStatus.PENDING: "en attente",
+    MandateStatus.APPROVED: "approuvé",
+    MandateStatus.REJECTED: "refusé",
+    MandateStatus.REVOKED: "révoqué",
+}
+
+
+def _connector_check(state: IbanState) -> Check:
+    name = CheckName.CONNECTOR_ON_CABINET
+    if state.connector_on_cabinet:
+        return Check(
+            name,
+            True,
+            "Un connecteur est associé au cabinet.",
+            "A connector is associated with the cabinet.",
+        )
+    if state.connector_id is None:
+        return Check(
+            name,
+            False,
+            "Aucun connecteur n'est associé au cabinet : un superviseur ou un administrateur "
+            "doit l'ajouter sur la page « Cabinet(s) ».",
+            "No connector is associated with the cabinet: a superviseur or an administrateur "
+            "must add one on the Cabinet page.",
+        )
+    return Check(
+        name,
+        False,
+        f"Le connecteur {state.connector_id} de l'IBAN n'est pas associé au cabinet.",
+        f"The IBAN's connector {state.connector_id} is not associated with the cabinet.",
+    )
+
+
+def _binding_check(state: IbanState) -> Check:
+    name = CheckName.IBAN_BOUND
+    if state.connector_id is not None:
+        return Check(
+            name,
+            True,
+            f"L'IBAN est associé au connecteur {state.connector_id}.",
+            f"The IBAN is bound to connector {state.connector_id}.",
+        )
+    return Check(
+        name,
+        False,
+        "L'IBAN n'est associé à aucun connecteur : ses relevés vont dans le fichier global "
+        "des relevés du cabinet.",
+        "The IBAN is not bound to a connector: its statements go to the cabinet's global file.",
+    )
+
+
+def _mandate_check(state: IbanState) -> Check:
+    name = CheckName.MANDATE_APPROVED
+    if state.active:
+        return Check(
+            name,
+            True,
+            "Le mandat est approuvé : l'IBAN est actif.",
+            "The mandate is approved: the IBAN is active.",
+        )
+    status = state.mandate_status
+    return Check(
+        name,
+        False,
+        f"Le mandat est {_MANDATE_FR[status]} : l'IBAN n'est pas actif et ses relevés sont "
+        "mis en attente.",
+        f"The mandate is {status.value}: the IBAN is not active and its statements are held.",
+    )
+
+
+def run_checks(state: IbanState) -> tuple[Check, Check, Check]:
+    """The FAQ's three checks, in its order: connector on cabinet, IBAN bound, mandate."""
+    return (_connector_check(state), _binding_check(state), _mandate_check(state))
+
+
+def decide(statement: StatementRef, state: IbanState | None) -> Decision:
+    """Route one statement: to its partner, to the cabinet's global file, or held.
+
+    - unknown IBAN, or mandate not approved: held until the IBAN becomes active;
+    - bound, and the connector is on the cabinet: the partner (FAQ: « automatiquement
+      envoyés vers votre partenaire »);
+    - bound to a connector the cabinet no longer has: held, never the global file, since a
+      bound IBAN's statements « ne seront plus présents dans le fichier global »;
+    - unbound: the cabinet's global file.
+    """
+    if state is None:
+        return Decision(Destination.HELD, "unknown_iban", None, (), None)
+    if state.iban != statement.iban:
+        raise ValueError("decide() was given the state of another IBAN")
+    checks = run_checks(state)
+    connector_ok, bound, active = (check.ok for check in checks)
+    if not active:
+        return Decision(
+            Destination.HELD, f"mandate_{state.mandate_status.value}", None, checks, state.version
+        )
+    if not bound:
+        return Decision(Destination.GLOBAL_FILE, "unbound", None, checks, state.version)
+    if not connector_ok:
+        return Decision(
+            Destination.HELD, "connector_not_on_cabinet", state.connector_id, checks, state.version
+        )
+    return Decision(Destination.PARTNER, "bound", state.connector_id, checks, state.version)
+
+
+_VERDICTS = {
+    CheckName.CONNECTOR_ON_CABINET: (
+        Verdict.ADD_CONNECTOR_TO_CABINET,
+        "Ajoutez le connecteur au cabinet (page « Cabinet(s) », bouton « + »).",
+        "Add the connector to the cabinet (Cabinet page, '+' button).",
+    ),
+    CheckName.IBAN_BOUND: (
+        Verdict.BIND_IBAN,
+        "Associez l'IBAN à un connecteur (page « IBAN », bouton « + »).",
+        "Bind the IBAN to a connector (IBAN page, '+' button).",
+    ),
+    CheckName.MANDATE_APPROVED: (
+        Verdict.APPROVE_MANDATE,
+        "Le mandat doit être approuvé par la banque pour que l'IBAN soit actif.",
+        "The mandate must be approved by the bank for the IBAN to become active.",
+    ),
+}
+
+
+def diagnose(state: IbanState | None) -> Diagnosis:
+    """The FAQ checklist for « mes relevés ne sont pas récupérés dans mon outil de production »."""
+    if state is None:
+        return Diagnosis(
+            (),
+            Verdict.UNKNOWN_IBAN,
+            "Cet IBAN n'est pas connu de So bank : aucun mandat n'a été enregistré.",
+            "This IBAN is unknown to So bank: no mandate has been registered for it.",
+        )
+    checks = run_checks(state)
+    for check in checks:
+        if not check.ok:
+            verdict, fr, en = _VERDICTS[check.name]
+            return Diagnosis(checks, verdict, fr, en)
+    return Diagnosis(
+        checks,
+        Verdict.CONTACT_SUPPORT,
+        "Tous les points sont validés : si rien n'arrive dans votre outil de production, "
+        "contactez le support.",
+        "Every check passes: if nothing reaches your production tool, contact support.",
+    )
