@@ -1,0 +1,135 @@
+"""The FastAPI application factory. It holds no global state: the composition root passes
+the store and the catalogue in, so tests build an app on any store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config.catalogue import ConnectorSpec
+from routing.api.errors import install_error_handlers
+from routing.api.models import (
+    AddConnector,
+    BindConnector,
+    CabinetConnectorAdded,
+    CabinetConnectorsOut,
+    ConnectorOut,
+    DiagnosisOut,
+    ErrorOut,
+    IbanStateOut,
+)
+from routing.domain.decide import diagnose
+from routing.domain.errors import AuthenticationFailed, ConnectorNotOnCabinet, NotFound
+from routing.domain.model import Actor
+from routing.ports import StateStore
+
+_bearer = HTTPBearer(auto_error=False, description="A user's token (statement-router user create).")
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)
+}
+
+
+def create_app(
+    store: StateStore,
+    catalogue: Mapping[str, ConnectorSpec],
+    unavailable: tuple[type[Exception], ...] = (),
+) -> FastAPI:
+    """Build the API over ``store``. ``unavailable`` lists the store's outage errors (→ 503)."""
+    app = FastAPI(
+        title="statement-router",
+        version="1",
+        summary="Routes bank statements to partner connectors or to the cabinet's global file.",
+        responses=_ERRORS,
+    )
+    install_error_handlers(app, unavailable)
+
+    async def current_actor(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Actor:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthenticationFailed("a bearer token is required (Authorization: Bearer …)")
+        return await store.authenticate(credentials.credentials)
+
+    ActorDep = Annotated[Actor, Depends(current_actor)]
+
+    def spec_out(connector_id: str) -> ConnectorOut:
+        spec = catalogue.get(connector_id)
+        if spec is None:  # a connector withdrawn from the catalogue but still recorded
+            return ConnectorOut(connector_id=connector_id, name=connector_id, adapter="unknown")
+        return ConnectorOut(connector_id=spec.connector_id, name=spec.name, adapter=spec.adapter)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/connectors", tags=["connectors"])
+    async def list_connectors(_: ActorDep) -> list[ConnectorOut]:
+        """The connector catalogue: what a cabinet may add."""
+        return [spec_out(connector_id) for connector_id in catalogue]
+
+    @app.get("/cabinets/{cabinet_id}/connectors", tags=["connectors"])
+    async def cabinet_connectors(cabinet_id: str, actor: ActorDep) -> CabinetConnectorsOut:
+        ids = await store.list_cabinet_connectors(actor, cabinet_id)
+        return CabinetConnectorsOut(cabinet_id=cabinet_id, connectors=[spec_out(i) for i in ids])
+
+    @app.post(
+        "/cabinets/{cabinet_id}/connectors",
+        tags=["connectors"],
+        status_code=status.HTTP_201_CREATED,
+        responses={200: {"model": CabinetConnectorAdded, "description": "Already there."}},
+    )
+    async def add_cabinet_connector(
+        cabinet_id: str, body: AddConnector, actor: ActorDep, response: Response
+    ) -> CabinetConnectorAdded:
+        """Rule 1: a superviseur or an administrateur adds a connector (201; 200 if present)."""
+        added = await store.add_cabinet_connector(actor, cabinet_id, body.connector_id)
+        if not added:
+            response.status_code = status.HTTP_200_OK
+        return CabinetConnectorAdded(
+            cabinet_id=cabinet_id, connector_id=body.connector_id, added=added
+        )
+
+    @app.delete(
+        "/cabinets/{cabinet_id}/connectors/{connector_id}",
+        tags=["connectors"],
+        status_code=status.HTTP_204_NO_CONTENT,
+    )
+    async def remove_cabinet_connector(
+        cabinet_id: str, connector_id: str, actor: ActorDep
+    ) -> Response:
+        """Rule 2: only when no IBAN of the cabinet is bound to it (409 says how many are)."""
+        try:
+            await store.remove_cabinet_connector(actor, cabinet_id, connector_id)
+        except ConnectorNotOnCabinet as exc:
+            raise NotFound(exc.message) from None
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get("/ibans/{iban}", tags=["ibans"])
+    async def get_iban(iban: str, actor: ActorDep) -> IbanStateOut:
+        return IbanStateOut.of(await store.get_iban(actor, iban))
+
+    @app.put("/ibans/{iban}/connector", tags=["ibans"])
+    async def bind_iban(iban: str, body: BindConnector, actor: ActorDep) -> IbanStateOut:
+        """Rules 3 and 4: bind to a connector of the cabinet, or null for « Aucun connecteur »."""
+        return IbanStateOut.of(await store.bind_iban(actor, iban, body.connector_id))
+
+    @app.get("/ibans/{iban}/diagnosis", tags=["ibans"])
+    async def diagnosis(iban: str, actor: ActorDep) -> DiagnosisOut:
+        """The FAQ checklist « mes relevés ne sont pas récupérés dans mon outil de production »."""
+        state = await store.get_iban(actor, iban)
+        return DiagnosisOut.of(state.iban, diagnose(state))
+
+    @app.middleware("http")
+    async def _no_store(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

@@ -1,0 +1,95 @@
+"""Every error the API answers is JSON ``{"error": code, "detail": message}``.
+
+Bad input is a 4xx with a reason a person can act on, never a 500: request validation,
+domain refusals and unknown routes all come through these handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from routing.domain.errors import (
+    AuthenticationFailed,
+    Conflict,
+    ConnectorStillBound,
+    DomainError,
+    InvalidIban,
+    NotFound,
+    PermissionDenied,
+)
+
+log = structlog.get_logger(__name__)
+
+_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (AuthenticationFailed, 401),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidIban, 422),
+)
+
+
+def status_for(exc: DomainError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ConnectorStillBound):
+        extra["bound_ibans"] = exc.bound_ibans
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+    return JSONResponse(
+        error_body(exc.code, exc.message, **extra), status_code=status_for(exc), headers=headers
+    )
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI, unavailable: tuple[type[Exception], ...]) -> None:
+    """Map domain refusals, validation errors and store outages to JSON answers."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return domain_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            error_body("invalid_request", _describe_validation(exc)), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    for kind in unavailable:
+
+        @app.exception_handler(kind)
+        async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+            log.error("store_unavailable", error=str(exc))
+            return JSONResponse(
+                error_body("store_unavailable", "the state store is unavailable; retry later"),
+                status_code=503,
+            )

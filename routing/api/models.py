@@ -1,0 +1,112 @@
+"""Request and response bodies of the HTTP API (the edge where JSON becomes objects)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from routing.domain.decide import Check, Diagnosis
+from routing.domain.model import IbanState, MandateStatus
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddConnector(Body):
+    connector_id: str = Field(min_length=1, max_length=64, examples=["acd"])
+
+
+class BindConnector(Body):
+    """``{"connector_id": null}`` is « Aucun connecteur ». The field must be present."""
+
+    connector_id: str | None = Field(min_length=1, max_length=64, examples=["acd", None])
+
+
+class ConnectorOut(BaseModel):
+    connector_id: str
+    name: str
+    adapter: str
+
+
+class CabinetConnectorsOut(BaseModel):
+    cabinet_id: str
+    connectors: list[ConnectorOut]
+
+
+class CabinetConnectorAdded(BaseModel):
+    cabinet_id: str
+    connector_id: str
+    added: bool = Field(description="False when the cabinet already had the connector.")
+
+
+class IbanStateOut(BaseModel):
+    iban: str
+    cabinet_id: str
+    client_ref: str | None
+    connector_id: str | None
+    connector_on_cabinet: bool
+    mandate_status: MandateStatus
+    active: bool
+    version: int
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, state: IbanState) -> IbanStateOut:
+        return cls(
+            iban=state.iban,
+            cabinet_id=state.cabinet_id,
+            client_ref=state.client_ref,
+            connector_id=state.connector_id,
+            connector_on_cabinet=state.connector_on_cabinet,
+            mandate_status=state.mandate_status,
+            active=state.active,
+            version=state.version,
+            updated_at=state.updated_at,
+        )
+
+
+class CheckOut(BaseModel):
+    step: int
+    name: str
+    ok: bool
+    message_fr: str
+    message_en: str
+
+
+class DiagnosisOut(BaseModel):
+    iban: str
+    checks: list[CheckOut]
+    verdict: Literal[
+        "unknown_iban", "add_connector_to_cabinet", "bind_iban", "approve_mandate",
+        "contact_support",
+    ]
+    message_fr: str
+    message_en: str
+
+    @classmethod
+    def of(cls, iban: str, diagnosis: Diagnosis) -> DiagnosisOut:
+        return cls(
+            iban=iban,
+            checks=[_check(i, c) for i, c in enumerate(diagnosis.checks, start=1)],
+            verdict=diagnosis.verdict.value,
+            message_fr=diagnosis.message_fr,
+            message_en=diagnosis.message_en,
+        )
+
+
+def _check(step: int, check: Check) -> CheckOut:
+    return CheckOut(
+        step=step,
+        name=check.name.value,
+        ok=check.ok,
+        message_fr=check.message_fr,
+        message_en=check.message_en,
+    )
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Stable machine-readable code.")
+    detail: str = Field(description="What went wrong, for a person.")

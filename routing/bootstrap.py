@@ -1,0 +1,44 @@
+"""The composition root: the one place that picks concrete adapters and wires them.
+
+Nothing in the code base connects at import time; commands call these builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from config.catalogue import ConnectorSpec, default_catalogue
+from config.settings import Settings
+from routing.ports import StateStore
+from routing.store.engine import create_engine
+from routing.store.errors import StoreError
+from routing.store.migrate import upgrade
+from routing.store.sql import SqlStateStore
+
+
+def catalogue(settings: Settings) -> dict[str, ConnectorSpec]:
+    """The connectors this deployment knows (the default catalogue for now)."""
+    del settings
+    return default_catalogue()
+
+
+def store_unavailable_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the store is out of reach (API: 503; CLI: exit 8)."""
+    return (StoreError,)
+
+
+@asynccontextmanager
+async def open_store(settings: Settings, *, migrate: bool | None = None) -> AsyncIterator[StateStore]:
+    """Open the state store. The embedded SQLite database is migrated on first use, so the
+    embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
+    """
+    url = settings.effective_database_url
+    if migrate if migrate is not None else not settings.database_url:
+        await upgrade(url)
+    engine = create_engine(url)
+    store = SqlStateStore(engine, catalogue=list(catalogue(settings)))
+    try:
+        yield store
+    finally:
+        await store.close()

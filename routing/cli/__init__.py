@@ -1,0 +1,1 @@
+"""The ``statement-router`` command line (typer)."""

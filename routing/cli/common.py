@@ -1,0 +1,101 @@
+"""What every CLI command shares: settings, the store's lifetime, and refusals as exit codes.
+
+A refusal prints its reason on stderr and exits non-zero, with a code per kind so that
+scripts can tell them apart (docs/cli.md lists them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from config.settings import Settings, get_settings
+from routing.bootstrap import open_store, store_unavailable_errors
+from routing.domain.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DomainError,
+    InvalidIban,
+    NotFound,
+    PermissionDenied,
+)
+from routing.ports import StateStore
+
+T = TypeVar("T")
+
+EXIT_REFUSED = 1
+EXIT_UNAUTHENTICATED = 3
+EXIT_FORBIDDEN = 4
+EXIT_NOT_FOUND = 5
+EXIT_CONFLICT = 6
+EXIT_INVALID = 7
+EXIT_UNAVAILABLE = 8
+
+_EXIT_CODES: tuple[tuple[type[DomainError], int], ...] = (
+    (AuthenticationFailed, EXIT_UNAUTHENTICATED),
+    (PermissionDenied, EXIT_FORBIDDEN),
+    (NotFound, EXIT_NOT_FOUND),
+    (Conflict, EXIT_CONFLICT),
+    (InvalidIban, EXIT_INVALID),
+)
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def exit_code_for(exc: DomainError) -> int:
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return EXIT_REFUSED
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run a coroutine, turning refusals and outages into a message and an exit code."""
+    try:
+        return asyncio.run(_as_coroutine(coro))
+    except DomainError as exc:
+        fail(exc.message, exit_code_for(exc))
+    except store_unavailable_errors() as exc:
+        fail(f"the state store is unavailable: {exc}", EXIT_UNAVAILABLE)
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def with_store(settings: Settings, action: Callable[[StateStore], Awaitable[T]]) -> T:
+    """Open the store, run ``action`` on it, close it; refusals become exit codes."""
+
+    async def main() -> T:
+        async with open_store(settings) as store:
+            return await action(store)
+
+    return run(main())
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def token_or_fail(token: str | None, cfg: Settings) -> str:
+    if token:
+        return token
+    if cfg.token is not None:
+        return cfg.token.get_secret_value()
+    fail(
+        "this operation acts as a user: pass --token or set STATEMENT_ROUTER_TOKEN",
+        EXIT_UNAUTHENTICATED,
+    )
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")

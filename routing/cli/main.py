@@ -1,0 +1,324 @@
+"""``statement-router``: the operations of the FAQ, the back office, and the processes.
+
+User-level operations (the FAQ's) authenticate with a user's token (``--token`` or
+``STATEMENT_ROUTER_TOKEN``) and obey the same rules as the API. Back-office operations
+(cabinets, users, IBANs, mandates) are for So bank's operators and run without a token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from routing.bootstrap import catalogue, open_store
+from routing.cli.common import print_json, run, settings, token_or_fail, with_store
+from routing.domain.decide import diagnose as diagnose_state
+from routing.domain.model import IbanState, MandateStatus, Profile
+from routing.ports import StateStore
+
+app = typer.Typer(
+    name="statement-router",
+    help="Route bank statements to partner connectors or to the cabinet's global file.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
+cabinet_app = typer.Typer(help="Cabinets and their connectors.", no_args_is_help=True)
+cabinet_connectors_app = typer.Typer(
+    help="A cabinet's connectors (superviseur or administrateur).", no_args_is_help=True
+)
+user_app = typer.Typer(help="Users and their tokens.", no_args_is_help=True)
+iban_app = typer.Typer(help="Client IBANs and their connector.", no_args_is_help=True)
+mandate_app = typer.Typer(help="Mandates (the bank's approval of an IBAN).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(cabinet_app, name="cabinet")
+cabinet_app.add_typer(cabinet_connectors_app, name="connectors")
+app.add_typer(user_app, name="user")
+app.add_typer(iban_app, name="iban")
+app.add_typer(mandate_app, name="mandate")
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="The acting user's token (default: $STATEMENT_ROUTER_TOKEN)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _state_dict(state: IbanState) -> dict[str, object]:
+    return {
+        "iban": state.iban,
+        "cabinet_id": state.cabinet_id,
+        "client_ref": state.client_ref,
+        "connector_id": state.connector_id,
+        "connector_on_cabinet": state.connector_on_cabinet,
+        "mandate_status": state.mandate_status.value,
+        "active": state.active,
+        "version": state.version,
+        "updated_at": state.updated_at.isoformat(),
+    }
+
+
+def _echo_state(state: IbanState, as_json: bool) -> None:
+    if as_json:
+        print_json(_state_dict(state))
+        return
+    connector = state.connector_id or "Aucun connecteur"
+    typer.echo(
+        f"{state.iban}  cabinet={state.cabinet_id}  connector={connector}  "
+        f"mandate={state.mandate_status.value}  version={state.version}"
+    )
+
+
+# --- db --------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the state store's schema to the latest version (Alembic)."""
+    from routing.store.migrate import upgrade
+
+    cfg = settings()
+    run(upgrade(cfg.effective_database_url))
+    typer.echo("database is at the latest schema version")
+
+
+# --- back office -----------------------------------------------------------------------
+@cabinet_app.command("create")
+def cabinet_create(
+    cabinet_id: Annotated[str, typer.Argument(help="The cabinet's id.")],
+    name: Annotated[str, typer.Option("--name", help="Display name.")],
+) -> None:
+    """Create a cabinet."""
+
+    async def action(store: StateStore) -> None:
+        await store.create_cabinet(cabinet_id, name)
+
+    with_store(settings(), action)
+    typer.echo(f"cabinet {cabinet_id} created")
+
+
+@user_app.command("create")
+def user_create(
+    cabinet: Annotated[str, typer.Option("--cabinet", help="The user's cabinet.")],
+    profile: Annotated[Profile, typer.Option("--profile", help="The user's profile.")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+) -> None:
+    """Create a user. The token is printed once, on the last line; only its hash is kept."""
+
+    async def action(store: StateStore) -> str:
+        user = await store.create_user(cabinet, profile, name)
+        typer.echo(f"user {user.user_id} ({user.profile.value}) created in cabinet {cabinet}")
+        return user.token
+
+    token = with_store(settings(), action)
+    typer.echo(token)
+
+
+@iban_app.command("add")
+def iban_add(
+    iban: Annotated[str, typer.Argument(help="The client's IBAN.")],
+    cabinet: Annotated[str, typer.Option("--cabinet", help="The cabinet the IBAN belongs to.")],
+    client: Annotated[str | None, typer.Option("--client", help="The client's reference.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a client IBAN under a cabinet; its mandate starts pending."""
+
+    async def action(store: StateStore) -> IbanState:
+        return await store.add_iban(iban, cabinet, client)
+
+    _echo_state(with_store(settings(), action), as_json)
+
+
+@mandate_app.command("set")
+def mandate_set(
+    iban: Annotated[str, typer.Argument(help="The IBAN.")],
+    status: Annotated[MandateStatus, typer.Argument(help="The mandate's new status.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Record the bank's mandate decision: approved makes the IBAN active."""
+
+    async def action(store: StateStore) -> IbanState:
+        return await store.set_mandate(iban, status)
+
+    _echo_state(with_store(settings(), action), as_json)
+
+
+# --- the FAQ operations, as a user -----------------------------------------------------
+@app.command("connectors")
+def connectors(as_json: JsonOpt = False) -> None:
+    """List the connector catalogue."""
+    specs = catalogue(settings()).values()
+    if as_json:
+        print_json([{"connector_id": s.connector_id, "name": s.name, "adapter": s.adapter}
+                    for s in specs])
+        return
+    for spec in specs:
+        typer.echo(f"{spec.connector_id:<12} {spec.name:<12} {spec.adapter}")
+
+
+@cabinet_connectors_app.command("list")
+def cabinet_connectors_list(
+    cabinet_id: Annotated[str, typer.Argument(help="The cabinet.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the connectors added to a cabinet."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> list[str]:
+        return await store.list_cabinet_connectors(await store.authenticate(secret), cabinet_id)
+
+    ids = with_store(cfg, action)
+    if as_json:
+        print_json({"cabinet_id": cabinet_id, "connectors": ids})
+    else:
+        for connector_id in ids:
+            typer.echo(connector_id)
+
+
+@cabinet_connectors_app.command("add")
+def cabinet_connectors_add(
+    cabinet_id: Annotated[str, typer.Argument(help="The cabinet.")],
+    connector_id: Annotated[str, typer.Argument(help="The connector, e.g. acd.")],
+    token: TokenOpt = None,
+) -> None:
+    """Add a connector to a cabinet (rule 1: superviseur or administrateur)."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> bool:
+        return await store.add_cabinet_connector(
+            await store.authenticate(secret), cabinet_id, connector_id
+        )
+
+    added = with_store(cfg, action)
+    verb = "added to" if added else "was already on"
+    typer.echo(f"connector {connector_id} {verb} cabinet {cabinet_id}")
+
+
+@cabinet_connectors_app.command("remove")
+def cabinet_connectors_remove(
+    cabinet_id: Annotated[str, typer.Argument(help="The cabinet.")],
+    connector_id: Annotated[str, typer.Argument(help="The connector, e.g. acd.")],
+    token: TokenOpt = None,
+) -> None:
+    """Remove a connector from a cabinet (rule 2: only when no IBAN is bound to it)."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> None:
+        await store.remove_cabinet_connector(
+            await store.authenticate(secret), cabinet_id, connector_id
+        )
+
+    with_store(cfg, action)
+    typer.echo(f"connector {connector_id} removed from cabinet {cabinet_id}")
+
+
+@iban_app.command("show")
+def iban_show(
+    iban: Annotated[str, typer.Argument(help="The IBAN.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an IBAN of your cabinet."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> IbanState:
+        return await store.get_iban(await store.authenticate(secret), iban)
+
+    _echo_state(with_store(cfg, action), as_json)
+
+
+@iban_app.command("bind")
+def iban_bind(
+    iban: Annotated[str, typer.Argument(help="The IBAN.")],
+    connector_id: Annotated[str, typer.Argument(help="A connector added to the cabinet.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bind an IBAN to a connector (rule 3: the connector must be on the cabinet)."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> IbanState:
+        return await store.bind_iban(await store.authenticate(secret), iban, connector_id)
+
+    _echo_state(with_store(cfg, action), as_json)
+
+
+@iban_app.command("unbind")
+def iban_unbind(
+    iban: Annotated[str, typer.Argument(help="The IBAN.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set the IBAN's connector to « Aucun connecteur » (rule 4)."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> IbanState:
+        return await store.bind_iban(await store.authenticate(secret), iban, None)
+
+    _echo_state(with_store(cfg, action), as_json)
+
+
+@app.command("diagnose")
+def diagnose(
+    iban: Annotated[str, typer.Argument(help="The IBAN whose statements do not arrive.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the FAQ checklist for an IBAN of your cabinet."""
+    from routing.api.models import DiagnosisOut
+
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action(store: StateStore) -> DiagnosisOut:
+        state = await store.get_iban(await store.authenticate(secret), iban)
+        return DiagnosisOut.of(state.iban, diagnose_state(state))
+
+    result = with_store(cfg, action)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    for check in result.checks:
+        mark = "ok " if check.ok else "NOK"
+        typer.echo(f"{check.step}. [{mark}] {check.message_fr}")
+    typer.echo(f"=> {result.message_fr}")
+
+
+# --- processes -------------------------------------------------------------------------
+@app.command("api")
+def api(
+    host: Annotated[str | None, typer.Option("--host", help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port.")] = None,
+) -> None:
+    """Serve the HTTP API (default 127.0.0.1:8080)."""
+    from routing.serve import serve_api
+
+    cfg = settings()
+    run(serve_api(cfg, host or cfg.api_host, port if port is not None else cfg.api_port))
+
+
+@app.command("up")
+def up(
+    demo: Annotated[bool, typer.Option("--demo", help="Seed and feed the demo.")] = False,
+) -> None:
+    """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
+    from routing.up import run_up
+
+    run(run_up(settings(), demo=demo))
+
+
+def main() -> None:
+    from routing.logs import configure_logging
+
+    cfg = settings()
+    configure_logging(cfg.log_format, cfg.log_level)
+    app()
+
+
+__all__ = ["app", "main", "open_store"]

@@ -1,0 +1,42 @@
+"""Serving the HTTP API inside an asyncio program (``api`` and ``up`` commands)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from config.settings import Settings
+from routing.api.app import create_app
+from routing.bootstrap import catalogue, open_store, store_unavailable_errors
+from routing.ports import StateStore
+
+
+def api_server(store: StateStore, settings: Settings, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server for the API over ``store``; the caller runs ``serve()``."""
+    app = create_app(store, catalogue(settings), unavailable=store_unavailable_errors())
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+async def serve_api(
+    settings: Settings, host: str, port: int, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until interrupted (or until ``stop`` is set)."""
+    async with open_store(settings) as store:
+        server = api_server(store, settings, host, port)
+        if stop is None:
+            await server.serve()
+            return
+        task = asyncio.create_task(server.serve())
+        await stop.wait()
+        server.should_exit = True
+        await task
