@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from config.catalogue import ConnectorSpec, default_catalogue
 from config.settings import Settings
 from routing.ports import StateStore
-from routing.store.engine import create_engine
+from routing.store.engine import create_store_engine
 from routing.store.errors import StoreError
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
@@ -29,14 +29,16 @@ def store_unavailable_errors() -> tuple[type[Exception], ...]:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings, *, migrate: bool | None = None) -> AsyncIterator[StateStore]:
+async def open_store(
+    settings: Settings, *, migrate: bool | None = None
+) -> AsyncIterator[StateStore]:
     """Open the state store. The embedded SQLite database is migrated on first use, so the
     embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
     """
     url = settings.effective_database_url
     if migrate if migrate is not None else not settings.database_url:
         await upgrade(url)
-    engine = create_engine(url)
+    engine = create_store_engine(url)
     store = SqlStateStore(engine, catalogue=list(catalogue(settings)))
     try:
         yield store

@@ -58,4 +58,8 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # Migrations run on every embedded start; their chatter is not news.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

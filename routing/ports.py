@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,6 +103,17 @@ class StateStore(ABC):
     @abstractmethod
     async def mark_published(self, ids: Sequence[int]) -> None:
         """Mark messages published once the broker acknowledged them."""
+
+    @abstractmethod
+    def relay_lock(self) -> AbstractAsyncContextManager[bool]:
+        """Relay leadership: ``async with store.relay_lock() as leader:``, never blocking.
+
+        The outbox must reach ``iban.state`` in commit order per IBAN. Two relays reading
+        the same pending rows would race their sends and could publish an older snapshot
+        after a newer one (and duplicate every message), so only the holder of this lock
+        may publish; the others wait and retry. ``leader`` is False when another process
+        holds it. The lock is released when the context exits or the process dies.
+        """
 
     @abstractmethod
     async def close(self) -> None:

@@ -2,7 +2,6 @@
 the store and the catalogue in, so tests build an app on any store.
 """
 
-from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated

@@ -1,8 +1,8 @@
 """IBAN normalisation, validation and masking.
 
 Validation is ISO 13616 (mod 97) plus the national check, which for French IBANs is the
-RIB key, both through schwifty (``validate_bban=True``). Results are cached: an IBAN's validity never changes, and the router validates
-the same IBANs every business day.
+RIB key, both through schwifty (``validate_bban=True``). Results are cached: an IBAN's
+validity never changes, and the router validates the same IBANs every business day.
 """
 
 from __future__ import annotations

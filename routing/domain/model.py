@@ -8,7 +8,7 @@ from enum import StrEnum
 
 
 class Profile(StrEnum):
-    """A user's profile in their cabinet (FAQ: « Collaborateur », « Superviseur », « Administrateur »)."""
+    """A user's profile in their cabinet (FAQ: « Superviseur », « Administrateur », …)."""
 
     COLLABORATEUR = "collaborateur"
     SUPERVISEUR = "superviseur"

@@ -46,7 +46,10 @@ def ensure_removable(cabinet_id: str, connector_id: str, bound_ibans: int) -> No
 
 
 def ensure_can_bind(
-    actor: Actor, iban_cabinet_id: str, connector_id: str | None, cabinet_connectors: Collection[str]
+    actor: Actor,
+    iban_cabinet_id: str,
+    connector_id: str | None,
+    cabinet_connectors: Collection[str],
 ) -> None:
     """Rules 3 and 4: any profile binds or unbinds, to a connector the cabinet has added."""
     ensure_own_cabinet(actor, iban_cabinet_id)

@@ -1,0 +1,102 @@
+"""The outbox relay: publishes committed IBAN-state snapshots to ``iban.state``, in order.
+
+Rows are read in commit order and marked published only after the broker acknowledged
+them, so a crash between the two republishes rows rather than losing them; the router
+ignores versions it already holds, so a republish is harmless. One relay at a time holds
+the store's relay lock: two relays interleaving their batches could publish an older
+snapshot after a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from events.topics import Topics
+from routing.domain.iban import mask_iban
+from routing.ports import OutboxMessage, StateStore
+
+log = structlog.get_logger(__name__)
+
+
+class Producer(Protocol):
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        ...
+
+
+class OutboxRelay:
+    """Moves outbox rows to the broker; run one per deployment (others wait as standbys)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        producer: Producer,
+        topics: Topics,
+        *,
+        batch_size: int = 500,
+        idle_interval: float = 0.1,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._producer = producer
+        self._topics = topics
+        self._batch_size = batch_size
+        self._idle = idle_interval
+        self._max_backoff = max_backoff
+        self.published = 0
+
+    def _topic(self, logical: str) -> str:
+        if logical == "iban.state":
+            return self._topics.iban_state
+        raise ValueError(f"outbox row for unknown topic {logical!r}")
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; return how many were published."""
+        rows = await self._store.pending_outbox(self._batch_size)
+        if not rows:
+            return 0
+        await self._send_in_order(rows)
+        await self._store.mark_published([row.id for row in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def _send_in_order(self, rows: Sequence[OutboxMessage]) -> None:
+        # aiokafka keeps send order per partition, and a key always maps to one partition.
+        pending = []
+        for row in rows:
+            value = None if row.value is None else json.dumps(row.value).encode()
+            pending.append(
+                await self._producer.send(self._topic(row.topic), value=value, key=row.key.encode())
+            )
+        await asyncio.gather(*pending)
+        log.debug("outbox_published", rows=len(rows), last_key=mask_iban(rows[-1].key))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set, surviving broker and database outages."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                async with self._store.relay_lock() as leader:
+                    if not leader:
+                        await _wait(stop, 1.0)
+                        continue
+                    log.info("relay_leader")
+                    while not stop.is_set():
+                        if await self.publish_pending() == 0:
+                            await _wait(stop, self._idle)
+                        backoff = 0.2
+            except Exception as exc:
+                log.warning("relay_retrying", error=str(exc), retry_in=round(backoff, 2))
+                await _wait(stop, backoff * (1 + random.random() / 2))  # noqa: S311
+                backoff = min(backoff * 2, self._max_backoff)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

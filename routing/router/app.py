@@ -1,0 +1,384 @@
+"""The router worker: a faust app built by a factory, and a runner for the CLI and ``up``.
+
+Nothing connects at import time and there is no module-level faust App: every test, the
+CLI and the benchmark build their own with :func:`create_router_app`, which binds the app
+to its topics and settings, and :func:`run_router` runs one in the current event loop
+until a stop event is set.
+
+Two modes share :class:`~routing.router.core.RouterCore`:
+
+* ``batch`` (the default): faust runs the ``iban.state`` agent, the Tables, membership and
+  recovery; statements are read in batches by :class:`~routing.router.pump.StatementPump`
+  (the hot path; see its docstring and docs/performance.md for why and how it keeps the
+  guarantees);
+* ``agent``: a plain faust agent per input topic. It is the reference implementation,
+  simple to reason about and what the unit tests drive with ``agent.test_context()``,
+  at faust's per-event speed.
+
+Both agents run with ``concurrency=1`` (faust issue #606: with more, an offset can be
+committed past an unprocessed message) and ``processing_guarantee='at_least_once'``
+unless ``settings.kafka_exactly_once`` (a real Kafka only: Tansu has no transactional
+producer). The batch pump is at-least-once in every case; the sinks absorb duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from config.settings import Settings
+from events.topics import Topics
+from routing.broker.producer import ProducerParams, make_producer
+from routing.router.core import Handler, InRecord, RouterCore
+from routing.router.emit import Out
+from routing.router.pump import StatementPump
+from routing.router.sink import KafkaSink, Sink
+from routing.router.tables import FaustTables
+
+log = structlog.get_logger("routing.router")
+
+RouterMode = Literal["batch", "agent"]
+
+
+
+
+class RouterCrashed(RuntimeError):
+    """The router stopped on an error it must not swallow (a send or a commit failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterTuning:
+    """Knobs that are not business settings: group timing and batch sizes.
+
+    faust's defaults (60 s session) make Tansu hold the first join of a group for about
+    half the session timeout, so a worker would need ~30 s to start; 10 s sessions start
+    in ~5 s and still tolerate GC pauses. ``emit_outcomes`` writes a
+    ``delivery.outcome/v1`` "routed"/"held" record per statement (a second produce).
+    """
+
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    rebalance_timeout: float = 20.0
+    max_batch: int = 2_000
+    linger_ms: int = 5
+    producer_batch_bytes: int = 262_144
+    emit_outcomes: bool = True
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _record(message: Any) -> InRecord:
+    return InRecord(
+        message.topic, message.partition, message.offset, message.key, message.value
+    )
+
+
+class RouterApp:
+    """One router worker: the faust app, its core, its sink and (batch mode) the pump.
+
+    Build it with :func:`create_router_app`. ``start``/``stop`` run it in the current
+    loop; ``run_step`` is the one place where records are routed and sent.
+    """
+
+    def __init__(
+        self,
+        *,
+        app: faust.App,
+        topics: Topics,
+        core: RouterCore,
+        tables: FaustTables,
+        mode: RouterMode,
+        sink_factory: Callable[[], Sink] | None,
+        sink: Sink | None,
+        consumer_factory: Callable[[], AIOKafkaConsumer] | None,
+        tuning: RouterTuning,
+    ) -> None:
+        self.app = app
+        self.topics = topics
+        self.core = core
+        self.tables = tables
+        self.mode = mode
+        self.tuning = tuning
+        self._sink_factory = sink_factory
+        self._sink = sink
+        self._consumer_factory = consumer_factory
+        self.pump: StatementPump | None = None
+        self.state_agent: Any = None
+        self.statements_agent: Any = None
+        self.lock = asyncio.Lock()
+        self.fatal_error: BaseException | None = None
+        self._fatal = asyncio.Event()
+        self._started = False
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            raise RuntimeError("the router's sink exists once start() ran")
+        return self._sink
+
+    # --- the routing step ----------------------------------------------------------------
+
+    async def run_step(self, step: Callable[[str], list[Out]]) -> None:
+        """Route under the lock, issue the sends in order, then wait for every ack.
+
+        The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
+        to the other agent or the pump, which keeps per-IBAN order across a release. The
+        acks are awaited outside the lock (the order is fixed once the sends are issued).
+        """
+        futures = []
+        async with self.lock:
+            outs = step(utc_now())
+            send = self.sink.send
+            for out in outs:
+                futures.append(await send(out))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def flush_tables(self) -> None:
+        """Wait until faust's producer has every changelog write acknowledged."""
+        await self.app.producer.flush()
+
+    async def handle(self, handler: Handler, record: InRecord) -> None:
+        """Process one faust event; on a produce failure, never let faust ack it."""
+        try:
+            await self.run_step(lambda now: handler(record, now))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self.fatal(exc, "agent")
+            # Returning would let faust ack (and later commit) the event whose outputs
+            # were not all written. Wait for the runner to stop the worker instead.
+            await asyncio.Future()
+
+    async def fatal(self, exc: BaseException, where: str) -> None:
+        """Record an error that must stop the worker; the runner stops it."""
+        if self.fatal_error is None:
+            self.fatal_error = exc
+        log.critical("router_fatal", where=where, error=type(exc).__name__, detail=str(exc))
+        self._fatal.set()
+
+    async def wait_fatal(self) -> None:
+        await self._fatal.wait()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sink, the pump (idle until faust's first assignment), then faust."""
+        if self._sink is None:
+            assert self._sink_factory is not None
+            self._sink = self._sink_factory()
+        await self._sink.start()
+        self._started = True
+        if self.mode == "batch":
+            assert self._consumer_factory is not None
+            self.pump = StatementPump(
+                self, self._consumer_factory(), max_records=self.tuning.max_batch
+            )
+            signals: Any = self.app  # mode's signal types reject plain async methods
+            signals.on_partitions_revoked.connect(self.pump.on_partitions_revoked)
+            signals.on_rebalance_complete.connect(self.pump.on_rebalance_complete)
+            await self.pump.start()
+        await self.app.start()
+
+    async def stop(self) -> None:
+        """Stop reading statements (finishing the batch in flight), then faust, then the sink."""
+        if self.pump is not None:
+            signals: Any = self.app
+            with contextlib.suppress(Exception):
+                signals.on_partitions_revoked.disconnect(self.pump.on_partitions_revoked)
+                signals.on_rebalance_complete.disconnect(self.pump.on_rebalance_complete)
+            await self.pump.stop()
+            self.pump = None
+        await self.app.stop()
+        if self._started and self._sink is not None:
+            await self._sink.stop()
+        self._started = False
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.core.stats)
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    """An existing topic read as raw bytes: the core does its own (strict) parsing."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _bootstrap(settings: Settings, bootstrap_servers: str | None) -> str:
+    servers = bootstrap_servers or settings.kafka_bootstrap_servers
+    if not servers:
+        raise ValueError(
+            "no Kafka bootstrap servers: kafka_bootstrap_servers is unset (embedded mode), "
+            "so pass the embedded broker's bootstrap_servers"
+        )
+    return servers
+
+
+def create_router_app(
+    settings: Settings,
+    topics: Topics,
+    catalogue: Mapping[str, object],
+    *,
+    bootstrap_servers: str | None = None,
+    mode: RouterMode = "batch",
+    app_id: str | None = None,
+    sink: Sink | None = None,
+    tuning: RouterTuning | None = None,
+) -> RouterApp:
+    """Build (without connecting) one router worker.
+
+    ``app_id`` names the faust app, hence its consumer group and changelog topics
+    (``<app_id>-iban-state-changelog``, ``<app_id>-held-changelog``); it defaults to
+    ``<prefix>.router``, so every router of one topic set shares the work. ``sink``
+    replaces the Kafka producer (unit tests). ``catalogue`` is the configured connector
+    catalogue: a bound IBAN whose connector is not in it is held, never dropped.
+    """
+    tuning = tuning or RouterTuning()
+    servers = _bootstrap(settings, bootstrap_servers)
+    app_id = app_id or f"{topics.prefix}.router"
+    guarantee = "exactly_once" if settings.kafka_exactly_once else "at_least_once"
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{server.strip()}" for server in servers.split(",")],
+        store=settings.table_store,
+        datadir=str(settings.data_dir / "router" / app_id),
+        topic_partitions=topics.partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        processing_guarantee=guarantee,
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+        broker_session_timeout=tuning.session_timeout,
+        broker_heartbeat_interval=tuning.heartbeat_interval,
+        broker_rebalance_timeout=tuning.rebalance_timeout,
+    )
+    state_table = app.Table(
+        "iban-state",
+        key_type=str,
+        partitions=topics.partitions,
+        help="iban.state/v1 snapshots by IBAN (newest version wins)",
+    )
+    held_table = app.Table(
+        "held",
+        key_type=str,
+        partitions=topics.partitions,
+        help="held statements by IBAN, raw received JSON in arrival order",
+    )
+    tables = FaustTables(state_table, held_table)
+    core = RouterCore(
+        topics=topics, catalogue=catalogue, tables=tables, emit_outcomes=tuning.emit_outcomes
+    )
+
+    def sink_factory() -> Sink:
+        params = ProducerParams(
+            bootstrap_servers=servers,
+            client_id=f"{app_id}-sink",
+            exactly_once=False,
+            linger_ms=tuning.linger_ms,
+            max_batch_size=tuning.producer_batch_bytes,
+        )
+        return KafkaSink(make_producer(params))
+
+    def consumer_factory() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=servers,
+            client_id=f"{app_id}-statements",
+            group_id=f"{app_id}-statements",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+
+    router = RouterApp(
+        app=app,
+        topics=topics,
+        core=core,
+        tables=tables,
+        mode=mode,
+        sink_factory=None if sink is not None else sink_factory,
+        sink=sink,
+        consumer_factory=consumer_factory,
+        tuning=tuning,
+    )
+
+    state_topic = _raw_topic(app, topics.iban_state)
+
+    async def iban_state(stream: Any) -> None:
+        async for event in stream.events():
+            await router.handle(core.on_state, _record(event.message))
+
+    router.state_agent = app.agent(state_topic, name="iban-state", concurrency=1)(iban_state)
+
+    if mode == "agent":
+        received_topic = _raw_topic(app, topics.received)
+
+        async def statements(stream: Any) -> None:
+            async for event in stream.events():
+                await router.handle(core.on_statement, _record(event.message))
+
+        router.statements_agent = app.agent(
+            received_topic, name="statements", concurrency=1
+        )(statements)
+    return router
+
+
+async def run_router(
+    settings: Settings,
+    topics: Topics,
+    catalogue: Mapping[str, object],
+    stop_event: asyncio.Event,
+    *,
+    bootstrap_servers: str | None = None,
+    mode: RouterMode = "batch",
+    app_id: str | None = None,
+    tuning: RouterTuning | None = None,
+    started: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Run one router worker in the current loop until ``stop_event`` is set.
+
+    For the CLI (``statement-router router``) and ``up``. Returns the counters. Raises
+    :class:`RouterCrashed` if the worker had to stop on an error (a failed send or
+    commit); nothing was committed past it, so a restart resumes safely.
+    ``started`` is set once the worker runs (faust started; statements flow once the
+    group's first assignment and table recovery are done).
+    """
+    router = create_router_app(
+        settings,
+        topics,
+        catalogue,
+        bootstrap_servers=bootstrap_servers,
+        mode=mode,
+        app_id=app_id,
+        tuning=tuning,
+    )
+    try:
+        await router.start()
+        if started is not None:
+            started.set()
+        waits = {
+            asyncio.ensure_future(stop_event.wait()),
+            asyncio.ensure_future(router.wait_fatal()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+    finally:
+        await router.stop()
+    if router.fatal_error is not None:
+        raise RouterCrashed(f"router stopped: {router.fatal_error!r}") from router.fatal_error
+    return router.stats()

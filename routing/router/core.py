@@ -1,0 +1,423 @@
+"""The router's logic, free of any transport: one record in, the records to produce out.
+
+:class:`RouterCore` is called by the faust agents (``iban.state`` always; statements in
+``agent`` mode) and by the batch pump (statements in ``batch`` mode). It reads and writes
+the two Tables through :class:`TableAccess` and returns :class:`~routing.router.emit.Out`
+records; the caller produces them and waits for their acks before it lets the input
+offset be committed. Every call is synchronous, so a caller that holds the router's lock
+while calling it and while *issuing* the sends makes "update the Tables, decide, emit" one
+atomic step per record, which is what keeps held statements in order (see below).
+
+Rules kept here (DESIGN §4, §5):
+
+* exactly one routed event per statement read: partner, global-file, held or invalid.
+  Any failure while routing a record (parsing, a bug) ends in ``statements.invalid``
+  with a precise reason; nothing is skipped;
+* the Table write happens only once every output record of the step is built, so an
+  exception half-way leaves the Tables as they were;
+* ``iban.state``: versions older than or equal to the stored one are ignored; a null
+  value (tombstone) deletes the state (held statements of that IBAN stay held);
+* held statements are kept per IBAN, in arrival order, in the held Table. When the IBAN
+  becomes routable they are released in that order, *before* anything newer is routed:
+  - an ``iban.state`` update that makes the IBAN routable releases them at once;
+  - a new statement that finds held statements for its IBAN never overtakes them: if
+    the IBAN is still not routable it is appended behind them (with its own decision's
+    reason, e.g. ``mandate_pending``); if the IBAN is routable, it first releases them
+    and is routed after them. The second branch only happens when a release was missed
+    (a connector added to the catalogue is process configuration and produces no
+    ``iban.state`` event; a crash between the two changelog writes), so it repairs the
+    situation instead of parking the statement behind a list nobody will release. This
+    is why no statement is ever held with a reason like "earlier statements held":
+    with the release done under the same lock as the routing, that state cannot last;
+* a statement whose IBAN is bound to a connector that is not in the configured catalogue
+  (hence has no topic) is *held* with reason ``connector_not_in_catalogue``: nothing is
+  lost, an operator sees it in ``statements.held``, and it is released once the
+  connector is configured (at the next statement, state update or restart sweep);
+* the record key must be the statement's normalised IBAN, because the key decides the
+  partition and the Table is co-partitioned with it: a statement keyed otherwise would
+  be looked up in the wrong partition of the Table and held forever as unknown. It goes
+  to ``statements.invalid`` instead, with the reason.
+
+Logging never shows statement content; IBANs are masked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from events.schemas import StatementReceived
+from events.topics import Topics
+from routing.domain.decide import Decision, Destination, decide
+from routing.domain.iban import mask_iban
+from routing.domain.model import IbanState
+from routing.router.codec import (
+    InvalidInput,
+    SourceRef,
+    decode_key,
+    encode_invalid,
+    parse_state,
+    parse_statement,
+    state_from_table,
+    state_to_table,
+    statement_fields,
+)
+from routing.router.emit import Out, build_routed
+
+log = structlog.get_logger("routing.router")
+
+CONNECTOR_NOT_IN_CATALOGUE = "connector_not_in_catalogue"
+
+HeldEntry = dict[str, Any]
+"""One held statement: ``raw`` (the received JSON text), ``partition``, ``offset``,
+``reason`` and ``held_at``. The source offset lets a redelivered statement (after a crash
+before its offset was committed) be recognised instead of being held twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """One consumed record, whatever the consumer (faust or the batch pump)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class TableAccess(Protocol):
+    """The two Tables, with the changelog partition of every write given explicitly.
+
+    The partition is the one of the record being processed: both input topics are keyed
+    by IBAN with the same partition count, so it is the IBAN's partition either way.
+    """
+
+    def get_state(self, iban: str) -> dict[str, Any] | None: ...
+
+    def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None: ...
+
+    def delete_state(self, iban: str, partition: int) -> None: ...
+
+    def get_held(self, iban: str) -> list[HeldEntry] | None: ...
+
+    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None: ...
+
+    def delete_held(self, iban: str, partition: int) -> None: ...
+
+    def held_ibans(self) -> Iterable[str]: ...
+
+
+class DictTables:
+    """TableAccess over plain dicts, for tests of the core without faust."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+        self.held: dict[str, list[HeldEntry]] = {}
+        self.writes: list[tuple[str, str, int]] = []
+
+    def get_state(self, iban: str) -> dict[str, Any] | None:
+        return self.states.get(iban)
+
+    def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
+        self.states[iban] = value
+        self.writes.append(("state", iban, partition))
+
+    def delete_state(self, iban: str, partition: int) -> None:
+        self.states.pop(iban, None)
+        self.writes.append(("state-del", iban, partition))
+
+    def get_held(self, iban: str) -> list[HeldEntry] | None:
+        return self.held.get(iban)
+
+    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
+        self.held[iban] = entries
+        self.writes.append(("held", iban, partition))
+
+    def delete_held(self, iban: str, partition: int) -> None:
+        self.held.pop(iban, None)
+        self.writes.append(("held-del", iban, partition))
+
+    def held_ibans(self) -> Iterable[str]:
+        return list(self.held)
+
+
+class RouterCore:
+    """Routes statements and applies IBAN states; returns what to produce."""
+
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        catalogue: Mapping[str, object],
+        tables: TableAccess,
+        emit_outcomes: bool = True,
+        detected_by: str = "router",
+    ) -> None:
+        self.topics = topics
+        self.catalogue = frozenset(catalogue)
+        self.tables = tables
+        self.emit_outcomes = emit_outcomes
+        self.detected_by = detected_by
+        self.stats: Counter[str] = Counter()
+        # (table value, domain state) per IBAN: the memory store hands back the same dict
+        # until the state changes, so an identity check avoids rebuilding the snapshot.
+        self._states: dict[str, tuple[dict[str, Any], IbanState]] = {}
+
+    # --- lookups ------------------------------------------------------------------------
+
+    def forget_cached_states(self) -> None:
+        """Drop the snapshot cache (after a rebalance the Table contents may change)."""
+        self._states.clear()
+
+    def state_of(self, iban: str) -> IbanState | None:
+        value = self.tables.get_state(iban)
+        if value is None:
+            return None
+        cached = self._states.get(iban)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        state = state_from_table(iban, value)
+        if len(self._states) >= 200_000:
+            self._states.clear()  # bounded: a cache, not a second copy of the Table
+        self._states[iban] = (value, state)
+        return state
+
+    def _decide(self, stmt: StatementReceived, state: IbanState | None) -> Decision:
+        decision = decide(stmt, state)
+        if (
+            decision.destination is Destination.PARTNER
+            and decision.connector_id not in self.catalogue
+        ):
+            return Decision(
+                Destination.HELD,
+                CONNECTOR_NOT_IN_CATALOGUE,
+                decision.connector_id,
+                decision.checks,
+                decision.state_version,
+            )
+        return decision
+
+    # --- statements ---------------------------------------------------------------------
+
+    def on_statement(self, rec: InRecord, now: str) -> list[Out]:
+        """Route one ``statements.received`` record; never raises."""
+        self.stats["statements"] += 1
+        try:
+            return self._route_statement(rec, now)
+        except InvalidInput as exc:
+            return self._invalid(rec, exc.reason, exc.statement_id, now)
+        except Exception as exc:  # a bug must not skip the statement: park it in invalid
+            return self._failed(rec, exc, now)
+
+    def _route_statement(self, rec: InRecord, now: str) -> list[Out]:
+        stmt = parse_statement(rec.value)
+        iban = stmt.iban
+        key = decode_key(rec.key)
+        if key != iban:
+            shown = "no key" if key is None else f"key {mask_iban(key)}"
+            raise InvalidInput(
+                f"record has {shown} but the statement's normalised IBAN is "
+                f"{mask_iban(iban)}: statements.received must be keyed by the normalised "
+                "IBAN (it decides the partition, and the IBAN state is co-partitioned)",
+                stmt.statement_id,
+            )
+        state = self.state_of(iban)
+        decision = self._decide(stmt, state)
+        held = self.tables.get_held(iban)
+        fields = statement_fields(stmt)
+        if held:
+            if decision.destination is Destination.HELD:
+                return self._hold(rec, fields, decision, state, held, now)
+            outs = self._release(iban, held, state, decision, rec.partition, now)
+            outs += self._routed(fields, decision, state, now)
+            return outs
+        if decision.destination is Destination.HELD:
+            return self._hold(rec, fields, decision, state, None, now)
+        return self._routed(fields, decision, state, now)
+
+    def _routed(
+        self,
+        fields: dict[str, Any],
+        decision: Decision,
+        state: IbanState | None,
+        now: str,
+        detail: str | None = None,
+    ) -> list[Out]:
+        self.stats[decision.destination.value] += 1
+        return build_routed(
+            fields, decision, state, self.topics, now, outcomes=self.emit_outcomes, detail=detail
+        )
+
+    def _hold(
+        self,
+        rec: InRecord,
+        fields: dict[str, Any],
+        decision: Decision,
+        state: IbanState | None,
+        held: list[HeldEntry] | None,
+        now: str,
+    ) -> list[Out]:
+        assert rec.value is not None
+        entries = list(held or ())
+        if any(e["offset"] == rec.offset and e["partition"] == rec.partition for e in entries):
+            # Redelivered after a crash that came before the offset commit: it is already
+            # held (the Table was recovered from its changelog); re-emit only the audit.
+            self.stats["held_redelivered"] += 1
+            return self._routed(fields, decision, state, now)
+        entries.append(
+            {
+                "raw": rec.value.decode("utf-8"),
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "reason": decision.reason,
+                "held_at": now,
+            }
+        )
+        outs = self._routed(fields, decision, state, now)
+        self.tables.put_held(fields["iban"], entries, rec.partition)
+        return outs
+
+    def _release(
+        self,
+        iban: str,
+        held: list[HeldEntry],
+        state: IbanState | None,
+        decision: Decision,
+        partition: int,
+        now: str,
+    ) -> list[Out]:
+        """Route every held statement of ``iban`` in order, then forget them."""
+        outs: list[Out] = []
+        for entry in held:
+            raw = entry["raw"].encode("utf-8")
+            source = InRecord(self.topics.received, entry["partition"], entry["offset"], None, raw)
+            try:
+                stmt = parse_statement(raw)
+            except InvalidInput as exc:  # only if the contract changed under held data
+                outs += self._invalid(source, f"held statement: {exc.reason}", None, now)
+                continue
+            outs += self._routed(
+                statement_fields(stmt), decision, state, now, detail="released from held"
+            )
+        self.stats["released"] += len(held)
+        log.info(
+            "held_statements_released",
+            iban=mask_iban(iban),
+            count=len(held),
+            destination=decision.destination.value,
+        )
+        self.tables.delete_held(iban, partition)
+        return outs
+
+    # --- IBAN states --------------------------------------------------------------------
+
+    def on_state(self, rec: InRecord, now: str) -> list[Out]:
+        """Apply one ``iban.state`` record, releasing held statements; never raises."""
+        self.stats["states"] += 1
+        try:
+            return self._apply_state(rec, now)
+        except InvalidInput as exc:
+            self.stats["states_invalid"] += 1
+            return self._invalid(rec, exc.reason, None, now)
+        except Exception as exc:
+            return self._failed(rec, exc, now)
+
+    def _apply_state(self, rec: InRecord, now: str) -> list[Out]:
+        key = decode_key(rec.key)
+        if not key:
+            raise InvalidInput("iban.state record without a UTF-8 key: the key must be the IBAN")
+        if rec.value is None:
+            if self.tables.get_state(key) is not None:
+                self.tables.delete_state(key, rec.partition)
+                self._states.pop(key, None)
+                self.stats["states_deleted"] += 1
+            return []
+        event = parse_state(rec.value)
+        if event.iban != key:
+            raise InvalidInput(
+                f"record key {mask_iban(key)} is not the snapshot's normalised IBAN "
+                f"{mask_iban(event.iban)}: iban.state must be keyed by the normalised IBAN"
+            )
+        current = self.tables.get_state(key)
+        if current is not None and event.version <= current["version"]:
+            self.stats["states_stale"] += 1
+        else:
+            self.tables.put_state(key, state_to_table(event), rec.partition)
+            self.stats["states_applied"] += 1
+        # Checked even for a stale version: a redelivered update whose release was lost
+        # in a crash must still release.
+        return self.release_if_routable(key, rec.partition, now)
+
+    def release_if_routable(self, iban: str, partition: int, now: str) -> list[Out]:
+        """Release ``iban``'s held statements if its state now routes them somewhere."""
+        held = self.tables.get_held(iban)
+        if not held:
+            return []
+        state = self.state_of(iban)
+        first = parse_statement(held[0]["raw"].encode("utf-8"))
+        decision = self._decide(first, state)
+        if decision.destination is Destination.HELD:
+            return []
+        return self._release(iban, held, state, decision, partition, now)
+
+    def sweep(self, partitions: set[int], now: str) -> list[Out]:
+        """Release what became routable without an event (a connector added to the catalogue).
+
+        Called once the Tables are recovered for ``partitions``, before new statements.
+        """
+        outs: list[Out] = []
+        for iban in list(self.tables.held_ibans()):
+            held = self.tables.get_held(iban)
+            if not held or held[0]["partition"] not in partitions:
+                continue
+            try:
+                outs += self.release_if_routable(iban, held[0]["partition"], now)
+            except Exception as exc:  # keep them held; the next event retries
+                self.stats["errors"] += 1
+                log.error("held_sweep_failed", iban=mask_iban(iban), error=type(exc).__name__)
+        return outs
+
+    # --- failures -----------------------------------------------------------------------
+
+    def _invalid(
+        self, rec: InRecord, reason: str, statement_id: str | None, now: str
+    ) -> list[Out]:
+        self.stats["invalid"] += 1
+        log.info(
+            "record_invalid",
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            reason=reason,
+        )
+        value = encode_invalid(
+            value=rec.value,
+            key=rec.key,
+            reason=reason,
+            source=SourceRef(rec.topic, rec.partition, rec.offset),
+            detected_at=now,
+            statement_id=statement_id,
+            detected_by=self.detected_by,
+        )
+        return [Out(self.topics.invalid, rec.key or b"", value)]
+
+    def _failed(self, rec: InRecord, exc: Exception, now: str) -> list[Out]:
+        self.stats["errors"] += 1
+        # The exception text may quote the statement: the log gets its type only, the
+        # invalid event (which carries the raw bytes anyway) gets the message.
+        log.error(
+            "record_failed",
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            error=type(exc).__name__,
+        )
+        reason = f"internal error while routing: {type(exc).__name__}: {exc}"
+        return self._invalid(rec, reason, None, now)
+
+
+Handler = Callable[[InRecord, str], list[Out]]

@@ -1,0 +1,658 @@
+"""The SQL state store (SQLAlchemy 2 Core, async): SQLite embedded, PostgreSQL in production.
+
+How the FAQ rules stay true under concurrency
+---------------------------------------------
+Every mutation is one transaction that reads the facts, checks them with
+``routing.domain.rules``, writes, and appends the resulting ``iban.state/v1`` snapshots to
+the outbox. A check is only worth something if the facts cannot change before the commit,
+so cabinet-scoped mutations are serialized per cabinet:
+
+* PostgreSQL: the transaction first locks the cabinet's row (``SELECT ... FOR UPDATE``).
+  Binding an IBAN and removing a connector from its cabinet therefore run one after the
+  other, and the second sees what the first committed.
+* SQLite: every writing transaction starts with ``BEGIN IMMEDIATE`` (see
+  ``routing.store.engine``), which serializes all writers of the file.
+
+Behind the locks, the composite foreign key ibans(cabinet_id, connector_id) ->
+cabinet_connectors refuses any state where a bound IBAN's connector is off its cabinet; a
+violation is turned into the domain error the rules would have raised.
+
+Versions and the outbox
+-----------------------
+``ibans.version`` goes up by exactly one with every change of an IBAN's published snapshot,
+and each such change appends one outbox row (topic ``iban.state``, key = the IBAN) in the
+same transaction. No-op calls (same mandate status, re-binding to the same connector,
+adding a connector the cabinet already has) change nothing and publish nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from config.catalogue import default_catalogue
+from events.schemas import IbanStateEvent
+from routing.domain import rules
+from routing.domain.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    ConnectorNotOnCabinet,
+    ConnectorStillBound,
+    UnknownCabinet,
+    UnknownIban,
+)
+from routing.domain.iban import normalise_iban
+from routing.domain.model import Actor, IbanState, MandateStatus, Profile
+from routing.ports import CreatedUser, OutboxMessage, StateStore
+from routing.store.engine import (
+    READ_ONLY_OPTION,
+    create_store_engine,
+    sqlite_file,
+    translated_errors,
+)
+from routing.store.errors import StoreBusy, StoreIntegrityError
+from routing.store.tables import cabinet_connectors, cabinets, ibans, outbox, users
+
+IBAN_STATE_TOPIC = "iban.state"
+TOKEN_PREFIX = "srt_"  # noqa: S105 - a prefix, not a secret
+
+#: pg_try_advisory_lock key of the outbox relay's leadership ("sroutbox" in ASCII).
+RELAY_LOCK_KEY = 0x73726F7574626F78
+
+_MAX_FK_RETRIES = 3
+_CHUNK = 1000
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest stored for a token (the token itself is never stored)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class SqlStateStore(StateStore):
+    """The ``StateStore`` port on a SQL database (SQLite or PostgreSQL, async drivers).
+
+    The store enforces the FAQ rules itself, in the same transaction as the write and the
+    outbox append, so neither the API nor the CLI can skip a check, and the published
+    ``iban.state`` stream can neither miss a committed change nor show an uncommitted one.
+
+    ``catalogue`` is the set of connector ids a cabinet may add (default: the built-in
+    catalogue). ``clock`` returns the current aware time; tests may freeze it. The store
+    disposes of its engine in ``close`` unless ``owns_engine=False`` (engine shared with
+    other components).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        catalogue: Collection[str] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        owns_engine: bool = True,
+    ) -> None:
+        self._engine = engine
+        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._url = engine.url
+        self._catalogue = frozenset(default_catalogue() if catalogue is None else catalogue)
+        self._clock = clock
+        self._owns_engine = owns_engine
+        self._memory_relay_held = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        catalogue: Collection[str] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        **engine_kwargs: Any,
+    ) -> SqlStateStore:
+        """A store with its own engine (see ``create_store_engine``); the schema must exist."""
+        engine = create_store_engine(url, **engine_kwargs)
+        return cls(engine, catalogue=catalogue, clock=clock)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def catalogue(self) -> frozenset[str]:
+        return self._catalogue
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    # --- transactions ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One writing transaction (BEGIN IMMEDIATE on SQLite), driver errors translated."""
+        with translated_errors(self._url):
+            async with self._engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """One read-only transaction (a deferred BEGIN on SQLite, so it never waits)."""
+        with translated_errors(self._url):
+            async with self._read_engine.begin() as conn:
+                yield conn
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the store's clock must return aware datetimes")
+        return now.astimezone(UTC)
+
+    # --- reading helpers -------------------------------------------------------------
+
+    @staticmethod
+    async def _lock_cabinet(conn: AsyncConnection, cabinet_id: str) -> None:
+        """Serialize this transaction with every other mutation of the cabinet (PostgreSQL
+        row lock; a no-op on SQLite, where BEGIN IMMEDIATE already serialized it)."""
+        stmt = select(cabinets.c.id).where(cabinets.c.id == cabinet_id).with_for_update()
+        if (await conn.execute(stmt)).first() is None:
+            raise UnknownCabinet(cabinet_id)
+
+    @staticmethod
+    async def _cabinet_exists(conn: AsyncConnection, cabinet_id: str) -> bool:
+        stmt = select(cabinets.c.id).where(cabinets.c.id == cabinet_id)
+        return (await conn.execute(stmt)).first() is not None
+
+    @staticmethod
+    async def _connectors(conn: AsyncConnection, cabinet_id: str) -> list[str]:
+        stmt = (
+            select(cabinet_connectors.c.connector_id)
+            .where(cabinet_connectors.c.cabinet_id == cabinet_id)
+            .order_by(cabinet_connectors.c.connector_id)
+        )
+        return list((await conn.scalars(stmt)).all())
+
+    @staticmethod
+    async def _iban_row(conn: AsyncConnection, iban: str) -> Row[Any] | None:
+        return (await conn.execute(select(ibans).where(ibans.c.iban == iban))).first()
+
+    async def _locked_iban_row(self, conn: AsyncConnection, iban: str) -> Row[Any]:
+        """The IBAN's row, read after locking its cabinet; ``UnknownIban`` if absent."""
+        row = await self._iban_row(conn, iban)
+        if row is None:
+            raise UnknownIban(iban)
+        await self._lock_cabinet(conn, row.cabinet_id)
+        # Re-read under the lock: another transaction may have committed meanwhile.
+        row = await self._iban_row(conn, iban)
+        if row is None:  # pragma: no cover - IBANs are never deleted today
+            raise UnknownIban(iban)
+        return row
+
+    @staticmethod
+    def _state(row: Row[Any], connectors: Collection[str]) -> IbanState:
+        return IbanState(
+            iban=row.iban,
+            cabinet_id=row.cabinet_id,
+            client_ref=row.client_ref,
+            connector_id=row.connector_id,
+            connector_on_cabinet=rules.connector_on_cabinet(row.connector_id, connectors),
+            mandate_status=MandateStatus(row.mandate_status),
+            version=row.version,
+            updated_at=row.updated_at,
+        )
+
+    @staticmethod
+    async def _count_bound(conn: AsyncConnection, cabinet_id: str, connector_id: str) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(ibans)
+            .where(ibans.c.cabinet_id == cabinet_id, ibans.c.connector_id == connector_id)
+        )
+        return int((await conn.execute(stmt)).scalar_one())
+
+    # --- writing helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _outbox_row(state: IbanState, now: datetime) -> dict[str, Any]:
+        payload = IbanStateEvent.from_domain(state).model_dump(mode="json", by_alias=True)
+        return {
+            "topic": IBAN_STATE_TOPIC,
+            "msg_key": state.iban,
+            "payload": payload,
+            "created_at": now,
+            "published_at": None,
+        }
+
+    async def _save_changed(self, conn: AsyncConnection, state: IbanState, now: datetime) -> None:
+        """Write a changed snapshot (``state.version`` already bumped) and its outbox row."""
+        result = await conn.execute(
+            update(ibans)
+            .where(ibans.c.iban == state.iban, ibans.c.version == state.version - 1)
+            .values(
+                connector_id=state.connector_id,
+                mandate_status=state.mandate_status.value,
+                version=state.version,
+                updated_at=state.updated_at,
+            )
+        )
+        if result.rowcount != 1:  # pragma: no cover - the cabinet lock prevents it
+            raise StoreBusy(f"IBAN {state.iban} changed concurrently; nothing was committed")
+        await conn.execute(insert(outbox), [self._outbox_row(state, now)])
+
+    async def _republish_cabinet(
+        self,
+        conn: AsyncConnection,
+        cabinet_id: str,
+        changed_connector: str,
+        before: Collection[str],
+        after: Collection[str],
+        now: datetime,
+    ) -> None:
+        """After a change of the cabinet's connector set, bump and publish exactly the IBANs
+        whose ``connector_on_cabinet`` changed."""
+        candidates = [ibans.c.connector_id == changed_connector]
+        if bool(before) != bool(after):
+            candidates.append(ibans.c.connector_id.is_(None))
+        rows = (
+            await conn.execute(
+                select(ibans)
+                .where(ibans.c.cabinet_id == cabinet_id, or_(*candidates))
+                .order_by(ibans.c.iban)
+            )
+        ).all()
+        changed: list[IbanState] = []
+        for row in rows:
+            old = self._state(row, before)
+            new = self._state(row, after)
+            if new != old:
+                changed.append(replace(new, version=old.version + 1, updated_at=now))
+        if not changed:
+            return
+        await conn.execute(
+            update(ibans)
+            .where(ibans.c.iban == bindparam("b_iban"), ibans.c.version == bindparam("b_prev"))
+            .values(version=bindparam("b_version"), updated_at=bindparam("b_updated_at")),
+            [
+                {
+                    "b_iban": s.iban,
+                    "b_prev": s.version - 1,
+                    "b_version": s.version,
+                    "b_updated_at": s.updated_at,
+                }
+                for s in changed
+            ],
+        )
+        await conn.execute(insert(outbox), [self._outbox_row(s, now) for s in changed])
+
+    # --- back office -----------------------------------------------------------------
+
+    async def create_cabinet(self, cabinet_id: str, name: str) -> None:
+        if not cabinet_id or cabinet_id != cabinet_id.strip():
+            raise ValueError(f"invalid cabinet id {cabinet_id!r}: empty or padded with spaces")
+        taken = AlreadyExists(f"cabinet {cabinet_id} already exists")
+        try:
+            async with self._write() as conn:
+                if await self._cabinet_exists(conn, cabinet_id):
+                    raise taken
+                await conn.execute(
+                    insert(cabinets).values(id=cabinet_id, name=name, created_at=self._now())
+                )
+        except StoreIntegrityError as exc:
+            if exc.kind == "unique":  # a concurrent create won the race
+                raise taken from exc
+            raise
+
+    async def create_user(
+        self, cabinet_id: str, profile: Profile, name: str | None = None
+    ) -> CreatedUser:
+        profile = Profile(profile)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        user_id = "usr_" + secrets.token_hex(12)
+        try:
+            async with self._write() as conn:
+                if not await self._cabinet_exists(conn, cabinet_id):
+                    raise UnknownCabinet(cabinet_id)
+                await conn.execute(
+                    insert(users).values(
+                        id=user_id,
+                        cabinet_id=cabinet_id,
+                        profile=profile.value,
+                        name=name,
+                        token_hash=hash_token(token),
+                        created_at=self._now(),
+                    )
+                )
+        except StoreIntegrityError as exc:
+            if exc.kind == "foreign_key":
+                raise UnknownCabinet(cabinet_id) from exc
+            raise
+        return CreatedUser(user_id=user_id, cabinet_id=cabinet_id, profile=profile, token=token)
+
+    async def authenticate(self, token: str) -> Actor:
+        failed = AuthenticationFailed("invalid or unknown token")
+        if not token:
+            raise failed
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(users.c.id, users.c.cabinet_id, users.c.profile).where(
+                        users.c.token_hash == hash_token(token)
+                    )
+                )
+            ).first()
+        if row is None:
+            raise failed
+        return Actor(user_id=row.id, cabinet_id=row.cabinet_id, profile=Profile(row.profile))
+
+    async def add_iban(self, iban: str, cabinet_id: str, client_ref: str | None) -> IbanState:
+        iban = normalise_iban(iban)
+        taken = AlreadyExists(f"IBAN {iban} is already registered")
+        try:
+            async with self._write() as conn:
+                await self._lock_cabinet(conn, cabinet_id)
+                if await self._iban_row(conn, iban) is not None:
+                    raise taken
+                connectors = await self._connectors(conn, cabinet_id)
+                now = self._now()
+                state = IbanState(
+                    iban=iban,
+                    cabinet_id=cabinet_id,
+                    client_ref=client_ref,
+                    connector_id=None,
+                    connector_on_cabinet=rules.connector_on_cabinet(None, connectors),
+                    mandate_status=MandateStatus.PENDING,
+                    version=1,
+                    updated_at=now,
+                )
+                await conn.execute(
+                    insert(ibans).values(
+                        iban=iban,
+                        cabinet_id=cabinet_id,
+                        client_ref=client_ref,
+                        connector_id=None,
+                        mandate_status=state.mandate_status.value,
+                        version=state.version,
+                        updated_at=now,
+                    )
+                )
+                await conn.execute(insert(outbox), [self._outbox_row(state, now)])
+        except StoreIntegrityError as exc:
+            if exc.kind == "unique":  # registered concurrently under another cabinet
+                raise taken from exc
+            raise
+        return state
+
+    async def set_mandate(self, iban: str, status: MandateStatus) -> IbanState:
+        iban = normalise_iban(iban)
+        status = MandateStatus(status)
+        async with self._write() as conn:
+            row = await self._locked_iban_row(conn, iban)
+            current = self._state(row, await self._connectors(conn, row.cabinet_id))
+            if current.mandate_status is status:
+                return current
+            now = self._now()
+            new = replace(
+                current, mandate_status=status, version=current.version + 1, updated_at=now
+            )
+            await self._save_changed(conn, new, now)
+        return new
+
+    async def iban_state(self, iban: str) -> IbanState | None:
+        iban = normalise_iban(iban)
+        async with self._read() as conn:
+            row = await self._iban_row(conn, iban)
+            if row is None:
+                return None
+            return self._state(row, await self._connectors(conn, row.cabinet_id))
+
+    # --- the FAQ operations ------------------------------------------------------------
+
+    async def list_cabinet_connectors(self, actor: Actor, cabinet_id: str) -> list[str]:
+        rules.ensure_own_cabinet(actor, cabinet_id)
+        async with self._read() as conn:
+            if not await self._cabinet_exists(conn, cabinet_id):
+                raise UnknownCabinet(cabinet_id)
+            return await self._connectors(conn, cabinet_id)
+
+    async def add_cabinet_connector(self, actor: Actor, cabinet_id: str, connector_id: str) -> bool:
+        rules.ensure_can_manage_connectors(actor, cabinet_id, "add")
+        try:
+            async with self._write() as conn:
+                await self._lock_cabinet(conn, cabinet_id)
+                rules.ensure_known_connector(connector_id, self._catalogue)
+                before = await self._connectors(conn, cabinet_id)
+                if connector_id in before:
+                    return False
+                now = self._now()
+                await conn.execute(
+                    insert(cabinet_connectors).values(
+                        cabinet_id=cabinet_id, connector_id=connector_id, added_at=now
+                    )
+                )
+                after = sorted([*before, connector_id])
+                await self._republish_cabinet(conn, cabinet_id, connector_id, before, after, now)
+        except StoreIntegrityError as exc:
+            if exc.kind == "unique":  # pragma: no cover - the cabinet lock prevents it
+                return False
+            raise
+        return True
+
+    async def remove_cabinet_connector(
+        self, actor: Actor, cabinet_id: str, connector_id: str
+    ) -> None:
+        rules.ensure_can_manage_connectors(actor, cabinet_id, "remove")
+        last_error: StoreIntegrityError | None = None
+        for _attempt in range(_MAX_FK_RETRIES):
+            try:
+                async with self._write() as conn:
+                    await self._lock_cabinet(conn, cabinet_id)
+                    before = await self._connectors(conn, cabinet_id)
+                    if connector_id not in before:
+                        raise ConnectorNotOnCabinet(connector_id, cabinet_id)
+                    bound = await self._count_bound(conn, cabinet_id, connector_id)
+                    rules.ensure_removable(cabinet_id, connector_id, bound)
+                    await conn.execute(
+                        delete(cabinet_connectors).where(
+                            cabinet_connectors.c.cabinet_id == cabinet_id,
+                            cabinet_connectors.c.connector_id == connector_id,
+                        )
+                    )
+                    after = [c for c in before if c != connector_id]
+                    now = self._now()
+                    await self._republish_cabinet(
+                        conn, cabinet_id, connector_id, before, after, now
+                    )
+                return
+            except StoreIntegrityError as exc:
+                # The composite foreign key refused the delete: an IBAN got bound to the
+                # connector after our count. Say how many, as rule 2 asks; if they were
+                # unbound again meanwhile, run the checks once more.
+                if exc.kind != "foreign_key":
+                    raise
+                async with self._read() as conn:
+                    bound = await self._count_bound(conn, cabinet_id, connector_id)
+                if bound:
+                    raise ConnectorStillBound(connector_id, cabinet_id, bound) from exc
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def bind_iban(self, actor: Actor, iban: str, connector_id: str | None) -> IbanState:
+        iban = normalise_iban(iban)
+        cabinet_id: str | None = None
+        try:
+            async with self._write() as conn:
+                row = await self._iban_row(conn, iban)
+                if row is None:
+                    raise UnknownIban(iban)
+                cabinet_id = str(row.cabinet_id)
+                # Refuse other cabinets before taking their lock.
+                rules.ensure_own_cabinet(actor, cabinet_id)
+                if connector_id is not None:
+                    rules.ensure_known_connector(connector_id, self._catalogue)
+                row = await self._locked_iban_row(conn, iban)
+                connectors = await self._connectors(conn, cabinet_id)
+                rules.ensure_can_bind(actor, cabinet_id, connector_id, connectors)
+                current = self._state(row, connectors)
+                if current.connector_id == connector_id:
+                    return current
+                now = self._now()
+                new = replace(
+                    current,
+                    connector_id=connector_id,
+                    connector_on_cabinet=rules.connector_on_cabinet(connector_id, connectors),
+                    version=current.version + 1,
+                    updated_at=now,
+                )
+                await self._save_changed(conn, new, now)
+        except StoreIntegrityError as exc:
+            # The composite foreign key: the connector left the cabinet under us.
+            if exc.kind == "foreign_key" and connector_id is not None and cabinet_id:
+                raise ConnectorNotOnCabinet(connector_id, cabinet_id) from exc
+            raise
+        return new
+
+    async def get_iban(self, actor: Actor, iban: str) -> IbanState:
+        iban = normalise_iban(iban)
+        async with self._read() as conn:
+            row = await self._iban_row(conn, iban)
+            if row is None:
+                raise UnknownIban(iban)
+            rules.ensure_own_cabinet(actor, row.cabinet_id)
+            return self._state(row, await self._connectors(conn, row.cabinet_id))
+
+    # --- the outbox ----------------------------------------------------------------------
+
+    async def pending_outbox(self, limit: int) -> Sequence[OutboxMessage]:
+        if limit < 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        if limit == 0:
+            return []
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [
+            OutboxMessage(
+                id=int(row.id),
+                topic=row.topic,
+                key=row.msg_key,
+                value=row.payload,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        unique_ids = sorted(set(ids))
+        if not unique_ids:
+            return
+        async with self._write() as conn:
+            now = self._now()
+            for chunk in _chunks(unique_ids, _CHUNK):
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(chunk), outbox.c.published_at.is_(None))
+                    .values(published_at=now)
+                )
+
+    async def outbox_backlog(self) -> int:
+        """How many outbox messages wait for the relay (for monitoring and health checks)."""
+        async with self._read() as conn:
+            stmt = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            return int((await conn.execute(stmt)).scalar_one())
+
+    @asynccontextmanager
+    async def relay_lock(self) -> AsyncIterator[bool]:
+        """Yield True while this process is the one relay allowed to publish the outbox.
+
+        PostgreSQL: a session-level ``pg_try_advisory_lock`` on a dedicated connection kept
+        for the context's lifetime (if the process dies, the server drops the lock with the
+        session). SQLite: an exclusive ``flock`` on ``<db file>.relay.lock`` (SQLite is a
+        single-machine database). Never blocks: False means another relay leads.
+        """
+        if self._engine.dialect.name == "postgresql":
+            async with self._pg_relay_lock() as held:
+                yield held
+        else:
+            async with self._file_relay_lock() as held:
+                yield held
+
+    @asynccontextmanager
+    async def _pg_relay_lock(self) -> AsyncIterator[bool]:
+        with translated_errors(self._url):
+            conn = await self._engine.connect()
+        try:
+            with translated_errors(self._url):
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                held = bool(
+                    (
+                        await conn.execute(
+                            text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}
+                        )
+                    ).scalar_one()
+                )
+            try:
+                yield held
+            finally:
+                if held:
+                    try:
+                        with translated_errors(self._url):
+                            await conn.execute(
+                                text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY}
+                            )
+                    except Exception:
+                        # Unsure the lock was released: drop the session, which releases it.
+                        await conn.invalidate()
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def _file_relay_lock(self) -> AsyncIterator[bool]:
+        path = sqlite_file(self._url)
+        if path is None:  # in-memory database: only this process can see it
+            held = not self._memory_relay_held
+            self._memory_relay_held = True
+            try:
+                yield held
+            finally:
+                if held:
+                    self._memory_relay_held = False
+            return
+        lock_path = Path(f"{path}.relay.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            try:
+                yield held
+            finally:
+                if held:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

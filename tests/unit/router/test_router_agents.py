@@ -1,0 +1,408 @@
+"""The router's agents, driven without a broker through faust's ``agent.test_context()``.
+
+Every decision path of DESIGN §3/§4 is covered: partner, global file, held (unknown IBAN,
+pending/rejected mandate, connector not on the cabinet, connector not in the catalogue),
+invalid (garbage, unknown/missing schema, bad IBAN, bad sha256, wrong key), the Table's
+version ordering and tombstones, and the release of held statements in order.
+Every produced value is validated against the contract's pydantic models.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from config.catalogue import default_catalogue
+from config.settings import Settings
+from events.schemas import (
+    DeliveryOutcome,
+    StatementGlobalFile,
+    StatementHeld,
+    StatementInvalid,
+    StatementPartnerDelivery,
+)
+from events.topics import Topics
+from routing.router import RouterApp, RouterTuning, create_router_app
+from routing.router.emit import Out
+from routing.router.sink import MemorySink
+from tests.unit.router.factories import (
+    BAD_IBAN,
+    IBAN_A,
+    IBAN_B,
+    state,
+    statement,
+    statement_doc,
+)
+
+TOPICS = Topics("unit", 3)
+P = 1  # the partition used for IBAN_A's records in these tests
+
+
+@dataclass
+class Harness:
+    router: RouterApp
+    sink: MemorySink
+    states: Any
+    statements: Any
+
+    async def state(self, iban: str, partition: int = P, **kwargs: Any) -> None:
+        await self.states.put(state(iban, **kwargs), key=iban.encode(), partition=partition)
+
+    async def tombstone(self, iban: str, partition: int = P) -> None:
+        await self.states.put(None, key=iban.encode(), partition=partition)
+
+    async def statement(
+        self, sid: str, iban: str = IBAN_A, *, key: bytes | None = None, partition: int = P
+    ) -> None:
+        await self.put_raw(statement(sid, iban), key=iban.encode() if key is None else key,
+                           partition=partition)
+
+    async def put_raw(self, value: bytes | None, *, key: bytes | None, partition: int = P) -> None:
+        await self.statements.put(value, key=key, partition=partition)
+
+    def on(self, topic: str) -> list[Out]:
+        return self.sink.on(topic)
+
+    def ids(self, topic: str) -> list[str]:
+        return [json.loads(o.value)["statement_id"] for o in self.on(topic)]
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    sink = MemorySink()
+    router = create_router_app(
+        Settings(kafka_bootstrap_servers="127.0.0.1:1"),
+        TOPICS,
+        default_catalogue(),
+        mode="agent",
+        sink=sink,
+        app_id=f"unit-router-{uuid.uuid4().hex[:8]}",
+        tuning=RouterTuning(),
+    )
+    router.app.finalize()
+    router.app.flow_control.resume()
+    try:
+        async with (
+            router.state_agent.test_context() as states,
+            router.statements_agent.test_context() as statements,
+        ):
+            yield Harness(router, sink, states, statements)
+    finally:
+        close_unstarted_consumer(router)
+
+
+def close_unstarted_consumer(router: RouterApp) -> None:
+    """Close the event loop faust creates for a consumer thread that never starts.
+
+    Iterating a stream in ``test_context()`` makes faust build its consumer, whose thread
+    gets a new event loop at construction; nothing closes it when the consumer never ran.
+    """
+    consumer = getattr(router.app, "_consumer", None)
+    loop = getattr(getattr(consumer, "_thread", None), "thread_loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.close()
+
+
+def only(outs: list[Out]) -> dict[str, Any]:
+    assert len(outs) == 1, outs
+    doc: dict[str, Any] = json.loads(outs[0].value)
+    return doc
+
+
+# --- routed ---------------------------------------------------------------------------
+
+
+async def test_bound_iban_goes_to_its_partner(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd", version=3)
+    await h.statement("s1")
+    out = h.on(TOPICS.partner("acd"))
+    assert len(out) == 1 and out[0].key == IBAN_A.encode()
+    event = StatementPartnerDelivery.model_validate_json(out[0].value)
+    assert event.statement_id == "s1" and event.connector_id == "acd"
+    assert event.cabinet_id == "cab-1" and event.client_ref == "client-1"
+    assert event.routing.destination == "partner" and event.routing.reason == "bound"
+    assert event.routing.state_version == 3
+    assert [(c.name, c.ok) for c in event.routing.checks] == [
+        ("connector_on_cabinet", True),
+        ("iban_bound", True),
+        ("mandate_approved", True),
+    ]
+    assert h.on(TOPICS.global_file) == [] and h.on(TOPICS.held) == []
+    outcome = DeliveryOutcome.model_validate_json(only(h.on(TOPICS.outcomes)) and
+                                                  h.on(TOPICS.outcomes)[0].value)
+    assert outcome.outcome == "routed" and outcome.connector_id == "acd"
+    assert h.on(TOPICS.outcomes)[0].key == b"s1"
+
+
+async def test_unbound_iban_goes_to_the_cabinet_global_file(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id=None, cabinet_id="cab-9")
+    await h.statement("s1")
+    out = h.on(TOPICS.global_file)
+    assert len(out) == 1 and out[0].key == b"cab-9"
+    event = StatementGlobalFile.model_validate_json(out[0].value)
+    assert event.routing.reason == "unbound" and event.cabinet_id == "cab-9"
+    assert h.on(TOPICS.partner("acd")) == []
+
+
+async def test_the_routed_event_carries_the_statement_fields_unchanged(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="cegid")
+    await h.statement("s1")
+    sent = json.loads(h.on(TOPICS.partner("cegid"))[0].value)
+    original = statement_doc("s1", IBAN_A)
+    for name in ("statement_id", "iban", "format", "period_start", "period_end",
+                 "content_b64", "source", "content_sha256"):
+        assert sent[name] == original[name]
+    assert sent["schema"] == "statement.partner-delivery/v1"
+
+
+# --- held -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state_kwargs", "reason"),
+    [
+        (None, "unknown_iban"),
+        ({"mandate_status": "pending", "connector_id": "acd"}, "mandate_pending"),
+        ({"mandate_status": "rejected"}, "mandate_rejected"),
+        ({"mandate_status": "revoked", "connector_id": "acd"}, "mandate_revoked"),
+        ({"connector_id": "acd", "connector_on_cabinet": False}, "connector_not_on_cabinet"),
+    ],
+)
+async def test_statements_are_held_with_the_reason(
+    h: Harness, state_kwargs: dict[str, Any] | None, reason: str
+) -> None:
+    if state_kwargs is not None:
+        await h.state(IBAN_A, **state_kwargs)
+    await h.statement("s1")
+    out = h.on(TOPICS.held)
+    assert len(out) == 1 and out[0].key == IBAN_A.encode()
+    event = StatementHeld.model_validate_json(out[0].value)
+    assert event.routing.destination == "held" and event.routing.reason == reason
+    assert event.statement_id == "s1"
+    held = h.router.tables.get_held(IBAN_A)
+    assert held is not None and [json.loads(e["raw"])["statement_id"] for e in held] == ["s1"]
+    outcome = DeliveryOutcome.model_validate_json(h.on(TOPICS.outcomes)[0].value)
+    assert outcome.outcome == "held"
+
+
+async def test_a_connector_missing_from_the_catalogue_holds_rather_than_drops(
+    h: Harness,
+) -> None:
+    await h.state(IBAN_A, connector_id="sage")  # a valid id, but not configured here
+    await h.statement("s1")
+    event = StatementHeld.model_validate_json(h.on(TOPICS.held)[0].value)
+    assert event.routing.reason == "connector_not_in_catalogue"
+    assert not [o for o in h.sink.records if o.topic.startswith(TOPICS.partner(""))]
+
+
+# --- invalid --------------------------------------------------------------------------
+
+
+def invalid_reason(h: Harness) -> tuple[str, StatementInvalid]:
+    out = h.on(TOPICS.invalid)
+    assert len(out) == 1, h.sink.records
+    event = StatementInvalid.model_validate_json(out[0].value)
+    return event.reason, event
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"\xff\xfe garbage", "value is not UTF-8"),
+        (b"not json at all", "value is not JSON"),
+        (b"[1, 2]", "value is not a JSON object"),
+        (b"{}", "missing `schema` field"),
+        (json.dumps({**statement_doc("s1", IBAN_A), "schema": "statement.received/v9"}).encode(),
+         "unknown schema 'statement.received/v9'"),
+        (json.dumps({**statement_doc("s1", IBAN_A), "schema": "iban.state/v1"}).encode(),
+         "schema 'iban.state/v1' is not accepted on statements.received"),
+        (json.dumps({k: v for k, v in statement_doc("s1", IBAN_A).items() if k != "schema"})
+         .encode(), "missing `schema` field"),
+        (statement("s1", BAD_IBAN), "field `iban`: IBAN FR76 **** **** **** **** ***0 188 is "
+         "invalid"),
+        (statement("s1", IBAN_A, content_sha256="0" * 64),
+         "content_sha256 does not match the decoded content_b64"),
+        (statement("s1", IBAN_A, format="pdf"), "field `format`"),
+        (statement("s1", IBAN_A, period_start="2026-02-01"), "period_end 2026-01-01 is before"),
+        (None, "null value (tombstone)"),
+    ],
+)
+async def test_invalid_input_goes_to_statements_invalid_with_a_precise_reason(
+    h: Harness, value: bytes | None, expected: str
+) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    await h.put_raw(value, key=IBAN_A.encode())
+    reason, event = invalid_reason(h)
+    assert expected in reason
+    assert base64.b64decode(event.raw_b64) == (value or b"")
+    assert event.raw_key == IBAN_A
+    assert event.source_topic == TOPICS.received and event.source_partition == P
+    assert event.source_offset is not None and event.detected_by == "router"
+    assert h.on(TOPICS.invalid)[0].key == IBAN_A.encode()
+    assert h.on(TOPICS.partner("acd")) == [] and h.on(TOPICS.held) == []
+
+
+async def test_a_statement_keyed_by_anything_but_its_iban_is_invalid(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    await h.statement("s1", key=b"not-the-iban")
+    reason, event = invalid_reason(h)
+    assert "must be keyed by the normalised IBAN" in reason
+    assert event.statement_id == "s1" and event.raw_key == "not-the-iban"
+
+
+async def test_a_statement_without_key_is_invalid_with_an_empty_key(h: Harness) -> None:
+    await h.put_raw(statement("s1", IBAN_A), key=None)
+    reason, event = invalid_reason(h)
+    assert "no key" in reason and event.raw_key is None
+    assert h.on(TOPICS.invalid)[0].key == b""
+
+
+async def test_the_stream_goes_on_after_invalid_input(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    await h.put_raw(b"garbage", key=IBAN_A.encode())
+    await h.statement("s2")
+    assert len(h.on(TOPICS.invalid)) == 1
+    assert h.ids(TOPICS.partner("acd")) == ["s2"]
+
+
+async def test_an_invalid_iban_state_goes_to_statements_invalid(h: Harness) -> None:
+    await h.states.put(b"{oops", key=IBAN_A.encode(), partition=P)
+    await h.states.put(state(IBAN_B), key=IBAN_A.encode(), partition=P)
+    out = [StatementInvalid.model_validate_json(o.value) for o in h.on(TOPICS.invalid)]
+    assert [o.source_topic for o in out] == [TOPICS.iban_state] * 2
+    assert "value is not JSON" in out[0].reason
+    assert "is not the snapshot's normalised IBAN" in out[1].reason
+    assert h.router.tables.get_state(IBAN_A) is None
+
+
+# --- the state Table ------------------------------------------------------------------
+
+
+async def test_older_or_equal_state_versions_are_ignored(h: Harness) -> None:
+    await h.state(IBAN_A, version=5, connector_id="acd")
+    await h.state(IBAN_A, version=4, connector_id=None)
+    await h.state(IBAN_A, version=5, connector_id="cegid")
+    await h.statement("s1")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    assert h.router.stats()["states_stale"] == 2
+    await h.state(IBAN_A, version=6, connector_id="cegid")
+    await h.statement("s2")
+    assert h.ids(TOPICS.partner("cegid")) == ["s2"]
+
+
+async def test_a_tombstone_deletes_the_state(h: Harness) -> None:
+    await h.state(IBAN_A, version=5, connector_id="acd")
+    await h.tombstone(IBAN_A)
+    assert h.router.tables.get_state(IBAN_A) is None
+    await h.statement("s1")
+    event = StatementHeld.model_validate_json(h.on(TOPICS.held)[0].value)
+    assert event.routing.reason == "unknown_iban"
+
+
+async def test_binding_and_unbinding_move_the_next_statements(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, connector_id=None)
+    await h.statement("s1")
+    await h.state(IBAN_A, version=2, connector_id="quadra")
+    await h.statement("s2")
+    await h.state(IBAN_A, version=3, connector_id=None)
+    await h.statement("s3")
+    assert h.ids(TOPICS.global_file) == ["s1", "s3"]
+    assert h.ids(TOPICS.partner("quadra")) == ["s2"]
+
+
+# --- release of held statements --------------------------------------------------------
+
+
+async def test_approval_releases_held_statements_in_order(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
+    for sid in ("s1", "s2", "s3"):
+        await h.statement(sid)
+    assert h.ids(TOPICS.held) == ["s1", "s2", "s3"]
+    assert h.ids(TOPICS.partner("acd")) == []
+    await h.state(IBAN_A, version=2, mandate_status="approved", connector_id="acd")
+    assert h.ids(TOPICS.partner("acd")) == ["s1", "s2", "s3"]
+    assert h.router.tables.get_held(IBAN_A) is None
+    released = StatementPartnerDelivery.model_validate_json(h.on(TOPICS.partner("acd"))[0].value)
+    assert released.routing.state_version == 2 and released.routing.reason == "bound"
+    await h.statement("s4")
+    assert h.ids(TOPICS.partner("acd")) == ["s1", "s2", "s3", "s4"]
+    assert h.router.stats()["released"] == 3
+
+
+async def test_unknown_iban_statements_are_released_when_the_state_arrives(h: Harness) -> None:
+    await h.statement("s1")
+    await h.statement("s2")
+    await h.state(IBAN_A, version=1, connector_id=None)
+    assert h.ids(TOPICS.global_file) == ["s1", "s2"]
+
+
+async def test_a_state_that_still_holds_keeps_them_held(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, mandate_status="pending")
+    await h.statement("s1")
+    await h.state(IBAN_A, version=2, mandate_status="rejected")
+    assert h.ids(TOPICS.global_file) == [] and h.ids(TOPICS.held) == ["s1"]
+    held = h.router.tables.get_held(IBAN_A)
+    assert held is not None and len(held) == 1
+
+
+async def test_a_new_statement_never_overtakes_held_ones(h: Harness) -> None:
+    # While the IBAN is not routable, new statements queue behind the held ones.
+    await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
+    await h.statement("s1")
+    await h.statement("s2")
+    held = h.router.tables.get_held(IBAN_A)
+    assert held is not None and [json.loads(e["raw"])["statement_id"] for e in held] == [
+        "s1",
+        "s2",
+    ]
+    # A release that was missed (here: the Table is made routable behind the router's
+    # back, as after a catalogue change): the next statement releases the held ones first
+    # and is routed after them, never ahead.
+    value = dict(h.router.tables.get_state(IBAN_A) or {})
+    value["mandate_status"] = "approved"
+    h.router.tables.put_state(IBAN_A, value, P)
+    await h.statement("s3")
+    assert h.ids(TOPICS.partner("acd")) == ["s1", "s2", "s3"]
+    assert h.router.tables.get_held(IBAN_A) is None
+
+
+async def test_other_ibans_are_not_blocked_by_held_ones(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, mandate_status="pending")
+    await h.state(IBAN_B, version=1, connector_id="acd", partition=2)
+    await h.statement("a1")
+    await h.statement("b1", IBAN_B, partition=2)
+    assert h.ids(TOPICS.held) == ["a1"] and h.ids(TOPICS.partner("acd")) == ["b1"]
+
+
+async def test_a_redelivered_held_statement_is_not_held_twice(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
+    await h.statement("s1")
+    held = h.router.tables.get_held(IBAN_A)
+    assert held is not None
+    offset = held[0]["offset"]
+    # Replay the same record (same partition and offset), as after a crash.
+    from routing.router.core import InRecord
+
+    outs = h.router.core.on_statement(
+        InRecord(TOPICS.received, P, offset, IBAN_A.encode(), statement("s1", IBAN_A)), "now"
+    )
+    assert [o.topic for o in outs] == [TOPICS.held, TOPICS.outcomes]
+    assert len(h.router.tables.get_held(IBAN_A) or []) == 1
+    await h.state(IBAN_A, version=2, connector_id="acd")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+
+
+async def test_a_catalogue_connector_releases_on_the_sweep(h: Harness) -> None:
+    await h.state(IBAN_A, version=1, connector_id="sage")
+    await h.statement("s1")
+    assert h.router.tables.get_held(IBAN_A) is not None
+    h.router.core.catalogue = frozenset({*h.router.core.catalogue, "sage"})
+    outs = h.router.core.sweep({P}, "2026-01-01T00:00:00+00:00")
+    assert [o.topic for o in outs] == [TOPICS.partner("sage"), TOPICS.outcomes]
+    assert h.router.tables.get_held(IBAN_A) is None
