@@ -28,6 +28,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import faust
@@ -174,6 +175,9 @@ class RouterApp:
 
     async def start(self) -> None:
         """Start the sink, the pump (idle until faust's first assignment), then faust."""
+        # faust creates its data directory without parents (and needs one even for
+        # memory:// tables).
+        await asyncio.to_thread(Path(self.app.conf.datadir).mkdir, parents=True, exist_ok=True)
         if self._sink is None:
             assert self._sink_factory is not None
             self._sink = self._sink_factory()
@@ -252,7 +256,7 @@ def create_router_app(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in servers.split(",")],
         store=settings.table_store,
-        datadir=str(settings.data_dir / "router" / app_id),
+        datadir=str(settings.data_dir / "router"),
         topic_partitions=topics.partitions,
         topic_replication_factor=settings.topic_replication_factor,
         processing_guarantee=guarantee,

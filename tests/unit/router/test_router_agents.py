@@ -134,8 +134,8 @@ async def test_bound_iban_goes_to_its_partner(h: Harness) -> None:
         ("mandate_approved", True),
     ]
     assert h.on(TOPICS.global_file) == [] and h.on(TOPICS.held) == []
-    outcome = DeliveryOutcome.model_validate_json(only(h.on(TOPICS.outcomes)) and
-                                                  h.on(TOPICS.outcomes)[0].value)
+    only(h.on(TOPICS.outcomes))
+    outcome = DeliveryOutcome.model_validate_json(h.on(TOPICS.outcomes)[0].value)
     assert outcome.outcome == "routed" and outcome.connector_id == "acd"
     assert h.on(TOPICS.outcomes)[0].key == b"s1"
 

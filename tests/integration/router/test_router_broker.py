@@ -1,0 +1,199 @@
+"""The router against the embedded broker: records in, routed records out (batch mode).
+
+Statements go to ``statements.received`` and states to ``iban.state``; the tests read the
+output topics back. Because the state agent and the statements pump are two streams, a
+test that needs "state applied, then statement" waits until the router's Table holds the
+version before producing the statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from config.catalogue import default_catalogue
+from config.settings import Settings
+from events.schemas import StatementInvalid, StatementPartnerDelivery
+from events.topics import Topics
+from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.router import RouterApp, RouterMode, RouterTuning, create_router_app, run_router
+from tests.unit.router.factories import BAD_IBAN, make_iban, state, statement, statement_doc
+
+TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
+IBAN = make_iban(1001)
+
+
+class Pipeline:
+    def __init__(self, broker: EmbeddedBroker, topics: Topics, router: RouterApp,
+                 producer: AIOKafkaProducer) -> None:
+        self.bootstrap = broker.bootstrap_servers
+        self.topics = topics
+        self.router = router
+        self.producer = producer
+
+    async def state(self, iban: str, **kwargs: Any) -> None:
+        await self.producer.send_and_wait(self.topics.iban_state, state(iban, **kwargs),
+                                          key=iban.encode())
+
+    async def state_applied(self, iban: str, **kwargs: Any) -> None:
+        """Publish a state and wait until the router's Table holds its version."""
+        await self.state(iban, **kwargs)
+        version = kwargs.get("version", 1)
+
+        def applied() -> bool:
+            value = self.router.tables.get_state(iban)
+            return value is not None and value["version"] >= version
+
+        await eventually(applied, f"state v{version} applied")
+
+    async def statement(self, sid: str, iban: str = IBAN) -> None:
+        await self.raw(statement(sid, iban), iban.encode())
+
+    async def raw(self, value: bytes | None, key: bytes | None) -> None:
+        await self.producer.send_and_wait(self.topics.received, value, key=key)
+
+    async def records(self, topic: str, count: int, within: float = 60.0) -> list[Any]:
+        """The records of ``topic`` once there are at least ``count`` of them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            found = await read_topic(self.bootstrap, topic)
+            if len(found) >= count or loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
+    async def ids(self, topic: str, count: int) -> list[str]:
+        return [json.loads(r.value)["statement_id"] for r in await self.records(topic, count)]
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+def router_for(broker: EmbeddedBroker, topics: Topics, data_dir: Path,
+               mode: RouterMode = "batch", catalogue: Any = None) -> RouterApp:
+    return create_router_app(
+        Settings(data_dir=data_dir),
+        topics,
+        default_catalogue() if catalogue is None else catalogue,
+        bootstrap_servers=broker.bootstrap_servers,
+        mode=mode,
+        tuning=TUNING,
+    )
+
+
+@pytest.fixture
+async def pipeline(
+    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> AsyncIterator[Pipeline]:
+    router = router_for(kafka_broker, topics, tmp_path)
+    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
+    await producer.start()
+    try:
+        await router.start()
+        try:
+            yield Pipeline(kafka_broker, topics, router, producer)
+        finally:
+            await router.stop()
+    finally:
+        await producer.stop()
+
+
+async def test_binding_then_unbinding_moves_the_next_statements(pipeline: Pipeline) -> None:
+    t = pipeline.topics
+    await pipeline.state_applied(IBAN, version=1, connector_id=None)
+    await pipeline.statement("s1")
+    assert await pipeline.ids(t.global_file, 1) == ["s1"]
+    await pipeline.state_applied(IBAN, version=2, connector_id="acd")
+    await pipeline.statement("s2")
+    await pipeline.statement("s3")
+    assert await pipeline.ids(t.partner("acd"), 2) == ["s2", "s3"]
+    await pipeline.state_applied(IBAN, version=3, connector_id=None)
+    await pipeline.statement("s4")
+    assert await pipeline.ids(t.global_file, 2) == ["s1", "s4"]
+    assert await pipeline.ids(t.partner("acd"), 2) == ["s2", "s3"]
+    outcomes = await pipeline.records(t.outcomes, 4)
+    assert sorted(r.key for r in outcomes) == [b"s1", b"s2", b"s3", b"s4"]
+
+
+async def test_a_pending_mandate_parks_statements_until_approval(pipeline: Pipeline) -> None:
+    t = pipeline.topics
+    await pipeline.state_applied(IBAN, version=1, connector_id="cegid", mandate_status="pending")
+    for sid in ("p1", "p2", "p3"):
+        await pipeline.statement(sid)
+    assert await pipeline.ids(t.held, 3) == ["p1", "p2", "p3"]
+    assert await read_topic(pipeline.bootstrap, t.partner("cegid")) == []
+    await pipeline.state(IBAN, version=2, connector_id="cegid", mandate_status="approved")
+    assert await pipeline.ids(t.partner("cegid"), 3) == ["p1", "p2", "p3"]
+    await pipeline.statement("p4")
+    assert await pipeline.ids(t.partner("cegid"), 4) == ["p1", "p2", "p3", "p4"]
+    event = StatementPartnerDelivery.model_validate_json(
+        (await read_topic(pipeline.bootstrap, t.partner("cegid")))[0].value
+    )
+    assert event.routing.state_version == 2
+
+
+async def test_invalid_input_goes_to_invalid_and_the_stream_goes_on(pipeline: Pipeline) -> None:
+    t = pipeline.topics
+    await pipeline.state_applied(IBAN, version=1, connector_id="acd")
+    bad_schema = json.dumps({**statement_doc("x2", IBAN), "schema": "nope/v1"}).encode()
+    await pipeline.statement("v1")
+    await pipeline.raw(b"\x00\x01 not json", IBAN.encode())
+    await pipeline.raw(bad_schema, IBAN.encode())
+    await pipeline.raw(statement("x3", BAD_IBAN), BAD_IBAN.encode())
+    await pipeline.statement("v2")
+    invalid = await pipeline.records(t.invalid, 3)
+    reasons = [StatementInvalid.model_validate_json(r.value).reason for r in invalid]
+    assert len(reasons) == 3
+    assert any("not JSON" in r for r in reasons)
+    assert any("unknown schema 'nope/v1'" in r for r in reasons)
+    assert any("field `iban`" in r for r in reasons)
+    assert await pipeline.ids(t.partner("acd"), 2) == ["v1", "v2"]
+
+
+async def test_run_router_runs_until_stopped(
+    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> None:
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        run_router(Settings(data_dir=tmp_path), topics, default_catalogue(), stop, started=started,
+                   bootstrap_servers=kafka_broker.bootstrap_servers, tuning=TUNING)
+    )
+    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
+    await producer.start()
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        await producer.send_and_wait(topics.iban_state, state(IBAN, connector_id=None),
+                                     key=IBAN.encode())
+        await producer.send_and_wait(topics.received, statement("r1", IBAN), key=IBAN.encode())
+        await read_until(kafka_broker.bootstrap_servers, topics.global_file, 1)
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 60)
+        await producer.stop()
+    assert stats["statements"] == 1 and stats["global-file"] == 1
+
+
+async def read_until(bootstrap: str, topic: str, count: int, within: float = 60.0) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = await read_topic(bootstrap, topic)
+        if len(found) >= count:
+            return found
+        if loop.time() > deadline:
+            raise AssertionError(f"{topic}: {len(found)} records, wanted {count}")
+        await asyncio.sleep(0.2)
+
