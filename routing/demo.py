@@ -14,11 +14,23 @@ from routing.ports import StateStore
 CABINET = "cab-demo"
 
 # Accounts of the sample bank files (examples/bank-files/), derived from their RIBs.
-BOUND_ACD = "FR7630006000011234567890189"  # bound to acd (webhook), mandate approved
-UNBOUND = "FR7630004008250001234567886"  # no connector: the global file
-BOUND_QUADRA = "FR6010278060760001234F50152"  # bound to quadra (directory drop)
-PENDING = "FR7630003012340005000123471"  # bound to acd, mandate pending: held
-UNKNOWN = "FR7611315000010891234567896"  # never registered: held as unknown
+BOUND_ACD = "FR7630006000011234567890189"  # CFONB: bound to acd, mandate approved
+UNBOUND = "FR7630004008250001234567886"  # CFONB: no connector: the global file
+BOUND_QUADRA = "FR6010278060760001234F50152"  # CFONB: bound to quadra, approved
+PENDING = "FR7630003036200002041234504"  # camt.053: bound to acd, mandate pending: held
+UNBOUND_CAMT = "FR1420041010050500013M02606"  # camt.053: no connector: the global file
+BOUND_MT940 = "FR3330002005500000157841Z25"  # MT940: bound to acd, approved
+UNKNOWN = "FR7611315000010800123456714"  # MT940: never registered: held as unknown
+
+CASES = {
+    BOUND_ACD: "bound to acd, mandate approved",
+    UNBOUND: "no connector (« Aucun connecteur »), mandate approved",
+    BOUND_QUADRA: "bound to quadra, mandate approved",
+    PENDING: "bound to acd, mandate pending",
+    UNBOUND_CAMT: "no connector, mandate approved",
+    BOUND_MT940: "bound to acd, mandate approved",
+    UNKNOWN: "not registered at all",
+}
 
 
 @dataclass(frozen=True)
@@ -43,22 +55,18 @@ async def seed_demo(store: StateStore) -> DemoSeed:
         (UNBOUND, "garage-dupont"),
         (BOUND_QUADRA, "sci-les-tilleuls"),
         (PENDING, "cafe-du-port"),
+        (UNBOUND_CAMT, "cabinet-medical-roux"),
+        (BOUND_MT940, "transports-leroy"),
     ):
         await store.add_iban(iban, CABINET, client)
-    for iban in (BOUND_ACD, UNBOUND, BOUND_QUADRA):
+    for iban in (BOUND_ACD, UNBOUND, BOUND_QUADRA, UNBOUND_CAMT, BOUND_MT940):
         await store.set_mandate(iban, MandateStatus.APPROVED)
-    await store.bind_iban(collaborator_actor, BOUND_ACD, "acd")
-    await store.bind_iban(collaborator_actor, BOUND_QUADRA, "quadra")
-    await store.bind_iban(collaborator_actor, PENDING, "acd")
+    for iban, connector_id in ((BOUND_ACD, "acd"), (BOUND_QUADRA, "quadra"), (PENDING, "acd"),
+                               (BOUND_MT940, "acd")):
+        await store.bind_iban(collaborator_actor, iban, connector_id)
     return DemoSeed(
         cabinet_id=CABINET,
         admin_token=admin.token,
         collaborator_token=collaborator.token,
-        ibans={
-            BOUND_ACD: "bound to acd, mandate approved",
-            UNBOUND: "no connector (« Aucun connecteur »), mandate approved",
-            BOUND_QUADRA: "bound to quadra, mandate approved",
-            PENDING: "bound to acd, mandate pending",
-            UNKNOWN: "not registered at all",
-        },
+        ibans=dict(CASES),
     )

@@ -310,11 +310,14 @@ def api(
 @app.command("up")
 def up(
     demo: Annotated[bool, typer.Option("--demo", help="Seed and feed the demo.")] = False,
+    exit_after_demo: Annotated[
+        bool, typer.Option("--exit-after-demo", help="Stop once the demo report is printed.")
+    ] = False,
 ) -> None:
     """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
     from routing.up import run_up
 
-    run(run_up(settings(), demo=demo))
+    run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo))
 
 
 def main() -> None:

@@ -1,0 +1,329 @@
+"""Router throughput on the embedded broker, against two baselines measured in the same run.
+
+    .venv/bin/python benchmarks/router_throughput.py                  # 100k IBANs, 200k stmts
+    .venv/bin/python benchmarks/router_throughput.py --ibans 20000 --statements 40000
+
+A benchmark, never a timed test (DESIGN §8). One process starts its own Tansu broker,
+loads ``--ibans`` IBAN states (40 % bound to a connector, 40 % unbound, 20 % with a pending
+mandate, so their statements are held) and produces ``--statements`` statements of about
+1 KB spread over those IBANs. It then measures, on the same records:
+
+1. ``aiokafka``: a raw aiokafka consume → ``json.loads`` → ``json.dumps`` → produce
+   pass-through (batches from ``getmany``, one ``send`` per record, commit per batch);
+2. ``faust_minimal``: a minimal faust agent forwarding each event with one ``send``
+   (over the first ``--faust-statements`` records: at faust's ~2,000 events/s, all 200k
+   would take minutes and measure the same rate);
+3. ``router``: the router in batch mode (``--mode agent`` for the plain faust agents),
+   statements/s from its first read of a statement to the acknowledged commit of the
+   last one. The router first runs once to load the states into its Table, then is
+   restarted after the statements were produced, so the measured run recovers the Table
+   from its changelog and routes a backlog, as after a deployment.
+
+Prints ONE JSON line: the three rates, ``router_vs_aiokafka`` and
+``router_vs_faust_minimal`` (targets: router ≥ 10,000/s and router_vs_aiokafka ≥ 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import faust  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+
+from config.catalogue import default_catalogue  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from events.topics import Topics, TopicSpec  # noqa: E402
+from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer  # noqa: E402
+from routing.domain.iban import iban_from_rib  # noqa: E402
+from routing.router import RouterApp, RouterTuning, create_router_app  # noqa: E402
+
+TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
+CONNECTORS = ("acd", "cegid", "quadra", "pennylane")
+
+
+def make_states(n: int, rng: random.Random) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        iban = iban_from_rib("30006", f"{i // 10**11 % 100_000:05d}", f"{i % 10**11:011d}")
+        kind = rng.random()
+        connector = rng.choice(CONNECTORS) if kind < 0.4 or kind >= 0.8 else None
+        doc = {
+            "schema": "iban.state/v1",
+            "iban": iban,
+            "cabinet_id": f"cab-{i % 5000}",
+            "client_ref": f"client-{i}",
+            "connector_id": connector,
+            "connector_on_cabinet": True,
+            "mandate_status": "pending" if kind >= 0.8 else "approved",
+            "version": 1,
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        }
+        out.append((iban, json.dumps(doc).encode()))
+    return out
+
+
+def make_statements(m: int, ibans: list[str], rng: random.Random) -> list[tuple[bytes, bytes]]:
+    out = []
+    for n in range(m):
+        iban = rng.choice(ibans)
+        content = rng.randbytes(560)
+        doc = {
+            "schema": "statement.received/v1",
+            "statement_id": f"bench-{n:08d}",
+            "iban": iban,
+            "format": "cfonb120",
+            "period_start": "2026-01-05",
+            "period_end": "2026-01-05",
+            "received_at": "2026-01-06T06:00:00+00:00",
+            "content_b64": base64.b64encode(content).decode(),
+            "source": "bench-feed",
+            "content_sha256": hashlib.sha256(content).hexdigest(),
+        }
+        out.append((iban.encode(), json.dumps(doc).encode()))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(
+        ProducerParams(bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bench_aiokafka(bootstrap: str, source: str, sink: str, m: int) -> float:
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"{source}-passthrough",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = make_producer(ProducerParams(bootstrap, max_batch_size=256 * 1024))
+    await consumer.start()
+    await producer.start()
+    try:
+        seen = 0
+        first: float | None = None
+        while seen < m:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            if not batch:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            futures = []
+            for records in batch.values():
+                for r in records:
+                    doc = json.loads(r.value)
+                    futures.append(await producer.send(sink, json.dumps(doc).encode(), key=r.key))
+                    seen += 1
+            await asyncio.gather(*futures)
+            await consumer.commit()
+        assert first is not None
+        return m / (time.perf_counter() - first)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def bench_faust(bootstrap: str, source: str, sink: str, limit: int, data_dir: Path) -> float:
+    app = faust.App(
+        f"{source}-faust-minimal",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(data_dir),
+        web_enabled=False,
+        autodiscover=False,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=0.5,
+        broker_rebalance_timeout=6.0,
+    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                           "key_serializer": "raw", "value_serializer": "raw"}
+    src = app.topic(source, **raw)
+    dst = app.topic(sink, **raw)
+    done = asyncio.Event()
+    state = {"count": 0, "first": 0.0}
+
+    async def forward(stream: Any) -> None:
+        async for event in stream.events():
+            if state["count"] == 0:
+                state["first"] = time.perf_counter()
+            await dst.send(key=event.message.key, value=event.message.value)
+            state["count"] += 1
+            if state["count"] == limit:
+                done.set()
+
+    app.agent(src, name="forward", concurrency=1)(forward)
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), timeout=limit / 200 + 120)
+        await app.producer.flush()
+        return limit / (time.perf_counter() - state["first"])
+    finally:
+        await app.stop()
+
+
+def router_for(bootstrap: str, topics: Topics, data_dir: Path, mode: str,
+               outcomes: bool) -> RouterApp:
+    tuning = RouterTuning(
+        session_timeout=TUNING.session_timeout,
+        heartbeat_interval=TUNING.heartbeat_interval,
+        rebalance_timeout=TUNING.rebalance_timeout,
+        emit_outcomes=outcomes,
+    )
+    return create_router_app(
+        Settings(data_dir=data_dir),
+        topics,
+        default_catalogue(),
+        bootstrap_servers=bootstrap,
+        mode="agent" if mode == "agent" else "batch",
+        tuning=tuning,
+    )
+
+
+async def load_states(router: RouterApp, n: int) -> float:
+    started = time.perf_counter()
+    await router.start()
+    while router.tables.state_count() < n:
+        await asyncio.sleep(0.2)
+    return time.perf_counter() - started
+
+
+async def bench_router(router: RouterApp, m: int, n: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    await router.start()
+    ready_at: float | None = None
+    while True:
+        stats = router.core.stats
+        if ready_at is None and router.tables.state_count() >= n:
+            ready_at = time.perf_counter() - started
+        if router.pump is not None and router.pump.records >= m:
+            pump = router.pump
+            assert pump.first_read is not None and pump.last_ack is not None
+            return m / (pump.last_ack - pump.first_read), ready_at or 0.0
+        if router.pump is None and stats["statements"] >= m:
+            raise SystemExit("agent mode: use --mode batch for timing")
+        await asyncio.sleep(0.05)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    data_dir = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    broker = EmbeddedBroker(log_dir=data_dir / "broker")
+    await broker.astart()
+    try:
+        bootstrap = broker.bootstrap_servers
+        topics = Topics(prefix=f"bench{os.getpid()}", partitions=args.partitions)
+        extra = [
+            TopicSpec(f"{topics.prefix}.passthrough", args.partitions, "delete", "IBAN", "-", "-"),
+            TopicSpec(f"{topics.prefix}.faust-sink", args.partitions, "delete", "IBAN", "-", "-"),
+        ]
+        await ensure_topics(bootstrap, [*topics.specs(default_catalogue()), *extra])
+        states = make_states(args.ibans, rng)
+        await produce(bootstrap, topics.iban_state, [(i.encode(), v) for i, v in states])
+
+        router = router_for(bootstrap, topics, data_dir, args.mode, not args.no_outcomes)
+        try:
+            load_s = await load_states(router, args.ibans)
+        finally:
+            await router.stop()
+
+        statements = make_statements(args.statements, [i for i, _ in states], rng)
+        await produce(bootstrap, topics.received, statements)
+        del statements
+
+        aiokafka_rate = await bench_aiokafka(
+            bootstrap, topics.received, extra[0].name, args.statements
+        )
+        faust_n = min(args.faust_statements, args.statements)
+        faust_rate = await bench_faust(bootstrap, topics.received, extra[1].name, faust_n,
+                                       data_dir / "faust")
+        router = router_for(bootstrap, topics, data_dir, args.mode, not args.no_outcomes)
+        profiler = start_profiler(args.profile)
+        try:
+            router_rate, recovery_s = await bench_router(router, args.statements, args.ibans)
+            stats = dict(router.core.stats)
+        finally:
+            stop_profiler(profiler, args.profile)
+            await router.stop()
+    finally:
+        broker.stop()
+    return {
+        "router_per_s": round(router_rate),
+        "aiokafka_passthrough_per_s": round(aiokafka_rate),
+        "faust_minimal_per_s": round(faust_rate),
+        "router_vs_aiokafka": round(router_rate / aiokafka_rate, 3),
+        "router_vs_faust_minimal": round(router_rate / faust_rate, 2),
+        "statements": args.statements,
+        "ibans": args.ibans,
+        "faust_statements": faust_n,
+        "partitions": args.partitions,
+        "mode": args.mode,
+        "outcomes": not args.no_outcomes,
+        "state_load_s": round(load_s, 1),
+        "table_recovery_s": round(recovery_s, 1),
+        "routed": {k: v for k, v in stats.items() if k in
+                   ("partner", "global-file", "held", "invalid", "released")},
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+    }
+
+
+def start_profiler(path: str | None) -> Any:
+    """pyinstrument over the measured router run (``pip install pyinstrument``)."""
+    if path is None:
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    return profiler
+
+
+def stop_profiler(profiler: Any, path: str | None) -> None:
+    if profiler is None or path is None:
+        return
+    profiler.stop()
+    Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ibans", type=int, default=100_000)
+    parser.add_argument("--statements", type=int, default=200_000)
+    parser.add_argument("--faust-statements", type=int, default=30_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--mode", choices=("batch", "agent"), default="batch")
+    parser.add_argument("--no-outcomes", action="store_true",
+                        help="do not emit the delivery.outcome/v1 record per statement")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a pyinstrument profile of the router run to FILE")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        print(json.dumps(asyncio.run(main(parse_args()))))

@@ -1,0 +1,135 @@
+"""The demo's feed and report: sample bank files through the real topics, then the answer
+to "where did each statement go, and why?" read back from the output topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.ingest.producer import build_events
+from events.topics import Topics
+from routing.broker import ProducerParams, make_producer, read_topic
+from routing.demo import CASES, PENDING, DemoSeed
+from routing.domain.iban import mask_iban
+from routing.domain.model import MandateStatus
+from routing.ports import StateStore
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bank-files"
+SAMPLE_FILES = ("cfonb120-multi.txt", "camt053-multi.xml", "mt940-multi.sta")
+
+# Input no bank feed should send, and what the router must make of it.
+MALFORMED = (
+    b"this is not JSON",
+    b'{"schema": "statement.received/v9", "statement_id": "demo-future-schema"}',
+)
+
+
+def _outputs(topics: Topics, connector_ids: list[str]) -> dict[str, str]:
+    names = {topics.partner(c): f"partner {c}" for c in connector_ids}
+    names[topics.global_file] = "global file"
+    names[topics.held] = "held"
+    names[topics.invalid] = "invalid"
+    return names
+
+
+async def _routed(bootstrap: str, outputs: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for topic in outputs:
+        for record in await read_topic(bootstrap, topic):
+            seen.setdefault(topic, []).append(json.loads(record.value or b"{}"))
+    return seen
+
+
+async def _wait_until(
+    done: Callable[[dict[str, list[dict[str, Any]]]], bool],
+    bootstrap: str,
+    outputs: dict[str, str],
+    stop: asyncio.Event,
+    seconds: float = 60.0,
+) -> dict[str, list[dict[str, Any]]]:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        seen = await _routed(bootstrap, outputs)
+        if done(seen) or stop.is_set() or asyncio.get_running_loop().time() > deadline:
+            return seen
+        await asyncio.sleep(0.3)
+
+
+async def run_demo(
+    store: StateStore,
+    seed: DemoSeed,
+    bootstrap: str,
+    topics: Topics,
+    print_line: Callable[[str], None],
+    stop: asyncio.Event,
+) -> None:
+    connector_ids = ["acd", "cegid", "quadra", "pennylane"]
+    outputs = _outputs(topics, connector_ids)
+    now = datetime.now(UTC)
+    events = []
+    for name in SAMPLE_FILES:
+        data = (SAMPLES / name).read_bytes()
+        events.extend(build_events(data, fmt="auto", source=f"demo:{name}", filename=name, now=now))
+    producer = make_producer(ProducerParams(bootstrap, client_id="demo-feed"))
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(topics.received, event.to_json(), key=event.iban.encode())
+        for raw in MALFORMED:
+            await producer.send(topics.received, raw, key=b"")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    ids = {event.statement_id for event in events}
+    print_line("")
+    print_line(f"fed {len(events)} statements from {', '.join(SAMPLE_FILES)} "
+               f"and {len(MALFORMED)} malformed events")
+
+    def all_routed(seen: dict[str, list[dict[str, Any]]]) -> bool:
+        routed = {e.get("statement_id") for topic, es in seen.items() for e in es
+                  if topic != topics.invalid}
+        return ids <= routed and len(seen.get(topics.invalid, [])) >= len(MALFORMED)
+
+    seen = await _wait_until(all_routed, bootstrap, outputs, stop)
+    _report(seen, outputs, topics, print_line)
+
+    print_line("")
+    print_line(f"the bank approves the mandate of {mask_iban(PENDING)}: held statements are released")
+    await store.set_mandate(PENDING, MandateStatus.APPROVED)
+    pending_ids = {e.statement_id for e in events if e.iban == PENDING}
+
+    def released(seen: dict[str, list[dict[str, Any]]]) -> bool:
+        delivered = {e.get("statement_id") for e in seen.get(topics.partner("acd"), [])}
+        return pending_ids <= delivered
+
+    seen = await _wait_until(released, bootstrap, outputs, stop)
+    for event in seen.get(topics.partner("acd"), []):
+        if event.get("statement_id") in pending_ids:
+            print_line(f"  {event['statement_id'][:24]:<24} {mask_iban(event['iban'])}  "
+                       f"-> partner acd (released; state v{event['routing']['state_version']})")
+
+
+def _report(
+    seen: dict[str, list[dict[str, Any]]],
+    outputs: dict[str, str],
+    topics: Topics,
+    print_line: Callable[[str], None],
+) -> None:
+    print_line("")
+    print_line("where each statement went, and why:")
+    for topic, label in outputs.items():
+        for event in seen.get(topic, []):
+            if topic == topics.invalid:
+                print_line(f"  {'(unreadable)':<24} {'':<34} -> invalid: {event.get('reason')}")
+                continue
+            iban = event["iban"]
+            routing = event["routing"]
+            failed = [c["name"] for c in routing["checks"] if not c["ok"]]
+            why = routing["reason"] + (f" (failed: {', '.join(failed)})" if failed else "")
+            print_line(f"  {event['statement_id'][:24]:<24} {mask_iban(iban):<34} -> {label}: "
+                       f"{why}  [{CASES.get(iban, '')}]")

@@ -1,0 +1,160 @@
+"""``statement-router up``: the whole system in one process, for this machine.
+
+It starts the embedded broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set, creates the
+topics, and runs the API, the outbox relay, the router and the embedded sinks (a directory
+drop per connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
+fresh demo state, feeds the sample bank files through the real topics and reports where
+each statement went and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+
+from adapters.localdrop import TopicToDirectory
+from config.settings import Settings
+from events.topics import Topics
+from routing.bootstrap import catalogue, open_store
+from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.relay import OutboxRelay
+from routing.router import run_router
+from routing.runtime import stop_on_signals
+from routing.serve import api_server
+
+log = structlog.get_logger(__name__)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class Roles:
+    """The running roles, so they can be stopped in order and their failures surfaced."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+
+    def start(self, name: str, coro: Awaitable[Any]) -> None:
+        self.tasks[name] = asyncio.ensure_future(coro)
+
+    async def wait_failure(self) -> None:
+        """Return when any role ends on its own (which only an error should cause)."""
+        await asyncio.wait(self.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+        for name, task in self.tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("role_failed", role=name, error=repr(task.exception()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    demo: bool,
+    exit_after_demo: bool = False,
+    stop: asyncio.Event | None = None,
+    print_line: Callable[[str], None] = print,
+) -> None:
+    """Run every role until Ctrl-C (or ``stop``)."""
+    stop = stop or stop_on_signals()
+    if demo:
+        demo_dir = settings.data_dir / "demo"
+        shutil.rmtree(demo_dir, ignore_errors=True)
+        settings = settings.model_copy(update={"data_dir": demo_dir, "database_url": ""})
+    data_dir = settings.data_dir
+    connectors = catalogue(settings)
+    topics = Topics(prefix=settings.topic_prefix, partitions=settings.topic_partitions)
+
+    async with AsyncExitStack() as stack:
+        if settings.kafka_bootstrap_servers:
+            bootstrap = settings.kafka_bootstrap_servers
+        else:
+            broker = EmbeddedBroker(log_dir=data_dir / "broker")
+            await broker.astart()
+            stack.push_async_callback(broker.astop)
+            bootstrap = broker.bootstrap_servers
+        await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
+        store = await stack.enter_async_context(open_store(settings))
+        seed = None
+        if demo:
+            from routing.demo import seed_demo
+
+            seed = await seed_demo(store)
+
+        producer = make_producer(settings, bootstrap_servers=bootstrap, client_id="relay")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+
+        roles = Roles()
+        stack.push_async_callback(roles.stop)
+        router_started = asyncio.Event()
+        roles.start("relay", OutboxRelay(store, producer, topics).run(stop))
+        roles.start(
+            "router",
+            run_router(
+                settings, topics, connectors, stop, bootstrap_servers=bootstrap,
+                started=router_started,
+            ),
+        )
+        drops = data_dir / "partners"
+        for connector_id in connectors:
+            sink = TopicToDirectory(
+                bootstrap, topics.partner(connector_id),
+                f"{topics.prefix}.adapter.{connector_id}", drops / connector_id,
+            )
+            roles.start(f"drop:{connector_id}", sink.run(stop))
+        global_files = data_dir / "global-file"
+        roles.start(
+            "global-file",
+            TopicToDirectory(
+                bootstrap, topics.global_file, f"{topics.prefix}.global-file", global_files,
+                subdirectory=lambda event: str(event.get("cabinet_id", "unknown")),
+            ).run(stop),
+        )
+        api_url = "(not started: port busy)"
+        if _port_free(settings.api_host, settings.api_port):
+            server = api_server(store, settings, settings.api_host, settings.api_port)
+            roles.start("api", server.serve())
+            stack.callback(lambda: setattr(server, "should_exit", True))
+            api_url = f"http://{settings.api_host}:{settings.api_port}"
+        else:
+            log.warning("api_port_busy", host=settings.api_host, port=settings.api_port)
+
+        kind = "configured" if settings.kafka_bootstrap_servers else "embedded Tansu"
+        print_line(f"broker     {bootstrap} ({kind})")
+        print_line(f"state      {settings.effective_database_url}")
+        print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
+        print_line(f"partners   {drops}/<connector>/")
+        print_line(f"global     {global_files}/<cabinet>/")
+        if seed is not None:
+            from routing.demo_feed import run_demo
+
+            print_line(f"demo admin token        {seed.admin_token}")
+            print_line(f"demo collaborator token {seed.collaborator_token}")
+            await asyncio.wait_for(router_started.wait(), timeout=60)
+            await run_demo(store, seed, bootstrap, topics, print_line, stop)
+            if exit_after_demo:
+                stop.set()
+        if not stop.is_set():
+            print_line("running; Ctrl-C stops everything")
+        waiter = asyncio.ensure_future(stop.wait())
+        failure = asyncio.ensure_future(roles.wait_failure())
+        await asyncio.wait({waiter, failure}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in (waiter, failure):
+            task.cancel()
+        print_line("stopping")
+
