@@ -82,18 +82,19 @@ async def run_demo(
             await producer.send(topics.received, event.to_json(), key=event.iban.encode())
         for raw in MALFORMED:
             await producer.send(topics.received, raw, key=b"")
+        await producer.send(topics.received, _bad_iban(events[0].to_json()), key=b"FR00")
         await producer.flush()
     finally:
         await producer.stop()
     ids = {event.statement_id for event in events}
     print_line("")
     print_line(f"fed {len(events)} statements from {', '.join(SAMPLE_FILES)} "
-               f"and {len(MALFORMED)} malformed events")
+               f"and {len(MALFORMED) + 1} malformed events")
 
     def all_routed(seen: dict[str, list[dict[str, Any]]]) -> bool:
         routed = {e.get("statement_id") for topic, es in seen.items() for e in es
                   if topic != topics.invalid}
-        return ids <= routed and len(seen.get(topics.invalid, [])) >= len(MALFORMED)
+        return ids <= routed and len(seen.get(topics.invalid, [])) >= len(MALFORMED) + 1
 
     seen = await _wait_until(all_routed, bootstrap, outputs, stop)
     _report(seen, outputs, topics, print_line)
@@ -108,10 +109,19 @@ async def run_demo(
         return pending_ids <= delivered
 
     seen = await _wait_until(released, bootstrap, outputs, stop)
-    for event in seen.get(topics.partner("acd"), []):
-        if event.get("statement_id") in pending_ids:
-            print_line(f"  {event['statement_id'][:24]:<24} {mask_iban(event['iban'])}  "
-                       f"-> partner acd (released; state v{event['routing']['state_version']})")
+    for routed in seen.get(topics.partner("acd"), []):
+        if routed.get("statement_id") in pending_ids:
+            version = routed["routing"]["state_version"]
+            print_line(f"  {routed['statement_id'][:24]:<24} {mask_iban(routed['iban'])}  "
+                       f"-> partner acd (released; state v{version})")
+
+
+def _bad_iban(valid: bytes) -> bytes:
+    """A well-formed statement whose IBAN fails its check digits."""
+    document = json.loads(valid)
+    document["statement_id"] = "demo-bad-iban"
+    document["iban"] = document["iban"][:2] + "00" + document["iban"][4:]
+    return json.dumps(document).encode()
 
 
 def _report(
@@ -125,7 +135,8 @@ def _report(
     for topic, label in outputs.items():
         for event in seen.get(topic, []):
             if topic == topics.invalid:
-                print_line(f"  {'(unreadable)':<24} {'':<34} -> invalid: {event.get('reason')}")
+                name = event.get("statement_id") or "(unreadable)"
+                print_line(f"  {name[:24]:<24} {'':<34} -> invalid: {event.get('reason')}")
                 continue
             iban = event["iban"]
             routing = event["routing"]

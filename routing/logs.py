@@ -61,5 +61,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    # Migrations run on every embedded start; their chatter is not news.
-    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # Migrations run on every embedded start, and faust narrates every service start and
+    # stop: at INFO that buries our own lines.
+    for chatty in ("alembic", "faust", "mode", "aiokafka", "uvicorn.error"):
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))

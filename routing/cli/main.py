@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from routing.bootstrap import catalogue, open_store
-from routing.cli import pipeline
+from routing.cli import ingest, pipeline
 from routing.cli.common import print_json, run, settings, token_or_fail, with_store
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import IbanState, MandateStatus, Profile
@@ -41,6 +41,7 @@ app.add_typer(mandate_app, name="mandate")
 app.add_typer(pipeline.topics_app, name="topics")
 app.add_typer(pipeline.schemas_app, name="schemas")
 app.command("relay")(pipeline.relay)
+app.command("ingest")(ingest.ingest)
 
 TokenOpt = Annotated[
     str | None,

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker.producer import ProducerParams, make_producer
-from routing.router.core import Handler, InRecord, RouterCore
+from routing.router.core import Handler, InRecord, Record, RouterCore
 from routing.router.emit import Out
 from routing.router.pump import StatementPump
 from routing.router.sink import KafkaSink, Sink
@@ -79,9 +79,7 @@ def utc_now() -> str:
 
 
 def _record(message: Any) -> InRecord:
-    return InRecord(
-        message.topic, message.partition, message.offset, message.key, message.value
-    )
+    return Record(message.topic, message.partition, message.offset, message.key, message.value)
 
 
 class RouterApp:
@@ -134,20 +132,18 @@ class RouterApp:
 
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
         to the other agent or the pump, which keeps per-IBAN order across a release. The
-        acks are awaited outside the lock (the order is fixed once the sends are issued).
+        step's Table changelog records are sent with its routed events, so once this
+        returns, both are acknowledged. The acks are awaited outside the lock (the order
+        is fixed once the sends are issued).
         """
-        futures = []
         async with self.lock:
             outs = step(utc_now())
-            send = self.sink.send
-            for out in outs:
-                futures.append(await send(out))
+            changelog = self.tables.take_changelog()
+            if changelog:
+                outs = outs + changelog
+            futures = await self.sink.send_many(outs) if outs else []
         if futures:
             await asyncio.gather(*futures)
-
-    async def flush_tables(self) -> None:
-        """Wait until faust's producer has every changelog write acknowledged."""
-        await self.app.producer.flush()
 
     async def handle(self, handler: Handler, record: InRecord) -> None:
         """Process one faust event; on a produce failure, never let faust ack it."""

@@ -50,7 +50,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from events.schemas import StatementReceived
 from events.topics import Topics
 from routing.domain.decide import Decision, Destination, decide
 from routing.domain.iban import mask_iban
@@ -78,9 +77,28 @@ HeldEntry = dict[str, Any]
 before its offset was committed) be recognised instead of being held twice."""
 
 
+class InRecord(Protocol):
+    """One consumed record: an aiokafka ``ConsumerRecord``, a faust message, a Record."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class InRecord:
-    """One consumed record, whatever the consumer (faust or the batch pump)."""
+class Record:
+    """A concrete InRecord (a held statement being released, tests)."""
 
     topic: str
     partition: int
@@ -109,6 +127,13 @@ class TableAccess(Protocol):
     def delete_held(self, iban: str, partition: int) -> None: ...
 
     def held_ibans(self) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """What decide() reads of a statement: its IBAN."""
+
+    iban: str
 
 
 class DictTables:
@@ -163,9 +188,11 @@ class RouterCore:
         self.emit_outcomes = emit_outcomes
         self.detected_by = detected_by
         self.stats: Counter[str] = Counter()
-        # (table value, domain state) per IBAN: the memory store hands back the same dict
-        # until the state changes, so an identity check avoids rebuilding the snapshot.
-        self._states: dict[str, tuple[dict[str, Any], IbanState]] = {}
+        # (table value, domain state, decision) per IBAN: the memory store hands back the
+        # same dict until the state changes, so an identity check avoids rebuilding the
+        # snapshot and re-running the checks for every statement (decide() depends on
+        # the state only).
+        self._states: dict[str, tuple[dict[str, Any], IbanState, Decision]] = {}
 
     # --- lookups ------------------------------------------------------------------------
 
@@ -173,21 +200,26 @@ class RouterCore:
         """Drop the snapshot cache (after a rebalance the Table contents may change)."""
         self._states.clear()
 
-    def state_of(self, iban: str) -> IbanState | None:
+    def lookup(self, iban: str) -> tuple[IbanState | None, Decision]:
+        """The IBAN's state and the decision it gives its statements."""
         value = self.tables.get_state(iban)
         if value is None:
-            return None
+            return None, self._decide(iban, None)
         cached = self._states.get(iban)
         if cached is not None and cached[0] is value:
-            return cached[1]
+            return cached[1], cached[2]
         state = state_from_table(iban, value)
+        decision = self._decide(iban, state)
         if len(self._states) >= 200_000:
             self._states.clear()  # bounded: a cache, not a second copy of the Table
-        self._states[iban] = (value, state)
-        return state
+        self._states[iban] = (value, state, decision)
+        return state, decision
 
-    def _decide(self, stmt: StatementReceived, state: IbanState | None) -> Decision:
-        decision = decide(stmt, state)
+    def state_of(self, iban: str) -> IbanState | None:
+        return self.lookup(iban)[0]
+
+    def _decide(self, iban: str, state: IbanState | None) -> Decision:
+        decision = decide(_Ref(iban), state)
         if (
             decision.destination is Destination.PARTNER
             and decision.connector_id not in self.catalogue
@@ -225,8 +257,7 @@ class RouterCore:
                 "IBAN (it decides the partition, and the IBAN state is co-partitioned)",
                 stmt.statement_id,
             )
-        state = self.state_of(iban)
-        decision = self._decide(stmt, state)
+        state, decision = self.lookup(iban)
         held = self.tables.get_held(iban)
         fields = statement_fields(stmt)
         if held:
@@ -294,7 +325,7 @@ class RouterCore:
         outs: list[Out] = []
         for entry in held:
             raw = entry["raw"].encode("utf-8")
-            source = InRecord(self.topics.received, entry["partition"], entry["offset"], None, raw)
+            source = Record(self.topics.received, entry["partition"], entry["offset"], None, raw)
             try:
                 stmt = parse_statement(raw)
             except InvalidInput as exc:  # only if the contract changed under held data
@@ -357,9 +388,7 @@ class RouterCore:
         held = self.tables.get_held(iban)
         if not held:
             return []
-        state = self.state_of(iban)
-        first = parse_statement(held[0]["raw"].encode("utf-8"))
-        decision = self._decide(first, state)
+        state, decision = self.lookup(iban)
         if decision.destination is Destination.HELD:
             return []
         return self._release(iban, held, state, decision, partition, now)

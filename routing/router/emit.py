@@ -32,7 +32,8 @@ class Out:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
+    partition: int | None = None  # None: the producer's partitioner (murmur2 of the key)
 
 
 def routing_trace(decision: Decision, decided_at: str) -> dict[str, Any]:

@@ -19,10 +19,10 @@ How it keeps DESIGN §5:
   committed first, so the next owner starts exactly after it.
 * **At-least-once.** Offsets are committed (to the consumer group
   ``<app id>-statements``, as a manually assigned consumer) only after every routed event
-  of the batch is acknowledged by the broker *and* faust's producer is flushed, so the
-  held-Table changelog writes of the batch are durable too. A crash before the commit
-  replays the batch: duplicates are possible, losses are not. A failed send or commit
-  is fatal: the pump stops without committing and the runner stops the worker.
+  of the batch is acknowledged by the broker, and with them the Tables' changelog
+  records of the batch (sent by the same producer, see ``routing.router.tables``).
+  A crash before the commit replays the batch: duplicates are possible, losses are
+  not. A failed send or commit is fatal: the pump stops without committing and the runner stops the worker.
 * **Order.** Within a batch, records are routed in partition order and their outputs are
   issued in that order under the router's lock, which the ``iban.state`` agent also
   takes to update the Tables and release held statements, so a release and a new
@@ -39,7 +39,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from routing.router.core import InRecord
 from routing.router.emit import Out
 
 if TYPE_CHECKING:
@@ -114,6 +113,7 @@ class StatementPump:
                 return
             self._assigned = parts
             router.core.forget_cached_states()
+            router.tables.reset_stores()
             received = router.topics.received
             self._consumer.assign([TopicPartition(received, p) for p in sorted(parts)])
             log.info("statements_partitions_assigned", partitions=sorted(parts))
@@ -150,13 +150,10 @@ class StatementPump:
             outs: list[Out] = []
             for records in batch.values():
                 for r in records:
-                    outs += on_statement(
-                        InRecord(r.topic, r.partition, r.offset, r.key, r.value), now
-                    )
+                    outs += on_statement(r, now)  # a ConsumerRecord is an InRecord
             return outs
 
         await self._router.run_step(route)
-        await self._router.flush_tables()
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         await self._consumer.commit(offsets)
         self.batches += 1

@@ -1,10 +1,20 @@
 """The router's two faust Tables behind :class:`~routing.router.core.TableAccess`.
 
-Writes go to the store and to the changelog with an *explicit* partition (the partition
-of the record being processed) instead of ``table[key] = value``: faust's setter takes the
-partition from the current stream event, and in ``batch`` mode statements are not faust
-events. The effect is what faust's own setter does (``Table.on_key_set``), minus window
-expiry (unused here) and the per-key sensors.
+Reads and writes go to the Table's store directly, and each write also queues the
+changelog record that faust's own setter (``Table.on_key_set``) would send, in faust's
+format (JSON key and value; a null value deletes), with an *explicit* partition: the
+partition of the record being processed. Two reasons not to use ``table[key] = value``:
+
+* faust's setter takes the partition from the current stream event, and in ``batch`` mode
+  statements are not faust events;
+* the queued changelog records are produced by the router's own producer together with
+  the routed events of the same step (:meth:`RouterApp.run_step`), so "acknowledged" has
+  one meaning for both before an offset is committed, and the hot path skips faust's
+  per-record producer buffer (a visible cost in the profile, docs/performance.md).
+
+faust still owns the Tables: it creates the changelog topics, recovers the stores from
+them on assignment, and applies standby replicas. Window expiry and per-key sensors,
+which the setter would also drive, are not used by these Tables.
 
 Reads go straight to the memory store's dict when the store is ``memory://``; any other
 store (``rocksdb://``) is read through its Mapping interface.
@@ -15,10 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, cast
 
+from routing.router.codec import dumps
 from routing.router.core import HeldEntry
+from routing.router.emit import Out
 
 
-def _raw_dict(table: Any) -> MutableMapping[Any, Any]:
+def _store_of(table: Any) -> MutableMapping[Any, Any]:
     store = table.data
     inner = getattr(store, "data", None)
     if isinstance(inner, dict):
@@ -32,31 +44,60 @@ class FaustTables:
     def __init__(self, state_table: Any, held_table: Any) -> None:
         self._state_table = state_table
         self._held_table = held_table
+        self._state: MutableMapping[Any, Any] | None = None
+        self._held: MutableMapping[Any, Any] | None = None
+        self._pending: list[Out] = []
+
+    @property
+    def state_store(self) -> MutableMapping[Any, Any]:
+        if self._state is None:
+            self._state = _store_of(self._state_table)
+        return self._state
+
+    @property
+    def held_store(self) -> MutableMapping[Any, Any]:
+        if self._held is None:
+            self._held = _store_of(self._held_table)
+        return self._held
+
+    def reset_stores(self) -> None:
+        """Forget the cached store objects (faust may replace them on a rebalance)."""
+        self._state = self._held = None
+
+    def take_changelog(self) -> list[Out]:
+        """The changelog records queued since the last call, in write order."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def _changelog(self, table: Any, partition: int, key: str, value: Any) -> None:
+        topic = table.changelog_topic.get_topic_name()
+        raw = None if value is None else dumps(value)
+        self._pending.append(Out(topic, dumps(key), raw, partition))
 
     def get_state(self, iban: str) -> dict[str, Any] | None:
-        return cast("dict[str, Any] | None", _raw_dict(self._state_table).get(iban))
+        return cast("dict[str, Any] | None", self.state_store.get(iban))
 
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
-        _raw_dict(self._state_table)[iban] = value
-        self._state_table.send_changelog(partition, iban, value)
+        self.state_store[iban] = value
+        self._changelog(self._state_table, partition, iban, value)
 
     def delete_state(self, iban: str, partition: int) -> None:
-        _raw_dict(self._state_table).pop(iban, None)
-        self._state_table.send_changelog(partition, iban, None, value_serializer="raw")
+        self.state_store.pop(iban, None)
+        self._changelog(self._state_table, partition, iban, None)
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return cast("list[HeldEntry] | None", _raw_dict(self._held_table).get(iban))
+        return cast("list[HeldEntry] | None", self.held_store.get(iban))
 
     def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        _raw_dict(self._held_table)[iban] = entries
-        self._held_table.send_changelog(partition, iban, entries)
+        self.held_store[iban] = entries
+        self._changelog(self._held_table, partition, iban, entries)
 
     def delete_held(self, iban: str, partition: int) -> None:
-        _raw_dict(self._held_table).pop(iban, None)
-        self._held_table.send_changelog(partition, iban, None, value_serializer="raw")
+        self.held_store.pop(iban, None)
+        self._changelog(self._held_table, partition, iban, None)
 
     def held_ibans(self) -> Iterable[str]:
-        return list(_raw_dict(self._held_table).keys())
+        return list(self.held_store.keys())
 
     def state_count(self) -> int:
-        return len(_raw_dict(self._state_table))
+        return len(self.state_store)

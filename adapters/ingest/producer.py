@@ -1,0 +1,466 @@
+"""Publish bank files as ``statement.received/v1`` events: one per statement, keyed by IBAN.
+
+This is the producer half of ingestion (the parsers are the other half), written as
+library code so the ``ingest`` command, the drop-folder watcher and ``up --demo`` share it.
+
+Statement ids (``statement_id``) are derived from the content, never drawn at random::
+
+    statement_id = f"{format}-" + sha256(f"{iban}|{period_start}|{period_end}|" + raw)[:32]
+
+(hex, dates in ISO form, ``raw`` the statement's own bytes as cut by its parser). The
+same statement re-sent, from the same file or from another file holding the same bytes,
+therefore carries the same id, and the sinks, which are idempotent on ``statement_id``
+(DESIGN §5), absorb it. That is what makes a retry after a failed or interrupted publish
+safe: it republishes the same ids, never new ones. 128 bits of SHA-256 make an accidental
+collision between different statements practically impossible, while keeping the id short.
+
+A file is all-or-nothing. Everything that can refuse it happens *before* the first send:
+detection, parsing, building and validating every ``StatementReceived`` model, and the
+size of every serialised event (a value larger than :data:`MAX_EVENT_BYTES` would be
+refused by the producer mid-file). Only when every statement of the file has an event does
+publishing start, and a file is reported as published only once every send has been
+acknowledged (``acks=all``).
+
+The one partial outcome left is a broker failing mid-file: some events may then be
+acknowledged and others not. :class:`PublishFailed` says so, the caller leaves the file
+where it is (never in ``done/``), and re-ingesting it republishes every statement with the
+same ids. Readers may see a statement twice; they never see a statement that differs from
+the file, and a refused file publishes nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from adapters.ingest.detect import detect_format, parse_file
+from adapters.ingest.errors import BankFileError
+from adapters.ingest.model import BankFormat, ParsedStatement
+from events.schemas import StatementReceived
+from events.topics import Topics
+from routing.broker.admin import require_topics
+from routing.broker.errors import BrokerError, TopicMismatch
+from routing.domain.iban import mask_iban
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_SOURCE_LENGTH",
+    "FormatChoice",
+    "IngestReport",
+    "InvalidEvent",
+    "OutgoingRecord",
+    "PreparedFile",
+    "PublishFailed",
+    "PublishedStatement",
+    "Refusal",
+    "StatementProducer",
+    "StatementTooLarge",
+    "build_events",
+    "default_source",
+    "prepare_file",
+    "publish_file",
+    "require_received_topic",
+    "send_records",
+    "statement_id",
+]
+
+log = structlog.get_logger(__name__)
+
+FormatChoice = Literal["auto", "cfonb120", "camt053", "mt940"]
+"""What a caller may ask for: a format, or ``auto`` to detect it from the bytes."""
+
+MAX_EVENT_BYTES = 1_000_000
+"""The largest serialised event value we send.
+
+aiokafka refuses a record above its ``max_request_size`` (1 MiB by default) and Kafka's
+default ``message.max.bytes`` is about the same; the margin covers the key and the record
+batch overhead. A statement whose event is larger (about 730 KB of raw bytes, because
+base64 adds a third) refuses its file before anything is sent, instead of failing mid-file.
+"""
+
+MAX_SOURCE_LENGTH = 200
+"""``statement.received/v1``'s limit on ``source``."""
+
+
+class InvalidEvent(BankFileError):
+    """A parsed statement cannot form a valid ``statement.received/v1`` event."""
+
+    code = "invalid_event"
+
+
+class StatementTooLarge(BankFileError):
+    """A statement's event would exceed :data:`MAX_EVENT_BYTES`."""
+
+    code = "statement_too_large"
+
+
+class PublishFailed(BrokerError):
+    """The broker failed while a file's events were being sent or acknowledged.
+
+    Some of them may have been acknowledged (``acknowledged`` of ``total``). The file must
+    stay where it is; re-ingesting it republishes every statement with the same ids.
+    """
+
+    code = "publish_failed"
+
+    def __init__(self, message: str, *, acknowledged: int, total: int) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.total = total
+
+
+class StatementProducer(Protocol):
+    """What publishing needs from a producer: ``AIOKafkaProducer.send``.
+
+    A protocol rather than the aiokafka class, so this module's contract is visible and a
+    caller may hand in any producer built by ``routing.broker.make_producer``.
+    """
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> Awaitable[Any]: ...
+
+
+def statement_id(
+    fmt: BankFormat, iban: str, period_start: date, period_end: date, raw: bytes
+) -> str:
+    """The statement's stable id (see the module docstring for the rule and why)."""
+    digest = hashlib.sha256(f"{iban}|{period_start.isoformat()}|{period_end.isoformat()}|".encode())
+    digest.update(raw)
+    return f"{fmt}-{digest.hexdigest()[:32]}"
+
+
+def default_source(filename: str | None) -> str:
+    """``file:<basename>``, cut to the contract's length: a long name must not refuse a file."""
+    name = Path(filename).name if filename else "unnamed"
+    return f"file:{name}"[:MAX_SOURCE_LENGTH]
+
+
+def _utc(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware (received_at carries a timezone)")
+    return now.astimezone(UTC)
+
+
+def _where(statement: ParsedStatement) -> str:
+    return (
+        f"the statement of account {mask_iban(statement.iban)} for "
+        f"{statement.period_start.isoformat()}..{statement.period_end.isoformat()}"
+    )
+
+
+def _event(statement: ParsedStatement, source: str, received_at: datetime) -> StatementReceived:
+    """Build and validate one event; a refusal names the statement's first line."""
+    raw = statement.raw
+    try:
+        return StatementReceived(
+            statement_id=statement_id(
+                statement.format, statement.iban, statement.period_start, statement.period_end, raw
+            ),
+            iban=statement.iban,
+            format=statement.format,
+            period_start=statement.period_start,
+            period_end=statement.period_end,
+            received_at=received_at,
+            content_b64=base64.b64encode(raw).decode("ascii"),
+            source=source,
+            content_sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except ValidationError as exc:
+        # Never the input values: they would put the statement's content in the message.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidEvent(
+            f"{_where(statement)} cannot form a statement.received/v1 event: {problems}",
+            statement.first_line,
+        ) from None
+
+
+def _events(
+    statements: Iterable[ParsedStatement], source: str, received_at: datetime
+) -> Iterator[tuple[ParsedStatement, StatementReceived, bytes]]:
+    """Each statement with its event and the event's serialised value, size-checked."""
+    for statement in statements:
+        event = _event(statement, source, received_at)
+        value = event.to_json()
+        if len(value) > MAX_EVENT_BYTES:
+            raise StatementTooLarge(
+                f"{_where(statement)} makes a {len(value):,} byte event, above the "
+                f"{MAX_EVENT_BYTES:,} bytes a Kafka record may carry; split the statement "
+                "or send it by another channel",
+                statement.first_line,
+            )
+        yield statement, event, value
+
+
+def _resolve_format(data: bytes, fmt: FormatChoice, filename: str | None) -> BankFormat:
+    return detect_format(data, filename) if fmt == "auto" else fmt
+
+
+def build_events(
+    data: bytes,
+    *,
+    fmt: FormatChoice = "auto",
+    source: str | None = None,
+    filename: str | None = None,
+    now: datetime,
+) -> list[StatementReceived]:
+    """Every ``statement.received/v1`` event of a bank file, or a ``BankFileError``.
+
+    Pure: no I/O, no clock (``now`` is the ingestion time, the ``received_at`` of every
+    event of the file). ``source`` defaults to ``file:<basename of filename>``. Raises on
+    the first statement that cannot be parsed, built or sent, naming its line, and never
+    returns a partial list: that is the all-or-nothing rule.
+    """
+    received_at = _utc(now)
+    statements = parse_file(data, _resolve_format(data, fmt, filename), filename)
+    src = source if source is not None else default_source(filename)
+    return [event for _, event, _ in _events(statements, src, received_at)]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One event ready to send: the IBAN key, the JSON value, and what to report."""
+
+    key: bytes
+    value: bytes
+    statement_id: str
+    iban: str
+    period_start: date
+    period_end: date
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """A bank file turned into records, every one of them validated and size-checked."""
+
+    format: BankFormat
+    records: tuple[OutgoingRecord, ...]
+
+
+def prepare_file(
+    data: bytes,
+    *,
+    fmt: FormatChoice = "auto",
+    source: str | None = None,
+    filename: str | None = None,
+    now: datetime,
+) -> PreparedFile:
+    """What ``publish_file`` sends: like ``build_events`` but keeping only the bytes.
+
+    Only the serialised values are kept, not the models, so a large file costs its
+    records once in memory rather than twice.
+    """
+    received_at = _utc(now)
+    detected = _resolve_format(data, fmt, filename)
+    statements = parse_file(data, detected, filename)
+    src = source if source is not None else default_source(filename)
+    records = tuple(
+        OutgoingRecord(
+            key=event.iban.encode(),
+            value=value,
+            statement_id=event.statement_id,
+            iban=event.iban,
+            period_start=event.period_start,
+            period_end=event.period_end,
+        )
+        for _, event, value in _events(statements, src, received_at)
+    )
+    return PreparedFile(detected, records)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a file was refused: what ``<name>.error.json`` and the CLI report."""
+
+    code: str
+    reason: str
+    line: int | None
+    format: BankFormat | None
+    detected_at: datetime
+
+    @property
+    def message(self) -> str:
+        return f"line {self.line}: {self.reason}" if self.line is not None else self.reason
+
+    @classmethod
+    def from_error(
+        cls, exc: BankFileError, fmt: BankFormat | None, detected_at: datetime
+    ) -> Refusal:
+        return cls(exc.code, exc.reason, exc.line, fmt, detected_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedStatement:
+    """One published statement, for reports and ``--json`` (never its content)."""
+
+    statement_id: str
+    iban: str
+    period_start: date
+    period_end: date
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What happened to one file: published (every send acknowledged) or refused."""
+
+    path: Path
+    topic: str
+    source: str
+    size: int
+    sha256: str
+    received_at: datetime
+    format: BankFormat | None
+    statements: tuple[PublishedStatement, ...] = ()
+    refusal: Refusal | None = None
+    prepare_seconds: float = 0.0
+    """Reading, parsing, building and serialising (the benchmark's parse time)."""
+    publish_seconds: float = 0.0
+    """From the first send to the last acknowledgement."""
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def statement_ids(self) -> tuple[str, ...]:
+        return tuple(s.statement_id for s in self.statements)
+
+
+async def send_records(
+    producer: StatementProducer, topic: str, records: Sequence[OutgoingRecord]
+) -> None:
+    """Send every record and wait until each one is acknowledged, or raise PublishFailed.
+
+    Every future is awaited even after a failure, so none is left with an unretrieved
+    exception and the count of acknowledged records is exact.
+    """
+    futures: list[Awaitable[Any]] = []
+    failure: BaseException | None = None
+    try:
+        for record in records:
+            futures.append(await producer.send(topic, value=record.value, key=record.key))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        failure = exc
+    finally:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    acknowledged = len(results) - len(errors)
+    cause = failure if failure is not None else (errors[0] if errors else None)
+    if cause is not None:
+        raise PublishFailed(
+            f"the broker failed while publishing to {topic}: {type(cause).__name__}: {cause}; "
+            f"{acknowledged} of {len(records)} statements were acknowledged. The file was "
+            "not moved: ingest it again, which republishes the same statement ids",
+            acknowledged=acknowledged,
+            total=len(records),
+        ) from cause
+
+
+async def publish_file(
+    producer: StatementProducer,
+    topics: Topics,
+    path: Path,
+    *,
+    fmt: FormatChoice = "auto",
+    source: str | None = None,
+    now: datetime | None = None,
+) -> IngestReport:
+    """Publish every statement of the file at ``path``, all of them or none.
+
+    A refused file is *reported*, not raised (``report.refusal``): nothing of it was sent,
+    and what to do with it (quarantine) is the caller's decision. Raises
+    :class:`PublishFailed` when the broker fails mid-file, and ``OSError`` when the file
+    cannot be read. Parsing runs in a worker thread so a large file does not freeze the
+    event loop (the API, the router or a signal handler may share it). The topics must
+    exist (:func:`require_received_topic`): a send to a missing topic would make the broker
+    auto-create it with the wrong partition count.
+    """
+    received_at = _utc(now or datetime.now(UTC))
+    src = source if source is not None else default_source(path.name)
+    started = time.perf_counter()
+    data, digest = await asyncio.to_thread(_read, path)
+    report = IngestReport(
+        path=path,
+        topic=topics.received,
+        source=src,
+        size=len(data),
+        sha256=digest,
+        received_at=received_at,
+        format=None,
+    )
+    detected: BankFormat | None = None
+    try:
+        detected = _resolve_format(data, fmt, path.name)
+        prepared = await asyncio.to_thread(
+            prepare_file, data, fmt=detected, source=src, filename=path.name, now=received_at
+        )
+    except BankFileError as exc:
+        refusal = Refusal.from_error(exc, detected, datetime.now(UTC))
+        log.warning(
+            "ingest.refused",
+            file=path.name,
+            format=detected,
+            code=refusal.code,
+            line=refusal.line,
+            reason=refusal.reason,
+        )
+        return replace(report, format=detected, refusal=refusal)
+    del data
+    prepared_at = time.perf_counter()
+    await send_records(producer, topics.received, prepared.records)
+    published_at = time.perf_counter()
+    log.info(
+        "ingest.published",
+        file=path.name,
+        format=prepared.format,
+        statements=len(prepared.records),
+        accounts=len({r.iban for r in prepared.records}),
+        topic=topics.received,
+    )
+    return replace(
+        report,
+        format=prepared.format,
+        statements=tuple(
+            PublishedStatement(r.statement_id, r.iban, r.period_start, r.period_end)
+            for r in prepared.records
+        ),
+        prepare_seconds=prepared_at - started,
+        publish_seconds=published_at - prepared_at,
+    )
+
+
+def _read(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def require_received_topic(bootstrap_servers: str, topics: Topics) -> int:
+    """Check ``statements.received`` exists with the catalogue's partition count.
+
+    Run it once before publishing. A producer's first send to a missing topic makes the
+    broker auto-create it (4 partitions on Tansu), and a wrong count puts statements on
+    other partition numbers than their IBAN's state: the router would then meet the wrong
+    state (DESIGN §3, co-partitioning). Returns the partition count.
+    """
+    counts = await require_topics(bootstrap_servers, [topics.received])
+    actual = counts[topics.received]
+    if actual != topics.partitions:
+        raise TopicMismatch(
+            f"topic {topics.received} has {actual} partitions but topic_partitions is "
+            f"{topics.partitions}: statements would land on other partitions than their "
+            "IBAN's state. Set TOPIC_PARTITIONS to the cluster's count, or recreate the "
+            "topics on an empty cluster"
+        )
+    return actual

@@ -1,0 +1,349 @@
+"""``statement-router ingest``: publish bank files to ``statements.received``.
+
+Two modes, one rule per file (all of its statements published, or none):
+
+* ``ingest FILE...`` publishes the given files in order. A refused file is moved to a
+  quarantine folder (``--quarantine``, default ``quarantine/`` beside the file) with its
+  ``<name>.error.json``, and its reason goes to stderr; the other files are still
+  ingested. A published file stays where it is unless ``--done DIR`` is given. ``--keep``
+  moves nothing (to publish files you must not move, such as the checked-in samples).
+* ``ingest --watch DIR`` watches a drop folder until SIGINT/SIGTERM, moving each file to
+  ``DIR/done/`` or ``DIR/quarantine/`` (``adapters.ingest.dropfolder``).
+
+It publishes to a running broker: ``KAFKA_BOOTSTRAP_SERVERS``, or ``--bootstrap`` with the
+address ``statement-router up`` prints for its embedded broker. ``statements.received``
+must exist with ``TOPIC_PARTITIONS`` partitions (``statement-router topics create``); it
+is checked first, because a send to a missing topic would auto-create it with the wrong
+partition count.
+
+Exit codes: 0 all published; 7 at least one file refused (the others were published);
+8 the broker is unreachable or failed (files not yet acknowledged stay where they were;
+ingesting them again republishes the same statement ids); 1 no broker configured; 2 bad
+usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from adapters.ingest.dropfolder import QUARANTINE, DropResult, error_document, settle, watch
+from adapters.ingest.producer import (
+    MAX_SOURCE_LENGTH,
+    FormatChoice,
+    IngestReport,
+    publish_file,
+    require_received_topic,
+)
+from config.settings import Settings
+from events.topics import Topics
+from routing.broker.errors import BrokerError, kafka_errors
+from routing.broker.producer import make_producer
+from routing.cli.common import (
+    EXIT_INVALID,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    fail,
+    print_json,
+    run,
+    settings,
+)
+from routing.cli.pipeline import topic_catalogue
+from routing.runtime import until_signalled
+
+__all__ = ["IngestFormat", "ingest"]
+
+_CLIENT_ID = "statement-router-ingest"
+
+
+class IngestFormat(StrEnum):
+    """``--format``: detect from the content (the default), or force a parser."""
+
+    AUTO = "auto"
+    CFONB120 = "cfonb120"
+    CAMT053 = "camt053"
+    MT940 = "mt940"
+
+
+def _choice(fmt: IngestFormat) -> FormatChoice:
+    choices: dict[IngestFormat, FormatChoice] = {
+        IngestFormat.AUTO: "auto",
+        IngestFormat.CFONB120: "cfonb120",
+        IngestFormat.CAMT053: "camt053",
+        IngestFormat.MT940: "mt940",
+    }
+    return choices[fmt]
+
+
+def _bootstrap(cfg: Settings, option: str | None) -> str:
+    servers = option or cfg.kafka_bootstrap_servers
+    if not servers:
+        fail(
+            "no Kafka to publish to: KAFKA_BOOTSTRAP_SERVERS is not set. Pass --bootstrap "
+            "HOST:PORT (the embedded broker's address, printed by `statement-router up`) or "
+            "point KAFKA_BOOTSTRAP_SERVERS at a running Kafka",
+            EXIT_REFUSED,
+        )
+    return servers
+
+
+def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
+    """One file's result for ``--json``: ids, IBANs and periods, never the content."""
+    return {
+        "file": str(report.path),
+        "ok": report.ok,
+        "format": report.format,
+        "topic": report.topic,
+        "source": report.source,
+        "statements": [
+            {
+                "statement_id": s.statement_id,
+                "iban": s.iban,
+                "period_start": s.period_start.isoformat(),
+                "period_end": s.period_end.isoformat(),
+            }
+            for s in report.statements
+        ],
+        "moved_to": str(moved_to) if moved_to is not None else None,
+        "error": error_document(report, moved_to) if not report.ok else None,
+    }
+
+
+def _echo(report: IngestReport, moved_to: Path | None) -> None:
+    name = report.path.name
+    if report.refusal is None:
+        where = f"; moved to {moved_to}" if moved_to is not None else ""
+        typer.echo(
+            f"published {len(report.statements)} statements from {name} ({report.format}) "
+            f"to {report.topic}{where}"
+        )
+        return
+    where = (
+        f"; moved to {moved_to} (reason in {moved_to.name}.error.json)"
+        if moved_to is not None
+        else ""
+    )
+    typer.echo(
+        f"error: {name}: {report.refusal.message} [{report.refusal.code}]; "
+        f"nothing was published{where}",
+        err=True,
+    )
+
+
+async def _start_producer(cfg: Settings, bootstrap: str, topics: Topics) -> Any:
+    """Check the topic, then start a producer (the caller stops it)."""
+    await require_received_topic(bootstrap, topics)
+    producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id=_CLIENT_ID)
+    try:
+        async with kafka_errors("starting the ingest producer", bootstrap):
+            await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+async def _ingest_files(
+    cfg: Settings,
+    bootstrap: str,
+    files: list[Path],
+    *,
+    fmt: IngestFormat,
+    source: str | None,
+    done: Path | None,
+    quarantine_dir: Path | None,
+    keep: bool,
+    as_json: bool,
+    outcomes: list[dict[str, Any]],
+) -> int:
+    """Publish each file in turn and return the exit code. BrokerError stops the run.
+
+    A refused file does not stop the others: each file is its own unit.
+    """
+    topics = topic_catalogue(cfg)
+    producer = await _start_producer(cfg, bootstrap, topics)
+    refused = trouble = False
+    try:
+        for path in files:
+            try:
+                report = await publish_file(producer, topics, path, fmt=_choice(fmt), source=source)
+            except OSError as exc:
+                trouble = True
+                typer.echo(f"error: cannot read {path}: {exc}", err=True)
+                continue
+            moved = None
+            if not keep:
+                quarantined = quarantine_dir or path.parent / QUARANTINE
+                try:
+                    moved = settle(path, report, done=done, quarantined=quarantined)
+                except OSError as exc:
+                    trouble = True
+                    typer.echo(f"error: cannot move {path}: {exc}", err=True)
+            refused = refused or not report.ok
+            outcomes.append(_outcome(report, moved))
+            if not as_json:
+                _echo(report, moved)
+    finally:
+        await producer.stop()
+    return EXIT_INVALID if refused else EXIT_REFUSED if trouble else 0
+
+
+def _watch(
+    cfg: Settings,
+    bootstrap: str,
+    directory: Path,
+    *,
+    fmt: IngestFormat,
+    source: str | None,
+    poll_interval: float,
+    as_json: bool,
+) -> None:
+    topics = topic_catalogue(cfg)
+
+    def echo(result: DropResult) -> None:
+        if as_json:
+            print_json(_outcome(result.report, result.moved_to))
+        else:
+            _echo(result.report, result.moved_to)
+
+    async def main(stop: asyncio.Event) -> None:
+        producer = await _start_producer(cfg, bootstrap, topics)
+        try:
+            typer.echo(
+                f"watching {directory} for bank files, publishing to {topics.received} on "
+                f"{bootstrap}; done/ and quarantine/ are inside it. Ctrl-C stops.",
+                err=True,
+            )
+            publish = functools.partial(
+                publish_file, producer, topics, fmt=_choice(fmt), source=source
+            )
+            await watch(directory, publish, stop, poll_interval, on_result=echo)
+        finally:
+            await producer.stop()
+
+    try:
+        run(until_signalled(main))
+    except BrokerError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+
+
+def ingest(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Bank files to publish (CFONB 120, camt.053, MT940).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        IngestFormat,
+        typer.Option("--format", help="The files' format; auto detects it from the content."),
+    ] = IngestFormat.AUTO,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", help="The bank feed's name in the events (default: file:<basename>)."
+        ),
+    ] = None,
+    watch_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--watch",
+            help="Watch this drop folder instead (files go to done/ or quarantine/ in it).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap",
+            help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS), e.g. the "
+            "embedded broker's address printed by `statement-router up`.",
+        ),
+    ] = None,
+    quarantine_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine",
+            help="Where refused FILEs go, with <name>.error.json (default: quarantine/ "
+            "beside each file).",
+            file_okay=False,
+        ),
+    ] = None,
+    done: Annotated[
+        Path | None,
+        typer.Option(
+            "--done", help="Move published FILEs here (default: leave them).", file_okay=False
+        ),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Move no FILE, not even refused ones.")
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between polls of --watch.", min=0.05)
+    ] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Publish bank files as statement.received/v1 events, one per statement, keyed by IBAN.
+
+    Each file is all-or-nothing: a file with any error publishes nothing and is moved to
+    quarantine with <name>.error.json naming the line and the reason.
+    """
+    if watch_dir is not None and files:
+        raise typer.BadParameter("give FILEs or --watch DIR, not both")
+    if watch_dir is None and not files:
+        raise typer.BadParameter("give the FILEs to ingest, or --watch DIR")
+    if watch_dir is not None and (quarantine_dir or done or keep):
+        raise typer.BadParameter(
+            "--quarantine, --done and --keep are for FILEs; --watch DIR always uses "
+            "DIR/done/ and DIR/quarantine/"
+        )
+    if source is not None and not 1 <= len(source) <= MAX_SOURCE_LENGTH:
+        raise typer.BadParameter(f"--source must be 1 to {MAX_SOURCE_LENGTH} characters")
+    cfg = settings()
+    servers = _bootstrap(cfg, bootstrap)
+    if watch_dir is not None:
+        _watch(
+            cfg,
+            servers,
+            watch_dir,
+            fmt=fmt,
+            source=source,
+            poll_interval=poll_interval,
+            as_json=as_json,
+        )
+        return
+    assert files is not None
+    outcomes: list[dict[str, Any]] = []
+    try:
+        code = run(
+            _ingest_files(
+                cfg,
+                servers,
+                files,
+                fmt=fmt,
+                source=source,
+                done=done,
+                quarantine_dir=quarantine_dir,
+                keep=keep,
+                as_json=as_json,
+                outcomes=outcomes,
+            )
+        )
+    except BrokerError as exc:
+        if as_json:
+            print_json(outcomes)
+        fail(exc.message, EXIT_UNAVAILABLE)
+    if as_json:
+        print_json(outcomes)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,70 @@
+"""`make run` is `statement-router up --demo`: the whole pipeline in one command."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}}
+    env.update(DATA_DIR=str(tmp_path / "var"), API_PORT=str(free_port()))
+    script = Path(sys.executable).with_name("statement-router")
+    result = subprocess.run(
+        [str(script), "up", "--demo", "--exit-after-demo"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def line_for(fragment: str) -> list[str]:
+        return [line for line in out.splitlines() if fragment in line]
+
+    # The FAQ cases, each with its reason.
+    assert len(line_for("-> partner acd: bound")) == 3
+    assert len(line_for("-> partner quadra: bound")) == 2
+    assert len(line_for("-> global file: unbound (failed: iban_bound)")) == 3
+    assert len(line_for("-> held: mandate_pending (failed: mandate_approved)")) == 2
+    assert len(line_for("-> held: unknown_iban")) == 1
+    invalid = line_for("-> invalid:")
+    assert any("value is not JSON" in line for line in invalid)
+    assert any("unknown schema 'statement.received/v9'" in line for line in invalid)
+    assert any("Invalid checksum digits" in line for line in invalid)
+    # Approving the mandate releases the held statements to the partner.
+    assert len(line_for("-> partner acd (released; state v")) == 2
+    # IBANs are masked, even in the report.
+    assert "FR7630006000011234567890189" not in out + result.stderr
+
+    demo = tmp_path / "var" / "demo"
+    assert len(list((demo / "partners" / "acd").glob("*"))) == 5
+    assert len(list((demo / "partners" / "quadra").glob("*.txt"))) == 2
+    assert len(list((demo / "global-file" / "cab-demo").glob("*"))) == 3
+
+    port = re.search(r"broker\s+127\.0\.0\.1:(\d+)", out)
+    assert port is not None
+    assert processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
