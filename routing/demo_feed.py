@@ -100,7 +100,9 @@ async def run_demo(
     _report(seen, outputs, topics, print_line)
 
     print_line("")
-    print_line(f"the bank approves the mandate of {mask_iban(PENDING)}: held statements are released")
+    print_line(
+        f"the bank approves the mandate of {mask_iban(PENDING)}: its held statements are released"
+    )
     await store.set_mandate(PENDING, MandateStatus.APPROVED)
     pending_ids = {e.statement_id for e in events if e.iban == PENDING}
 

@@ -116,5 +116,10 @@ class StateStore(ABC):
         """
 
     @abstractmethod
+    async def relay_lock_held(self) -> bool:
+        """Whether the lock yielded by ``relay_lock`` is still held (a lock tied to a
+        database session is lost with it); the relay checks before every batch."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections."""

@@ -30,6 +30,10 @@ class Producer(Protocol):
         ...
 
 
+class LeadershipLost(Exception):
+    """This relay no longer holds the relay lock: stop publishing and try to take it again."""
+
+
 class OutboxRelay:
     """Moves outbox rows to the broker; run one per deployment (others wait as standbys)."""
 
@@ -88,6 +92,8 @@ class OutboxRelay:
                         continue
                     log.info("relay_leader")
                     while not stop.is_set():
+                        if not await self._store.relay_lock_held():
+                            raise LeadershipLost("the relay lock was lost with its session")
                         if await self.publish_pending() == 0:
                             await _wait(stop, self._idle)
                         backoff = 0.2

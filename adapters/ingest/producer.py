@@ -359,8 +359,11 @@ async def send_records(
     acknowledged = len(results) - len(errors)
     cause = failure if failure is not None else (errors[0] if errors else None)
     if cause is not None:
+        what = str(cause)
+        if not what.startswith(type(cause).__name__):  # aiokafka's errors name themselves
+            what = f"{type(cause).__name__}: {what}".rstrip(": ")
         raise PublishFailed(
-            f"the broker failed while publishing to {topic}: {type(cause).__name__}: {cause}; "
+            f"the broker failed while publishing to {topic}: {what}; "
             f"{acknowledged} of {len(records)} statements were acknowledged. The file was "
             "not moved: ingest it again, which republishes the same statement ids",
             acknowledged=acknowledged,

@@ -41,6 +41,7 @@ app.add_typer(mandate_app, name="mandate")
 app.add_typer(pipeline.topics_app, name="topics")
 app.add_typer(pipeline.schemas_app, name="schemas")
 app.command("relay")(pipeline.relay)
+app.command("router")(pipeline.router)
 app.command("ingest")(ingest.ingest)
 
 TokenOpt = Annotated[

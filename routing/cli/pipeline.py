@@ -91,3 +91,17 @@ def relay() -> None:
                 await producer.stop()
 
     run(until_signalled(main))
+
+
+def router() -> None:
+    """Run one router worker; start more processes to share the partitions."""
+    from routing.router import run_router
+
+    cfg = settings()
+    bootstrap = require_bootstrap(cfg)
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_router(cfg, topic_catalogue(cfg), catalogue(cfg), stop,
+                         bootstrap_servers=bootstrap)
+
+    run(until_signalled(main))

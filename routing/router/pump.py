@@ -22,7 +22,8 @@ How it keeps DESIGN §5:
   of the batch is acknowledged by the broker, and with them the Tables' changelog
   records of the batch (sent by the same producer, see ``routing.router.tables``).
   A crash before the commit replays the batch: duplicates are possible, losses are
-  not. A failed send or commit is fatal: the pump stops without committing and the runner stops the worker.
+  not. A failed send or commit is fatal: the pump stops without committing and the
+  runner stops the worker.
 * **Order.** Within a batch, records are routed in partition order and their outputs are
   issued in that order under the router's lock, which the ``iban.state`` agent also
   takes to update the Tables and release held statements, so a release and a new

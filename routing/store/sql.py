@@ -117,6 +117,7 @@ class SqlStateStore(StateStore):
         self._clock = clock
         self._owns_engine = owns_engine
         self._memory_relay_held = False
+        self._relay_conn: AsyncConnection | None = None
 
     @classmethod
     def from_url(
@@ -614,9 +615,12 @@ class SqlStateStore(StateStore):
                         )
                     ).scalar_one()
                 )
+            if held:
+                self._relay_conn = conn
             try:
                 yield held
             finally:
+                self._relay_conn = None
                 if held:
                     try:
                         with translated_errors(self._url):
@@ -628,6 +632,23 @@ class SqlStateStore(StateStore):
                         await conn.invalidate()
         finally:
             await conn.close()
+
+    async def relay_lock_held(self) -> bool:
+        """Whether the relay lock taken by ``relay_lock`` is still ours.
+
+        A PostgreSQL advisory lock lives as long as its session: if the server restarted or
+        the connection was cut, another relay may lead by now. A file lock cannot be lost.
+        """
+        if self._engine.dialect.name != "postgresql":
+            return True
+        conn = self._relay_conn
+        if conn is None:
+            return False
+        try:
+            await conn.execute(text("SELECT 1"))
+        except Exception:  # the session is gone, and the lock with it
+            return False
+        return True
 
     @asynccontextmanager
     async def _file_relay_lock(self) -> AsyncIterator[bool]:

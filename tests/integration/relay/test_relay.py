@@ -9,6 +9,8 @@ import signal
 from collections import defaultdict
 from pathlib import Path
 
+import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.schemas import IbanStateEvent
@@ -22,6 +24,7 @@ from routing.broker import (
 )
 from routing.domain.model import MandateStatus, Profile
 from routing.relay import OutboxRelay
+from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
 IBANS = (
@@ -170,3 +173,41 @@ async def wait_for_backlog(store: SqlStateStore, expected: int, seconds: float =
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+@pytest.mark.postgres
+async def test_relay_survives_a_database_restart_and_keeps_leadership_honest(
+    postgres_url: str, topics: Topics, kafka_broker: EmbeddedBroker
+) -> None:
+    """Every session is cut (as a PostgreSQL restart would): the relay notices it lost its
+    advisory lock, takes it again, and publishes what was committed meanwhile."""
+    await upgrade(postgres_url)
+    store = SqlStateStore.from_url(postgres_url)
+    producer = await producer_for(kafka_broker)
+    stop = asyncio.Event()
+    relay = OutboxRelay(store, producer, topics, idle_interval=0.02, max_backoff=0.3)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await store.create_cabinet("cab-a", "A")
+        await store.add_iban(IBANS[0], "cab-a", None)
+        assert await wait_for_backlog(store, 0)
+        database = postgres_url.rsplit("/", 1)[1]
+        killer = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            killed = await killer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1",
+                database,
+            )
+        finally:
+            await killer.close()
+        assert killed >= 1
+        await store.set_mandate(IBANS[0], MandateStatus.APPROVED)
+        assert await wait_for_backlog(store, 0)
+    finally:
+        stop.set()
+        await task
+        await producer.stop()
+        await store.close()
+    records = await read_topic(kafka_broker.bootstrap_servers, topics.iban_state)
+    assert [IbanStateEvent.model_validate_json(r.value).version for r in records] == [1, 2]
