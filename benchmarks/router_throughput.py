@@ -276,10 +276,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         broker.stop()
     return {
         "router_per_s": round(router_rate),
-        "aiokafka_passthrough_per_s": round(aiokafka_rate),
-        "faust_minimal_per_s": round(faust_rate),
-        "router_vs_aiokafka": round(router_rate / aiokafka_rate, 3),
-        "router_vs_faust_minimal": round(router_rate / faust_rate, 2),
+        "aiokafka_passthrough_per_s": rate(aiokafka_rate),
+        "faust_minimal_per_s": rate(faust_rate),
+        "router_vs_aiokafka": ratio(router_rate, aiokafka_rate),
+        "router_vs_faust_minimal": ratio(router_rate, faust_rate),
         "statements": args.statements,
         "ibans": args.ibans,
         "faust_statements": faust_n,
@@ -293,6 +293,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
+
+
+def rate(value: float) -> int | None:
+    return None if value != value else round(value)  # NaN: not measured
+
+
+def ratio(a: float, b: float) -> float | None:
+    return None if b != b else round(a / b, 3)
 
 
 def start_profiler(path: str | None) -> Any:

@@ -162,7 +162,27 @@ class SftpDeliverer:
             return self._sftp
         await self._disconnect()
         known_hosts, key = await asyncio.to_thread(_load_credentials, self._endpoint)
-        conn = await asyncssh.connect(
+        try:
+            conn = await self._connect(known_hosts, key)
+        except ValueError as exc:
+            # asyncssh refuses its options with ValueError, e.g. when the process has no
+            # local user name (a container UID without a passwd entry): a set-up problem.
+            raise DeliveryFailed(
+                DeliveryResult.permanent(f"cannot set up the SSH client: {exc}")
+            ) from None
+        try:
+            sftp = await conn.start_sftp_client()
+        except BaseException:
+            conn.abort()
+            raise
+        self._conn, self._sftp = conn, sftp
+        return sftp
+
+    async def _connect(
+        self, known_hosts: asyncssh.SSHKnownHosts, key: asyncssh.SSHKey
+    ) -> asyncssh.SSHClientConnection:
+        """Key authentication only; no agent, no ssh config, no GSS, no X.509 trust."""
+        return await asyncssh.connect(
             self._endpoint.host,
             self._endpoint.port,
             username=self._endpoint.username,
@@ -177,13 +197,6 @@ class SftpDeliverer:
             login_timeout=self._endpoint.timeout,
             keepalive_interval=30,
         )
-        try:
-            sftp = await conn.start_sftp_client()
-        except BaseException:
-            conn.abort()
-            raise
-        self._conn, self._sftp = conn, sftp
-        return sftp
 
     async def _upload(self, sftp: asyncssh.SFTPClient, files: list[FileToWrite]) -> None:
         directory = self._endpoint.remote_directory

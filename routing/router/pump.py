@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from routing.router.emit import Out
@@ -131,14 +132,23 @@ class StatementPump:
                 async with self._batch_lock:
                     if not self._ready.is_set():
                         continue
-                    batch = await self._consumer.getmany(
-                        timeout_ms=self._poll_timeout_ms, max_records=self._max_records
-                    )
+                    try:
+                        batch = await self._consumer.getmany(
+                            timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                        )
+                    except KafkaError as exc:
+                        if not exc.retriable:
+                            raise
+                        # Nothing was read, so nothing is lost by trying again (seen on
+                        # Tansu: a transient NotLeaderForPartition while resetting offsets).
+                        log.warning("statements_fetch_retry", error=type(exc).__name__)
+                        await asyncio.sleep(0.5)
+                        continue
                     if batch:
                         await self._process(batch)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a failed send or commit: stop, commit nothing more
             await self._router.fatal(exc, "statement pump")
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -157,6 +157,16 @@ async def test_a_missing_topic_is_refused_before_anything_is_sent(
     assert (tmp_path / "mt940-multi.sta").exists()
 
 
+def start_watcher(folder: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(SCRIPT), "ingest", "--watch", str(folder), "--poll-interval", "0.1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def test_watch_ingests_dropped_files_and_stops_on_sigterm(
     kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
 ) -> None:
@@ -169,13 +179,7 @@ async def test_watch_ingests_dropped_files_and_stops_on_sigterm(
         TOPIC_PARTITIONS=str(topics.partitions),
     )
     log = tmp_path / "watch.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(SCRIPT), "ingest", "--watch", str(folder), "--poll-interval", "0.1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_watcher(folder, env, log)
     try:
         drop("camt053-multi.xml", folder)
         drop("cfonb120-truncated.txt", folder)
