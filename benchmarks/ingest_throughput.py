@@ -38,9 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.ingest.producer import publish_file
+from adapters.ingest.producer import INGEST_BATCH_BYTES, publish_file
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, end_offsets, ensure_topics, make_producer
+from routing.logs import configure_logging
 
 _POSITIVE = "{ABCDEFGHI"
 _NEGATIVE = "}JKLMNOPQR"
@@ -115,7 +116,10 @@ async def bench(path: Path, partitions: int) -> dict[str, object]:
         bootstrap = broker.bootstrap_servers
         topics = Topics(prefix="bench-ingest", partitions=partitions)
         await ensure_topics(bootstrap, topics.specs([]))
-        producer = make_producer(ProducerParams(bootstrap, client_id="bench-ingest"))
+        params = ProducerParams(
+            bootstrap, client_id="bench-ingest", max_batch_size=INGEST_BATCH_BYTES
+        )  # what `statement-router ingest` uses (adapters.ingest.producer.producer_params)
+        producer = make_producer(params)
         await producer.start()
         try:
             started = time.perf_counter()
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=20_000, help="accounts in the file")
     parser.add_argument("--partitions", type=int, default=6, help="statements.received partitions")
     args = parser.parse_args()
+    configure_logging("console", "WARNING")  # logs on stderr: stdout is the JSON line
     data = generate(int(args.mb * 1_000_000), args.accounts)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as folder:
         path = Path(folder) / "bench-cfonb120.txt"

@@ -43,15 +43,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import faust  # noqa: E402
-from aiokafka import AIOKafkaConsumer  # noqa: E402
+import faust
+from aiokafka import AIOKafkaConsumer
 
-from config.catalogue import default_catalogue  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from events.topics import Topics, TopicSpec  # noqa: E402
-from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer  # noqa: E402
-from routing.domain.iban import iban_from_rib  # noqa: E402
-from routing.router import RouterApp, RouterTuning, create_router_app  # noqa: E402
+from config.catalogue import default_catalogue
+from config.settings import Settings
+from events.topics import Topics, TopicSpec
+from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.domain.iban import iban_from_rib
+from routing.router import RouterApp, RouterTuning, create_router_app
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 CONNECTORS = ("acd", "cegid", "quadra", "pennylane")
@@ -206,7 +206,7 @@ def router_for(bootstrap: str, topics: Topics, data_dir: Path, mode: str,
 async def load_states(router: RouterApp, n: int) -> float:
     started = time.perf_counter()
     await router.start()
-    while router.tables.state_count() < n:
+    while router.tables.state_count() < n:  # noqa: ASYNC110 (polling a counter)
         await asyncio.sleep(0.2)
     return time.perf_counter() - started
 

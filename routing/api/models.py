@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from routing.domain.decide import Check, Diagnosis
 from routing.domain.model import IbanState, MandateStatus
+from routing.ports import StatementSummary
 
 
 class Body(BaseModel):
@@ -76,6 +78,31 @@ class CheckOut(BaseModel):
     message_en: str
 
 
+class RecentStatementOut(BaseModel):
+    """One of the IBAN's last statements and where it is (from the delivery ledger)."""
+
+    statement_id: str
+    status: str = Field(description="delivered, in_global_file, dead_lettered, retrying, "
+                        "replayed, routed or held.")
+    last_outcome: str
+    last_at: datetime
+    connector_id: str | None
+    attempt: int | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, summary: StatementSummary) -> RecentStatementOut:
+        return cls(
+            statement_id=summary.statement_id,
+            status=summary.status,
+            last_outcome=summary.last_outcome,
+            last_at=summary.last_at,
+            connector_id=summary.connector_id,
+            attempt=summary.attempt,
+            detail=summary.detail,
+        )
+
+
 class DiagnosisOut(BaseModel):
     iban: str
     checks: list[CheckOut]
@@ -85,15 +112,23 @@ class DiagnosisOut(BaseModel):
     ]
     message_fr: str
     message_en: str
+    recent_statements: list[RecentStatementOut] = Field(
+        default=[],
+        description="When every check passes: the IBAN's last statements and their delivery "
+        "state, from the ledger (empty when no ledger is configured).",
+    )
 
     @classmethod
-    def of(cls, iban: str, diagnosis: Diagnosis) -> DiagnosisOut:
+    def of(
+        cls, iban: str, diagnosis: Diagnosis, recent: Sequence[StatementSummary] = ()
+    ) -> DiagnosisOut:
         return cls(
             iban=iban,
             checks=[_check(i, c) for i, c in enumerate(diagnosis.checks, start=1)],
             verdict=diagnosis.verdict.value,
             message_fr=diagnosis.message_fr,
             message_en=diagnosis.message_en,
+            recent_statements=[RecentStatementOut.of(s) for s in recent],
         )
 
 

@@ -37,6 +37,7 @@ from adapters.ingest.producer import (
     MAX_SOURCE_LENGTH,
     FormatChoice,
     IngestReport,
+    producer_params,
     publish_file,
     require_received_topic,
 )
@@ -138,7 +139,9 @@ def _echo(report: IngestReport, moved_to: Path | None) -> None:
 async def _start_producer(cfg: Settings, bootstrap: str, topics: Topics) -> Any:
     """Check the topic, then start a producer (the caller stops it)."""
     await require_received_topic(bootstrap, topics)
-    producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id=_CLIENT_ID)
+    producer = make_producer(
+        producer_params(cfg, bootstrap_servers=bootstrap, client_id=_CLIENT_ID)
+    )
     try:
         async with kafka_errors("starting the ingest producer", bootstrap):
             await producer.start()

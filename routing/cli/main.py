@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from routing.bootstrap import catalogue, open_store
-from routing.cli import ingest, pipeline
+from routing.cli import adapters as adapters_cli
+from routing.cli import ingest, pipeline, statements
 from routing.cli.common import print_json, run, settings, token_or_fail, with_store
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import IbanState, MandateStatus, Profile
@@ -43,6 +44,10 @@ app.add_typer(pipeline.schemas_app, name="schemas")
 app.command("relay")(pipeline.relay)
 app.command("router")(pipeline.router)
 app.command("ingest")(ingest.ingest)
+statements.register(app)  # global-file download/build, trace, ledger
+app.command("adapters")(adapters_cli.adapters)
+app.add_typer(adapters_cli.dlq_app, name="dlq")
+app.add_typer(adapters_cli.operator_app, name="operator")
 
 TokenOpt = Annotated[
     str | None,

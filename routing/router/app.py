@@ -132,18 +132,24 @@ class RouterApp:
 
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
         to the other agent or the pump, which keeps per-IBAN order across a release. The
-        step's Table changelog records are sent with its routed events, so once this
-        returns, both are acknowledged. The acks are awaited outside the lock (the order
-        is fixed once the sends are issued).
+        acks are awaited outside the lock (the order is fixed once the sends are issued).
+
+        The step's Table changelog records go to faust's producer: faust flushes it before
+        it commits an agent's offsets, and the pump flushes it (``flush_tables``) before it
+        commits a batch.
         """
         async with self.lock:
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
             if changelog:
-                outs = outs + changelog
+                self.tables.send_via_faust(changelog)
             futures = await self.sink.send_many(outs) if outs else []
         if futures:
             await asyncio.gather(*futures)
+
+    async def flush_tables(self) -> None:
+        """Wait until faust's producer has every changelog record acknowledged."""
+        await self.app.producer.flush()
 
     async def handle(self, handler: Handler, record: InRecord) -> None:
         """Process one faust event; on a produce failure, never let faust ack it."""
@@ -197,12 +203,16 @@ class RouterApp:
             with contextlib.suppress(Exception):
                 signals.on_partitions_revoked.disconnect(self.pump.on_partitions_revoked)
                 signals.on_rebalance_complete.disconnect(self.pump.on_rebalance_complete)
-            await self.pump.stop()
-            self.pump = None
-        await self.app.stop()
-        if self._started and self._sink is not None:
-            await self._sink.stop()
-        self._started = False
+            try:
+                await self.pump.stop()
+            finally:
+                self.pump = None
+        try:
+            await self.app.stop()
+        finally:
+            if self._started and self._sink is not None:
+                await self._sink.stop()
+            self._started = False
 
     def stats(self) -> dict[str, int]:
         return dict(self.core.stats)

@@ -19,8 +19,8 @@ How it keeps DESIGN §5:
   committed first, so the next owner starts exactly after it.
 * **At-least-once.** Offsets are committed (to the consumer group
   ``<app id>-statements``, as a manually assigned consumer) only after every routed event
-  of the batch is acknowledged by the broker, and with them the Tables' changelog
-  records of the batch (sent by the same producer, see ``routing.router.tables``).
+  of the batch is acknowledged by the broker *and* faust's producer is flushed, so the
+  Tables' changelog records of the batch are durable too.
   A crash before the commit replays the batch: duplicates are possible, losses are
   not. A failed send or commit is fatal: the pump stops without committing and the
   runner stops the worker.
@@ -165,6 +165,7 @@ class StatementPump:
             return outs
 
         await self._router.run_step(route)
+        await self._router.flush_tables()
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         await self._consumer.commit(offsets)
         self.batches += 1

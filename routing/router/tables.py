@@ -3,14 +3,9 @@
 Reads and writes go to the Table's store directly, and each write also queues the
 changelog record that faust's own setter (``Table.on_key_set``) would send, in faust's
 format (JSON key and value; a null value deletes), with an *explicit* partition: the
-partition of the record being processed. Two reasons not to use ``table[key] = value``:
-
-* faust's setter takes the partition from the current stream event, and in ``batch`` mode
-  statements are not faust events;
-* the queued changelog records are produced by the router's own producer together with
-  the routed events of the same step (:meth:`RouterApp.run_step`), so "acknowledged" has
-  one meaning for both before an offset is committed, and the hot path skips faust's
-  per-record producer buffer (a visible cost in the profile, docs/performance.md).
+partition of the record being processed. faust's setter takes the partition from the
+current stream event, and in ``batch`` mode statements are not faust events. The queued
+records are handed to faust's producer at the end of each step (:meth:`send_via_faust`).
 
 faust still owns the Tables: it creates the changelog topics, recovers the stores from
 them on assignment, and applies standby replicas. Window expiry and per-key sensors,
@@ -68,6 +63,21 @@ class FaustTables:
         """The changelog records queued since the last call, in write order."""
         pending, self._pending = self._pending, []
         return pending
+
+    def send_via_faust(self, changelog: list[Out]) -> None:
+        """Hand changelog records to faust's producer.
+
+        faust flushes it before committing an agent's offsets and the pump flushes it
+        before committing a batch, so neither waits for these acks record by record.
+        """
+        tables = {
+            self._state_table.changelog_topic.get_topic_name(): self._state_table,
+            self._held_table.changelog_topic.get_topic_name(): self._held_table,
+        }
+        for out in changelog:
+            tables[out.topic].send_changelog(
+                out.partition, out.key, out.value, key_serializer="raw", value_serializer="raw"
+            )
 
     def _changelog(self, table: Any, partition: int, key: str, value: Any) -> None:
         topic = table.changelog_topic.get_topic_name()

@@ -21,12 +21,14 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -159,5 +161,71 @@ outbox = Table(
     # The relay's query: WHERE published_at IS NULL ORDER BY id LIMIT n.
     Index(None, "published_at", "id"),
     # AUTOINCREMENT: never reuse the id of a deleted (pruned) row, so ids keep commit order.
+    sqlite_autoincrement=True,
+)
+
+# --- the cabinet global file and the delivery ledger (migration 0002) -----------------
+
+#: Statement formats the global file keeps (``events.schemas.StatementFormat``).
+STATEMENT_FORMATS = ("cfonb120", "camt053", "mt940")
+
+global_file_statements = Table(
+    "global_file_statements",
+    metadata,
+    # Idempotency key (DESIGN §5): a redelivered statement.global-file event after a crash
+    # hits this primary key and is ignored (INSERT ... ON CONFLICT DO NOTHING).
+    Column("statement_id", Text, nullable=False),
+    Column("cabinet_id", Text, nullable=False),
+    Column("iban", String(34), nullable=False),
+    Column("client_ref", Text, nullable=True),
+    Column("format", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("routed_at", UtcDateTime, nullable=False, comment="routing.decided_at"),
+    Column("routing", JSON(none_as_null=True), nullable=True, comment="the routing trace"),
+    Column("stored_at", UtcDateTime, nullable=False, comment="first write; kept on redelivery"),
+    Column("kafka_topic", Text, nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    PrimaryKeyConstraint("statement_id"),
+    CheckConstraint(_in("format", STATEMENT_FORMATS), name="format"),
+    CheckConstraint("period_end >= period_start", name="period"),
+    # The download: WHERE cabinet_id = ? AND period_start <= :to AND period_end >= :from.
+    Index(None, "cabinet_id", "period_start", "period_end"),
+    # No foreign key to cabinets: other systems may publish iban.state for cabinets this
+    # store does not hold, and the builder must keep their statements all the same.
+)
+
+delivery_ledger = Table(
+    "delivery_ledger",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False, autoincrement=True
+    ),
+    # SHA-256 of (statement_id, outcome, attempt, at, connector_id): the same outcome record
+    # read twice (at-least-once) maps to the same key and is ignored. A plain unique
+    # constraint over the columns would not do: attempt and connector_id are often NULL,
+    # and NULLs never collide in a unique constraint.
+    Column("dedupe_key", String(64), nullable=False),
+    Column("statement_id", Text, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("attempt", Integer, nullable=True),
+    Column("iban", String(34), nullable=True),
+    Column("cabinet_id", Text, nullable=True),
+    Column("connector_id", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("routing", JSON(none_as_null=True), nullable=True, comment="when the record has it"),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("dedupe_key"),
+    # A statement's trace, in time order.
+    Index(None, "statement_id", "at"),
+    # An IBAN's last statements (the diagnosis).
+    Index(None, "iban", "at"),
     sqlite_autoincrement=True,
 )

@@ -27,6 +27,7 @@ from aiokafka.partitioner import murmur2
 
 from adapters.ingest.dropfolder import DONE, QUARANTINE, DropResult, settle, watch
 from adapters.ingest.producer import (
+    PARSER_FAILED,
     IngestReport,
     PublishFailed,
     build_events,
@@ -174,6 +175,28 @@ async def test_a_broken_file_publishes_nothing_and_is_quarantined_with_its_reaso
     after = await received(kafka_broker, topics)
     assert [(r.partition, r.offset) for r in after] == [(r.partition, r.offset) for r in before]
     assert len(after) == GOOD["mt940-multi.sta"]
+
+
+async def test_a_parser_crash_quarantines_the_file_instead_of_stopping_ingestion(
+    kafka_broker: EmbeddedBroker,
+    topics: Topics,
+    producer: AIOKafkaProducer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash(data: bytes, fmt: str, filename: str | None) -> None:
+        raise RuntimeError("unexpected :61: 'secret content'")
+
+    monkeypatch.setattr("adapters.ingest.producer.parse_file", crash)
+    path = drop("mt940-multi.sta", tmp_path)
+
+    report = await publish_file(producer, topics, path)
+
+    assert report.refusal is not None
+    assert (report.refusal.code, report.refusal.format) == (PARSER_FAILED, "mt940")
+    assert "RuntimeError" in report.refusal.reason
+    assert "secret content" not in report.refusal.reason
+    assert await received(kafka_broker, topics) == []
 
 
 async def test_reingesting_a_file_republishes_the_same_ids(

@@ -1,0 +1,258 @@
+"""Dead letters: list them, and replay them to the partner through the normal path.
+
+**Replay** re-publishes the dead letter's original ``statement.partner-delivery/v1``, byte
+for byte, to ``statements.partner.<id>`` keyed by its IBAN, then writes a ``replayed``
+outcome. The connector's worker delivers it like any other statement, with the same
+statement id, so the partner gets the same idempotency key (``webhook-id``, file name).
+The delivery goes first and the outcome second: a crash between the two can only cause
+a second replay later (absorbed by the idempotency key), never a dead letter marked
+replayed that was not.
+
+**What "already replayed" means.** A dead letter is identified by its place in the DLQ
+topic (partition and offset). Replaying writes a ``replayed`` outcome whose ``detail``
+names those places (``replayed from <dlq topic> dead letter(s) 0@12, 2@7``). A dead letter
+is *open* until such an outcome exists; ``replay`` only takes open ones, so replaying
+twice replays nothing the second time, and a statement that fails again after its replay
+gets a new, open dead letter. Two replays racing (two operators at the same second) can
+both publish: the partner then sees a duplicate with the same idempotency key, which
+at-least-once already allows. ``force`` replays a closed dead letter again on purpose.
+
+The price of this simple, broker-only approach: finding the markers reads the outcomes
+topic (the DLQ itself is small). That is fine for the embedded mode and moderate
+volumes; at production volume the delivery ledger, which consumes the same outcomes,
+is the place to answer it.
+
+A statement dead-lettered twice while open (a crash between its dead letter and the
+commit) is replayed once, and that one outcome closes both places.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from events.schemas import DeliveryOutcome, StatementDeadLetter
+from events.topics import Topics
+from routing.broker import ProducerParams, make_producer, read_topic, require_topics
+from routing.broker.errors import kafka_errors
+from routing.domain.iban import mask_iban
+
+log = structlog.get_logger("adapters.dlq")
+
+_PLACE = re.compile(r"(\d+)@(\d+)")
+_READ_TIMEOUT = 60.0
+
+
+class DeadLetterError(Exception):
+    """A replay that cannot be done as asked; ``code`` says why (for the CLI and the API)."""
+
+    code = "dead_letter_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NoSuchDeadLetter(DeadLetterError):
+    code = "dead_letter_not_found"
+
+
+class AlreadyReplayed(DeadLetterError):
+    code = "already_replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """One record of a connector's DLQ topic, and whether it was replayed since."""
+
+    partition: int
+    offset: int
+    letter: StatementDeadLetter
+    replayed_at: datetime | None = None
+
+    @property
+    def statement_id(self) -> str:
+        return self.letter.statement_id
+
+    @property
+    def open(self) -> bool:
+        return self.replayed_at is None
+
+    def summary(self) -> dict[str, Any]:
+        """What an operator lists: no statement content, the IBAN masked."""
+        last = self.letter.attempts[-1] if self.letter.attempts else None
+        return {
+            "statement_id": self.statement_id,
+            "iban": mask_iban(self.letter.delivery.iban),
+            "cabinet_id": self.letter.delivery.cabinet_id,
+            "reason": self.letter.reason,
+            "attempts": len(self.letter.attempts),
+            "last_status_code": last.status_code if last else None,
+            "dead_lettered_at": self.letter.dead_lettered_at.isoformat(),
+            "partition": self.partition,
+            "offset": self.offset,
+            "replayed_at": self.replayed_at.isoformat() if self.replayed_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    connector_id: str
+    replayed: list[str]
+    dead_letters: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connector_id": self.connector_id,
+            "replayed": self.replayed,
+            "count": len(self.replayed),
+            "dead_letters_closed": self.dead_letters,
+        }
+
+
+def replay_detail(dlq_topic: str, places: Collection[tuple[int, int]]) -> str:
+    spots = ", ".join(f"{p}@{o}" for p, o in sorted(places))
+    return f"replayed from {dlq_topic} dead letter(s) {spots}"
+
+
+async def _replay_markers(
+    bootstrap_servers: str, topics: Topics, connector_id: str
+) -> dict[tuple[int, int], datetime]:
+    """DLQ places already replayed, with when, from the ``replayed`` outcomes."""
+    prefix = f"replayed from {topics.partner_dlq(connector_id)} dead letter(s) "
+    markers: dict[tuple[int, int], datetime] = {}
+    for record in await read_topic(bootstrap_servers, topics.outcomes, timeout=_READ_TIMEOUT):
+        if not record.value or b'"replayed"' not in record.value:
+            continue  # cheap filter before parsing: most outcomes are not replays
+        try:
+            outcome = DeliveryOutcome.model_validate_json(record.value)
+        except ValidationError:
+            continue
+        if (outcome.outcome != "replayed" or outcome.connector_id != connector_id
+                or not outcome.detail or not outcome.detail.startswith(prefix)):
+            continue
+        for partition, offset in _PLACE.findall(outcome.detail[len(prefix):]):
+            place = (int(partition), int(offset))
+            markers.setdefault(place, outcome.at)
+    return markers
+
+
+async def list_dead_letters(
+    bootstrap_servers: str, topics: Topics, connector_id: str
+) -> list[DeadLetterEntry]:
+    """Every dead letter of the connector, oldest first per partition, with its status."""
+    dlq = topics.partner_dlq(connector_id)
+    records = await read_topic(bootstrap_servers, dlq, timeout=_READ_TIMEOUT)
+    markers = await _replay_markers(bootstrap_servers, topics, connector_id)
+    entries: list[DeadLetterEntry] = []
+    for record in records:
+        try:
+            letter = StatementDeadLetter.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            # Only our workers write here; an unreadable record is a bug worth shouting about.
+            log.error("unreadable_dead_letter", topic=dlq, partition=record.partition,
+                      offset=record.offset, error=str(exc).splitlines()[0])
+            continue
+        place = (record.partition, record.offset)
+        entries.append(DeadLetterEntry(record.partition, record.offset, letter,
+                                       markers.get(place)))
+    return entries
+
+
+def _select(
+    entries: list[DeadLetterEntry], statement_ids: Collection[str] | None, force: bool
+) -> dict[str, list[DeadLetterEntry]]:
+    """The dead letters to replay, grouped by statement, in DLQ order."""
+    chosen: dict[str, list[DeadLetterEntry]] = {}
+    if statement_ids is None:
+        for entry in entries:
+            if entry.open:
+                chosen.setdefault(entry.statement_id, []).append(entry)
+        return chosen
+    for sid in statement_ids:
+        mine = [e for e in entries if e.statement_id == sid]
+        if not mine:
+            raise NoSuchDeadLetter(f"statement {sid} has no dead letter on this connector")
+        open_ones = [e for e in mine if e.open]
+        if open_ones:
+            chosen[sid] = open_ones
+        elif force:
+            chosen[sid] = [mine[-1]]
+        else:
+            when = max(e.replayed_at for e in mine if e.replayed_at is not None)
+            raise AlreadyReplayed(
+                f"statement {sid} was already replayed ({when.isoformat()}); replay it again "
+                "with force if it really must be resent"
+            )
+    return chosen
+
+
+async def replay_dead_letters(
+    bootstrap_servers: str,
+    topics: Topics,
+    connector_id: str,
+    *,
+    statement_ids: Collection[str] | None = None,
+    force: bool = False,
+) -> ReplayReport:
+    """Replay the open dead letters (all, or those of ``statement_ids``); see the module doc.
+
+    Raises ``NoSuchDeadLetter`` for an id without a dead letter and ``AlreadyReplayed``
+    for one whose dead letters are all replayed (unless ``force``).
+    """
+    await require_topics(bootstrap_servers, [topics.partner(connector_id),
+                                             topics.partner_dlq(connector_id),
+                                             topics.outcomes])
+    entries = await list_dead_letters(bootstrap_servers, topics, connector_id)
+    chosen = _select(entries, statement_ids, force)
+    if not chosen:
+        return ReplayReport(connector_id, [], 0)
+    dlq = topics.partner_dlq(connector_id)
+    producer = make_producer(ProducerParams(bootstrap_servers, client_id="dlq-replay"))
+    async with kafka_errors(f"replaying {dlq}", bootstrap_servers):
+        await producer.start()
+        try:
+            # The newest dead letter of each statement carries its delivery; publish them
+            # in DLQ order (per IBAN, the order they failed in), and only then the markers.
+            deliveries = [
+                await producer.send(topics.partner(connector_id),
+                                    dead[-1].letter.delivery.to_json(),
+                                    key=dead[-1].letter.delivery.iban.encode())
+                for dead in chosen.values()
+            ]
+            for future in deliveries:
+                await future
+            markers = []
+            for sid, dead in chosen.items():
+                delivery = dead[-1].letter.delivery
+                outcome = DeliveryOutcome(
+                    statement_id=sid,
+                    outcome="replayed",
+                    at=datetime.now(UTC),
+                    iban=delivery.iban,
+                    cabinet_id=delivery.cabinet_id,
+                    connector_id=connector_id,
+                    detail=replay_detail(dlq, [(e.partition, e.offset) for e in dead]),
+                )
+                markers.append(await producer.send(topics.outcomes, outcome.to_json(),
+                                                   key=sid.encode()))
+            for future in markers:
+                await future
+        finally:
+            await producer.stop()
+    for sid, dead in chosen.items():
+        log.info("dead_letter_replayed", connector_id=connector_id, statement_id=sid,
+                 cabinet_id=dead[-1].letter.delivery.cabinet_id,
+                 iban=mask_iban(dead[-1].letter.delivery.iban), dead_letters=len(dead))
+    return ReplayReport(connector_id, list(chosen), sum(len(d) for d in chosen.values()))
+
+
+def entries_json(entries: list[DeadLetterEntry]) -> str:
+    return json.dumps([e.summary() for e in entries], indent=2, ensure_ascii=False)

@@ -1,0 +1,273 @@
+"""The global-file builder (DESIGN §3), and the file staff download from « Relevés ».
+
+Building
+--------
+The builder consumes ``statements.global-file`` in consumer group
+``<prefix>.global-file``. For each batch it:
+
+1. stores every statement in its cabinet's global file (``GlobalFileStore.store``: one
+   transaction, idempotent on ``statement_id``);
+2. sends one ``delivery.outcome/v1`` ``stored_global_file`` per statement to
+   ``deliveries.outcomes`` and waits for the acks;
+3. commits the batch's offsets.
+
+A crash anywhere re-reads the batch: step 1 then changes nothing, and step 2 re-sends
+outcomes whose ``at`` is the time of the *first* write, i.e. the very same records, which
+the ledger recognises as duplicates. Invalid records go to ``statements.invalid``.
+
+Downloading
+-----------
+:func:`build_download` assembles the file for a period, as the staff use it:
+
+* only CFONB 120 statements: one ``.txt``, the statements' records concatenated in
+  (period_start, received_at, statement_id) order. Each statement is normalised first:
+  split into lines whatever its line breaks (CRLF, LF, CR or none at all), lines longer
+  than 120 characters cut every 120, blank records dropped, short records padded with
+  spaces to 120 (CFONB records are fixed-width), every record ended by CRLF;
+* any camt.053 or MT940 statement: a ``.zip`` holding that same CFONB ``.txt`` (when
+  there are CFONB statements) plus one file per other statement, named
+  ``<period_start>_<client_ref or IBAN>_<statement_id>.<xml|sta>``, byte for byte as
+  the bank sent it. A CFONB statement is therefore in the archive exactly once (inside
+  the concatenated file), so importing everything never imports a statement twice;
+* no statement in the period: an empty ``.txt`` (200, ``X-Statement-Count: 0``), since
+  "nothing for that period" is an answer, not an error.
+
+The archive is deterministic (fixed timestamps and order), so the same period always
+yields the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import Settings
+from events.schemas import DeliveryOutcome, StatementGlobalFile
+from events.topics import Topics
+from routing.broker.producer import make_producer
+from routing.ledger import (
+    InvalidRecord,
+    committing_consumer,
+    consume_committing,
+    engine_for,
+    invalid_value,
+    parse_event,
+    resolve_bootstrap,
+    send_all,
+)
+from routing.ports import GlobalFileEntry, GlobalFileStore
+from routing.store.global_file import SqlGlobalFileStore
+
+log = structlog.get_logger(__name__)
+
+RECORD_LENGTH = 120
+CRLF = b"\r\n"
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_BLANK = b" \t\x1a\x00"  # spaces, tabs, a DOS end-of-file mark, NUL padding
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: fixed for determinism
+
+
+# --- the download ----------------------------------------------------------------------
+
+
+def cfonb_records(content: bytes) -> list[bytes]:
+    """One CFONB 120 statement's records, normalised (see the module docstring)."""
+    records: list[bytes] = []
+    for line in _LINE_BREAK.split(content):
+        for start in range(0, len(line), RECORD_LENGTH):
+            record = line[start : start + RECORD_LENGTH]
+            if record.strip(_BLANK):
+                records.append(record.ljust(RECORD_LENGTH, b" "))
+    return records
+
+
+def concatenated_cfonb(entries: Sequence[GlobalFileEntry]) -> bytes:
+    """The CFONB statements' records, in the given order, each ended by CRLF."""
+    return b"".join(
+        record + CRLF
+        for entry in entries
+        if entry.format == "cfonb120"
+        for record in cfonb_records(entry.content)
+    )
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._-")
+
+
+def member_name(entry: GlobalFileEntry) -> str:
+    """``<period_start>_<client_ref or IBAN>_<statement_id>.<ext>`` (safe characters).
+
+    The statement id and the extension follow the file-drop adapters' naming (``.txt``,
+    ``.xml``, ``.sta``; ids with ``:`` made safe and hashed), imported here only because
+    ``adapters.delivery`` loads every adapter (asyncssh included) and this is rarely used.
+    """
+    from adapters.delivery.naming import EXTENSIONS, file_stem
+
+    who = _safe(entry.client_ref or "") or entry.iban
+    ext = EXTENSIONS.get(entry.format, "bin")  # type: ignore[call-overload]
+    return f"{entry.period_start.isoformat()}_{who}_{file_stem(entry.statement_id)}.{ext}"
+
+
+def download_stem(cabinet_id: str, start: date, end: date) -> str:
+    return f"releves-{_safe(cabinet_id) or 'cabinet'}-{start.isoformat()}-{end.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    filename: str
+    media_type: str
+    content: bytes
+    statements: int
+
+
+def _zip_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # unix, so the permissions below are read
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def build_download(
+    cabinet_id: str, start: date, end: date, entries: Sequence[GlobalFileEntry]
+) -> Download:
+    """The file for a period; ``entries`` in file order (as ``GlobalFileStore`` returns)."""
+    stem = download_stem(cabinet_id, start, end)
+    others = [e for e in entries if e.format != "cfonb120"]
+    if not others:
+        return Download(
+            f"{stem}.txt", "text/plain; charset=latin-1", concatenated_cfonb(entries), len(entries)
+        )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        if len(others) < len(entries):
+            _zip_entry(archive, f"{stem}.txt", concatenated_cfonb(entries))
+        for entry in others:
+            _zip_entry(archive, member_name(entry), entry.content)
+    return Download(f"{stem}.zip", "application/zip", buffer.getvalue(), len(entries))
+
+
+# --- the builder -----------------------------------------------------------------------
+
+
+def global_file_entry(record: ConsumerRecord) -> GlobalFileEntry:
+    """A ``statements.global-file`` record as a global-file entry; ``InvalidRecord`` if bad."""
+    event, _ = parse_event(record.value, StatementGlobalFile, "statement.global-file/v1")
+    return GlobalFileEntry(
+        statement_id=event.statement_id,
+        cabinet_id=event.cabinet_id,
+        iban=event.iban,
+        client_ref=event.client_ref,
+        format=event.format,
+        period_start=event.period_start,
+        period_end=event.period_end,
+        received_at=event.received_at,
+        source=event.source,
+        content=base64.b64decode(event.content_b64),  # validated with its SHA-256
+        content_sha256=event.content_sha256,
+        routed_at=event.routing.decided_at,
+        routing=event.routing.model_dump(mode="json"),
+        kafka_topic=record.topic,
+        kafka_partition=record.partition,
+        kafka_offset=record.offset,
+    )
+
+
+class GlobalFileBuilder:
+    """Stores each batch, then reports it on ``deliveries.outcomes`` (see the module doc)."""
+
+    def __init__(self, store: GlobalFileStore, producer: AIOKafkaProducer, topics: Topics) -> None:
+        self._store = store
+        self._producer = producer
+        self._topics = topics
+        self.stats = {"records": 0, "stored": 0, "duplicates": 0, "invalid": 0}
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        entries: list[GlobalFileEntry] = []
+        messages: list[tuple[str, bytes | None, bytes | None]] = []
+        for record in records:
+            try:
+                entries.append(global_file_entry(record))
+            except InvalidRecord as exc:
+                log.warning(
+                    "invalid_global_file_event",
+                    reason=exc.reason,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                value = invalid_value(record, exc, "global-file-builder")
+                messages.append((self._topics.invalid, record.key or b"", value))
+        stored = await self._store.store(entries)
+        by_id = {e.statement_id: e for e in entries}
+        for result in stored:
+            entry = by_id[result.statement_id]
+            outcome = DeliveryOutcome(
+                statement_id=result.statement_id,
+                outcome="stored_global_file",
+                at=result.stored_at,
+                iban=entry.iban,
+                cabinet_id=result.cabinet_id,
+                detail=f"in the global file of cabinet {result.cabinet_id}",
+            )
+            messages.append(
+                (self._topics.outcomes, result.statement_id.encode(), outcome.to_json())
+            )
+        await send_all(self._producer, messages)
+        created = sum(1 for r in stored if r.created)
+        self.stats["records"] += len(records)
+        self.stats["stored"] += created
+        self.stats["duplicates"] += len(entries) - created
+        self.stats["invalid"] += len(records) - len(entries)
+
+
+async def run_global_file_builder(
+    settings: Settings,
+    topics: Topics,
+    store_url_or_engine: str | AsyncEngine,
+    stop_event: asyncio.Event,
+    *,
+    bootstrap_servers: str | None = None,
+    started: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Run the builder (group ``<prefix>.global-file``) until ``stop_event`` is set.
+
+    ``store_url_or_engine``: an engine to share (left open), or a URL (an engine is made
+    and disposed of). The schema must exist. ``started`` is set once the consumer runs.
+    Returns the counters: records read, stored, duplicates ignored, invalid.
+    """
+    servers = resolve_bootstrap(settings, bootstrap_servers)
+    async with engine_for(store_url_or_engine) as engine:
+        store = SqlGlobalFileStore(engine)
+        producer = make_producer(
+            settings, bootstrap_servers=servers, client_id="global-file-builder"
+        )
+        await producer.start()
+        try:
+            builder = GlobalFileBuilder(store, producer, topics)
+            group = f"{topics.prefix}.global-file"
+            async with committing_consumer(
+                servers, topics.global_file, group, "global-file-builder"
+            ) as consumer:
+                if started is not None:
+                    started.set()
+                log.info("global_file_builder_started", topic=topics.global_file, group=group)
+                await consume_committing(
+                    consumer, builder.handle, stop_event, name="global_file_builder"
+                )
+        finally:
+            await producer.stop()
+    log.info("global_file_builder_stopped", **builder.stats)
+    return builder.stats

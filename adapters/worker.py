@@ -1,0 +1,608 @@
+"""The per-connector adapter worker: consume ``statements.partner.<id>``, deliver, never lose.
+
+One worker per connector, each with its own consumer group ``<prefix>.adapter.<id>``, its
+own consumer, tasks, deliverer and backoff (DESIGN §3). ``run_adapters`` runs any number of
+them in one process; they share only the event loop and one producer (for dead letters
+and outcomes), so a partner that is down, slow or gone delays its own connector only.
+
+**Commit rule (at-least-once).** A record's offset is committed only once its statement
+was delivered, or dead-lettered with the dead letter acknowledged by the broker, and its
+``delivery.outcome/v1`` acknowledged too. A crash anywhere before the commit redelivers
+the statement: partners may see it twice, always with the same idempotency key (the
+statement id as ``webhook-id``; the same file name in a drop), never zero times.
+
+**Order.** Per IBAN, statements must reach the partner in the order they were received
+(DESIGN §5). The topic is keyed by IBAN, so one IBAN lives in one partition, and each
+partition is processed strictly in sequence: a statement being retried blocks the ones
+behind it *in its partition* (possibly other IBANs sharing it), which is the price of the
+per-IBAN order. Partitions progress independently: the fetch loop hands each partition's
+batch to a task of its own and pauses that partition until the task is done, so a
+retrying partition neither blocks the others nor lets its records pile up in memory.
+
+**Redelivery.** Transient failures are retried after ``RetrySchedule.delay`` (exponential
+backoff, full jitter, at least the partner's ``Retry-After``), up to ``max_attempts``;
+before each wait, what the partition finished so far is committed, so a long wait never
+holds finished work hostage. Attempts are counted in memory: after a restart a statement
+starts again from attempt 1 (the worst case is more attempts, never fewer deliveries).
+
+**Dead letters.** A permanent failure, or the last allowed attempt failing, publishes a
+``statement.dead-letter/v1`` with every attempt to ``statements.partner.<id>.dlq``; the
+worker then moves on. ``adapters.dlq`` lists and replays them.
+
+**Disabled.** A ``disabled`` answer (HTTP 410 Gone: the partner removed the endpoint) stops
+the whole connector: every partition is paused, nothing more is committed (the statement
+that met the 410 and everything behind it stay on the topic), an ``connector_disabled``
+error is logged and ``ConnectorStats.disabled`` is set. Dead-lettering statement after
+statement would bury a configuration problem under thousands of dead letters. The worker
+keeps its group membership; restart it once the endpoint is fixed.
+
+**Malformed records** (not a valid ``statement.partner-delivery/v1``) cannot be delivered
+and are never skipped silently: they go to ``statements.invalid`` with the reason and raw
+bytes, then their offset is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from adapters.backoff import RetrySchedule
+from adapters.delivery import Deliverer, DeliveryResult, PartnerEndpoint, make_deliverer
+from config.catalogue import ConnectorSpec
+from config.settings import Settings
+from events.schemas import (
+    DeliveryAttempt,
+    DeliveryOutcome,
+    OutcomeKind,
+    StatementDeadLetter,
+    StatementInvalid,
+    StatementPartnerDelivery,
+)
+from events.topics import Topics
+from routing.broker import ProducerParams, make_producer, require_topics
+from routing.broker.errors import BrokerError, kafka_errors
+from routing.domain.iban import mask_iban
+
+log = structlog.get_logger("adapters.worker")
+
+DelivererFactory = Callable[[str, PartnerEndpoint], Deliverer]
+
+# Commit at least this often inside a long partition batch (records, or seconds, whichever
+# comes first), so a crash redelivers little: each commit costs one broker round trip.
+_COMMIT_EVERY = 50
+_COMMIT_INTERVAL = 0.5
+_POLL_TIMEOUT_MS = 100
+_MAX_RECORDS = 100
+_SHUTDOWN_FLUSH_TIMEOUT = 10.0
+
+
+class AdapterCrashed(Exception):
+    """A worker stopped on an error it cannot deliver around (the broker, a bug)."""
+
+
+def adapter_group_id(topics: Topics, connector_id: str) -> str:
+    """The connector's consumer group: ``<prefix>.adapter.<connector_id>``."""
+    return f"{topics.prefix}.adapter.{connector_id}"
+
+
+def default_deliverer(connector_id: str, endpoint: PartnerEndpoint) -> Deliverer:
+    """The deliverer of an endpoint's own kind.
+
+    The endpoints mapping handed to ``run_adapters`` is authoritative: a deployment's
+    connectors file was already checked against the catalogue (``adapters.endpoints``),
+    and the embedded mode deliberately stands a directory drop in for every connector,
+    which ``make_deliverer`` would refuse against the catalogue's adapter kind.
+    """
+    return make_deliverer(ConnectorSpec(connector_id, connector_id, endpoint.kind), endpoint)
+
+
+@dataclass
+class ConnectorStats:
+    """What one connector's worker did; live while it runs (for ``up`` and operators)."""
+
+    connector_id: str
+    delivered: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    invalid: int = 0
+    disabled: bool = False
+    disabled_reason: str | None = None
+    assigned_partitions: list[int] = field(default_factory=list)
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connector_id": self.connector_id,
+            "delivered": self.delivered,
+            "retries": self.retries,
+            "dead_lettered": self.dead_lettered,
+            "invalid": self.invalid,
+            "disabled": self.disabled,
+            "disabled_reason": self.disabled_reason,
+            "assigned_partitions": list(self.assigned_partitions),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class _Checkpoint:
+    """A partition's progress: acks still awaited and the next offset to commit."""
+
+    next_offset: int = -1
+    committed: int = -1
+    pending: list[asyncio.Future[Any]] = field(default_factory=list)
+    since_commit: int = 0
+    last_commit: float = 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ConnectorWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._worker._release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._worker._assigned(list(assigned))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _monotonic() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class ConnectorWorker:
+    """Delivers one connector's statements; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        connector_id: str,
+        deliverer: Deliverer,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        schedule: RetrySchedule,
+        *,
+        bootstrap_servers: str,
+        stats: ConnectorStats | None = None,
+        rng: random.Random | None = None,
+        max_records: int = _MAX_RECORDS,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.connector_id = connector_id
+        self.topic = topics.partner(connector_id)
+        self.group_id = adapter_group_id(topics, connector_id)
+        self.stats = stats or ConnectorStats(connector_id)
+        self._topics = topics
+        self._deliverer = deliverer
+        self._producer = producer
+        self._schedule = schedule
+        self._bootstrap = bootstrap_servers
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._max_records = max_records
+        self._session_timeout_ms = session_timeout_ms
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._checkpoints: dict[TopicPartition, _Checkpoint] = {}
+        self._disabled = False
+        self.ready = asyncio.Event()
+        self._log = log.bind(connector_id=connector_id)
+
+    # ----------------------------------------------------------------- the fetch loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; raises ``AdapterCrashed`` on a broker failure."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group_id,
+            client_id=f"adapter-{self.connector_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=_POLL_TIMEOUT_MS,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
+        )
+        self._consumer = consumer
+        failure: BaseException | None = None
+        try:
+            async with kafka_errors(f"starting the {self.connector_id} adapter", self._bootstrap):
+                await consumer.start()
+                # Subscribe only to an existing topic (checked by run_adapters): a metadata
+                # request for a missing one would auto-create it with the wrong count.
+                consumer.subscribe([self.topic], listener=_Rebalance(self))
+            self.ready.set()
+            self._log.info("adapter_started", topic=self.topic, group_id=self.group_id)
+            while not stop.is_set():
+                self._reap()
+                try:
+                    batches = await consumer.getmany(
+                        timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_records
+                    )
+                except KafkaError as exc:
+                    raise AdapterCrashed(
+                        f"connector {self.connector_id}: reading {self.topic} failed: {exc!r}"
+                    ) from exc
+                if self._disabled:
+                    continue  # paused; keep polling so the group keeps us as a member
+                for tp, records in batches.items():
+                    if records and tp not in self._tasks:
+                        consumer.pause(tp)
+                        self._tasks[tp] = asyncio.create_task(
+                            self._process(tp, records),
+                            name=f"adapter-{self.connector_id}-p{tp.partition}",
+                        )
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            await self._shutdown(flush=failure is None)
+            self._consumer = None
+            self._log.info("adapter_stopped", **self.stats.as_dict())
+
+    def _reap(self) -> None:
+        """Collect finished partition tasks: resume their partitions, surface their errors."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, task in list(self._tasks.items()):
+            if not task.done():
+                continue
+            del self._tasks[tp]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                self.stats.last_error = repr(exc)
+                raise AdapterCrashed(
+                    f"connector {self.connector_id}, partition {tp.partition}: {exc!r}"
+                ) from exc
+            if not self._disabled and tp in consumer.assignment():
+                consumer.resume(tp)
+
+    async def _cancel(self, partitions: list[TopicPartition]) -> None:
+        tasks = [self._tasks.pop(tp) for tp in partitions if tp in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _release(self, revoked: list[TopicPartition]) -> None:
+        """Before the group moves partitions: stop their tasks, commit what they finished.
+
+        A delivery interrupted here is simply redelivered by the next owner.
+        """
+        await self._cancel(revoked)
+        for tp in revoked:
+            checkpoint = self._checkpoints.pop(tp, None)
+            if checkpoint is not None:
+                with contextlib.suppress(KafkaError, BrokerError, TimeoutError):
+                    async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
+                        await self._checkpoint(tp, checkpoint)
+
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        self.stats.assigned_partitions = sorted(tp.partition for tp in assigned)
+        if self._disabled and assigned and self._consumer is not None:
+            self._consumer.pause(*assigned)
+        self._log.info("partitions_assigned", partitions=self.stats.assigned_partitions)
+
+    async def _shutdown(self, *, flush: bool) -> None:
+        consumer = self._consumer
+        await self._cancel(list(self._tasks))
+        if flush:
+            for tp, checkpoint in list(self._checkpoints.items()):
+                try:
+                    async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
+                        await self._checkpoint(tp, checkpoint)
+                except (KafkaError, BrokerError, TimeoutError) as exc:
+                    self._log.warning("final_commit_failed", partition=tp.partition,
+                                      error=repr(exc))
+        self._checkpoints.clear()
+        if consumer is not None:
+            await consumer.stop()
+
+    # ----------------------------------------------------------- one partition's batch
+
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        checkpoint = self._checkpoints.setdefault(tp, _Checkpoint(last_commit=_monotonic()))
+        for record in records:
+            if self._disabled or not await self._handle(tp, record, checkpoint):
+                break  # disabled: this record and the rest stay uncommitted
+            checkpoint.next_offset = record.offset + 1
+            checkpoint.since_commit += 1
+            if (checkpoint.since_commit >= _COMMIT_EVERY
+                    or _monotonic() - checkpoint.last_commit >= _COMMIT_INTERVAL):
+                await self._checkpoint(tp, checkpoint)
+        await self._checkpoint(tp, checkpoint)
+
+    async def _checkpoint(self, tp: TopicPartition, checkpoint: _Checkpoint) -> None:
+        """Await every produce of the partition so far, then commit its next offset.
+
+        A failed produce raises (nothing is committed, the worker stops); a failed commit
+        only logs, because the records are then redelivered, which is allowed.
+        """
+        if checkpoint.pending:
+            # Shielded: a cancelled task (rebalance, shutdown) must not cancel the acks,
+            # which the final checkpoint then awaits before committing.
+            count = len(checkpoint.pending)
+            await asyncio.gather(*(asyncio.shield(f) for f in checkpoint.pending[:count]))
+            del checkpoint.pending[:count]
+        if checkpoint.next_offset <= checkpoint.committed or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit({tp: checkpoint.next_offset})
+        except KafkaError as exc:
+            self._log.warning("commit_failed", partition=tp.partition,
+                              offset=checkpoint.next_offset, error=repr(exc))
+            return
+        checkpoint.committed = checkpoint.next_offset
+        checkpoint.since_commit = 0
+        checkpoint.last_commit = _monotonic()
+
+    async def _send(
+        self, checkpoint: _Checkpoint, topic: str, value: bytes, key: str
+    ) -> None:
+        try:
+            future = await self._producer.send(topic, value, key=key.encode())
+        except KafkaError as exc:
+            raise AdapterCrashed(f"producing to {topic} failed: {exc!r}") from exc
+        checkpoint.pending.append(future)
+
+    def _outcome(
+        self,
+        delivery: StatementPartnerDelivery,
+        outcome: OutcomeKind,
+        *,
+        attempt: int | None = None,
+        detail: str | None = None,
+    ) -> DeliveryOutcome:
+        return DeliveryOutcome(
+            statement_id=delivery.statement_id,
+            outcome=outcome,
+            at=_now(),
+            iban=delivery.iban,
+            cabinet_id=delivery.cabinet_id,
+            connector_id=self.connector_id,
+            attempt=attempt,
+            detail=detail,
+        )
+
+    async def _emit(self, checkpoint: _Checkpoint, outcome: DeliveryOutcome) -> None:
+        await self._send(checkpoint, self._topics.outcomes, outcome.to_json(),
+                         outcome.statement_id)
+
+    async def _attempt(self, delivery: StatementPartnerDelivery) -> DeliveryResult:
+        """One delivery attempt; a deliverer that raises (a bug) counts as a transient error."""
+        try:
+            return await self._deliverer.deliver(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.exception("deliverer_raised", statement_id=delivery.statement_id)
+            return DeliveryResult.retry(f"internal error in the deliverer: {exc!r}")
+
+    async def _handle(
+        self, tp: TopicPartition, record: ConsumerRecord, checkpoint: _Checkpoint
+    ) -> bool:
+        """Deliver one record until it is done; False when the connector got disabled."""
+        try:
+            delivery = StatementPartnerDelivery.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            await self._invalid(record, checkpoint, exc)
+            return True
+        slog = self._log.bind(
+            statement_id=delivery.statement_id,
+            cabinet_id=delivery.cabinet_id,
+            iban=mask_iban(delivery.iban),
+        )
+        attempts: list[DeliveryAttempt] = []
+        attempt = 0
+        while True:
+            if self._disabled:
+                return False
+            attempt += 1
+            result = await self._attempt(delivery)
+            if result.kind == "delivered":
+                self.stats.delivered += 1
+                await self._emit(checkpoint, self._outcome(
+                    delivery, "delivered", attempt=attempt, detail=result.detail))
+                slog.info("statement_delivered", attempt=attempt, status_code=result.status_code)
+                return True
+            attempts.append(DeliveryAttempt(
+                attempt=attempt, at=_now(), error=result.detail, status_code=result.status_code))
+            self.stats.last_error = result.detail
+            if result.kind == "disabled":
+                await self._disable(delivery, result, attempt, checkpoint)
+                return False
+            if result.kind == "permanent" or self._schedule.exhausted(attempt):
+                reason = (
+                    f"permanent failure: {result.detail}" if result.kind == "permanent"
+                    else f"gave up after {attempt} attempts; last: {result.detail}"
+                )
+                await self._dead_letter(delivery, reason, attempts, checkpoint)
+                slog.warning("statement_dead_lettered", attempts=attempt, reason=reason,
+                             status_code=result.status_code)
+                return True
+            delay = self._schedule.delay(attempt, result.retry_after, self._rng)
+            self.stats.retries += 1
+            await self._emit(checkpoint, self._outcome(
+                delivery, "retrying", attempt=attempt,
+                detail=f"{result.detail}; next attempt in {delay:.1f} s"))
+            slog.info("delivery_retrying", attempt=attempt, status_code=result.status_code,
+                      retry_after=result.retry_after, delay=round(delay, 3), error=result.detail)
+            # Commit what this partition finished before a possibly long wait.
+            await self._checkpoint(tp, checkpoint)
+            await asyncio.sleep(delay)
+
+    async def _dead_letter(
+        self,
+        delivery: StatementPartnerDelivery,
+        reason: str,
+        attempts: list[DeliveryAttempt],
+        checkpoint: _Checkpoint,
+    ) -> None:
+        letter = StatementDeadLetter(
+            connector_id=self.connector_id,
+            statement_id=delivery.statement_id,
+            reason=reason,
+            attempts=tuple(attempts),
+            dead_lettered_at=_now(),
+            delivery=delivery,
+        )
+        await self._send(checkpoint, self._topics.partner_dlq(self.connector_id),
+                         letter.to_json(), delivery.iban)
+        self.stats.dead_lettered += 1
+        await self._emit(checkpoint, self._outcome(
+            delivery, "dead_lettered", attempt=len(attempts), detail=reason))
+
+    async def _disable(
+        self,
+        delivery: StatementPartnerDelivery,
+        result: DeliveryResult,
+        attempt: int,
+        checkpoint: _Checkpoint,
+    ) -> None:
+        self._disabled = True
+        self.stats.disabled = True
+        self.stats.disabled_reason = result.detail
+        if self._consumer is not None and self._consumer.assignment():
+            self._consumer.pause(*self._consumer.assignment())
+        # The ledger learns why the statement waits; it is retried once the worker restarts.
+        await self._emit(checkpoint, self._outcome(
+            delivery, "retrying", attempt=attempt,
+            detail=f"connector disabled, deliveries paused until its endpoint is fixed and "
+                   f"the adapter restarted: {result.detail}"))
+        self._log.error(
+            "connector_disabled",
+            statement_id=delivery.statement_id,
+            cabinet_id=delivery.cabinet_id,
+            iban=mask_iban(delivery.iban),
+            status_code=result.status_code,
+            detail=result.detail,
+        )
+
+    async def _invalid(
+        self, record: ConsumerRecord, checkpoint: _Checkpoint, exc: ValidationError
+    ) -> None:
+        raw = record.value or b""
+        statement_id: str | None = None
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            found = json.loads(raw).get("statement_id")
+            statement_id = found if isinstance(found, str) else None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        )
+        key = (record.key or b"").decode("utf-8", errors="replace")
+        event = StatementInvalid(
+            reason=f"not a valid statement.partner-delivery/v1: {problems}",
+            raw_b64=base64.b64encode(raw).decode(),
+            raw_key=key,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            statement_id=statement_id,
+            detected_at=_now(),
+            detected_by=f"adapter:{self.connector_id}",
+        )
+        await self._send(checkpoint, self._topics.invalid, event.to_json(), key)
+        self.stats.invalid += 1
+        self._log.error("invalid_delivery_record", partition=record.partition,
+                        offset=record.offset, statement_id=statement_id, reason=event.reason)
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+async def run_adapters(
+    settings: Settings,
+    topics: Topics,
+    endpoints: Mapping[str, PartnerEndpoint],
+    stop_event: asyncio.Event,
+    *,
+    bootstrap_servers: str,
+    connector_ids: Sequence[str] | None = None,
+    schedule: RetrySchedule | None = None,
+    deliverer_factory: DelivererFactory = default_deliverer,
+    stats: MutableMapping[str, ConnectorStats] | None = None,
+    started: asyncio.Event | None = None,
+    session_timeout_ms: int = 10_000,
+) -> dict[str, ConnectorStats]:
+    """Run one isolated worker per connector until ``stop_event`` is set.
+
+    ``connector_ids`` picks connectors (default: every one in ``endpoints``); each must
+    have an endpoint. ``schedule`` defaults to the settings' (production) schedule; tests
+    and the embedded demo pass a short one. ``stats`` (optional) is filled with each
+    connector's live ``ConnectorStats``; they are returned at the end too. ``started`` is
+    set once every worker's consumer has started. ``session_timeout_ms`` is the consumer
+    groups' session timeout; Tansu holds a first join for about half of it, so tests pass
+    a short one (a real Kafka refuses less than its ``group.min.session.timeout.ms``, 6 s).
+
+    A worker that fails (the broker, not a partner: partner failures are outcomes) stops
+    every worker of the process, and ``AdapterCrashed`` is raised: a supervisor restarts
+    the process, which resumes from the committed offsets.
+    """
+    ids = list(endpoints) if connector_ids is None else list(connector_ids)
+    missing = [cid for cid in ids if cid not in endpoints]
+    if missing:
+        raise AdapterCrashed(f"no partner endpoint configured for: {', '.join(missing)}")
+    if not ids:
+        raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
+    schedule = schedule or RetrySchedule.from_settings(settings)
+    del settings  # everything else comes through the arguments
+    needed = [t for cid in ids for t in (topics.partner(cid), topics.partner_dlq(cid))]
+    await require_topics(bootstrap_servers, [*needed, topics.outcomes, topics.invalid])
+
+    live: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
+    deliverers = {cid: deliverer_factory(cid, endpoints[cid]) for cid in ids}
+    producer = make_producer(ProducerParams(bootstrap_servers, client_id="adapters"))
+    inner_stop = asyncio.Event()
+    try:
+        async with kafka_errors("starting the adapters' producer", bootstrap_servers):
+            await producer.start()
+        workers = []
+        for cid in ids:
+            live[cid] = ConnectorStats(cid)
+            workers.append(ConnectorWorker(
+                cid, deliverers[cid], producer, topics, schedule,
+                bootstrap_servers=bootstrap_servers, stats=live[cid],
+                session_timeout_ms=session_timeout_ms))
+        tasks = [asyncio.create_task(w.run(inner_stop), name=f"adapter-{w.connector_id}")
+                 for w in workers]
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop_event.wait())]
+        if started is not None:
+            waiters.append(asyncio.create_task(_all_ready(workers, started)))
+        try:
+            await asyncio.wait([*tasks, waiters[0]], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            inner_stop.set()
+            for waiter in waiters:
+                waiter.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*waiters, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            first = errors[0]
+            if isinstance(first, AdapterCrashed):
+                raise first
+            raise AdapterCrashed(f"an adapter worker failed: {first!r}") from first
+    finally:
+        await producer.stop()
+        for deliverer in deliverers.values():
+            with contextlib.suppress(Exception):
+                await deliverer.close()
+    return dict(live)
+
+
+async def _all_ready(workers: Sequence[ConnectorWorker], started: asyncio.Event) -> None:
+    await asyncio.gather(*(w.ready.wait() for w in workers))
+    started.set()

@@ -1,0 +1,190 @@
+"""Operator endpoints: dead-letter listing and replay, behind the operator token.
+
+Operators are So bank's staff, not cabinet users, so they authenticate differently: one
+operator token whose SHA-256 is configured (``OPERATOR_TOKEN_SHA256``). Only the hash is
+stored anywhere, so a leaked environment does not leak the token; a cabinet user's token
+never matches it (401), whatever that user's profile. Without a configured hash the
+routes refuse everyone: operator access is opt-in.
+
+``statement-router operator token`` makes a token and prints the hash to configure.
+Every error is the API's JSON ``{"error", "detail"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, model_validator
+
+from adapters.dlq import (
+    AlreadyReplayed,
+    DeadLetterError,
+    NoSuchDeadLetter,
+    list_dead_letters,
+    replay_dead_letters,
+)
+from config.catalogue import ConnectorSpec
+from events.topics import Topics
+from routing.api.errors import error_body
+from routing.broker.errors import BrokerError
+from routing.domain.errors import AuthenticationFailed, UnknownConnector
+
+OPERATOR_TOKEN_PREFIX = "sro_"  # noqa: S105 - a prefix, not a secret
+
+_operator_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="The operator token (statement-router operator token); not a user's token.",
+)
+
+
+def new_operator_token() -> tuple[str, str]:
+    """A fresh operator token and the SHA-256 hex to configure as OPERATOR_TOKEN_SHA256."""
+    token = OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_sha256(token)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def operator_token_matches(token: str, expected_sha256: str | None) -> bool:
+    """Constant-time check of a presented token against the configured hash."""
+    if not expected_sha256:
+        return False
+    return hmac.compare_digest(token_sha256(token), expected_sha256.lower())
+
+
+class DeadLetterOut(BaseModel):
+    statement_id: str
+    iban: str = Field(description="Masked.")
+    cabinet_id: str
+    reason: str
+    attempts: int
+    last_status_code: int | None
+    dead_lettered_at: str
+    partition: int
+    offset: int
+    replayed_at: str | None
+
+
+class DeadLettersOut(BaseModel):
+    connector_id: str
+    open: int
+    dead_letters: list[DeadLetterOut]
+
+
+class ReplayIn(BaseModel):
+    """Exactly one of ``statement_id`` or ``all``; ``force`` resends a replayed one."""
+
+    statement_id: str | None = None
+    all: bool = False
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ReplayIn:
+        if (self.statement_id is None) == (not self.all):
+            raise ValueError('give either "statement_id" or "all": true')
+        return self
+
+
+class ReplayOut(BaseModel):
+    connector_id: str
+    replayed: list[str]
+    count: int
+    dead_letters_closed: int
+
+
+def _dlq_error(exc: DeadLetterError) -> JSONResponse:
+    status = 404 if isinstance(exc, NoSuchDeadLetter) else 409
+    if not isinstance(exc, NoSuchDeadLetter | AlreadyReplayed):
+        status = 400
+    return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+
+
+def _broker_error(exc: BrokerError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message), status_code=503)
+
+
+def ops_router(
+    topics: Topics,
+    catalogue: Mapping[str, ConnectorSpec],
+    *,
+    bootstrap_servers: str | None,
+    operator_token_sha256: str | None,
+) -> APIRouter:
+    """The ``/ops`` routes; include it with ``app.include_router``.
+
+    ``bootstrap_servers`` None (no broker known to this API process) answers 503.
+    """
+
+    async def operator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_bearer)],
+    ) -> None:
+        if not operator_token_sha256:
+            raise AuthenticationFailed(
+                "operator access is not configured on this server (OPERATOR_TOKEN_SHA256)"
+            )
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthenticationFailed("an operator token is required (Authorization: Bearer …)")
+        if not operator_token_matches(credentials.credentials, operator_token_sha256):
+            raise AuthenticationFailed("this is not the operator token")
+
+    router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[Depends(operator)])
+
+    def known(connector_id: str) -> str:
+        if connector_id not in catalogue:
+            raise UnknownConnector(connector_id)
+        return connector_id
+
+    def broker() -> str:
+        if not bootstrap_servers:
+            raise BrokerError("this API process has no Kafka bootstrap servers configured")
+        return bootstrap_servers
+
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"description": text}
+        for code, text in ((401, "Not the operator token."), (404, "Unknown connector."),
+                           (503, "The broker is unavailable."))
+    }
+
+    @router.get("/dlq/{connector_id}", response_model=DeadLettersOut, responses=responses)
+    async def dead_letters(connector_id: str) -> DeadLettersOut | JSONResponse:
+        """The connector's dead letters (IBANs masked, no content), replayed or not."""
+        try:
+            entries = await list_dead_letters(broker(), topics, known(connector_id))
+        except BrokerError as exc:
+            return _broker_error(exc)
+        return DeadLettersOut(
+            connector_id=connector_id,
+            open=sum(1 for e in entries if e.open),
+            dead_letters=[DeadLetterOut(**e.summary()) for e in entries],
+        )
+
+    @router.post(
+        "/dlq/{connector_id}/replay",
+        response_model=ReplayOut,
+        responses={**responses, 409: {"description": "Already replayed (use force)."}},
+    )
+    async def replay(connector_id: str, body: ReplayIn) -> ReplayOut | JSONResponse:
+        """Re-publish dead letters to the partner topic (same statement id, same key)."""
+        try:
+            report = await replay_dead_letters(
+                broker(), topics, known(connector_id),
+                statement_ids=None if body.all else [str(body.statement_id)],
+                force=body.force,
+            )
+        except DeadLetterError as exc:
+            return _dlq_error(exc)
+        except BrokerError as exc:
+            return _broker_error(exc)
+        return ReplayOut(**report.as_dict())
+
+    return router

@@ -1,0 +1,254 @@
+"""The statements' routes: the cabinet's global file (« Relevés », « Télécharger ») and a
+statement's trace (where is it, and why).
+
+Built by :func:`statements_router` and included by ``create_app`` when it is given a
+``GlobalFileStore`` and/or a ``DeliveryLedger``; without them the routes do not exist
+(the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403),
+like every other route: the routes only translate HTTP.
+
+No ``from __future__ import annotations`` here: FastAPI resolves the dependency
+annotations at runtime, and ``ActorDep`` is local to the factory (as in ``app.py``).
+"""
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from adapters.global_file import build_download
+from routing.domain.model import Actor
+from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+ActorDependency = Callable[..., Awaitable[Actor]]
+
+
+class CheckTraceOut(BaseModel):
+    name: str
+    ok: bool
+
+
+class RoutingOut(BaseModel):
+    """The router's decision for the statement (its latest one, after a release)."""
+
+    destination: Literal["partner", "global-file", "held"] | None
+    reason: str | None = Field(description="bound, unbound, mandate_pending, …")
+    connector_id: str | None
+    checks: list[CheckTraceOut] | None = Field(
+        description="The FAQ checks in its order; null when the source does not carry them."
+    )
+    state_version: int | None
+    decided_at: datetime | None
+    source: Literal["outcome", "global_file", "outcome_detail"] = Field(
+        description="Where the trace comes from: a routing field on the router's outcome, "
+        "the global-file event's trace, or only the router outcome's detail text "
+        "(destination and reason, no checks or state version)."
+    )
+
+
+class OutcomeOut(BaseModel):
+    """One step of the statement's life, as recorded by the ledger."""
+
+    outcome: str
+    at: datetime
+    attempt: int | None
+    connector_id: str | None
+    detail: str | None
+
+
+class GlobalFilePlaceOut(BaseModel):
+    cabinet_id: str
+    format: str
+    period_start: date
+    period_end: date
+    stored_at: datetime | None
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+
+class StatementTraceOut(BaseModel):
+    statement_id: str
+    cabinet_id: str
+    iban: str | None
+    status: Literal[
+        "delivered",
+        "in_global_file",
+        "dead_lettered",
+        "retrying",
+        "replayed",
+        "routed",
+        "held",
+        "unknown",
+    ]
+    summary: str = Field(description="One line for a person: the status and its last reason.")
+    routing: RoutingOut | None
+    outcomes: list[OutcomeOut] = Field(description="Every recorded step, in time order.")
+    global_file: GlobalFilePlaceOut | None
+
+    @classmethod
+    def of(cls, trace: StatementTrace) -> "StatementTraceOut":
+        stored = trace.global_file
+        return cls(
+            statement_id=trace.statement_id,
+            cabinet_id=trace.cabinet_id,
+            iban=trace.iban,
+            status=trace.status,
+            summary=summary_line(trace),
+            routing=None if trace.routing is None else _routing(trace.routing),
+            outcomes=[_outcome(e) for e in trace.entries],
+            global_file=None
+            if stored is None
+            else GlobalFilePlaceOut(
+                cabinet_id=stored.cabinet_id,
+                format=stored.format,
+                period_start=stored.period_start,
+                period_end=stored.period_end,
+                stored_at=stored.stored_at,
+                kafka_topic=stored.kafka_topic,
+                kafka_partition=stored.kafka_partition,
+                kafka_offset=stored.kafka_offset,
+            ),
+        )
+
+
+def _routing(doc: dict[str, Any]) -> RoutingOut:
+    checks = doc.get("checks")
+    return RoutingOut(
+        destination=doc.get("destination"),
+        reason=doc.get("reason"),
+        connector_id=doc.get("connector_id"),
+        checks=None if checks is None else [CheckTraceOut(**c) for c in checks],
+        state_version=doc.get("state_version"),
+        decided_at=doc.get("decided_at"),
+        source=doc.get("source", "outcome"),
+    )
+
+
+def _outcome(entry: LedgerEntry) -> OutcomeOut:
+    return OutcomeOut(
+        outcome=entry.outcome,
+        at=entry.at,
+        attempt=entry.attempt,
+        connector_id=entry.connector_id,
+        detail=entry.detail,
+    )
+
+
+def summary_line(trace: StatementTrace) -> str:
+    """« status: what the last step said », e.g. ``retrying: attempt 3 — HTTP 503``."""
+    last = trace.entries[-1] if trace.entries else None
+    if trace.status == "in_global_file":
+        return f"in_global_file: in the global file of cabinet {trace.cabinet_id}"
+    if last is None:
+        return trace.status
+    parts = []
+    if last.attempt is not None:
+        parts.append(f"attempt {last.attempt}")
+    if last.connector_id:
+        parts.append(f"connector {last.connector_id}")
+    if last.detail:
+        parts.append(last.detail)
+    return f"{trace.status}: {', '.join(parts)}" if parts else trace.status
+
+
+def parse_period(start: str, end: str) -> tuple[date, date]:
+    """``from``/``to`` as ISO dates (YYYY-MM-DD), ``from`` ≤ ``to``; 422 otherwise."""
+    errors: list[dict[str, Any]] = []
+    parsed: dict[str, date] = {}
+    for name, text in (("from", start), ("to", end)):
+        try:
+            if not _DATE.match(text):
+                raise ValueError("expected a date as YYYY-MM-DD")
+            parsed[name] = date.fromisoformat(text)
+        except ValueError as exc:
+            errors.append({"loc": ("query", name), "msg": str(exc), "type": "value_error"})
+    if not errors and parsed["from"] > parsed["to"]:
+        errors.append(
+            {
+                "loc": ("query", "to"),
+                "msg": f"the period ends ({parsed['to']}) before it starts ({parsed['from']})",
+                "type": "value_error",
+            }
+        )
+    if errors:
+        raise RequestValidationError(errors)
+    return parsed["from"], parsed["to"]
+
+
+_FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The global file for the period: a CFONB 120 .txt (records joined "
+        "with CRLF), or a .zip when other formats are present. Empty .txt if none.",
+        "content": {"text/plain": {}, "application/zip": {}},
+        "headers": {
+            "Content-Disposition": {"description": "attachment; filename=releves-….txt|zip"},
+            "X-Statement-Count": {"description": "How many statements the file holds."},
+        },
+    }
+}
+
+
+def statements_router(
+    current_actor: ActorDependency,
+    *,
+    global_file: GlobalFileStore | None = None,
+    ledger: DeliveryLedger | None = None,
+) -> APIRouter:
+    """The routes served by the given services (a route whose service is None is absent).
+
+    ``current_actor`` is the app's bearer-token dependency, so authentication is the same
+    as everywhere else.
+    """
+    router = APIRouter()
+    ActorDep = Annotated[Actor, Depends(current_actor)]
+
+    if global_file is not None:
+        files = global_file
+
+        @router.get(
+            "/cabinets/{cabinet_id}/global-file",
+            tags=["statements"],
+            response_class=Response,
+            responses=_FILE_RESPONSES,
+        )
+        async def download_global_file(
+            cabinet_id: str,
+            actor: ActorDep,
+            start: Annotated[
+                str, Query(alias="from", description="First day (YYYY-MM-DD), inclusive.")
+            ],
+            end: Annotated[str, Query(alias="to", description="Last day (YYYY-MM-DD), inclusive.")],
+        ) -> Response:
+            """« Relevés » → « Télécharger »: the cabinet's statements whose period overlaps
+            [from, to]. Any profile, own cabinet only (403 otherwise)."""
+            first, last = parse_period(start, end)
+            entries = await files.statements(actor, cabinet_id, first, last)
+            download = build_download(cabinet_id, first, last, entries)
+            return Response(
+                content=download.content,
+                media_type=download.media_type,
+                headers={
+                    "Content-Disposition": f'attachment; filename="{download.filename}"',
+                    "X-Statement-Count": str(download.statements),
+                },
+            )
+
+    if ledger is not None:
+        book = ledger
+
+        @router.get("/statements/{statement_id}", tags=["statements"])
+        async def statement_trace(
+            statement_id: Annotated[str, Path(min_length=1, max_length=200)],
+            actor: ActorDep,
+        ) -> StatementTraceOut:
+            """Where a statement is and why: its routing trace, every recorded step in time
+            order, and a one-word status. Users of the statement's cabinet only."""
+            return StatementTraceOut.of(await book.trace(actor, statement_id))
+
+    return router

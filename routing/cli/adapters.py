@@ -1,0 +1,186 @@
+"""The adapter workers' commands: run them, list and replay dead letters, operator tokens.
+
+* ``statement-router adapters [--connector X ...]``: deliver to the partners configured in
+  ``CONNECTORS_FILE`` (all of them by default), one isolated worker per connector;
+* ``statement-router dlq list --connector X`` and ``dlq replay --connector X
+  (--statement ID ... | --all) [--force]``;
+* ``statement-router operator token``: a new operator token for the ``/ops`` API.
+
+Exit codes follow docs/cli.md: 5 unknown connector or dead letter, 6 already replayed,
+7 invalid configuration, 8 broker unavailable (or a worker crashed on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from adapters.delivery import DeliveryConfigError
+from adapters.dlq import (
+    AlreadyReplayed,
+    DeadLetterEntry,
+    DeadLetterError,
+    NoSuchDeadLetter,
+    ReplayReport,
+    list_dead_letters,
+    replay_dead_letters,
+)
+from adapters.endpoints import load_endpoints
+from adapters.worker import AdapterCrashed, run_adapters
+from config.settings import Settings
+from routing.bootstrap import catalogue
+from routing.broker.errors import BrokerError
+from routing.cli.common import (
+    EXIT_CONFLICT,
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    fail,
+    print_json,
+    run,
+    settings,
+)
+from routing.cli.pipeline import topic_catalogue
+from routing.domain.errors import DomainError
+from routing.runtime import require_bootstrap, until_signalled
+
+dlq_app = typer.Typer(help="Dead letters: list and replay failed partner deliveries.",
+                      no_args_is_help=True)
+operator_app = typer.Typer(help="Operator access to the /ops API.", no_args_is_help=True)
+
+ConnectorOpt = Annotated[str, typer.Option("--connector", help="The connector, e.g. acd.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _bootstrap(cfg: Settings) -> str:
+    try:
+        return require_bootstrap(cfg)
+    except DomainError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+
+
+def _known(cfg: Settings, connector_id: str) -> str:
+    if connector_id not in catalogue(cfg):
+        fail(f"connector {connector_id} is not in the connector catalogue "
+             f"({', '.join(catalogue(cfg))})", EXIT_NOT_FOUND)
+    return connector_id
+
+
+def adapters(
+    connector: Annotated[
+        list[str] | None,
+        typer.Option("--connector", help="Run only this connector (repeatable). Default: all."),
+    ] = None,
+) -> None:
+    """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE)."""
+    cfg = settings()
+    bootstrap = _bootstrap(cfg)
+    for connector_id in connector or []:
+        _known(cfg, connector_id)
+    try:
+        endpoints = load_endpoints(cfg, catalogue(cfg))
+    except DeliveryConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    ids = list(connector) if connector else list(endpoints)
+    missing = [c for c in ids if c not in endpoints]
+    if missing or not ids:
+        where = cfg.connectors_file or "(CONNECTORS_FILE is not set)"
+        fail(f"no partner endpoint for {', '.join(missing) or 'any connector'} in {where}; "
+             "see docs/delivery.md", EXIT_INVALID)
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_adapters(cfg, topic_catalogue(cfg), endpoints, stop,
+                           bootstrap_servers=bootstrap, connector_ids=ids)
+
+    try:
+        run(until_signalled(main))
+    except (AdapterCrashed, BrokerError) as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def _echo_entry(entry: DeadLetterEntry) -> None:
+    s = entry.summary()
+    status = "open" if entry.open else f"replayed {s['replayed_at']}"
+    code = s["last_status_code"] if s["last_status_code"] is not None else "-"
+    typer.echo(f"{s['dead_lettered_at']}  {s['statement_id']}  {s['iban']}  "
+               f"attempts={s['attempts']} status={code}  [{status}]\n    {s['reason']}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    connector: ConnectorOpt,
+    open_only: Annotated[bool, typer.Option("--open", help="Only those not replayed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a connector's dead letters: statement, masked IBAN, reason, attempts, time."""
+    cfg = settings()
+    bootstrap = _bootstrap(cfg)
+    connector_id = _known(cfg, connector)
+    try:
+        entries = run(list_dead_letters(bootstrap, topic_catalogue(cfg), connector_id))
+    except BrokerError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    if open_only:
+        entries = [e for e in entries if e.open]
+    if as_json:
+        print_json([e.summary() for e in entries])
+        return
+    for entry in entries:
+        _echo_entry(entry)
+    still_open = sum(1 for e in entries if e.open)
+    typer.echo(f"{len(entries)} dead letter(s) for {connector_id}, {still_open} open")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    connector: ConnectorOpt,
+    statement: Annotated[
+        list[str] | None,
+        typer.Option("--statement", help="Replay this statement's dead letter (repeatable)."),
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every open dead letter.")] = (
+        False
+    ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replay a --statement even if already replayed.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-publish dead letters to the partner topic; the worker delivers them again."""
+    if bool(statement) == replay_all:
+        fail("give either --statement ID (repeatable) or --all", EXIT_INVALID)
+    cfg = settings()
+    bootstrap = _bootstrap(cfg)
+    connector_id = _known(cfg, connector)
+    try:
+        report: ReplayReport = run(replay_dead_letters(
+            bootstrap, topic_catalogue(cfg), connector_id,
+            statement_ids=None if replay_all else list(statement or []), force=force))
+    except NoSuchDeadLetter as exc:
+        fail(exc.message, EXIT_NOT_FOUND)
+    except AlreadyReplayed as exc:
+        fail(exc.message, EXIT_CONFLICT)
+    except DeadLetterError as exc:
+        fail(exc.message)
+    except BrokerError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for sid in report.replayed:
+        typer.echo(f"replayed {sid}")
+    typer.echo(f"{len(report.replayed)} statement(s) replayed to {connector_id}")
+
+
+@operator_app.command("token")
+def operator_token() -> None:
+    """Make an operator token. Give the token to the operators; configure only its hash."""
+    from routing.api.ops import new_operator_token
+
+    token, digest = new_operator_token()
+    typer.echo("# Put this in the API's environment (the token itself is never stored):")
+    typer.echo(f"OPERATOR_TOKEN_SHA256={digest}")
+    typer.echo("# The operator token, shown once (Authorization: Bearer <token>):")
+    typer.echo(token)

@@ -1,0 +1,196 @@
+"""The statements' commands: the global file (download, and the builder role), the
+statement trace, and the ledger role.
+
+``global-file download`` and ``trace`` act as a user (``--token``) under the same rules as
+the API; ``global-file build`` and ``ledger`` are long-running roles, like ``router``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from config.settings import Settings
+from routing.bootstrap import open_store
+from routing.cli.common import EXIT_INVALID, fail, print_json, run, settings, token_or_fail
+from routing.cli.pipeline import topic_catalogue
+from routing.ports import StateStore
+from routing.runtime import require_bootstrap, until_signalled
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.ledger import SqlDeliveryLedger
+from routing.store.migrate import upgrade
+from routing.store.sql import SqlStateStore
+
+if TYPE_CHECKING:
+    from adapters.global_file import Download
+    from routing.api.statements import StatementTraceOut
+
+# The heavier modules (the builder, the API models) are imported inside the commands, so
+# that every other command of the CLI starts as fast as before.
+global_file_app = typer.Typer(
+    help="The cabinets' global files (« Relevés »): download, and the builder role.",
+    no_args_is_help=True,
+)
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="The acting user's token (default: $STATEMENT_ROUTER_TOKEN)."),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    store: StateStore
+    global_file: SqlGlobalFileStore
+    ledger: SqlDeliveryLedger
+
+
+@asynccontextmanager
+async def open_services(cfg: Settings) -> AsyncIterator[Services]:
+    """The state store, the global file and the ledger on one engine (one pool)."""
+    async with open_store(cfg) as store:
+        if not isinstance(store, SqlStateStore):  # pragma: no cover - the only store today
+            raise TypeError("the global file and the ledger need the SQL state store")
+        yield Services(store, SqlGlobalFileStore(store.engine), SqlDeliveryLedger(store.engine))
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a date (YYYY-MM-DD)", EXIT_INVALID)
+
+
+@global_file_app.command("download")
+def download(
+    cabinet: Annotated[str, typer.Option("--cabinet", help="Your cabinet.")],
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD (inclusive).")],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", help="File to write; a directory gets the default name."),
+    ],
+    token: TokenOpt = None,
+) -> None:
+    """Download the cabinet's global file for a period (as « Télécharger » does).
+
+    A CFONB 120 .txt, or a .zip when other formats are present; see docs/global-file.md.
+    """
+    from adapters.global_file import build_download
+
+    first, last = _date(start, "--from"), _date(end, "--to")
+    if first > last:
+        fail(f"the period ends ({last}) before it starts ({first})", EXIT_INVALID)
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action() -> Download:
+        async with open_services(cfg) as services:
+            actor = await services.store.authenticate(secret)
+            entries = await services.global_file.statements(actor, cabinet, first, last)
+        return build_download(cabinet, first, last, entries)
+
+    result = run(action())
+    path = output / result.filename if output.is_dir() else output
+    path.write_bytes(result.content)
+    typer.echo(f"wrote {result.statements} statement(s) to {path}")
+
+
+@global_file_app.command("build")
+def build() -> None:
+    """Run the global-file builder: store each routed statement in its cabinet's file."""
+    from adapters.global_file import run_global_file_builder
+
+    cfg = settings()
+    bootstrap = require_bootstrap(cfg)
+
+    async def main(stop: asyncio.Event) -> None:
+        await _migrate_embedded(cfg)
+        await run_global_file_builder(
+            cfg,
+            topic_catalogue(cfg),
+            cfg.effective_database_url,
+            stop,
+            bootstrap_servers=bootstrap,
+        )
+
+    run(until_signalled(main))
+
+
+def trace(
+    statement_id: Annotated[str, typer.Argument(help="The statement's id.")],
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Where a statement is and why: routing trace, every step, status (your cabinet's)."""
+    from routing.api.statements import StatementTraceOut
+
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def action() -> StatementTraceOut:
+        async with open_services(cfg) as services:
+            actor = await services.store.authenticate(secret)
+            return StatementTraceOut.of(await services.ledger.trace(actor, statement_id))
+
+    result = run(action())
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    typer.echo(f"{result.statement_id}  cabinet={result.cabinet_id}  iban={result.iban or '?'}")
+    typer.echo(f"status: {result.summary}")
+    if result.routing is not None:
+        r = result.routing
+        checks = (
+            "unknown"
+            if r.checks is None
+            else ", ".join(f"{c.name}={'ok' if c.ok else 'NOK'}" for c in r.checks)
+        )
+        typer.echo(
+            f"routing: {r.destination} ({r.reason})  state_version={r.state_version}  "
+            f"checks: {checks}"
+        )
+    for step in result.outcomes:
+        attempt = f" #{step.attempt}" if step.attempt is not None else ""
+        typer.echo(f"  {step.at.isoformat()}  {step.outcome}{attempt}  {step.detail or ''}")
+
+
+def ledger() -> None:
+    """Run the delivery ledger: record every delivery outcome, once."""
+    from routing.ledger import run_ledger
+
+    cfg = settings()
+    bootstrap = require_bootstrap(cfg)
+
+    async def main(stop: asyncio.Event) -> None:
+        await _migrate_embedded(cfg)
+        await run_ledger(
+            cfg,
+            topic_catalogue(cfg),
+            cfg.effective_database_url,
+            stop,
+            bootstrap_servers=bootstrap,
+        )
+
+    run(until_signalled(main))
+
+
+async def _migrate_embedded(cfg: Settings) -> None:
+    """The embedded SQLite file migrates itself (as ``open_store`` does); PostgreSQL only
+    through ``db upgrade``."""
+    if not cfg.database_url:
+        await upgrade(cfg.effective_database_url)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the main CLI (one line in ``routing.cli.main``)."""
+    app.add_typer(global_file_app, name="global-file")
+    app.command("trace")(trace)
+    app.command("ledger")(ledger)

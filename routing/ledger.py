@@ -1,0 +1,321 @@
+"""The delivery ledger's consumer, and the committing consumer loop it shares with the
+global-file builder.
+
+The ledger reads ``deliveries.outcomes`` (every ``delivery.outcome/v1``: routed and held
+from the router, delivered/retrying/dead_lettered/replayed from the adapters,
+stored_global_file from the global-file builder) in consumer group ``<prefix>.ledger`` and
+records each one in the state store (``DeliveryLedger``), from which ``GET
+/statements/{id}``, ``statement-router trace`` and the diagnosis answer.
+
+At least once, duplicates absorbed (DESIGN §5): offsets are committed only after the batch
+is in the database, and the ledger ignores a record it already holds, so a crash between
+the two re-reads the batch and adds nothing. A record that is not a valid
+``delivery.outcome/v1`` never stops the consumer and is never skipped silently: it goes to
+``statements.invalid`` with the reason, like any other invalid input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import Settings
+from events.schemas import DeliveryOutcome, RoutingTrace
+from events.topics import Topics
+from routing.broker.admin import require_topics
+from routing.broker.errors import BrokerError
+from routing.broker.producer import make_producer
+from routing.ports import OutcomeRecord
+from routing.router.codec import SourceRef, decode_key, encode_invalid
+from routing.store.engine import create_store_engine
+from routing.store.ledger import SqlDeliveryLedger
+
+log = structlog.get_logger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+_MAX_BACKOFF = 10.0
+
+
+class InvalidRecord(Exception):
+    """A record that is not the event its topic carries; ``reason`` says precisely why."""
+
+    def __init__(self, reason: str, statement_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.statement_id = statement_id
+
+
+def _statement_id_of(doc: Any) -> str | None:
+    sid = doc.get("statement_id") if isinstance(doc, dict) else None
+    return sid[:200] if isinstance(sid, str) and sid else None
+
+
+def parse_event(value: bytes | None, model: type[M], schema: str) -> tuple[M, dict[str, Any]]:
+    """Validate one record value as ``model`` (whose ``schema`` must be present and equal
+    to ``schema``); return the event and the raw JSON object (for optional fields the
+    model does not know yet). Raise ``InvalidRecord`` with the first problem found."""
+    if value is None:
+        raise InvalidRecord(f"null value (tombstone): expected {schema!r}")
+    try:
+        doc = json.loads(value)
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except ValueError as exc:
+        raise InvalidRecord(f"value is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRecord("value is not a JSON object")
+    sid = _statement_id_of(doc)
+    if "schema" not in doc:
+        raise InvalidRecord(f"missing `schema` field (expected {schema!r})", sid)
+    if doc["schema"] != schema:
+        raise InvalidRecord(f"unknown schema {doc['schema']!r} (expected {schema!r})", sid)
+    try:
+        event = model.model_validate(doc)
+    except ValidationError as exc:
+        parts = []
+        for error in exc.errors(include_url=False, include_input=False)[:3]:
+            where = ".".join(str(p) for p in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            parts.append(f"field `{where}`: {message}" if where else message)
+        raise InvalidRecord("; ".join(parts), sid) from None
+    return event, doc
+
+
+def outcome_record(value: bytes | None) -> OutcomeRecord:
+    """One ``deliveries.outcomes`` value as an ``OutcomeRecord``; ``InvalidRecord`` if bad.
+
+    An optional ``routing`` object (a ``RoutingTrace``) is kept when valid: it is not in
+    ``delivery.outcome/v1`` yet, but a producer may add it (readers ignore unknown
+    fields), and with it the trace shows the checks and state version for every
+    destination. An invalid one is dropped with a warning, not the whole outcome.
+    """
+    event, doc = parse_event(value, DeliveryOutcome, "delivery.outcome/v1")
+    routing: dict[str, Any] | None = None
+    raw_routing = doc.get("routing")
+    if raw_routing is not None:
+        try:
+            routing = RoutingTrace.model_validate(raw_routing).model_dump(mode="json")
+        except ValidationError as exc:
+            log.warning(
+                "outcome_routing_ignored",
+                statement_id=event.statement_id,
+                error=str(exc.errors(include_url=False)[:1]),
+            )
+    return OutcomeRecord(
+        statement_id=event.statement_id,
+        outcome=event.outcome,
+        at=event.at,
+        iban=event.iban,
+        cabinet_id=event.cabinet_id,
+        connector_id=event.connector_id,
+        attempt=event.attempt,
+        detail=event.detail,
+        routing=routing,
+    )
+
+
+def invalid_value(record: ConsumerRecord, exc: InvalidRecord, detected_by: str) -> bytes:
+    """The ``statement.invalid/v1`` for a record this consumer could not read."""
+    return encode_invalid(
+        value=record.value,
+        key=record.key,
+        reason=exc.reason,
+        source=SourceRef(record.topic, record.partition, record.offset),
+        detected_at=datetime.now(UTC).isoformat(),
+        statement_id=exc.statement_id,
+        detected_by=detected_by,
+    )
+
+
+async def send_all(
+    producer: AIOKafkaProducer, messages: Sequence[tuple[str, bytes | None, bytes | None]]
+) -> None:
+    """Send (topic, key, value) messages and wait until the broker acknowledged them all."""
+    futures = [await producer.send(topic, value=value, key=key) for topic, key, value in messages]
+    if futures:
+        await asyncio.gather(*futures)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def consume_committing(
+    consumer: AIOKafkaConsumer,
+    handle: Callable[[list[ConsumerRecord]], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    name: str,
+    max_records: int = 500,
+    poll_ms: int = 200,
+) -> None:
+    """Poll batches, ``handle`` each, and commit its offsets only once it returned.
+
+    If ``handle`` fails (database or broker outage), the same batch is retried with
+    exponential backoff and jitter until it succeeds or ``stop`` is set; nothing is
+    committed past it, so a stop or a crash re-reads it later (``handle`` must be
+    idempotent). A commit refused because of a rebalance is only logged: the partition's
+    new owner re-reads the batch, which idempotency absorbs.
+    """
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+        records = [r for part in batches.values() for r in part]
+        if not records:
+            continue
+        backoff = 0.2
+        while True:
+            try:
+                await handle(records)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if stop.is_set():
+                    log.warning(f"{name}_stopped_mid_batch", error=str(exc))
+                    return
+                log.warning(f"{name}_retrying", error=str(exc), retry_in=round(backoff, 2))
+                await _wait(stop, backoff * (1 + random.random() / 2))  # noqa: S311
+                if stop.is_set():
+                    return
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        offsets = {
+            TopicPartition(tp.topic, tp.partition): part[-1].offset + 1
+            for tp, part in batches.items()
+            if part
+        }
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(f"{name}_commit_refused", error=str(exc))
+
+
+@asynccontextmanager
+async def engine_for(store_url_or_engine: str | AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The given engine, or one built from the URL and disposed of on exit."""
+    if isinstance(store_url_or_engine, AsyncEngine):
+        yield store_url_or_engine
+        return
+    engine = create_store_engine(store_url_or_engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def committing_consumer(
+    bootstrap_servers: str, topic: str, group_id: str, client_id: str
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started group consumer of ``topic`` with manual commits; stopped on exit.
+
+    The topic must exist: subscribing to a missing one would make the broker auto-create
+    it with its default partition count.
+    """
+    await require_topics(bootstrap_servers, [topic])
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await consumer.start()
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+def resolve_bootstrap(settings: Settings, bootstrap_servers: str | None) -> str:
+    servers = bootstrap_servers or settings.kafka_bootstrap_servers
+    if not servers:
+        raise BrokerError(
+            "no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS or pass bootstrap_servers"
+        )
+    return servers
+
+
+class LedgerConsumer:
+    """Records each batch of outcome records in the ledger, invalid ones on the side."""
+
+    def __init__(
+        self, ledger: SqlDeliveryLedger, producer: AIOKafkaProducer, topics: Topics
+    ) -> None:
+        self._ledger = ledger
+        self._producer = producer
+        self._topics = topics
+        self.stats = {"records": 0, "recorded": 0, "duplicates": 0, "invalid": 0}
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        outcomes: list[OutcomeRecord] = []
+        invalid: list[tuple[str, bytes | None, bytes | None]] = []
+        for record in records:
+            try:
+                outcomes.append(outcome_record(record.value))
+            except InvalidRecord as exc:
+                log.warning(
+                    "invalid_outcome",
+                    reason=exc.reason,
+                    key=decode_key(record.key),
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                invalid.append(
+                    (self._topics.invalid, record.key or b"", invalid_value(record, exc, "ledger"))
+                )
+        created = await self._ledger.record(outcomes)
+        await send_all(self._producer, invalid)
+        self.stats["records"] += len(records)
+        self.stats["recorded"] += created
+        self.stats["duplicates"] += len(outcomes) - created
+        self.stats["invalid"] += len(invalid)
+
+
+async def run_ledger(
+    settings: Settings,
+    topics: Topics,
+    store_url_or_engine: str | AsyncEngine,
+    stop_event: asyncio.Event,
+    *,
+    bootstrap_servers: str | None = None,
+    started: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Run the ledger consumer (group ``<prefix>.ledger``) until ``stop_event`` is set.
+
+    ``store_url_or_engine``: an engine to share (left open), or a URL (an engine is made
+    and disposed of). The schema must exist. ``started`` is set once the consumer runs.
+    Returns the counters: records read, recorded, duplicates ignored, invalid.
+    """
+    servers = resolve_bootstrap(settings, bootstrap_servers)
+    async with engine_for(store_url_or_engine) as engine:
+        ledger = SqlDeliveryLedger(engine)
+        producer = make_producer(settings, bootstrap_servers=servers, client_id="ledger")
+        await producer.start()
+        try:
+            worker = LedgerConsumer(ledger, producer, topics)
+            group = f"{topics.prefix}.ledger"
+            async with committing_consumer(servers, topics.outcomes, group, "ledger") as consumer:
+                if started is not None:
+                    started.set()
+                log.info("ledger_started", topic=topics.outcomes, group=group)
+                await consume_committing(consumer, worker.handle, stop_event, name="ledger")
+        finally:
+            await producer.stop()
+    log.info("ledger_stopped", **worker.stats)
+    return worker.stats

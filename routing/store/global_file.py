@@ -1,0 +1,200 @@
+"""The cabinets' global files in the state store (``GlobalFileStore`` on SQL).
+
+Why a table and not files on disk: the builder must be idempotent on ``statement_id``
+(DESIGN §5), and a primary key plus ``INSERT ... ON CONFLICT DO NOTHING`` gives that on
+SQLite and PostgreSQL alike, in the same transaction as the rest of the batch, with no
+window where a crash leaves half a file. The download assembles the file on request, in a
+deterministic order, so the same period always yields the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from routing.domain import rules
+from routing.domain.model import Actor
+from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
+from routing.store.engine import READ_ONLY_OPTION, create_store_engine, translated_errors
+from routing.store.tables import global_file_statements as gfs
+
+_CHUNK = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def insert_ignoring_duplicates(
+    engine: AsyncEngine, table: Table, index_elements: Sequence[str]
+) -> Insert:
+    """``INSERT ... ON CONFLICT (index_elements) DO NOTHING`` in the engine's dialect.
+
+    Both supported dialects spell it the same way; the conflict target is explicit so
+    that any *other* constraint violation still raises instead of being swallowed.
+    """
+    name = engine.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    raise NotImplementedError(f"no idempotent insert for the {name} dialect")
+
+
+def chunks(values: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+def entry_of(row: Row[Any]) -> GlobalFileEntry:
+    return GlobalFileEntry(
+        statement_id=row.statement_id,
+        cabinet_id=row.cabinet_id,
+        iban=row.iban,
+        client_ref=row.client_ref,
+        format=row.format,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        received_at=row.received_at,
+        source=row.source,
+        content=bytes(row.content),
+        content_sha256=row.content_sha256,
+        routed_at=row.routed_at,
+        routing=row.routing,
+        kafka_topic=row.kafka_topic,
+        kafka_partition=row.kafka_partition,
+        kafka_offset=row.kafka_offset,
+        stored_at=row.stored_at,
+    )
+
+
+class SqlGlobalFileStore(GlobalFileStore):
+    """``GlobalFileStore`` on the state store's database (SQLite or PostgreSQL).
+
+    Share the ``SqlStateStore``'s engine (``store.engine``) with ``owns_engine=False``:
+    one pool per process, and ``close`` then leaves the engine to its owner.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._owns_engine = owns_engine
+        self._clock = clock
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> SqlGlobalFileStore:
+        """A store with its own engine; the schema must exist (``routing.store.upgrade``)."""
+        return cls(create_store_engine(url, **engine_kwargs), owns_engine=True)
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        with translated_errors(self._engine.url):
+            async with self._engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        with translated_errors(self._engine.url):
+            async with self._read_engine.begin() as conn:
+                yield conn
+
+    async def store(self, entries: Sequence[GlobalFileEntry]) -> list[StoredStatement]:
+        unique: dict[str, GlobalFileEntry] = {}
+        for entry in entries:
+            unique.setdefault(entry.statement_id, entry)  # first one wins, as in the table
+        if not unique:
+            return []
+        now = self._clock().astimezone(UTC)
+        rows = [
+            {
+                "statement_id": e.statement_id,
+                "cabinet_id": e.cabinet_id,
+                "iban": e.iban,
+                "client_ref": e.client_ref,
+                "format": e.format,
+                "period_start": e.period_start,
+                "period_end": e.period_end,
+                "received_at": e.received_at,
+                "source": e.source,
+                "content": e.content,
+                "content_sha256": e.content_sha256,
+                "routed_at": e.routed_at,
+                "routing": e.routing,
+                "stored_at": now,
+                "kafka_topic": e.kafka_topic,
+                "kafka_partition": e.kafka_partition,
+                "kafka_offset": e.kafka_offset,
+            }
+            for e in unique.values()
+        ]
+        insert = insert_ignoring_duplicates(self._engine, gfs, ["statement_id"])
+        created: set[str] = set()
+        stored: dict[str, tuple[str, datetime]] = {}
+        async with self._write() as conn:
+            for chunk in chunks(rows):
+                result = await conn.execute(
+                    insert.values(list(chunk)).returning(gfs.c.statement_id)
+                )
+                created.update(result.scalars().all())
+            for ids in chunks(list(unique)):
+                found = await conn.execute(
+                    select(gfs.c.statement_id, gfs.c.cabinet_id, gfs.c.stored_at).where(
+                        gfs.c.statement_id.in_(ids)
+                    )
+                )
+                for row in found:
+                    stored[row.statement_id] = (row.cabinet_id, row.stored_at)
+        return [
+            StoredStatement(
+                statement_id=sid,
+                cabinet_id=stored[sid][0],
+                created=sid in created,
+                stored_at=stored[sid][1],
+            )
+            for sid in unique
+        ]
+
+    async def statements(
+        self, actor: Actor, cabinet_id: str, start: date, end: date
+    ) -> list[GlobalFileEntry]:
+        rules.ensure_own_cabinet(actor, cabinet_id)
+        if end < start:
+            raise ValueError(f"the period ends ({end}) before it starts ({start})")
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(gfs)
+                    .where(
+                        gfs.c.cabinet_id == cabinet_id,
+                        gfs.c.period_start <= end,
+                        gfs.c.period_end >= start,
+                    )
+                    .order_by(gfs.c.period_start, gfs.c.received_at, gfs.c.statement_id)
+                )
+            ).all()
+        return [entry_of(row) for row in rows]
+
+    async def get(self, statement_id: str) -> GlobalFileEntry | None:
+        """Operator read of one stored statement (no cabinet check), or None."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(gfs).where(gfs.c.statement_id == statement_id))
+            ).first()
+        return None if row is None else entry_of(row)

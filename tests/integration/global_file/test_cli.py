@@ -1,0 +1,116 @@
+"""``statement-router global-file download`` and ``trace``, run as the installed console
+script against a SQLite file, like the rest of the CLI's contract tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.ledger import SqlDeliveryLedger
+from tests.integration.global_file.factories import cfonb_content, entry, iban, outcome
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STATEMENT_ROUTER_TOKEN"}
+    }
+    env["DATA_DIR"] = str(tmp_path / "var")
+    script = Path(sys.executable).with_name("statement-router")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args], env=env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def seed(url: str) -> None:
+    files = SqlGlobalFileStore.from_url(url)
+    ledger = SqlDeliveryLedger.from_url(url)
+    try:
+        await files.store(
+            [
+                entry("c1", content=cfonb_content("c1", sep=b"\n")),
+                entry("x1", fmt="camt053", content=b"<Document/>", period=("2026-01-07",) * 2),
+            ]
+        )
+        await ledger.record(
+            [
+                outcome("c1", "routed", 1, detail="global-file"),
+                outcome("p1", "routed", 2, connector_id="acd", detail="partner:acd"),
+                outcome("p1", "retrying", 3, connector_id="acd", attempt=1, detail="HTTP 503"),
+            ]
+        )
+    finally:
+        await files.close()
+        await ledger.close()
+
+
+def test_download_and_trace_through_the_cli(cli: Cli, tmp_path: Path) -> None:
+    ok(cli("db", "upgrade"))
+    ok(cli("cabinet", "create", "cab-a", "--name", "Cabinet A"))
+    ok(cli("cabinet", "create", "cab-b", "--name", "Cabinet B"))
+    token = ok(cli("user", "create", "--cabinet", "cab-a", "--profile", "collaborateur"))
+    token = token.strip().splitlines()[-1]
+    other = ok(cli("user", "create", "--cabinet", "cab-b", "--profile", "administrateur"))
+    other = other.strip().splitlines()[-1]
+    ok(cli("iban", "add", iban(1), "--cabinet", "cab-a"))
+    db = tmp_path / "var" / "statement-router.db"
+    asyncio.run(seed(f"sqlite+aiosqlite:///{db}"))
+
+    one_day = tmp_path / "out.txt"
+    period = ["--from", "2026-01-05", "--to", "2026-01-05"]
+    printed = ok(cli("global-file", "download", "--cabinet", "cab-a", *period,
+                     "--output", str(one_day), "--token", token))
+    assert "wrote 1 statement(s)" in printed
+    assert one_day.read_bytes() == cfonb_content("c1", sep=b"\r\n")
+
+    out_dir = tmp_path / "downloads"
+    out_dir.mkdir()
+    ok(cli("global-file", "download", "--cabinet", "cab-a", "--from", "2026-01-01",
+           "--to", "2026-01-31", "--output", str(out_dir), "--token", token))
+    archive_path = out_dir / "releves-cab-a-2026-01-01-2026-01-31.zip"
+    with zipfile.ZipFile(io.BytesIO(archive_path.read_bytes())) as archive:
+        assert archive.namelist() == [
+            "releves-cab-a-2026-01-01-2026-01-31.txt", "2026-01-07_client-1_x1.xml",
+        ]
+
+    refused = cli("global-file", "download", "--cabinet", "cab-a", *period,
+                  "--output", str(one_day), "--token", other)
+    assert refused.returncode == 4 and "cab-a" in refused.stderr
+    reversed_period = cli("global-file", "download", "--cabinet", "cab-a", "--from",
+                          "2026-02-01", "--to", "2026-01-01", "--output", str(one_day),
+                          "--token", token)
+    assert reversed_period.returncode == 7 and "before it starts" in reversed_period.stderr
+
+    traced = json.loads(ok(cli("trace", "p1", "--json", "--token", token)))
+    assert traced["status"] == "retrying"
+    assert [o["outcome"] for o in traced["outcomes"]] == ["routed", "retrying"]
+    text = ok(cli("trace", "c1", "--token", token))
+    assert "status: in_global_file" in text
+    assert "checks: connector_on_cabinet=ok, iban_bound=NOK, mandate_approved=ok" in text
+    unknown = cli("trace", "nope", "--token", token)
+    assert unknown.returncode == 5 and "statement nope is not known" in unknown.stderr
+    assert cli("trace", "p1", "--token", other).returncode == 4

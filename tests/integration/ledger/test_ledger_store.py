@@ -1,0 +1,239 @@
+"""The ``DeliveryLedger`` port on SQLite and PostgreSQL: idempotent recording, the trace
+(order, status, routing trace sources), the recent statements and the cabinet boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from routing.domain.errors import OtherCabinet, UnknownIban
+from routing.domain.model import Actor, MandateStatus, Profile
+from routing.ports import LedgerEntry, UnknownStatement, statement_status
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.ledger import SqlDeliveryLedger, dedupe_key
+from routing.store.sql import SqlStateStore
+from routing.store.tables import delivery_ledger
+from tests.fixtures.databases import MakeStore
+from tests.integration.global_file.factories import entry, iban, outcome
+
+CAB_A = Actor("usr-a", "cab-a", Profile.COLLABORATEUR)
+CAB_B = Actor("usr-b", "cab-b", Profile.ADMINISTRATEUR)
+ROUTING = {
+    "destination": "partner",
+    "reason": "bound",
+    "checks": [
+        {"name": "connector_on_cabinet", "ok": True},
+        {"name": "iban_bound", "ok": True},
+        {"name": "mandate_approved", "ok": True},
+    ],
+    "state_version": 7,
+    "decided_at": "2026-01-06T07:01:00+00:00",
+}
+
+
+@pytest.fixture
+async def ledger(store: SqlStateStore) -> SqlDeliveryLedger:
+    await store.create_cabinet("cab-a", "A")
+    await store.create_cabinet("cab-b", "B")
+    await store.add_iban(iban(1), "cab-a", "client-1")
+    await store.set_mandate(iban(1), MandateStatus.APPROVED)
+    await store.add_iban(iban(2), "cab-b", None)
+    return SqlDeliveryLedger(store.engine)
+
+
+async def rows(store: SqlStateStore) -> int:
+    async with store.engine.connect() as conn:
+        query = select(func.count()).select_from(delivery_ledger)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_the_same_outcome_twice_is_recorded_once(
+    ledger: SqlDeliveryLedger, store: SqlStateStore
+) -> None:
+    delivered = outcome("s1", "delivered", 5, connector_id="acd", attempt=1, detail="HTTP 200")
+    assert await ledger.record([delivered]) == 1
+    assert await ledger.record([delivered]) == 0
+    assert await ledger.record([delivered, delivered]) == 0
+    # The same instant written in another time zone is the same record.
+    paris = delivered.at.astimezone(timezone(timedelta(hours=1)))
+    assert dedupe_key(replace(delivered, at=paris)) == dedupe_key(delivered)
+    assert await rows(store) == 1
+
+
+async def test_distinct_steps_are_all_recorded(
+    ledger: SqlDeliveryLedger, store: SqlStateStore
+) -> None:
+    steps = [
+        outcome("s1", "routed", 1, connector_id="acd", detail="partner:acd"),
+        outcome("s1", "retrying", 2, connector_id="acd", attempt=1, detail="HTTP 503"),
+        outcome("s1", "retrying", 2, connector_id="acd", attempt=2, detail="HTTP 503"),
+        outcome("s1", "delivered", 3, connector_id="acd", attempt=3),
+        outcome("s1", "delivered", 4, connector_id="acd", attempt=1),  # a real redelivery
+    ]
+    assert await ledger.record(steps) == 5
+    assert await ledger.record([]) == 0
+    assert await rows(store) == 5
+
+
+async def test_concurrent_ledgers_record_once(
+    ledger: SqlDeliveryLedger, store: SqlStateStore, database_url: str, make_store: MakeStore
+) -> None:
+    other = SqlDeliveryLedger(make_store(database_url).engine)
+    batch = [outcome(f"c{i}", "routed", i % 60, detail="global-file") for i in range(30)]
+    created = await asyncio.gather(ledger.record(batch), other.record(batch))
+    assert sum(created) == 30
+    assert await rows(store) == 30
+
+
+async def test_the_trace_of_a_partner_statement(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record(
+        [
+            outcome("s1", "dead_lettered", 9, connector_id="acd", attempt=5, detail="HTTP 400"),
+            outcome("s1", "routed", 1, connector_id="acd", detail="partner:acd"),
+            outcome("s1", "retrying", 2, connector_id="acd", attempt=1, detail="timeout"),
+        ]
+    )
+    trace = await ledger.trace(CAB_A, "s1")
+    assert [e.outcome for e in trace.entries] == ["routed", "retrying", "dead_lettered"]
+    assert trace.status == "dead_lettered"
+    assert trace.cabinet_id == "cab-a" and trace.iban == iban(1)
+    assert trace.global_file is None
+    # The router's outcome carries no routing field: destination and reason from its detail.
+    assert trace.routing == {
+        "destination": "partner",
+        "reason": "bound",
+        "connector_id": "acd",
+        "checks": None,
+        "state_version": None,
+        "decided_at": "2026-01-06T07:01:00+00:00",
+        "source": "outcome_detail",
+    }
+    await ledger.record([outcome("s1", "replayed", 20, connector_id="acd")])
+    assert (await ledger.trace(CAB_A, "s1")).status == "replayed"
+    await ledger.record([outcome("s1", "delivered", 21, connector_id="acd", attempt=1)])
+    assert (await ledger.trace(CAB_A, "s1")).status == "delivered"
+
+
+async def test_a_routing_field_on_the_outcome_is_the_full_trace(
+    ledger: SqlDeliveryLedger,
+) -> None:
+    await ledger.record(
+        [outcome("s1", "routed", 1, connector_id="acd", detail="partner:acd", routing=ROUTING)]
+    )
+    trace = await ledger.trace(CAB_A, "s1")
+    assert trace.status == "routed"
+    assert trace.routing == {**ROUTING, "connector_id": "acd", "source": "outcome"}
+
+
+async def test_a_held_then_released_statement(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record(
+        [
+            outcome("s1", "held", 1, detail="held:mandate_pending"),
+            outcome("s1", "routed", 30, detail="global-file (released)"),
+        ]
+    )
+    trace = await ledger.trace(CAB_A, "s1")
+    assert trace.status == "routed"
+    assert trace.routing is not None
+    assert (trace.routing["destination"], trace.routing["reason"]) == ("global-file", "unbound")
+    await ledger.record([outcome("s2", "held", 1, detail="held:mandate_pending")])
+    held = await ledger.trace(CAB_A, "s2")
+    assert held.status == "held"
+    assert held.routing is not None and held.routing["reason"] == "mandate_pending"
+
+
+async def test_a_global_file_statement_has_the_builders_trace(
+    ledger: SqlDeliveryLedger, store: SqlStateStore
+) -> None:
+    files = SqlGlobalFileStore(store.engine)
+    await ledger.record([outcome("g1", "routed", 1, detail="global-file")])
+    assert (await ledger.trace(CAB_A, "g1")).status == "routed"
+    await files.store([entry("g1")])
+    # In the file before the ledger read the builder's outcome: already in_global_file.
+    trace = await ledger.trace(CAB_A, "g1")
+    assert trace.status == "in_global_file"
+    assert trace.global_file is not None and trace.global_file.stored_at is not None
+    assert trace.routing is not None
+    assert trace.routing["source"] == "global_file"
+    assert trace.routing["state_version"] == 3
+    assert [c["name"] for c in trace.routing["checks"]] == [
+        "connector_on_cabinet", "iban_bound", "mandate_approved",
+    ]
+    # Known only from the global file (the ledger is behind): still traceable.
+    await files.store([entry("g2")])
+    only_file = await ledger.trace(CAB_A, "g2")
+    assert only_file.status == "in_global_file" and only_file.entries == ()
+
+
+async def test_the_trace_is_for_the_statements_cabinet_only(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record([outcome("s1", "routed", 1, detail="global-file")])
+    with pytest.raises(OtherCabinet):
+        await ledger.trace(CAB_B, "s1")
+    with pytest.raises(UnknownStatement):
+        await ledger.trace(CAB_A, "never-seen")
+    # Held for an IBAN nobody knows: no cabinet, so nobody's statement.
+    await ledger.record([outcome("u1", "held", 1, account=77, cabinet_id=None,
+                                 detail="held:unknown_iban")])
+    with pytest.raises(UnknownStatement):
+        await ledger.trace(CAB_A, "u1")
+    # No cabinet on the outcome, but the IBAN is registered: its cabinet decides.
+    await ledger.record([outcome("k1", "held", 1, cabinet_id=None, detail="held:unknown_iban")])
+    assert (await ledger.trace(CAB_A, "k1")).cabinet_id == "cab-a"
+
+
+async def test_recent_statements_latest_first(ledger: SqlDeliveryLedger) -> None:
+    records = []
+    for n in range(7):
+        sid = f"s{n}"
+        records.append(outcome(sid, "routed", 2 * n, connector_id="acd", detail="partner:acd"))
+    records.append(outcome("s5", "retrying", 50, connector_id="acd", attempt=2, detail="HTTP 503"))
+    records.append(outcome("s6", "delivered", 13, connector_id="acd", attempt=1))
+    records.append(outcome("x", "routed", 59, account=2, cabinet_id="cab-b"))
+    await ledger.record(records)
+    recent = await ledger.recent_statements(CAB_A, iban(1), limit=5)
+    assert [(s.statement_id, s.status) for s in recent] == [
+        ("s5", "retrying"),
+        ("s6", "delivered"),
+        ("s4", "routed"),
+        ("s3", "routed"),
+        ("s2", "routed"),
+    ]
+    assert recent[0].attempt == 2 and recent[0].detail == "HTTP 503"
+    assert recent[0].connector_id == "acd"
+    assert await ledger.recent_statements(CAB_A, iban(1), limit=0) == []
+    with pytest.raises(OtherCabinet):
+        await ledger.recent_statements(CAB_A, iban(2))
+    with pytest.raises(UnknownIban):
+        await ledger.recent_statements(CAB_A, iban(3))
+
+
+def _entries(*outcomes: str) -> list[LedgerEntry]:
+    return [
+        LedgerEntry("s", kind, outcome("s", kind, i).at, None, None, None, None, None, None,
+                    outcome("s", kind, i).at)
+        for i, kind in enumerate(outcomes)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "in_file", "status"),
+    [
+        ((), False, "unknown"),
+        ((), True, "in_global_file"),
+        (("held",), False, "held"),
+        (("held", "routed"), False, "routed"),
+        (("routed", "retrying"), False, "retrying"),
+        (("routed", "retrying", "dead_lettered"), False, "dead_lettered"),
+        (("routed", "dead_lettered", "replayed"), False, "replayed"),
+        (("routed", "dead_lettered", "replayed", "delivered"), False, "delivered"),
+        # A success is final, whatever a lagging clock put after it.
+        (("routed", "delivered", "retrying"), False, "delivered"),
+        (("routed", "stored_global_file"), False, "in_global_file"),
+    ],
+)
+def test_statement_status(outcomes: tuple[str, ...], in_file: bool, status: str) -> None:
+    assert statement_status(_entries(*outcomes), in_global_file=in_file) == status

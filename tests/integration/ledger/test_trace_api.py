@@ -1,0 +1,151 @@
+"""``GET /statements/{statement_id}`` and the diagnosis's recent statements, through the
+API over the real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from config.catalogue import default_catalogue
+from routing.api.app import create_app
+from routing.domain.model import Actor, MandateStatus, Profile
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.ledger import SqlDeliveryLedger
+from routing.store.sql import SqlStateStore
+from tests.integration.global_file.factories import entry, iban, outcome
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    store: SqlStateStore
+    ledger: SqlDeliveryLedger
+    files: SqlGlobalFileStore
+    user: dict[str, str]
+    other: dict[str, str]
+    admin: Actor
+
+
+@pytest.fixture
+async def api(store: SqlStateStore) -> AsyncIterator[Api]:
+    await store.create_cabinet("cab-a", "Cabinet A")
+    await store.create_cabinet("cab-b", "Cabinet B")
+    admin = await store.create_user("cab-a", Profile.ADMINISTRATEUR)
+    user = await store.create_user("cab-a", Profile.COLLABORATEUR)
+    other = await store.create_user("cab-b", Profile.ADMINISTRATEUR)
+    await store.add_iban(iban(1), "cab-a", "client-1")
+    await store.set_mandate(iban(1), MandateStatus.APPROVED)
+    ledger, files = SqlDeliveryLedger(store.engine), SqlGlobalFileStore(store.engine)
+    app = create_app(store, default_catalogue(), global_file=files, ledger=ledger)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield Api(
+            client,
+            store,
+            ledger,
+            files,
+            {"Authorization": f"Bearer {user.token}"},
+            {"Authorization": f"Bearer {other.token}"},
+            await store.authenticate(admin.token),
+        )
+
+
+async def test_the_trace_of_a_retried_then_delivered_statement(api: Api) -> None:
+    await api.ledger.record(
+        [
+            outcome("s1", "routed", 1, connector_id="acd", detail="partner:acd"),
+            outcome("s1", "retrying", 2, connector_id="acd", attempt=1, detail="HTTP 503"),
+            outcome("s1", "retrying", 4, connector_id="acd", attempt=2, detail="timeout"),
+        ]
+    )
+    response = await api.client.get("/statements/s1", headers=api.user)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "retrying"
+    assert body["summary"] == "retrying: attempt 2, connector acd, timeout"
+    assert [(o["outcome"], o["attempt"]) for o in body["outcomes"]] == [
+        ("routed", None), ("retrying", 1), ("retrying", 2),
+    ]
+    assert body["routing"] == {
+        "destination": "partner",
+        "reason": "bound",
+        "connector_id": "acd",
+        "checks": None,
+        "state_version": None,
+        "decided_at": "2026-01-06T07:01:00Z",
+        "source": "outcome_detail",
+    }
+    await api.ledger.record([outcome("s1", "delivered", 9, connector_id="acd", attempt=3)])
+    delivered = (await api.client.get("/statements/s1", headers=api.user)).json()
+    assert delivered["status"] == "delivered"
+    assert delivered["global_file"] is None
+
+
+async def test_the_trace_of_a_global_file_statement(api: Api) -> None:
+    await api.ledger.record([outcome("g1", "routed", 1, detail="global-file")])
+    await api.files.store([entry("g1", offset=42)])
+    body = (await api.client.get("/statements/g1", headers=api.user)).json()
+    assert body["status"] == "in_global_file"
+    assert body["routing"]["source"] == "global_file"
+    assert body["routing"]["state_version"] == 3
+    assert body["routing"]["checks"] == [
+        {"name": "connector_on_cabinet", "ok": True},
+        {"name": "iban_bound", "ok": False},
+        {"name": "mandate_approved", "ok": True},
+    ]
+    assert body["global_file"]["kafka_offset"] == 42
+    assert body["global_file"]["period_start"] == "2026-01-05"
+
+
+async def test_other_cabinets_403_and_unknown_404(api: Api) -> None:
+    await api.ledger.record([outcome("s1", "routed", 1, detail="global-file")])
+    forbidden = await api.client.get("/statements/s1", headers=api.other)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"] == "other_cabinet"
+    unknown = await api.client.get("/statements/nope", headers=api.user)
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "error": "unknown_statement", "detail": "statement nope is not known",
+    }
+    assert (await api.client.get("/statements/s1")).status_code == 401
+
+
+async def test_the_diagnosis_shows_the_last_statements_when_every_check_passes(
+    api: Api,
+) -> None:
+    await api.store.add_cabinet_connector(api.admin, "cab-a", "acd")
+    await api.store.bind_iban(api.admin, iban(1), "acd")
+    await api.ledger.record(
+        [
+            outcome("s1", "routed", 1, connector_id="acd", detail="partner:acd"),
+            outcome("s1", "delivered", 2, connector_id="acd", attempt=1),
+            outcome("s2", "routed", 3, connector_id="acd", detail="partner:acd"),
+            outcome("s2", "dead_lettered", 8, connector_id="acd", attempt=5,
+                    detail="HTTP 400: unknown client"),
+        ]
+    )
+    body = (await api.client.get(f"/ibans/{iban(1)}/diagnosis", headers=api.user)).json()
+    assert body["verdict"] == "contact_support"
+    assert [(s["statement_id"], s["status"]) for s in body["recent_statements"]] == [
+        ("s2", "dead_lettered"), ("s1", "delivered"),
+    ]
+    assert body["recent_statements"][0]["detail"] == "HTTP 400: unknown client"
+
+
+async def test_a_failing_check_keeps_the_diagnosis_as_before(api: Api) -> None:
+    await api.ledger.record([outcome("s1", "routed", 1, detail="global-file")])
+    body = (await api.client.get(f"/ibans/{iban(1)}/diagnosis", headers=api.user)).json()
+    assert body["verdict"] == "add_connector_to_cabinet"
+    assert body["recent_statements"] == []
+
+
+async def test_without_a_ledger_the_api_is_as_before(store: SqlStateStore) -> None:
+    app = create_app(store, default_catalogue())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "/statements/{statement_id}" not in paths
+    assert "/cabinets/{cabinet_id}/global-file" not in paths

@@ -1,0 +1,117 @@
+"""A real partner-side webhook receiver for the adapter worker tests (and the crash test).
+
+An aiohttp server on 127.0.0.1 serving any number of partners at ``/partners/<name>``.
+Every request is verified with the ``standardwebhooks`` package (independent of our
+signer); one that does not verify is answered 401. Each partner answers from its script
+(``script``), then with its ``default`` reply, which a test may change mid-run to play an
+outage and a recovery. Every request lands in one global, ordered log, which is what the
+ordering assertions (isolation, per-IBAN order) read: no wall-clock thresholds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.unit.delivery.factories import make_webhook_secret
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request as the partner saw it."""
+
+    seq: int
+    at: float  # time.monotonic()
+    partner: str
+    webhook_id: str
+    statement_id: str
+    iban: str
+    status: int  # what was answered
+    verified: bool
+
+
+class Partner:
+    def __init__(self, name: str, base_url: str) -> None:
+        self.name = name
+        self.url = f"{base_url}/partners/{name}"
+        self.secret = make_webhook_secret()
+        self.default = Reply()
+        self._script: deque[Reply] = deque()
+
+    def script(self, *replies: Reply) -> None:
+        self._script.extend(replies)
+
+    def next_reply(self) -> Reply:
+        return self._script.popleft() if self._script else self.default
+
+
+class WebhookReceiver:
+    def __init__(self) -> None:
+        self.hits: list[Hit] = []
+        self.partners: dict[str, Partner] = {}
+        self._runner: web.AppRunner | None = None
+        self._base = ""
+        self.changed = asyncio.Event()
+
+    def partner(self, name: str) -> Partner:
+        if name not in self.partners:
+            self.partners[name] = Partner(name, self._base)
+        return self.partners[name]
+
+    def of(self, partner: str) -> list[Hit]:
+        return [h for h in self.hits if h.partner == partner]
+
+    def delivered(self, partner: str) -> list[Hit]:
+        return [h for h in self.hits if h.partner == partner and 200 <= h.status < 300]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        partner = self.partners.get(name)
+        if partner is None:
+            return web.Response(status=404)
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            Webhook(partner.secret).verify(body, headers, json_parse=False)
+            verified = True
+        except WebhookVerificationError:
+            verified = False
+        reply = partner.next_reply() if verified else Reply(401)
+        doc = json.loads(body)
+        self.hits.append(Hit(
+            seq=len(self.hits), at=time.monotonic(), partner=name,
+            webhook_id=headers.get("webhook-id", ""), statement_id=doc.get("statement_id", ""),
+            iban=doc.get("iban", ""), status=reply.status, verified=verified,
+        ))
+        self.changed.set()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, headers=reply.headers)
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_post("/partners/{name}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        host, bound = self._runner.addresses[0][:2]
+        self._base = f"http://{host}:{bound}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
