@@ -134,22 +134,25 @@ class RouterApp:
         to the other agent or the pump, which keeps per-IBAN order across a release. The
         acks are awaited outside the lock (the order is fixed once the sends are issued).
 
-        The step's Table changelog records go to faust's producer: faust flushes it before
-        it commits an agent's offsets, and the pump flushes it (``flush_tables``) before it
-        commits a batch.
+        The step's Table changelog records go to faust's producer, and their acks are
+        awaited with the others: only then may the input be acknowledged (faust's agent
+        commit) or committed (the pump).
         """
         async with self.lock:
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
-            if changelog:
-                self.tables.send_via_faust(changelog)
-            futures = await self.sink.send_many(outs) if outs else []
-        if futures:
-            await asyncio.gather(*futures)
+            pending: list[Any] = self.tables.send_via_faust(changelog) if changelog else []
+            if outs:
+                pending += await self.sink.send_many(outs)
+        if pending:
+            await asyncio.gather(*pending)
 
     async def flush_tables(self) -> None:
-        """Wait until faust's producer has every changelog record acknowledged."""
-        await self.app.producer.flush()
+        """Drain faust's producer buffer completely (its own flush may stop early)."""
+        producer = self.app.producer
+        while producer.buffer.size:
+            await producer.buffer.flush()
+        await producer.flush()
 
     async def handle(self, handler: Handler, record: InRecord) -> None:
         """Process one faust event; on a produce failure, never let faust ack it."""

@@ -64,20 +64,24 @@ class FaustTables:
         pending, self._pending = self._pending, []
         return pending
 
-    def send_via_faust(self, changelog: list[Out]) -> None:
-        """Hand changelog records to faust's producer.
+    def send_via_faust(self, changelog: list[Out]) -> list[Any]:
+        """Hand changelog records to faust's producer; return their futures.
 
-        faust flushes it before committing an agent's offsets and the pump flushes it
-        before committing a batch, so neither waits for these acks record by record.
+        The caller awaits them before the input is acknowledged: faust's own
+        ``producer.flush()`` gives up after 0.1 s without progress (its buffer's
+        ``flush_atmost``), so it cannot be trusted to make a changelog durable before a
+        commit, and a crash could then lose a held statement or an IBAN state.
         """
         tables = {
             self._state_table.changelog_topic.get_topic_name(): self._state_table,
             self._held_table.changelog_topic.get_topic_name(): self._held_table,
         }
-        for out in changelog:
+        return [
             tables[out.topic].send_changelog(
                 out.partition, out.key, out.value, key_serializer="raw", value_serializer="raw"
             )
+            for out in changelog
+        ]
 
     def _changelog(self, table: Any, partition: int, key: str, value: Any) -> None:
         topic = table.changelog_topic.get_topic_name()

@@ -215,9 +215,11 @@ delivery_ledger = Table(
     Column("outcome", String(32), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("attempt", Integer, nullable=True),
-    Column("iban", String(34), nullable=True),
+    # Text, not String(34)/String(64): delivery.outcome/v1 does not validate these, and a
+    # value too long for a bounded column would fail the batch forever (a poison record).
+    Column("iban", Text, nullable=True),
     Column("cabinet_id", Text, nullable=True),
-    Column("connector_id", String(64), nullable=True),
+    Column("connector_id", Text, nullable=True),
     Column("detail", Text, nullable=True),
     Column("routing", JSON(none_as_null=True), nullable=True, comment="when the record has it"),
     Column("recorded_at", UtcDateTime, nullable=False),

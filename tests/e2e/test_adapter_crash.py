@@ -53,13 +53,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
             proc.wait(timeout=30)
 
 
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
 async def wait_for(predicate: Any, proc: subprocess.Popen[bytes], log: Path,
-                   timeout: float, what: str) -> None:
+                   within: float, what: str) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not predicate():
-        assert proc.poll() is None, f"worker exited: {log.read_text()[-3000:]}"
-        assert loop.time() < deadline, f"timed out: {what}: {log.read_text()[-3000:]}"
+        assert proc.poll() is None, f"worker exited: {tail(log)}"
+        assert loop.time() < deadline, f"timed out: {what}: {tail(log)}"
         await asyncio.sleep(0.02)
 
 
@@ -121,7 +125,7 @@ async def test_sigkill_mid_batch_loses_no_delivery(
     finally:
         stop_process(proc)
         await receiver.stop()
-    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert proc.returncode == 0, tail(log)
 
     hits = receiver.delivered("acd")
     assert all(h.verified and h.webhook_id == h.statement_id for h in hits)

@@ -134,6 +134,10 @@ async def test_sigkill_mid_stream_loses_nothing(
                 break
             assert proc.poll() is None, log.read_text()[-3000:]
             tail = log.read_text()[-3000:]
+            if loop.time() >= deadline:
+                Path("/tmp/router-crash.log").write_text(log.read_text())
+                missing = sorted({f"st-{n:05d}" for n in range(total)} - set(copies))
+                Path("/tmp/router-crash-missing.txt").write_text("\n".join(missing))
             assert loop.time() < deadline, f"{len(copies)}/{total} routed: {tail}"
             await asyncio.sleep(0.5)
     finally:

@@ -46,7 +46,10 @@ def webhook(partner: Partner) -> WebhookEndpoint:
 
 
 async def produce(
-    bootstrap: str, topics: Topics, connector_id: str, deliveries: Iterable[StatementPartnerDelivery]
+    bootstrap: str,
+    topics: Topics,
+    connector_id: str,
+    deliveries: Iterable[StatementPartnerDelivery],
 ) -> None:
     """Publish deliveries to the connector's topic, keyed by IBAN, in the given order."""
     producer = make_producer(ProducerParams(bootstrap))
@@ -76,7 +79,8 @@ async def outcomes(bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
 
 
 async def dead_letters(bootstrap: str, topics: Topics, connector_id: str) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in await read_topic(bootstrap, topics.partner_dlq(connector_id))]
+    records = await read_topic(bootstrap, topics.partner_dlq(connector_id))
+    return [json.loads(r.value) for r in records]
 
 
 async def committed(bootstrap: str, topics: Topics, connector_id: str) -> dict[int, int]:
@@ -105,10 +109,10 @@ async def committed_total(bootstrap: str, topics: Topics, connector_id: str, n: 
     return sum((await committed(bootstrap, topics, connector_id)).values()) >= n
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``timeout``."""
+async def wait_until(predicate: Callable[[], Any], within: float = 30.0, what: str = "") -> None:
+    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``within`` s."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
+from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint
 from adapters.dlq import list_dead_letters, replay_dead_letters
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
+from tests.fixtures.broker import TopicsFactory
 from tests.unit.delivery.factories import make_delivery
 from tests.unit.router.factories import make_iban
 
@@ -83,7 +85,7 @@ async def test_retry_after_is_honoured(
 
     # The schedule's own backoff (≤ 0.2 s here) is far shorter than the partner's 1 s.
     async with running(kafka_broker, topics, {"acd": webhook(acd)},
-                       schedule=SHORT.__class__(0.02, 5.0, 4)):
+                       schedule=RetrySchedule(0.02, 5.0, 4)):
         await wait_until(lambda: receiver.delivered("acd"), what="the delivery")
 
     first, second = receiver.of("acd")
@@ -140,10 +142,10 @@ async def test_exhausted_retries_are_dead_lettered_with_every_attempt(
 
 
 async def test_410_disables_the_connector_and_commits_nothing_past_it(
-    kafka_broker: EmbeddedBroker, make_topics: object, receiver: WebhookReceiver
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, receiver: WebhookReceiver
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topics: Topics = await make_topics(partitions=1)  # type: ignore[operator]
+    topics = await make_topics(partitions=1)
     acd = receiver.partner("acd")
     acd.script(Reply(200), Reply(410))
     iban = make_iban(7)
@@ -229,7 +231,7 @@ async def test_a_down_partner_delays_only_its_own_connector(
     await produce(bootstrap, topics, "acd", a_sent)
     await produce(bootstrap, topics, "pennylane", b_sent)
 
-    patient = SHORT.__class__(base_seconds=0.02, max_seconds=0.1, max_attempts=1000)
+    patient = RetrySchedule(base_seconds=0.02, max_seconds=0.1, max_attempts=1000)
     endpoints = {"acd": webhook(acd), "pennylane": webhook(penny)}
     async with running(kafka_broker, topics, endpoints, schedule=patient) as pool:
         await wait_until(lambda: len(receiver.delivered("pennylane")) == 30, what="pennylane")

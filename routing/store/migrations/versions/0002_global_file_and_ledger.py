@@ -75,9 +75,9 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=32), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=True),
-        sa.Column("iban", sa.String(length=34), nullable=True),
+        sa.Column("iban", sa.Text(), nullable=True),
         sa.Column("cabinet_id", sa.Text(), nullable=True),
-        sa.Column("connector_id", sa.String(length=64), nullable=True),
+        sa.Column("connector_id", sa.Text(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column(
             "routing", sa.JSON(none_as_null=True), nullable=True, comment="when the record has it"
