@@ -62,6 +62,13 @@ class Settings(BaseSettings):
             "real Kafka: the embedded Tansu broker has no transactional producer."
         ),
     )
+    router_mode: Literal["batch", "agent"] = Field(
+        default="batch",
+        description=(
+            "How the router reads statements: batch (its own batched consumer following "
+            "faust's assignment; fast) or agent (a plain faust agent; the reference)."
+        ),
+    )
     table_store: str = Field(
         default="memory://",
         description="faust Table storage: memory:// (embedded) or rocksdb:// (production).",

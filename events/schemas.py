@@ -206,6 +206,9 @@ class DeliveryOutcome(Event):
     connector_id: str | None = None
     attempt: int | None = None
     detail: str | None = None
+    routing: RoutingTrace | None = Field(
+        default=None, description="On routed and held outcomes: the router's decision trace."
+    )
 
 
 class IbanStateEvent(Event):

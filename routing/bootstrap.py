@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 
 from config.catalogue import ConnectorSpec, default_catalogue
 from config.settings import Settings
-from routing.ports import StateStore
+from routing.ports import DeliveryLedger, GlobalFileStore
 from routing.store.engine import create_store_engine
 from routing.store.errors import StoreError
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
@@ -31,7 +33,7 @@ def store_unavailable_errors() -> tuple[type[Exception], ...]:
 @asynccontextmanager
 async def open_store(
     settings: Settings, *, migrate: bool | None = None
-) -> AsyncIterator[StateStore]:
+) -> AsyncIterator[SqlStateStore]:
     """Open the state store. The embedded SQLite database is migrated on first use, so the
     embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
     """
@@ -44,3 +46,13 @@ async def open_store(
         yield store
     finally:
         await store.close()
+
+
+def global_file_store(store: SqlStateStore) -> GlobalFileStore:
+    """The cabinets' global files, on the state store's database (engine shared)."""
+    return SqlGlobalFileStore(store.engine)
+
+
+def delivery_ledger(store: SqlStateStore) -> DeliveryLedger:
+    """The delivery ledger, on the state store's database (engine shared)."""
+    return SqlDeliveryLedger(store.engine)

@@ -11,14 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from adapters.ingest.producer import build_events
 from events.topics import Topics
 from routing.broker import ProducerParams, make_producer, read_topic
-from routing.demo import CASES, PENDING, DemoSeed
+from routing.demo import CASES, PENDING, UNBOUND, UNBOUND_CAMT, DemoSeed
 from routing.domain.iban import mask_iban
 from routing.domain.model import MandateStatus
 from routing.ports import StateStore
 
+UNBOUND_IBANS = (UNBOUND, UNBOUND_CAMT)
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bank-files"
 SAMPLE_FILES = ("cfonb120-multi.txt", "camt053-multi.xml", "mt940-multi.sta")
 
@@ -67,6 +70,9 @@ async def run_demo(
     topics: Topics,
     print_line: Callable[[str], None],
     stop: asyncio.Event,
+    *,
+    api_url: str | None = None,
+    download_dir: Path | None = None,
 ) -> None:
     connector_ids = ["acd", "cegid", "quadra", "pennylane"]
     outputs = _outputs(topics, connector_ids)
@@ -117,6 +123,14 @@ async def run_demo(
             print_line(f"  {routed['statement_id'][:24]:<24} {mask_iban(routed['iban'])}  "
                        f"-> partner acd (released; state v{version})")
 
+    if api_url is not None and download_dir is not None:
+        print_line("")
+        unbound = sum(1 for e in events if e.iban in UNBOUND_IBANS)
+        await download_global_file(
+            api_url, seed.collaborator_token, seed.cabinet_id, unbound, download_dir,
+            print_line, stop,
+        )
+
 
 def _bad_iban(valid: bytes) -> bytes:
     """A well-formed statement whose IBAN fails its check digits."""
@@ -146,3 +160,37 @@ def _report(
             why = routing["reason"] + (f" (failed: {', '.join(failed)})" if failed else "")
             print_line(f"  {event['statement_id'][:24]:<24} {mask_iban(iban):<34} -> {label}: "
                        f"{why}  [{CASES.get(iban, '')}]")
+
+
+async def download_global_file(
+    api_url: str,
+    token: str,
+    cabinet_id: str,
+    expected: int,
+    directory: Path,
+    print_line: Callable[[str], None],
+    stop: asyncio.Event,
+) -> Path | None:
+    """Download the cabinet's global file through the API, as the « Relevés » page does."""
+    url = f"{api_url}/cabinets/{cabinet_id}/global-file"
+    params = {"from": "2000-01-01", "to": "2099-12-31"}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(100):  # the builder stores what the router sent, within moments
+            response = await client.get(url, params=params, headers=headers)
+            count = int(response.headers.get("X-Statement-Count", "0"))
+            if response.status_code != 200 or count >= expected or stop.is_set():
+                break
+            await asyncio.sleep(0.3)
+    if response.status_code != 200:
+        print_line(f"global file download failed: {response.status_code} {response.text}")
+        return None
+    disposition = response.headers.get("Content-Disposition", "")
+    name = disposition.split("filename=")[-1].strip('"') or "global-file.bin"
+    path = directory / name
+    path.write_bytes(response.content)
+    print_line(
+        f"downloaded the global file of {cabinet_id} (GET /cabinets/{cabinet_id}/global-file): "
+        f"{count} statements, {len(response.content)} bytes -> {path}"
+    )
+    return path

@@ -8,13 +8,25 @@ import uvicorn
 
 from config.settings import Settings
 from routing.api.app import create_app
-from routing.bootstrap import catalogue, open_store, store_unavailable_errors
-from routing.ports import StateStore
+from routing.bootstrap import (
+    catalogue,
+    delivery_ledger,
+    global_file_store,
+    open_store,
+    store_unavailable_errors,
+)
+from routing.store.sql import SqlStateStore
 
 
-def api_server(store: StateStore, settings: Settings, host: str, port: int) -> uvicorn.Server:
+def api_server(store: SqlStateStore, settings: Settings, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server for the API over ``store``; the caller runs ``serve()``."""
-    app = create_app(store, catalogue(settings), unavailable=store_unavailable_errors())
+    app = create_app(
+        store,
+        catalogue(settings),
+        unavailable=store_unavailable_errors(),
+        global_file=global_file_store(store),
+        ledger=delivery_ledger(store),
+    )
     config = uvicorn.Config(
         app,
         host=host,

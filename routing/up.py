@@ -18,11 +18,13 @@ from typing import Any
 
 import structlog
 
+from adapters.global_file import run_global_file_builder
 from adapters.localdrop import TopicToDirectory
 from config.settings import Settings
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.ledger import run_ledger
 from routing.relay import OutboxRelay
 from routing.router import run_router
 from routing.runtime import stop_on_signals
@@ -116,13 +118,14 @@ async def run_up(
                 f"{topics.prefix}.adapter.{connector_id}", drops / connector_id,
             )
             roles.start(f"drop:{connector_id}", sink.run(stop))
-        global_files = data_dir / "global-file"
         roles.start(
             "global-file",
-            TopicToDirectory(
-                bootstrap, topics.global_file, f"{topics.prefix}.global-file", global_files,
-                subdirectory=lambda event: str(event.get("cabinet_id", "unknown")),
-            ).run(stop),
+            run_global_file_builder(
+                settings, topics, store.engine, stop, bootstrap_servers=bootstrap
+            ),
+        )
+        roles.start(
+            "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
         api_url = "(not started: port busy)"
         if _port_free(settings.api_host, settings.api_port):
@@ -138,14 +141,18 @@ async def run_up(
         print_line(f"state      {settings.effective_database_url}")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
         print_line(f"partners   {drops}/<connector>/")
-        print_line(f"global     {global_files}/<cabinet>/")
+        print_line(f"global     {api_url}/cabinets/<cabinet>/global-file?from=…&to=…")
         if seed is not None:
             from routing.demo_feed import run_demo
 
             print_line(f"demo admin token        {seed.admin_token}")
             print_line(f"demo collaborator token {seed.collaborator_token}")
             await asyncio.wait_for(router_started.wait(), timeout=60)
-            await run_demo(store, seed, bootstrap, topics, print_line, stop)
+            await run_demo(
+                store, seed, bootstrap, topics, print_line, stop,
+                api_url=api_url if api_url.startswith("http") else None,
+                download_dir=data_dir,
+            )
             if exit_after_demo:
                 stop.set()
         if not stop.is_set():

@@ -52,4 +52,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     alive = _children(os.getpid())
     if alive:
         session.exitstatus = 1
-        print(f"\nchild processes left behind by the tests: {alive}")  # noqa: T201
+        print(f"\nchild processes left behind by the tests: {alive}")

@@ -354,7 +354,7 @@ async def run_router(
     stop_event: asyncio.Event,
     *,
     bootstrap_servers: str | None = None,
-    mode: RouterMode = "batch",
+    mode: RouterMode | None = None,
     app_id: str | None = None,
     tuning: RouterTuning | None = None,
     started: asyncio.Event | None = None,
@@ -372,7 +372,7 @@ async def run_router(
         topics,
         catalogue,
         bootstrap_servers=bootstrap_servers,
-        mode=mode,
+        mode=mode or settings.router_mode,
         app_id=app_id,
         tuning=tuning,
     )

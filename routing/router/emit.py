@@ -55,6 +55,7 @@ def _outcome(
     state: IbanState | None,
     connector_id: str | None,
     detail: str,
+    trace: dict[str, Any],
 ) -> Out:
     doc = {
         "schema": OUTCOME_SCHEMA,
@@ -66,6 +67,7 @@ def _outcome(
         "connector_id": connector_id,
         "attempt": None,
         "detail": detail,
+        "routing": trace,
     }
     return Out(topic, fields["statement_id"].encode(), dumps(doc))
 
@@ -124,6 +126,6 @@ def build_routed(
         return [out]
     text = where if detail is None else f"{where} ({detail})"
     outcome = _outcome(
-        topics.outcomes, fields, kind, decided_at, state, decision.connector_id, text
+        topics.outcomes, fields, kind, decided_at, state, decision.connector_id, text, trace
     )
     return [out, outcome]

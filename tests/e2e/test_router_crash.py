@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.topics import Topics
@@ -40,7 +41,9 @@ BEFORE_KILL = 1_500
 AFTER_KILL = 1_500
 
 
-def start_router(broker: EmbeddedBroker, topics: Topics, data_dir: Path, log: Path) -> Any:
+def start_router(
+    broker: EmbeddedBroker, topics: Topics, data_dir: Path, log: Path, mode: str
+) -> Any:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TABLE_STORE"}}
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
@@ -48,6 +51,7 @@ def start_router(broker: EmbeddedBroker, topics: Topics, data_dir: Path, log: Pa
         TOPIC_PARTITIONS=str(topics.partitions),
         DATA_DIR=str(data_dir),
         LOG_LEVEL="INFO",
+        ROUTER_MODE=mode,
     )
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -87,8 +91,9 @@ async def routed_count(bootstrap: str, topics: Topics) -> int:
     return sum(ends.values())
 
 
+@pytest.mark.parametrize("mode", ["batch", "agent"])
 async def test_sigkill_mid_stream_loses_nothing(
-    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path, mode: str
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     log = tmp_path / "router.log"
@@ -107,7 +112,7 @@ async def test_sigkill_mid_stream_loses_nothing(
                                 key=iban.encode())
         await producer.flush()
 
-        proc = start_router(kafka_broker, topics, tmp_path / "var", log)
+        proc = start_router(kafka_broker, topics, tmp_path / "var", log, mode)
         await produce_statements(producer, topics, 0, BEFORE_KILL)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
@@ -120,7 +125,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         killed_at = await routed_count(bootstrap, topics)
 
         await produce_statements(producer, topics, BEFORE_KILL, AFTER_KILL)
-        proc = start_router(kafka_broker, topics, tmp_path / "var", log)
+        proc = start_router(kafka_broker, topics, tmp_path / "var", log, mode)
         for iban in PENDING:
             await producer.send(topics.iban_state,
                                 state(iban, version=2, connector_id="acd"), key=iban.encode())
@@ -135,9 +140,10 @@ async def test_sigkill_mid_stream_loses_nothing(
             assert proc.poll() is None, log.read_text()[-3000:]
             tail = log.read_text()[-3000:]
             if loop.time() >= deadline:
-                Path("/tmp/router-crash.log").write_text(log.read_text())
+                Path(f"/tmp/router-crash-{mode}.log").write_text(log.read_text())
                 missing = sorted({f"st-{n:05d}" for n in range(total)} - set(copies))
-                Path("/tmp/router-crash-missing.txt").write_text("\n".join(missing))
+                Path(f"/tmp/router-crash-missing-{mode}.txt").write_text("\n".join(missing))
+                await _debug_dump(bootstrap, topics, mode)  # TEMP-DEBUG
             assert loop.time() < deadline, f"{len(copies)}/{total} routed: {tail}"
             await asyncio.sleep(0.5)
     finally:
@@ -172,3 +178,26 @@ async def final_copies(bootstrap: str, topics: Topics) -> dict[str, list[tuple[s
             doc["routing"].pop("decided_at")
             copies[doc["statement_id"]].append((topic, json.dumps(doc, sort_keys=True)))
     return copies
+
+
+async def _debug_dump(bootstrap: str, topics: Topics, mode: str) -> None:  # TEMP-DEBUG
+    out = {}
+    app_id = f"{topics.prefix}.router"
+    for name in (f"{app_id}-held-changelog", f"{app_id}-iban-state-changelog",
+                 topics.held, topics.partner("acd"), topics.global_file, topics.iban_state):
+        recs = await read_topic(bootstrap, name, timeout=60)
+        rows = []
+        for r in recs:
+            v = None if r.value is None else r.value.decode()
+            if v is not None and len(v) > 300:
+                try:
+                    d = json.loads(v)
+                    if isinstance(d, list):
+                        v = f"list[{len(d)}] offsets=" + ",".join(str(e["offset"]) for e in d)
+                    else:
+                        v = json.dumps({k: d.get(k) for k in ("statement_id", "iban", "version", "connector_id", "mandate_status")})
+                except Exception:
+                    v = v[:300]
+            rows.append([r.partition, r.offset, r.key.decode() if r.key else None, v])
+        out[name] = rows
+    Path(f"/tmp/router-crash-debug-{mode}.json").write_text(json.dumps(out, indent=0))

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 
@@ -63,7 +64,12 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path) -> None
     demo = tmp_path / "var" / "demo"
     assert len(list((demo / "partners" / "acd").glob("*"))) == 5
     assert len(list((demo / "partners" / "quadra").glob("*.txt"))) == 2
-    assert len(list((demo / "global-file" / "cab-demo").glob("*"))) == 3
+    assert "downloaded the global file of cab-demo" in out
+    (archive,) = demo.glob("releves-cab-demo-*.zip")  # mixed formats come as a zip
+    with zipfile.ZipFile(archive) as zipped:
+        names = sorted(zipped.namelist())
+    assert len(names) == 2  # the camt.053 statement, and the CFONB statements concatenated
+    assert any(name.endswith(".txt") for name in names)
 
     port = re.search(r"broker\s+127\.0\.0\.1:(\d+)", out)
     assert port is not None
