@@ -73,6 +73,7 @@ async def run_demo(
     *,
     api_url: str | None = None,
     download_dir: Path | None = None,
+    deliveries: Callable[[], dict[str, int]] | None = None,
 ) -> None:
     connector_ids = ["acd", "cegid", "quadra", "pennylane"]
     outputs = _outputs(topics, connector_ids)
@@ -122,6 +123,20 @@ async def run_demo(
             version = routed["routing"]["state_version"]
             print_line(f"  {routed['statement_id'][:24]:<24} {mask_iban(routed['iban'])}  "
                        f"-> partner acd (released; state v{version})")
+
+    if deliveries is not None:
+        expected = {c: len(seen.get(topics.partner(c), [])) for c in connector_ids}
+        expected = {c: n for c, n in expected.items() if n}
+        done: dict[str, int] = {}
+        for _ in range(100):
+            done = deliveries()
+            if all(done.get(c, 0) >= n for c, n in expected.items()) or stop.is_set():
+                break
+            await asyncio.sleep(0.2)
+        print_line("")
+        for connector_id, count in expected.items():
+            print_line(f"partner {connector_id}: {done.get(connector_id, 0)}/{count} statements "
+                       "delivered (idempotency key = statement id)")
 
     if api_url is not None and download_dir is not None:
         print_line("")

@@ -7,7 +7,9 @@ import asyncio
 import uvicorn
 
 from config.settings import Settings
+from events.topics import Topics
 from routing.api.app import create_app
+from routing.api.ops import ops_router
 from routing.bootstrap import (
     catalogue,
     delivery_ledger,
@@ -18,14 +20,28 @@ from routing.bootstrap import (
 from routing.store.sql import SqlStateStore
 
 
-def api_server(store: SqlStateStore, settings: Settings, host: str, port: int) -> uvicorn.Server:
+def api_server(
+    store: SqlStateStore,
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    bootstrap_servers: str | None = None,
+) -> uvicorn.Server:
     """A uvicorn server for the API over ``store``; the caller runs ``serve()``."""
+    connectors = catalogue(settings)
     app = create_app(
         store,
-        catalogue(settings),
+        connectors,
         unavailable=store_unavailable_errors(),
         global_file=global_file_store(store),
         ledger=delivery_ledger(store),
+        ops=ops_router(
+            Topics(settings.topic_prefix, settings.topic_partitions),
+            connectors,
+            bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+            operator_token_sha256=settings.operator_token_sha256,
+        ),
     )
     config = uvicorn.Config(
         app,

@@ -17,13 +17,17 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 
+from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, WebhookEndpoint
+from adapters.endpoints import embedded_endpoints, load_endpoints
 from adapters.global_file import run_global_file_builder
-from adapters.localdrop import TopicToDirectory
+from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.demo_partner import demo_partner, new_secret
 from routing.ledger import run_ledger
 from routing.relay import OutboxRelay
 from routing.router import run_router
@@ -31,6 +35,20 @@ from routing.runtime import stop_on_signals
 from routing.serve import api_server
 
 log = structlog.get_logger(__name__)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _describe(endpoint: PartnerEndpoint) -> str:
+    if isinstance(endpoint, WebhookEndpoint):
+        return f"webhook {endpoint.display_url}"
+    if isinstance(endpoint, DirectoryEndpoint):
+        return f"directory {endpoint.path}"
+    return endpoint.kind
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -111,13 +129,27 @@ async def run_up(
                 started=router_started,
             ),
         )
-        drops = data_dir / "partners"
-        for connector_id in connectors:
-            sink = TopicToDirectory(
-                bootstrap, topics.partner(connector_id),
-                f"{topics.prefix}.adapter.{connector_id}", drops / connector_id,
+        endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, connectors)
+        endpoints.update(load_endpoints(settings, connectors))
+        if demo:
+            # The demo's acd partner is a real webhook receiver, signatures checked.
+            secret = new_secret()
+            partner_port = _free_port(settings.api_host)
+            partner = demo_partner(secret, data_dir / "partners" / "acd-webhook", partner_port)
+            roles.start("demo-partner", partner.serve())
+            stack.callback(lambda: setattr(partner, "should_exit", True))
+            endpoints["acd"] = WebhookEndpoint(
+                url=f"http://127.0.0.1:{partner_port}/statements",
+                secrets=(SecretStr(secret),),
             )
-            roles.start(f"drop:{connector_id}", sink.run(stop))
+        adapter_stats: dict[str, ConnectorStats] = {}
+        roles.start(
+            "adapters",
+            run_adapters(
+                settings, topics, endpoints, stop, bootstrap_servers=bootstrap,
+                stats=adapter_stats,
+            ),
+        )
         roles.start(
             "global-file",
             run_global_file_builder(
@@ -129,7 +161,9 @@ async def run_up(
         )
         api_url = "(not started: port busy)"
         if _port_free(settings.api_host, settings.api_port):
-            server = api_server(store, settings, settings.api_host, settings.api_port)
+            server = api_server(
+                store, settings, settings.api_host, settings.api_port, bootstrap_servers=bootstrap
+            )
             roles.start("api", server.serve())
             stack.callback(lambda: setattr(server, "should_exit", True))
             api_url = f"http://{settings.api_host}:{settings.api_port}"
@@ -140,7 +174,8 @@ async def run_up(
         print_line(f"broker     {bootstrap} ({kind})")
         print_line(f"state      {settings.effective_database_url}")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
-        print_line(f"partners   {drops}/<connector>/")
+        for connector_id, endpoint in endpoints.items():
+            print_line(f"partner    {connector_id:<10} {_describe(endpoint)}")
         print_line(f"global     {api_url}/cabinets/<cabinet>/global-file?from=…&to=…")
         if seed is not None:
             from routing.demo_feed import run_demo
@@ -152,6 +187,7 @@ async def run_up(
                 store, seed, bootstrap, topics, print_line, stop,
                 api_url=api_url if api_url.startswith("http") else None,
                 download_dir=data_dir,
+                deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
             )
             if exit_after_demo:
                 stop.set()

@@ -62,7 +62,10 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path) -> None
     assert "FR7630006000011234567890189" not in out + result.stderr
 
     demo = tmp_path / "var" / "demo"
-    assert len(list((demo / "partners" / "acd").glob("*"))) == 5
+    assert "partner acd: 5/5 statements delivered" in out
+    assert "partner quadra: 2/2 statements delivered" in out
+    # acd is a webhook (signatures checked by the demo partner), quadra a directory drop.
+    assert len(list((demo / "partners" / "acd-webhook").glob("*.json"))) == 5
     assert len(list((demo / "partners" / "quadra").glob("*.txt"))) == 2
     assert "downloaded the global file of cab-demo" in out
     (archive,) = demo.glob("releves-cab-demo-*.zip")  # mixed formats come as a zip
