@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, WebhookEndpoint
 from adapters.endpoints import embedded_endpoints, load_endpoints
 from adapters.global_file import run_global_file_builder
@@ -147,7 +148,7 @@ async def run_up(
             "adapters",
             run_adapters(
                 settings, topics, endpoints, stop, bootstrap_servers=bootstrap,
-                stats=adapter_stats,
+                stats=adapter_stats, schedule=RetrySchedule.short() if demo else None,
             ),
         )
         roles.start(

@@ -1,7 +1,7 @@
 """What every CLI command shares: settings, the store's lifetime, and refusals as exit codes.
 
 A refusal prints its reason on stderr and exits non-zero, with a code per kind so that
-scripts can tell them apart (docs/cli.md lists them).
+scripts can tell them apart (docs/api.md lists them).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import typer
 
 from config.settings import Settings, get_settings
 from routing.bootstrap import open_store, store_unavailable_errors
+from routing.broker.errors import BrokerError
 from routing.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -65,6 +66,8 @@ def run(coro: Awaitable[T]) -> T:
         fail(exc.message, exit_code_for(exc))
     except store_unavailable_errors() as exc:
         fail(f"the state store is unavailable: {exc}", EXIT_UNAVAILABLE)
+    except BrokerError as exc:
+        fail(f"the broker is unavailable: {exc}", EXIT_UNAVAILABLE)
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
