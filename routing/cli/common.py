@@ -25,6 +25,7 @@ from routing.domain.errors import (
     NotFound,
     PermissionDenied,
 )
+from routing.domain.model import Actor
 from routing.ports import StateStore
 
 T = TypeVar("T")
@@ -82,6 +83,17 @@ def with_store(settings: Settings, action: Callable[[StateStore], Awaitable[T]])
             return await action(store)
 
     return run(main())
+
+
+def as_user(token: str | None, action: Callable[[StateStore, Actor], Awaitable[T]]) -> T:
+    """Run ``action`` for the user holding ``token`` (or ``STATEMENT_ROUTER_TOKEN``)."""
+    cfg = settings()
+    secret = token_or_fail(token, cfg)
+
+    async def authenticated(store: StateStore) -> T:
+        return await action(store, await store.authenticate(secret))
+
+    return with_store(cfg, authenticated)
 
 
 def settings() -> Settings:

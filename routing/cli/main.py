@@ -14,9 +14,9 @@ import typer
 from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
-from routing.cli.common import print_json, run, settings, token_or_fail, with_store
+from routing.cli.common import as_user, print_json, run, settings, with_store
 from routing.domain.decide import diagnose as diagnose_state
-from routing.domain.model import IbanState, MandateStatus, Profile
+from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import StateStore
 
 app = typer.Typer(
@@ -159,8 +159,9 @@ def connectors(as_json: JsonOpt = False) -> None:
     """List the connector catalogue."""
     specs = catalogue(settings()).values()
     if as_json:
-        print_json([{"connector_id": s.connector_id, "name": s.name, "adapter": s.adapter}
-                    for s in specs])
+        print_json(
+            [{"connector_id": s.connector_id, "name": s.name, "adapter": s.adapter} for s in specs]
+        )
         return
     for spec in specs:
         typer.echo(f"{spec.connector_id:<12} {spec.name:<12} {spec.adapter}")
@@ -173,13 +174,11 @@ def cabinet_connectors_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the connectors added to a cabinet."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> list[str]:
-        return await store.list_cabinet_connectors(await store.authenticate(secret), cabinet_id)
+    async def action(store: StateStore, actor: Actor) -> list[str]:
+        return await store.list_cabinet_connectors(actor, cabinet_id)
 
-    ids = with_store(cfg, action)
+    ids = as_user(token, action)
     if as_json:
         print_json({"cabinet_id": cabinet_id, "connectors": ids})
     else:
@@ -194,15 +193,11 @@ def cabinet_connectors_add(
     token: TokenOpt = None,
 ) -> None:
     """Add a connector to a cabinet (rule 1: superviseur or administrateur)."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> bool:
-        return await store.add_cabinet_connector(
-            await store.authenticate(secret), cabinet_id, connector_id
-        )
+    async def action(store: StateStore, actor: Actor) -> bool:
+        return await store.add_cabinet_connector(actor, cabinet_id, connector_id)
 
-    added = with_store(cfg, action)
+    added = as_user(token, action)
     verb = "added to" if added else "was already on"
     typer.echo(f"connector {connector_id} {verb} cabinet {cabinet_id}")
 
@@ -214,15 +209,11 @@ def cabinet_connectors_remove(
     token: TokenOpt = None,
 ) -> None:
     """Remove a connector from a cabinet (rule 2: only when no IBAN is bound to it)."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> None:
-        await store.remove_cabinet_connector(
-            await store.authenticate(secret), cabinet_id, connector_id
-        )
+    async def action(store: StateStore, actor: Actor) -> None:
+        await store.remove_cabinet_connector(actor, cabinet_id, connector_id)
 
-    with_store(cfg, action)
+    as_user(token, action)
     typer.echo(f"connector {connector_id} removed from cabinet {cabinet_id}")
 
 
@@ -233,13 +224,11 @@ def iban_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show an IBAN of your cabinet."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> IbanState:
-        return await store.get_iban(await store.authenticate(secret), iban)
+    async def action(store: StateStore, actor: Actor) -> IbanState:
+        return await store.get_iban(actor, iban)
 
-    _echo_state(with_store(cfg, action), as_json)
+    _echo_state(as_user(token, action), as_json)
 
 
 @iban_app.command("bind")
@@ -250,13 +239,11 @@ def iban_bind(
     as_json: JsonOpt = False,
 ) -> None:
     """Bind an IBAN to a connector (rule 3: the connector must be on the cabinet)."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> IbanState:
-        return await store.bind_iban(await store.authenticate(secret), iban, connector_id)
+    async def action(store: StateStore, actor: Actor) -> IbanState:
+        return await store.bind_iban(actor, iban, connector_id)
 
-    _echo_state(with_store(cfg, action), as_json)
+    _echo_state(as_user(token, action), as_json)
 
 
 @iban_app.command("unbind")
@@ -266,13 +253,11 @@ def iban_unbind(
     as_json: JsonOpt = False,
 ) -> None:
     """Set the IBAN's connector to « Aucun connecteur » (rule 4)."""
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
 
-    async def action(store: StateStore) -> IbanState:
-        return await store.bind_iban(await store.authenticate(secret), iban, None)
+    async def action(store: StateStore, actor: Actor) -> IbanState:
+        return await store.bind_iban(actor, iban, None)
 
-    _echo_state(with_store(cfg, action), as_json)
+    _echo_state(as_user(token, action), as_json)
 
 
 @app.command("diagnose")
@@ -284,14 +269,11 @@ def diagnose(
     """Run the FAQ checklist for an IBAN of your cabinet."""
     from routing.api.models import DiagnosisOut
 
-    cfg = settings()
-    secret = token_or_fail(token, cfg)
-
-    async def action(store: StateStore) -> DiagnosisOut:
-        state = await store.get_iban(await store.authenticate(secret), iban)
+    async def action(store: StateStore, actor: Actor) -> DiagnosisOut:
+        state = await store.get_iban(actor, iban)
         return DiagnosisOut.of(state.iban, diagnose_state(state))
 
-    result = with_store(cfg, action)
+    result = as_user(token, action)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
