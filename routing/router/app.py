@@ -78,6 +78,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+async def _acked(futures: list[Any]) -> None:
+    """Wait for every ack (raising the first failure); no suspension if all are in."""
+    if all(future.done() for future in futures):
+        for future in futures:
+            future.result()
+    else:
+        await asyncio.gather(*futures)
+
+
 def _record(message: Any) -> InRecord:
     return Record(message.topic, message.partition, message.offset, message.key, message.value)
 
@@ -128,24 +137,38 @@ class RouterApp:
     # --- the routing step ----------------------------------------------------------------
 
     async def run_step(self, step: Callable[[str], list[Out]]) -> None:
-        """Route under the lock, issue the sends in order, then wait for every ack.
+        """Route under the lock, make the outputs durable, then the Table writes.
 
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
-        to the other agent or the pump, which keeps per-IBAN order across a release. The
-        acks are awaited outside the lock (the order is fixed once the sends are issued).
+        to the other agent or the pump, which keeps per-IBAN order across a release.
 
-        The step's Table changelog records go to faust's producer, and their acks are
-        awaited with the others: only then may the input be acknowledged (faust's agent
-        commit) or committed (the pump).
+        The routed outputs go to our sink's producer and the Tables' changelog records to
+        faust's: two producers, so nothing orders their deliveries. A changelog record may
+        state that outputs exist: a release deletes the held entries it routed. Were the
+        tombstone durable before the released statements, a crash in between would lose
+        them for good: after a restart the held entry is gone, the replayed ``iban.state``
+        record is a stale version with nothing held, and the sweep finds nothing. So when a
+        step writes the Tables, its outputs are acknowledged first (under the lock, so no
+        later step's changelog record can overtake this one's), and only then are the
+        changelog records issued. A crash in between leaves the Tables as before the step,
+        and the input, not yet acknowledged, is processed again: duplicates, never a loss.
+        A step without Table writes awaits its acks outside the lock. Once a step failed,
+        no other one runs: the in-memory Tables may be ahead of their changelogs.
+
+        Every ack is awaited before returning: only then may the input be acknowledged
+        (faust's agent commit) or committed (the pump). faust's own ``producer.flush()``
+        gives up after 0.1 s without progress, so the changelog futures are awaited too.
         """
         async with self.lock:
+            if self.fatal_error is not None:
+                raise RouterCrashed(f"router stopping: {self.fatal_error!r}")
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
-            pending: list[Any] = self.tables.send_via_faust(changelog) if changelog else []
-            if outs:
-                pending += await self.sink.send_many(outs)
-        if pending:
-            await asyncio.gather(*pending)
+            pending: list[Any] = await self.sink.send_many(outs) if outs else []
+            if changelog:
+                await _acked(pending)
+                pending = self.tables.send_via_faust(changelog)
+        await _acked(pending)
 
     async def flush_tables(self) -> None:
         """Drain faust's producer buffer completely (its own flush may stop early)."""

@@ -19,8 +19,10 @@ How it keeps DESIGN §5:
   committed first, so the next owner starts exactly after it.
 * **At-least-once.** Offsets are committed (to the consumer group
   ``<app id>-statements``, as a manually assigned consumer) only after every routed event
-  of the batch is acknowledged by the broker *and* faust's producer is flushed, so the
-  Tables' changelog records of the batch are durable too.
+  of the batch is acknowledged by the broker *and* so are the Tables' changelog records
+  of the batch, which are sent only once the routed events are acknowledged (see
+  ``RouterApp.run_step``: a held entry's tombstone must never be durable before the
+  released statements are).
   A crash before the commit replays the batch: duplicates are possible, losses are
   not. A failed send or commit is fatal: the pump stops without committing and the
   runner stops the worker.

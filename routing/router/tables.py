@@ -5,7 +5,8 @@ changelog record that faust's own setter (``Table.on_key_set``) would send, in f
 format (JSON key and value; a null value deletes), with an *explicit* partition: the
 partition of the record being processed. faust's setter takes the partition from the
 current stream event, and in ``batch`` mode statements are not faust events. The queued
-records are handed to faust's producer at the end of each step (:meth:`send_via_faust`).
+records are handed to faust's producer at the end of each step (:meth:`send_via_faust`),
+once the step's routed outputs are acknowledged (``RouterApp.run_step`` says why).
 
 faust still owns the Tables: it creates the changelog topics, recovers the stores from
 them on assignment, and applies standby replicas. Window expiry and per-key sensors,

@@ -9,10 +9,11 @@ Every produced value is validated against the contract's pydantic models.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,15 @@ async def h() -> AsyncIterator[Harness]:
     )
     router.app.finalize()
     router.app.flow_control.resume()
+    # Under agent.test_context() faust's producer never runs, so the futures of the
+    # changelog records handed to it never resolve: count them as acknowledged.
+    send_via_faust = router.tables.send_via_faust
+
+    def changelog_acked_at_once(changelog: list[Out]) -> list[Any]:
+        send_via_faust(changelog)
+        return []
+
+    router.tables.send_via_faust = changelog_acked_at_once  # type: ignore[method-assign]
     try:
         async with (
             router.state_agent.test_context() as states,
@@ -410,3 +420,52 @@ async def test_a_catalogue_connector_releases_on_the_sweep(h: Harness) -> None:
     outs = h.router.core.sweep({P}, "2026-01-01T00:00:00+00:00")
     assert [o.topic for o in outs] == [TOPICS.partner("sage"), TOPICS.outcomes]
     assert h.router.tables.get_held(IBAN_A) is None
+
+
+# --- durability order -----------------------------------------------------------------
+
+
+class GatedSink(MemorySink):
+    """A sink whose sends are acknowledged only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
+        self.records.extend(outs)
+        return [self.gate]
+
+
+async def test_a_release_deletes_the_held_entry_only_once_the_released_are_acked(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outputs and changelog records go through two producers. Were the held entry's
+    # tombstone durable before the released statements, a crash in between would lose
+    # them: after a restart nothing is held any more and the state replays as stale.
+    await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
+    await h.statement("s1")
+    sent: list[Out] = []
+
+    def send_via_faust(changelog: list[Out]) -> list[Any]:
+        sent.extend(changelog)
+        return []
+
+    monkeypatch.setattr(h.router.tables, "send_via_faust", send_via_faust)
+    gated = GatedSink()
+    monkeypatch.setattr(h.router, "_sink", gated)
+    from routing.router.core import Record
+
+    record = Record(
+        TOPICS.iban_state, P, 7, IBAN_A.encode(), state(IBAN_A, version=2, connector_id="acd")
+    )
+    step = asyncio.create_task(h.router.run_step(lambda now: h.router.core.on_state(record, now)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    released = gated.on(TOPICS.partner("acd"))
+    assert len(released) == 1 and released[0].value is not None
+    assert json.loads(released[0].value)["statement_id"] == "s1"
+    assert sent == [] and not step.done()  # nothing written to the changelogs yet
+    gated.gate.set_result(None)
+    await step
+    assert [(o.topic.endswith("-held-changelog"), o.value) for o in sent][-1] == (True, None)
