@@ -8,7 +8,7 @@ the API; ``global-file build`` and ``ledger`` are long-running roles, like ``rou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -103,17 +103,14 @@ def download(
     typer.echo(f"wrote {result.statements} statement(s) to {path}")
 
 
-@global_file_app.command("build")
-def build() -> None:
-    """Run the global-file builder: store each routed statement in its cabinet's file."""
-    from adapters.global_file import run_global_file_builder
-
+def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
+    """Run a consumer role (builder or ledger) on the state store until a signal."""
     cfg = settings()
     bootstrap = require_bootstrap(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         await _migrate_embedded(cfg)
-        await run_global_file_builder(
+        await runner(
             cfg,
             topic_catalogue(cfg),
             cfg.effective_database_url,
@@ -122,6 +119,14 @@ def build() -> None:
         )
 
     run(until_signalled(main))
+
+
+@global_file_app.command("build")
+def build() -> None:
+    """Run the global-file builder: store each routed statement in its cabinet's file."""
+    from adapters.global_file import run_global_file_builder
+
+    _run_role(run_global_file_builder)
 
 
 def trace(
@@ -166,20 +171,7 @@ def ledger() -> None:
     """Run the delivery ledger: record every delivery outcome, once."""
     from routing.ledger import run_ledger
 
-    cfg = settings()
-    bootstrap = require_bootstrap(cfg)
-
-    async def main(stop: asyncio.Event) -> None:
-        await _migrate_embedded(cfg)
-        await run_ledger(
-            cfg,
-            topic_catalogue(cfg),
-            cfg.effective_database_url,
-            stop,
-            bootstrap_servers=bootstrap,
-        )
-
-    run(until_signalled(main))
+    _run_role(run_ledger)
 
 
 async def _migrate_embedded(cfg: Settings) -> None:
