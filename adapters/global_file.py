@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementGlobalFile
 from events.topics import Topics
+from routing import metrics
 from routing.broker.producer import make_producer
 from routing.ledger import (
     InvalidRecord,
@@ -204,6 +205,7 @@ class GlobalFileBuilder:
             except InvalidRecord as exc:
                 log.warning(
                     "invalid_global_file_event",
+                    statement_id=exc.statement_id,
                     reason=exc.reason,
                     partition=record.partition,
                     offset=record.offset,
@@ -226,11 +228,28 @@ class GlobalFileBuilder:
                 (self._topics.outcomes, result.statement_id.encode(), outcome.to_json())
             )
         await send_all(self._producer, messages)
+        for result in stored:
+            # One line per statement, like the adapters' statement_delivered: the trace an
+            # operator greps for. No connector: the global file is where unbound IBANs go.
+            log.info(
+                "statement_stored_global_file" if result.created
+                else "global_file_duplicate_ignored",
+                statement_id=result.statement_id,
+                cabinet_id=result.cabinet_id,
+                connector_id=None,
+            )
         created = sum(1 for r in stored if r.created)
         self.stats["records"] += len(records)
         self.stats["stored"] += created
         self.stats["duplicates"] += len(entries) - created
         self.stats["invalid"] += len(records) - len(entries)
+        metrics.GLOBAL_FILE_STATEMENTS.labels("stored").inc(created)
+        metrics.GLOBAL_FILE_STATEMENTS.labels("duplicate").inc(len(entries) - created)
+        metrics.INVALID.labels("global-file").inc(len(records) - len(entries))
+        for result in stored:
+            if result.created:
+                metrics.GLOBAL_FILE_LATENCY.observe(metrics.seconds_since(
+                    by_id[result.statement_id].received_at, result.stored_at))
 
 
 async def run_global_file_builder(

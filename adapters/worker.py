@@ -48,6 +48,7 @@ import base64
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,7 @@ from events.schemas import (
     StatementPartnerDelivery,
 )
 from events.topics import Topics
+from routing import metrics
 from routing.broker import ProducerParams, make_producer, require_topics
 from routing.broker.errors import BrokerError, kafka_errors
 from routing.domain.iban import mask_iban
@@ -87,6 +89,7 @@ _COMMIT_INTERVAL = 0.5
 _POLL_TIMEOUT_MS = 100
 _MAX_RECORDS = 100
 _SHUTDOWN_FLUSH_TIMEOUT = 10.0
+_STATEMENT_FIELDS = ("statement_id", "cabinet_id", "connector_id")
 
 
 class AdapterCrashed(Exception):
@@ -225,6 +228,8 @@ class ConnectorWorker:
                 # Subscribe only to an existing topic (checked by run_adapters): a metadata
                 # request for a missing one would auto-create it with the wrong count.
                 consumer.subscribe([self.topic], listener=_Rebalance(self))
+            # Series exist from the start, so rates and alerts see a 0, not an absence.
+            metrics.init_connector(self.connector_id)
             self.ready.set()
             self._log.info("adapter_started", topic=self.topic, group_id=self.group_id)
             while not stop.is_set():
@@ -322,6 +327,8 @@ class ConnectorWorker:
             if (checkpoint.since_commit >= _COMMIT_EVERY
                     or _monotonic() - checkpoint.last_commit >= _COMMIT_INTERVAL):
                 await self._checkpoint(tp, checkpoint)
+        # The batch's last statement is done: later lines of this task are not about it.
+        structlog.contextvars.unbind_contextvars(*_STATEMENT_FIELDS)
         await self._checkpoint(tp, checkpoint)
 
     async def _checkpoint(self, tp: TopicPartition, checkpoint: _Checkpoint) -> None:
@@ -381,24 +388,41 @@ class ConnectorWorker:
                          outcome.statement_id)
 
     async def _attempt(self, delivery: StatementPartnerDelivery) -> DeliveryResult:
-        """One delivery attempt; a deliverer that raises (a bug) counts as a transient error."""
+        """One delivery attempt, counted and timed for the metrics (``routing.metrics``)."""
+        started = time.perf_counter()
+        result = await self._call_partner(delivery)
+        metrics.record_attempt(self.connector_id, result.kind, time.perf_counter() - started,
+                               delivery.received_at)
+        return result
+
+    async def _call_partner(self, delivery: StatementPartnerDelivery) -> DeliveryResult:
+        """Call the deliverer; a deliverer that raises (a bug) counts as a transient error."""
         try:
             return await self._deliverer.deliver(delivery)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._log.exception("deliverer_raised", statement_id=delivery.statement_id)
+            self._log.exception("deliverer_raised", statement_id=delivery.statement_id,
+                                cabinet_id=delivery.cabinet_id)
             return DeliveryResult.retry(f"internal error in the deliverer: {exc!r}")
 
     async def _handle(
         self, tp: TopicPartition, record: ConsumerRecord, checkpoint: _Checkpoint
     ) -> bool:
         """Deliver one record until it is done; False when the connector got disabled."""
+        structlog.contextvars.unbind_contextvars(*_STATEMENT_FIELDS)
         try:
             delivery = StatementPartnerDelivery.model_validate_json(record.value or b"")
         except ValidationError as exc:
             await self._invalid(record, checkpoint, exc)
             return True
+        # Every line logged while this statement is handled, the deliverers' included,
+        # carries its fields: the partition task's context is its own (asyncio copies it).
+        structlog.contextvars.bind_contextvars(
+            statement_id=delivery.statement_id,
+            cabinet_id=delivery.cabinet_id,
+            connector_id=self.connector_id,
+        )
         slog = self._log.bind(
             statement_id=delivery.statement_id,
             cabinet_id=delivery.cabinet_id,
@@ -461,6 +485,7 @@ class ConnectorWorker:
         await self._send(checkpoint, self._topics.partner_dlq(self.connector_id),
                          letter.to_json(), delivery.iban)
         self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(self.connector_id).inc()
         await self._emit(checkpoint, self._outcome(
             delivery, "dead_lettered", attempt=len(attempts), detail=reason))
 
@@ -473,6 +498,7 @@ class ConnectorWorker:
     ) -> None:
         self._disabled = True
         self.stats.disabled = True
+        metrics.CONNECTOR_DISABLED.labels(self.connector_id).set(1)
         self.stats.disabled_reason = result.detail
         if self._consumer is not None and self._consumer.assignment():
             self._consumer.pause(*self._consumer.assignment())
@@ -516,6 +542,7 @@ class ConnectorWorker:
         )
         await self._send(checkpoint, self._topics.invalid, event.to_json(), key)
         self.stats.invalid += 1
+        metrics.INVALID.labels("adapter").inc()
         self._log.error("invalid_delivery_record", partition=record.partition,
                         offset=record.offset, statement_id=statement_id, reason=event.reason)
 

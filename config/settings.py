@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP API.")
     api_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the /metrics server of the roles without an HTTP API.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the /metrics server of relay, router, adapters, global-file build and "
+            "ledger. Unset: none. The api (and up) serve /metrics on the API port instead."
+        ),
+    )
     log_format: Literal["console", "json"] = Field(
         default="console", description="console for people, json for log shippers."
     )

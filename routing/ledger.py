@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, RoutingTrace
 from events.topics import Topics
+from routing import metrics
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError
 from routing.broker.producer import make_producer
@@ -113,6 +114,8 @@ def outcome_record(value: bytes | None) -> OutcomeRecord:
             log.warning(
                 "outcome_routing_ignored",
                 statement_id=event.statement_id,
+                cabinet_id=event.cabinet_id,
+                connector_id=event.connector_id,
                 error=str(exc.errors(include_url=False)[:1]),
             )
     return OutcomeRecord(
@@ -271,6 +274,7 @@ class LedgerConsumer:
             except InvalidRecord as exc:
                 log.warning(
                     "invalid_outcome",
+                    statement_id=exc.statement_id,
                     reason=exc.reason,
                     key=decode_key(record.key),
                     partition=record.partition,
@@ -285,6 +289,9 @@ class LedgerConsumer:
         self.stats["recorded"] += created
         self.stats["duplicates"] += len(outcomes) - created
         self.stats["invalid"] += len(invalid)
+        metrics.LEDGER_OUTCOMES.labels("recorded").inc(created)
+        metrics.LEDGER_OUTCOMES.labels("duplicate").inc(len(outcomes) - created)
+        metrics.INVALID.labels("ledger").inc(len(invalid))
 
 
 async def run_ledger(

@@ -106,6 +106,10 @@ class StateStore(ABC):
         """Mark messages published once the broker acknowledged them."""
 
     @abstractmethod
+    async def outbox_backlog(self) -> int:
+        """How many messages wait for the relay (the ``outbox_backlog`` metric)."""
+
+    @abstractmethod
     def relay_lock(self) -> AbstractAsyncContextManager[bool]:
         """Relay leadership: ``async with store.relay_lock() as leader:``, never blocking.
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from events.topics import Topics
+from routing import metrics
 from routing.domain.iban import mask_iban
 from routing.ports import OutboxMessage, StateStore
 
@@ -46,6 +47,7 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_interval: float = 0.1,
         max_backoff: float = 10.0,
+        backlog_interval: float = 5.0,
     ) -> None:
         self._store = store
         self._producer = producer
@@ -53,6 +55,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle = idle_interval
         self._max_backoff = max_backoff
+        self._backlog_interval = backlog_interval
+        self._backlog_due = 0.0
         self.published = 0
 
     def _topic(self, logical: str) -> str:
@@ -68,13 +72,37 @@ class OutboxRelay:
         await self._send_in_order(rows)
         await self._store.mark_published([row.id for row in rows])
         self.published += len(rows)
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
+
+    async def refresh_backlog(self) -> int:
+        """Count the unpublished outbox rows into the ``outbox_backlog`` gauge."""
+        count = await self._store.outbox_backlog()
+        metrics.OUTBOX_BACKLOG.set(count)
+        return count
+
+    async def _backlog_if_due(self) -> None:
+        """Refresh the backlog gauge at most every ``backlog_interval`` seconds (a COUNT
+        per idle poll would double the relay's load on the database), leader or not: a
+        backlog that grows while no relay leads is exactly what operators must see."""
+        now = asyncio.get_running_loop().time()
+        if now < self._backlog_due:
+            return
+        self._backlog_due = now + self._backlog_interval
+        try:
+            await self.refresh_backlog()
+        except Exception as exc:  # the database is down: the relay's own loop reports it
+            log.debug("outbox_backlog_unavailable", error=str(exc))
 
     async def _send_in_order(self, rows: Sequence[OutboxMessage]) -> None:
         # aiokafka keeps send order per partition, and a key always maps to one partition.
         pending = []
         for row in rows:
             value = None if row.value is None else json.dumps(row.value).encode()
+            if row.value is not None:  # a snapshot names its cabinet and connector
+                log.debug("iban_state_publishing", iban=mask_iban(row.key),
+                          cabinet_id=row.value.get("cabinet_id"),
+                          connector_id=row.value.get("connector_id"))
             pending.append(
                 await self._producer.send(self._topic(row.topic), value=value, key=row.key.encode())
             )
@@ -88,10 +116,12 @@ class OutboxRelay:
             try:
                 async with self._store.relay_lock() as leader:
                     if not leader:
+                        await self._backlog_if_due()
                         await _wait(stop, 1.0)
                         continue
                     log.info("relay_leader")
                     while not stop.is_set():
+                        await self._backlog_if_due()
                         if not await self._store.relay_lock_held():
                             raise LeadershipLost("the relay lock was lost with its session")
                         if await self.publish_pending() == 0:

@@ -17,6 +17,8 @@ from routing.bootstrap import (
     open_store,
     store_unavailable_errors,
 )
+from routing.metrics import add_metrics_route
+from routing.monitor import serve_lag_metrics
 from routing.store.sql import SqlStateStore
 
 
@@ -30,6 +32,8 @@ def api_server(
 ) -> uvicorn.Server:
     """A uvicorn server for the API over ``store``; the caller runs ``serve()``."""
     connectors = catalogue(settings)
+    topics = Topics(settings.topic_prefix, settings.topic_partitions)
+    servers = bootstrap_servers or settings.kafka_bootstrap_servers
     app = create_app(
         store,
         connectors,
@@ -37,12 +41,17 @@ def api_server(
         global_file=global_file_store(store),
         ledger=delivery_ledger(store),
         ops=ops_router(
-            Topics(settings.topic_prefix, settings.topic_partitions),
+            topics,
             connectors,
-            bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+            bootstrap_servers=servers,
             operator_token_sha256=settings.operator_token_sha256,
+            # One monitor for /ops/topics, /ops/lag and the consumer-lag metric on /metrics.
+            monitor=serve_lag_metrics(servers, topics, connectors,
+                                      router_mode=settings.router_mode),
         ),
     )
+    # The API process's metrics (in `up`, every role's): Prometheus scrapes the API port.
+    add_metrics_route(app)
     config = uvicorn.Config(
         app,
         host=host,
@@ -65,6 +74,11 @@ async def serve_api(
             await server.serve()
             return
         task = asyncio.create_task(server.serve())
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            # A server that ends on its own (its port is taken) must not leave us waiting.
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
         server.should_exit = True
         await task

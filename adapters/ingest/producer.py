@@ -480,6 +480,7 @@ async def publish_file(
         file=path.name,
         format=prepared.format,
         statements=len(prepared.records),
+        statement_ids=[r.statement_id for r in prepared.records],
         accounts=len({r.iban for r in prepared.records}),
         topic=topics.received,
     )

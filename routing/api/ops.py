@@ -35,6 +35,7 @@ from events.topics import Topics
 from routing.api.errors import error_body
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
+from routing.monitor import MonitorService, monitor_service
 
 OPERATOR_TOKEN_PREFIX = "sro_"  # noqa: S105 - a prefix, not a secret
 
@@ -119,10 +120,13 @@ def ops_router(
     *,
     bootstrap_servers: str | None,
     operator_token_sha256: str | None,
+    monitor: MonitorService | None = None,
 ) -> APIRouter:
     """The ``/ops`` routes; include it with ``app.include_router``.
 
     ``bootstrap_servers`` None (no broker known to this API process) answers 503.
+    ``monitor`` serves ``/ops/topics`` and ``/ops/lag``; pass the one the process's
+    Prometheus collector uses so both share samples (default: one of its own).
     """
 
     async def operator(
@@ -148,6 +152,38 @@ def ops_router(
         if not bootstrap_servers:
             raise BrokerError("this API process has no Kafka bootstrap servers configured")
         return bootstrap_servers
+
+    monitors: list[MonitorService] = [] if monitor is None else [monitor]
+
+    def topic_monitor() -> MonitorService:
+        if not monitors:
+            monitors.append(monitor_service(broker(), topics, list(catalogue)))
+        return monitors[0]
+
+    monitor_responses: dict[int | str, dict[str, Any]] = {
+        code: {"description": text}
+        for code, text in ((401, "Not the operator token."),
+                           (503, "The broker is unavailable (JSON error, reason in detail)."))
+    }
+
+    @router.get("/topics", response_model=None, responses=monitor_responses)
+    async def topic_status() -> dict[str, Any] | JSONResponse:
+        """Per topic and partition: start/end offsets and rates; held, invalid and dead
+        letters per connector (docs/operations.md, Monitoring, says what each means)."""
+        try:
+            snapshot = await topic_monitor().snapshot(counts=True)
+        except BrokerError as exc:
+            return _broker_error(exc)
+        return snapshot.topics_dict()
+
+    @router.get("/lag", response_model=None, responses=monitor_responses)
+    async def consumer_lag() -> dict[str, Any] | JSONResponse:
+        """Per consumer group of the pipeline: committed offset, end offset and lag."""
+        try:
+            snapshot = await topic_monitor().snapshot(counts=False)
+        except BrokerError as exc:
+            return _broker_error(exc)
+        return snapshot.lag_dict()
 
     responses: dict[int | str, dict[str, Any]] = {
         code: {"description": text}

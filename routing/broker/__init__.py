@@ -9,6 +9,7 @@ from routing.broker.admin import (
     describe_topics,
     end_offsets,
     ensure_topics,
+    partition_end_offsets,
     require_topics,
 )
 from routing.broker.embedded import EmbeddedBroker, resolve_tansu_binary
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_topics",
     "kafka_errors",
     "make_producer",
+    "partition_end_offsets",
     "read_topic",
     "require_topics",
     "resolve_tansu_binary",

@@ -41,6 +41,7 @@ __all__ = [
     "describe_topics",
     "end_offsets",
     "ensure_topics",
+    "partition_end_offsets",
     "require_topics",
 ]
 
@@ -307,3 +308,19 @@ async def end_offsets(
         return await true_end_offsets(
             consumer, partitions, deadline=deadline, what=", ".join(topics)
         )
+
+
+async def partition_end_offsets(
+    bootstrap_servers: str,
+    partitions: Iterable[tuple[str, int]],
+    *,
+    request_timeout_ms: int = _DEFAULT_REQUEST_TIMEOUT_MS,
+) -> dict[TopicPartition, int]:
+    """:func:`end_offsets` for some partitions (any ``(topic, partition)`` tuples)."""
+    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    ends = await end_offsets(
+        bootstrap_servers,
+        sorted({tp.topic for tp in wanted}),
+        request_timeout_ms=request_timeout_ms,
+    )
+    return {tp: ends[tp] for tp in wanted}

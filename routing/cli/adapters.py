@@ -44,6 +44,7 @@ from routing.cli.common import (
 )
 from routing.cli.pipeline import topic_catalogue
 from routing.domain.errors import DomainError
+from routing.metrics import metrics_endpoint
 from routing.runtime import require_bootstrap, until_signalled
 
 dlq_app = typer.Typer(help="Dead letters: list and replay failed partner deliveries.",
@@ -91,8 +92,9 @@ def adapters(
              "see docs/delivery.md", EXIT_INVALID)
 
     async def main(stop: asyncio.Event) -> None:
-        await run_adapters(cfg, topic_catalogue(cfg), endpoints, stop,
-                           bootstrap_servers=bootstrap, connector_ids=ids)
+        async with metrics_endpoint(cfg):
+            await run_adapters(cfg, topic_catalogue(cfg), endpoints, stop,
+                               bootstrap_servers=bootstrap, connector_ids=ids)
 
     try:
         run(until_signalled(main))

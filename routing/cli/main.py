@@ -14,6 +14,7 @@ import typer
 from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
+from routing.cli import monitor as monitor_cli
 from routing.cli.common import as_user, print_json, run, settings, with_store
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
@@ -48,6 +49,7 @@ statements.register(app)  # global-file download/build, trace, ledger
 app.command("adapters")(adapters_cli.adapters)
 app.add_typer(adapters_cli.dlq_app, name="dlq")
 app.add_typer(adapters_cli.operator_app, name="operator")
+app.command("monitor")(monitor_cli.monitor)
 
 TokenOpt = Annotated[
     str | None,
@@ -290,10 +292,20 @@ def api(
     port: Annotated[int | None, typer.Option("--port", help="TCP port.")] = None,
 ) -> None:
     """Serve the HTTP API (default 127.0.0.1:8080)."""
+    import asyncio
+
+    from routing.runtime import until_signalled
     from routing.serve import serve_api
 
     cfg = settings()
-    run(serve_api(cfg, host or cfg.api_host, port if port is not None else cfg.api_port))
+    bind_host, bind_port = host or cfg.api_host, port if port is not None else cfg.api_port
+
+    async def main(stop: asyncio.Event) -> None:
+        # Stopped like every other role, so SIGTERM ends in exit 0: left to itself, uvicorn
+        # re-raises the signal after its graceful shutdown and the process dies of it.
+        await serve_api(cfg, bind_host, bind_port, stop)
+
+    run(until_signalled(main))
 
 
 @app.command("up")

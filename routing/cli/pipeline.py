@@ -14,6 +14,7 @@ from events.schemas import SCHEMAS
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.cli.common import run, settings
+from routing.metrics import metrics_endpoint
 from routing.runtime import require_bootstrap, until_signalled
 
 topics_app = typer.Typer(help="The Kafka topics of the pipeline.", no_args_is_help=True)
@@ -82,7 +83,7 @@ def relay() -> None:
     bootstrap = require_bootstrap(cfg)
 
     async def main(stop: asyncio.Event) -> None:
-        async with open_store(cfg, migrate=False) as store:
+        async with metrics_endpoint(cfg), open_store(cfg, migrate=False) as store:
             producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id="relay")
             await producer.start()
             try:
@@ -101,7 +102,8 @@ def router() -> None:
     bootstrap = require_bootstrap(cfg)
 
     async def main(stop: asyncio.Event) -> None:
-        await run_router(cfg, topic_catalogue(cfg), catalogue(cfg), stop,
-                         bootstrap_servers=bootstrap)
+        async with metrics_endpoint(cfg):
+            await run_router(cfg, topic_catalogue(cfg), catalogue(cfg), stop,
+                             bootstrap_servers=bootstrap)
 
     run(until_signalled(main))

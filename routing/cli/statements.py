@@ -21,6 +21,7 @@ from config.settings import Settings
 from routing.bootstrap import open_store
 from routing.cli.common import EXIT_INVALID, fail, print_json, run, settings, token_or_fail
 from routing.cli.pipeline import topic_catalogue
+from routing.metrics import metrics_endpoint
 from routing.ports import StateStore
 from routing.runtime import require_bootstrap, until_signalled
 from routing.store.global_file import SqlGlobalFileStore
@@ -110,13 +111,14 @@ def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         await _migrate_embedded(cfg)
-        await runner(
-            cfg,
-            topic_catalogue(cfg),
-            cfg.effective_database_url,
-            stop,
-            bootstrap_servers=bootstrap,
-        )
+        async with metrics_endpoint(cfg):
+            await runner(
+                cfg,
+                topic_catalogue(cfg),
+                cfg.effective_database_url,
+                stop,
+                bootstrap_servers=bootstrap,
+            )
 
     run(until_signalled(main))
 

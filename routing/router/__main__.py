@@ -18,6 +18,7 @@ import structlog
 from config.catalogue import default_catalogue
 from config.settings import get_settings
 from events.topics import Topics
+from routing.metrics import metrics_endpoint
 from routing.router.app import RouterCrashed, run_router
 
 log = structlog.get_logger("routing.router")
@@ -31,7 +32,8 @@ async def _main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        stats = await run_router(settings, topics, default_catalogue(), stop)
+        async with metrics_endpoint(settings):  # METRICS_PORT, as `statement-router router`
+            stats = await run_router(settings, topics, default_catalogue(), stop)
     except RouterCrashed as exc:
         log.error("router_crashed", error=str(exc))
         return 1

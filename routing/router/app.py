@@ -7,15 +7,16 @@ until a stop event is set.
 
 Two modes share :class:`~routing.router.core.RouterCore`:
 
-* ``batch`` (the default): faust runs the ``iban.state`` agent, the Tables, membership and
-  recovery; statements are read in batches by :class:`~routing.router.pump.StatementPump`
-  (the hot path; see its docstring and docs/performance.md for why and how it keeps the
-  guarantees);
+* ``batch`` (the default): faust runs the Tables, membership, recovery and standbys;
+  both input topics are read in batches by :class:`~routing.router.pump.BatchPump` (the
+  hot path; its docstring and docs/performance.md say why and how it keeps the
+  guarantees). This is the mode to run.
 * ``agent``: a plain faust agent per input topic. It is the reference implementation,
   simple to reason about and what the unit tests drive with ``agent.test_context()``,
-  at faust's per-event speed.
+  at faust's per-event speed (about a fifth of the pump's rate), kept to check the pump
+  against and for the benchmark's comparison.
 
-Both agents run with ``concurrency=1`` (faust issue #606: with more, an offset can be
+The agents run with ``concurrency=1`` (faust issue #606: with more, an offset can be
 committed past an unprocessed message) and ``processing_guarantee='at_least_once'``
 unless ``settings.kafka_exactly_once`` (a real Kafka only: Tansu has no transactional
 producer). The batch pump is at-least-once in every case; the sinks absorb duplicates.
@@ -37,10 +38,12 @@ from aiokafka import AIOKafkaConsumer
 
 from config.settings import Settings
 from events.topics import Topics
+from routing.broker.admin import partition_end_offsets
 from routing.broker.producer import ProducerParams, make_producer
+from routing.metrics import attach_faust_sensor
 from routing.router.core import Handler, InRecord, Record, RouterCore
 from routing.router.emit import Out
-from routing.router.pump import StatementPump
+from routing.router.pump import BatchPump
 from routing.router.sink import KafkaSink, Sink
 from routing.router.tables import FaustTables
 
@@ -120,7 +123,7 @@ class RouterApp:
         self._sink_factory = sink_factory
         self._sink = sink
         self._consumer_factory = consumer_factory
-        self.pump: StatementPump | None = None
+        self.pump: BatchPump | None = None
         self.state_agent: Any = None
         self.statements_agent: Any = None
         self.lock = asyncio.Lock()
@@ -170,13 +173,6 @@ class RouterApp:
                 pending = self.tables.send_via_faust(changelog)
         await _acked(pending)
 
-    async def flush_tables(self) -> None:
-        """Drain faust's producer buffer completely (its own flush may stop early)."""
-        producer = self.app.producer
-        while producer.buffer.size:
-            await producer.buffer.flush()
-        await producer.flush()
-
     async def handle(self, handler: Handler, record: InRecord) -> None:
         """Process one faust event; on a produce failure, never let faust ack it."""
         try:
@@ -213,7 +209,7 @@ class RouterApp:
         self._started = True
         if self.mode == "batch":
             assert self._consumer_factory is not None
-            self.pump = StatementPump(
+            self.pump = BatchPump(
                 self, self._consumer_factory(), max_records=self.tuning.max_batch
             )
             signals: Any = self.app  # mode's signal types reject plain async methods
@@ -242,6 +238,33 @@ class RouterApp:
 
     def stats(self) -> dict[str, int]:
         return dict(self.core.stats)
+
+
+def use_true_highwaters(app: faust.App, bootstrap_servers: str) -> None:
+    """Make faust's table recovery read each changelog to its real end.
+
+    faust recovers a Table by reading its changelog up to the highwaters its consumer
+    reports, which come from ListOffsets. Tansu answers ListOffsets with the offset after
+    the *first* record of the partition's last record batch, so recovery stopped short of
+    the last batch's other records: IBAN states and held entries were missing after a
+    restart, and their statements were held as unknown for good (seen in the SIGKILL
+    test). ``routing.broker.partition_end_offsets`` reads the true end from a Fetch; on
+    Kafka both agree and this costs one small fetch per partition, at recovery only.
+    """
+    consumer: Any = app.consumer
+    listed_highwaters = consumer.highwaters
+
+    async def highwaters(*partitions: Any) -> dict[Any, int]:
+        listed = await listed_highwaters(*partitions)
+        if not partitions:
+            return dict(listed)
+        true = await partition_end_offsets(bootstrap_servers, partitions)
+        return {
+            tp: max(int(listed.get(tp) or 0), true[(tp.topic, tp.partition)])
+            for tp in partitions
+        }
+
+    consumer.highwaters = highwaters
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -299,6 +322,8 @@ def create_router_app(
         broker_heartbeat_interval=tuning.heartbeat_interval,
         broker_rebalance_timeout=tuning.rebalance_timeout,
     )
+    use_true_highwaters(app, servers)
+    attach_faust_sensor(app)
     state_table = app.Table(
         "iban-state",
         key_type=str,
@@ -329,8 +354,8 @@ def create_router_app(
     def consumer_factory() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=servers,
-            client_id=f"{app_id}-statements",
-            group_id=f"{app_id}-statements",
+            client_id=f"{app_id}-input",
+            group_id=f"{app_id}-input",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -349,15 +374,16 @@ def create_router_app(
         tuning=tuning,
     )
 
-    state_topic = _raw_topic(app, topics.iban_state)
-
-    async def iban_state(stream: Any) -> None:
-        async for event in stream.events():
-            await router.handle(core.on_state, _record(event.message))
-
-    router.state_agent = app.agent(state_topic, name="iban-state", concurrency=1)(iban_state)
-
     if mode == "agent":
+        state_topic = _raw_topic(app, topics.iban_state)
+
+        async def iban_state(stream: Any) -> None:
+            async for event in stream.events():
+                await router.handle(core.on_state, _record(event.message))
+
+        router.state_agent = app.agent(state_topic, name="iban-state", concurrency=1)(
+            iban_state
+        )
         received_topic = _raw_topic(app, topics.received)
 
         async def statements(stream: Any) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.topics import Topics
+from routing import metrics
 from routing.domain.decide import Decision, Destination
 from routing.domain.model import IbanState
 from routing.router.codec import (
@@ -122,6 +123,9 @@ def build_routed(
         }
         out = Out(topics.held, iban.encode(), dumps(doc))
         kind, where = "held", f"held:{decision.reason}"
+    # Counted here, the one place every routed event is built whatever the caller (agent,
+    # batch pump, release of held statements).
+    metrics.count_routed(decision.destination.value, decision.reason, decision.connector_id)
     if not outcomes:
         return [out]
     text = where if detail is None else f"{where} ({detail})"

@@ -1,35 +1,47 @@
-"""The batch pump: the statements' hot path, off faust's per-event machinery.
+"""The batch pump: the router's hot path, off faust's per-event machinery.
 
 faust costs about 150 µs per event on this machine (DESIGN §8), which caps a plain agent
 far below the 10,000 statements/s target. In ``batch`` mode faust keeps what it does well,
 group membership, partition assignment, the two Tables with their changelogs, recovery
-and the ``iban.state`` agent, while this pump reads ``statements.received`` in batches
-with its own aiokafka consumer and routes each batch in one call.
+and standbys, while this pump reads *both* input topics, ``iban.state`` and
+``statements.received``, in batches with its own aiokafka consumer and routes each batch
+in one call.
+
+Reading ``iban.state`` here too, and not in a faust agent, gives both topics one reader
+and one commit rule, takes faust's per-event cost off the state updates as well (a
+deployment or a backfill publishes them by the hundred thousand), and lets the pump apply
+states before the statements that need them.
 
 How it keeps DESIGN §5:
 
 * **Co-partitioning.** The pump never joins a group. It follows faust: after each
-  rebalance it reads exactly the ``statements.received`` partitions whose numbers are the
-  ``iban.state`` partitions faust assigned to this worker (the Tables' active partitions
-  are the same numbers, faust's assignor co-partitions topics of equal partition count).
+  rebalance it reads exactly the ``iban.state`` and ``statements.received`` partitions
+  whose numbers are the partitions of the Tables' changelogs that faust made *active* on
+  this worker (faust's assignor co-partitions topics of equal partition count, and both
+  changelogs have the input topics' count). Standby partitions are faust's business.
 * **Tables first.** It starts reading only on ``app.on_rebalance_complete``, which faust
-  sends once table recovery has finished, so no statement is routed against a
-  half-recovered Table. It stops reading in ``app.on_partitions_revoked`` (which faust
-  awaits *before* the group moves on): the batch in flight is finished, acknowledged and
-  committed first, so the next owner starts exactly after it.
-* **At-least-once.** Offsets are committed (to the consumer group
-  ``<app id>-statements``, as a manually assigned consumer) only after every routed event
-  of the batch is acknowledged by the broker *and* so are the Tables' changelog records
-  of the batch, which are sent only once the routed events are acknowledged (see
+  sends once table recovery has finished, so nothing is routed against a half-recovered
+  Table. It stops reading in ``app.on_partitions_revoked`` (which faust awaits *before*
+  the group moves on): the batch in flight is finished, acknowledged and committed
+  first, so the next owner starts exactly after it.
+* **States before statements.** After an assignment, statements wait (their partitions
+  are paused) until ``iban.state`` has been read up to its high watermark, so a backlog
+  is routed against current states instead of being held as "unknown IBAN" and released
+  a moment later. Within a batch, states are applied before statements. Neither is
+  needed for correctness (a held statement is released when its state arrives), only for
+  latency and churn.
+* **At-least-once.** Offsets of both topics are committed (to the consumer group
+  ``<app id>-input``, as a manually assigned consumer) only after every output of the
+  batch is acknowledged by the broker *and* so are the Tables' changelog records of the
+  batch, which are sent only once the outputs are acknowledged (see
   ``RouterApp.run_step``: a held entry's tombstone must never be durable before the
-  released statements are).
-  A crash before the commit replays the batch: duplicates are possible, losses are
-  not. A failed send or commit is fatal: the pump stops without committing and the
-  runner stops the worker.
+  released statements are). A crash before the commit replays the batch: duplicates are
+  possible, losses are not; a replayed state is an old version, ignored, and still
+  releases what it should. A failed send or commit is fatal: the pump stops without
+  committing and the runner stops the worker.
 * **Order.** Within a batch, records are routed in partition order and their outputs are
-  issued in that order under the router's lock, which the ``iban.state`` agent also
-  takes to update the Tables and release held statements, so a release and a new
-  statement of the same IBAN can never interleave.
+  issued in that order under the router's lock, so a release and a new statement of the
+  same IBAN can never interleave.
 """
 
 from __future__ import annotations
@@ -50,9 +62,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("routing.router.pump")
 
+# While statements wait for iban.state to catch up after an assignment, they wait at most
+# this long: catching up is an optimisation, never a reason to stop routing.
+_STATE_CATCH_UP_LIMIT_S = 60.0
 
-class StatementPump:
-    """Reads the assigned ``statements.received`` partitions in batches and routes them."""
+
+class BatchPump:
+    """Reads the assigned ``iban.state`` and ``statements.received`` partitions in batches."""
 
     def __init__(
         self,
@@ -67,6 +83,8 @@ class StatementPump:
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
         self._assigned: frozenset[int] = frozenset()
+        self._catching_up: dict[TopicPartition, None] = {}
+        self._catch_up_deadline = 0.0
         self._ready = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +100,7 @@ class StatementPump:
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name="statement-pump")
+        self._task = asyncio.create_task(self._run(), name="router-batch-pump")
 
     async def stop(self) -> None:
         """Finish the batch in flight (acks and commit), then stop reading."""
@@ -98,32 +116,66 @@ class StatementPump:
 
     # --- following faust's assignment ----------------------------------------------------
 
+    def _active_partitions(self) -> frozenset[int]:
+        """The partition numbers whose Tables faust made active on this worker."""
+        router = self._router
+        changelog = router.tables.state_changelog_topic
+        return frozenset(
+            tp.partition for tp in router.app.assignor.assigned_actives() if tp.topic == changelog
+        )
+
     async def on_partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust awaits this during a rebalance: finish the batch, commit, stop reading."""
         async with self._batch_lock:
             self._ready.clear()
             if self._assigned:
-                log.info("statements_partitions_released", partitions=sorted(self._assigned))
+                log.info("router_partitions_released", partitions=sorted(self._assigned))
             self._assigned = frozenset()
+            self._catching_up = {}
             self._consumer.assign([])
 
     async def on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        """Tables are recovered: read the statements partitions matching faust's ones."""
+        """Tables are recovered: read the input partitions matching the active ones."""
         router = self._router
-        assignment = router.app.consumer.assignment()
-        parts = frozenset(tp.partition for tp in assignment if tp.topic == router.topics.iban_state)
+        parts = self._active_partitions()
         async with self._batch_lock:
             if self._stopping or (parts == self._assigned and self._ready.is_set()):
                 return
             self._assigned = parts
             router.core.forget_cached_states()
             router.tables.reset_stores()
-            received = router.topics.received
-            self._consumer.assign([TopicPartition(received, p) for p in sorted(parts)])
-            log.info("statements_partitions_assigned", partitions=sorted(parts))
+            topics = router.topics
+            states = [TopicPartition(topics.iban_state, p) for p in sorted(parts)]
+            received = [TopicPartition(topics.received, p) for p in sorted(parts)]
+            self._consumer.assign(states + received)
+            if received:
+                self._consumer.pause(*received)
+            self._catching_up = dict.fromkeys(states)
+            self._catch_up_deadline = asyncio.get_running_loop().time() + _STATE_CATCH_UP_LIMIT_S
+            log.info("router_partitions_assigned", partitions=sorted(parts))
             if parts:
                 await router.run_step(lambda now: router.core.sweep(set(parts), now))
                 self._ready.set()
+
+    async def _caught_up(self) -> bool:
+        """Whether every assigned ``iban.state`` partition was read to its high watermark.
+
+        Resumes the statements' partitions when it is, or when the time limit passed.
+        """
+        consumer = self._consumer
+        for tp in list(self._catching_up):
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
+                del self._catching_up[tp]
+        late = asyncio.get_running_loop().time() > self._catch_up_deadline
+        if self._catching_up and not late:
+            return False
+        if late:
+            log.warning("router_state_catch_up_timed_out", partitions=len(self._catching_up))
+        self._catching_up = {}
+        received = self._router.topics.received
+        consumer.resume(*(tp for tp in consumer.paused() if tp.topic == received))
+        return True
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -143,33 +195,40 @@ class StatementPump:
                             raise
                         # Nothing was read, so nothing is lost by trying again (seen on
                         # Tansu: a transient NotLeaderForPartition while resetting offsets).
-                        log.warning("statements_fetch_retry", error=type(exc).__name__)
+                        log.warning("router_fetch_retry", error=type(exc).__name__)
                         await asyncio.sleep(0.5)
                         continue
                     if batch:
                         await self._process(batch)
+                    if self._catching_up:
+                        await self._caught_up()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed send or commit: stop, commit nothing more
-            await self._router.fatal(exc, "statement pump")
+            await self._router.fatal(exc, "batch pump")
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         loop = asyncio.get_running_loop()
         if self.first_read is None:
             self.first_read = loop.time()
-        on_statement = self._router.core.on_statement
+        core = self._router.core
+        state_topic = self._router.topics.iban_state
+        states = [records for tp, records in batch.items() if tp.topic == state_topic]
+        statements = [records for tp, records in batch.items() if tp.topic != state_topic]
 
         def route(now: str) -> list[Out]:
             outs: list[Out] = []
-            for records in batch.values():
+            for records in states:
                 for r in records:
-                    outs += on_statement(r, now)  # a ConsumerRecord is an InRecord
+                    outs += core.on_state(r, now)  # a ConsumerRecord is an InRecord
+            for records in statements:
+                for r in records:
+                    outs += core.on_statement(r, now)
             return outs
 
         await self._router.run_step(route)
-        await self._router.flush_tables()
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         await self._consumer.commit(offsets)
         self.batches += 1
-        self.records += sum(len(records) for records in batch.values())
+        self.records += sum(len(records) for records in statements)
         self.last_ack = loop.time()

@@ -16,7 +16,13 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from events.topics import Topics
+from routing import metrics
 from routing.router.emit import Out
+
+# RouterCore builds the invalid records; every one of them leaves through the sink, which
+# counts them (statement_router_invalid_total{component="router"}) whatever the prefix.
+_INVALID_SUFFIX = Topics(prefix="_").invalid.removeprefix("_")
 
 
 class Sink(Protocol):
@@ -85,6 +91,9 @@ class KafkaSink:
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
+        invalid = sum(1 for out in outs if out.topic.endswith(_INVALID_SUFFIX))
+        if invalid:
+            metrics.INVALID.labels("router").inc(invalid)
         return futures
 
 

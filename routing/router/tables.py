@@ -13,7 +13,8 @@ them on assignment, and applies standby replicas. Window expiry and per-key sens
 which the setter would also drive, are not used by these Tables.
 
 Reads go straight to the memory store's dict when the store is ``memory://``; any other
-store (``rocksdb://``) is read through its Mapping interface.
+store (``rocksdb://``) is read through its Mapping interface, and written partition by
+partition (``_put``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,24 @@ def _store_of(table: Any) -> MutableMapping[Any, Any]:
     if isinstance(inner, dict):
         return inner
     return cast(MutableMapping[Any, Any], store)
+
+
+def _put(store: MutableMapping[Any, Any], key: str, value: Any, partition: int) -> None:
+    """Write ``key`` into ``partition``'s part of the store.
+
+    faust's RocksDB store takes a write's partition from the current stream event and
+    asserts that there is one (``Store._set``); batch-mode statements are not faust
+    events, so every write failed there. The write goes to the partition's database
+    explicitly instead: where faust's own setter, and its changelog recovery, put it.
+    """
+    for_partition = getattr(store, "_db_for_partition", None)
+    if for_partition is None:  # the memory store's dict
+        store[key] = value
+        return
+    faust_store: Any = store
+    raw_key = faust_store._encode_key(key)
+    for_partition(partition).put(raw_key, faust_store._encode_value(value))
+    faust_store._key_index[raw_key] = partition
 
 
 class FaustTables:
@@ -55,6 +74,11 @@ class FaustTables:
         if self._held is None:
             self._held = _store_of(self._held_table)
         return self._held
+
+    @property
+    def state_changelog_topic(self) -> str:
+        """The ``iban-state`` Table's changelog: its active partitions are this worker's."""
+        return str(self._state_table.changelog_topic.get_topic_name())
 
     def reset_stores(self) -> None:
         """Forget the cached store objects (faust may replace them on a rebalance)."""
@@ -93,7 +117,7 @@ class FaustTables:
         return cast("dict[str, Any] | None", self.state_store.get(iban))
 
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
-        self.state_store[iban] = value
+        _put(self.state_store, iban, value, partition)
         self._changelog(self._state_table, partition, iban, value)
 
     def delete_state(self, iban: str, partition: int) -> None:
@@ -104,7 +128,7 @@ class FaustTables:
         return cast("list[HeldEntry] | None", self.held_store.get(iban))
 
     def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        self.held_store[iban] = entries
+        _put(self.held_store, iban, entries, partition)
         self._changelog(self._held_table, partition, iban, entries)
 
     def delete_held(self, iban: str, partition: int) -> None:

@@ -91,17 +91,9 @@ async def routed_count(bootstrap: str, topics: Topics) -> int:
     return sum(ends.values())
 
 
-# Known bug, tracked in the closing note: faust's iban.state agent can skip an event while a
-# slow release step runs, so an IBAN's state is never applied and its statements stay held.
-# Not strict: the test passes in about half the runs, and must run so the fix can be seen.
-KNOWN_AGENT_SKIP = pytest.mark.xfail(
-    strict=False, reason="faust's iban.state agent can skip events (see docs/performance.md)"
-)
-
-
 @pytest.mark.parametrize(
     "mode",
-    [pytest.param("batch", marks=KNOWN_AGENT_SKIP), pytest.param("agent", marks=KNOWN_AGENT_SKIP)],
+    ["batch", "agent"],
 )
 async def test_sigkill_mid_stream_loses_nothing(
     kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path, mode: str

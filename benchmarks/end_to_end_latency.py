@@ -1,0 +1,477 @@
+"""End-to-end latency at a fixed rate: ``received_at`` to the partner's webhook and the global file.
+
+    .venv/bin/python benchmarks/end_to_end_latency.py                     # 1,000/s for 60 s
+    .venv/bin/python benchmarks/end_to_end_latency.py --rate 200 --duration 10   # a smoke run
+
+A benchmark, never a timed test (DESIGN §8; target: p99 < 250 ms at 1,000 statements/s).
+
+Topology. The script starts its own Tansu broker and creates the topics. The pipeline runs
+in ONE child process the way ``statement-router up`` runs it (the same role functions in
+one event loop: ``run_router``, ``run_adapters``, ``run_global_file_builder``,
+``run_ledger``, sharing one state-store engine; the relay and the API are left out, as
+nothing changes IBAN states and nobody calls the API during the run). The load generator
+and the partner's webhook receiver (aiohttp on 127.0.0.1) run in this, the parent, process,
+so they do not share the pipeline's event loop. All of it shares the machine's cores.
+
+IBAN states (``--ibans``, half bound to connector ``acd``, half unbound, all approved) are
+published to ``iban.state`` before the pipeline starts. A probe statement per destination
+must arrive before anything is measured; then statements are produced at ``--rate`` per
+second for ``--warmup`` seconds (not measured) and ``--duration`` seconds (measured), each
+stamped ``received_at`` = the wall-clock time it is handed to the producer. Latency is:
+
+* webhook: the receiver's wall-clock time when the POST arrives minus ``received_at``
+  (the first receipt of a statement; at-least-once duplicates are counted, not timed);
+* global file: the stored row's ``stored_at`` (the builder's clock when it first wrote
+  the statement, in the state store) minus ``received_at``.
+
+Both clocks are this machine's. The adapters use the settings' retry schedule with a base
+of ``--retry-base`` seconds (the receiver always answers 200, so a retry would only come
+from a fault, and is reported). Prints ONE JSON line with p50/p95/p99/max per destination
+and overall, ``meets_target`` (overall p99 < 250 ms and nothing missing), and the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiohttp import web
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from config.catalogue import default_catalogue
+from config.settings import Settings
+from events.topics import Topics
+from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.domain.iban import iban_from_rib
+from routing.store.engine import create_store_engine
+from routing.store.tables import global_file_statements
+
+CONNECTOR = "acd"
+TARGET_P99_MS = 250.0
+
+
+# --------------------------------------------------------------------- the pipeline (child)
+
+
+async def run_pipeline(cfg: dict[str, Any]) -> None:
+    """The roles of ``statement-router up`` (minus relay and API) until SIGTERM."""
+    from adapters.backoff import RetrySchedule
+    from adapters.delivery import WebhookEndpoint
+    from adapters.global_file import run_global_file_builder
+    from adapters.worker import ConnectorStats, run_adapters
+    from routing.bootstrap import open_store
+    from routing.ledger import run_ledger
+    from routing.logs import configure_logging
+    from routing.router import run_router
+    from routing.runtime import stop_on_signals
+
+    settings = Settings(
+        data_dir=Path(cfg["data_dir"]),
+        database_url=cfg["database_url"],
+        kafka_bootstrap_servers=cfg["bootstrap"],
+        topic_prefix=cfg["prefix"],
+        topic_partitions=cfg["partitions"],
+        log_format="json",
+        log_level=cfg["log_level"],
+        delivery_retry_base_seconds=cfg["retry_base"],
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    topics = Topics(settings.topic_prefix, settings.topic_partitions)
+    stop = stop_on_signals()
+    bootstrap = cfg["bootstrap"]
+    endpoint = WebhookEndpoint(url=cfg["webhook_url"], secrets=(SecretStr(cfg["secret"]),))
+    adapter_stats: dict[str, ConnectorStats] = {}
+    router_started, adapters_started = asyncio.Event(), asyncio.Event()
+    results: dict[str, Any] = {}
+    async with open_store(settings, migrate=True) as store:
+        roles = {
+            "router": run_router(settings, topics, default_catalogue(), stop,
+                                 bootstrap_servers=bootstrap, started=router_started),
+            "adapters": run_adapters(settings, topics, {CONNECTOR: endpoint}, stop,
+                                     bootstrap_servers=bootstrap, stats=adapter_stats,
+                                     started=adapters_started,
+                                     schedule=RetrySchedule.from_settings(settings)),
+            "global-file": run_global_file_builder(settings, topics, store.engine, stop,
+                                                   bootstrap_servers=bootstrap),
+            "ledger": run_ledger(settings, topics, store.engine, stop,
+                                 bootstrap_servers=bootstrap),
+        }
+        tasks: dict[str, asyncio.Future[Any]] = {
+            name: asyncio.ensure_future(coro) for name, coro in roles.items()}
+        ready: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(router_started.wait(), adapters_started.wait()))
+        await asyncio.wait([ready, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            write_text(cfg["ready_file"], "ready")
+        else:
+            ready.cancel()
+            stop.set()
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), *tasks.values()],
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        done = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
+        for name, result in zip(tasks, done, strict=True):
+            if isinstance(result, BaseException):
+                results[name] = {"error": repr(result)}
+            elif isinstance(result, dict):
+                results[name] = {k: (v.as_dict() if hasattr(v, "as_dict") else v)
+                                 for k, v in result.items()}
+    write_text(cfg["stats_file"], json.dumps(results, default=str))
+
+
+def write_text(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def read_json(path: str) -> Any:
+    """The file's JSON, or None if the file is not there."""
+    file = Path(path)
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+# ------------------------------------------------------------------- the driver (parent)
+
+
+@dataclass
+class Receiver:
+    """The partner: records the first receipt time of each statement, answers 200."""
+
+    received: dict[str, float] = field(default_factory=dict)  # statement_id -> latency s
+    duplicates: int = 0
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.time()
+        doc = json.loads(await request.read())
+        sid = doc["statement_id"]
+        if sid in self.received:
+            self.duplicates += 1
+        else:
+            sent = datetime.fromisoformat(doc["received_at"]).timestamp()
+            self.received[sid] = arrived - sent
+        return web.Response(status=200)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/statements", self._handle)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/statements"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def make_states(n: int) -> tuple[list[tuple[bytes, bytes]], list[str], list[str]]:
+    """n approved IBAN states: even ones bound to ``acd``, odd ones unbound."""
+    records: list[tuple[bytes, bytes]] = []
+    bound: list[str] = []
+    unbound: list[str] = []
+    for i in range(n):
+        iban = iban_from_rib("30006", f"{i // 10**11 % 100_000:05d}", f"{i % 10**11:011d}")
+        connector = CONNECTOR if i % 2 == 0 else None
+        (bound if connector else unbound).append(iban)
+        doc = {
+            "schema": "iban.state/v1", "iban": iban, "cabinet_id": f"cab-{i % 500}",
+            "client_ref": f"client-{i}", "connector_id": connector,
+            "connector_on_cabinet": True, "mandate_status": "approved", "version": 1,
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        }
+        records.append((iban.encode(), json.dumps(doc).encode()))
+    return records, bound, unbound
+
+
+class Load:
+    """Statements of about 1 KB (560 random bytes, base64) stamped when produced."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._contents = []
+        for _ in range(64):
+            raw = rng.randbytes(560)
+            self._contents.append((base64.b64encode(raw).decode(),
+                                   hashlib.sha256(raw).hexdigest()))
+        self._rng = rng
+
+    def statement(self, sid: str, iban: str) -> bytes:
+        content, sha = self._rng.choice(self._contents)
+        return json.dumps({
+            "schema": "statement.received/v1", "statement_id": sid, "iban": iban,
+            "format": "cfonb120", "period_start": "2026-01-05", "period_end": "2026-01-05",
+            "received_at": datetime.now(UTC).isoformat(), "content_b64": content,
+            "source": "latency-bench", "content_sha256": sha,
+        }).encode()
+
+
+async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(ProducerParams(bootstrap, linger_ms=20, max_batch_size=512 * 1024))
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def stored_latencies(url: str, prefix: str) -> dict[str, float]:
+    """statement_id -> stored_at - received_at, for the global-file rows of ``prefix``."""
+    engine = create_store_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(global_file_statements.c.statement_id,
+                       global_file_statements.c.received_at,
+                       global_file_statements.c.stored_at)
+                .where(global_file_statements.c.statement_id.like(f"{prefix}%")))
+            return {sid: (stored - received).total_seconds()
+                    for sid, received, stored in rows}
+    finally:
+        await engine.dispose()
+
+
+async def stored_count(url: str, prefix: str) -> int:
+    engine = create_store_engine(url)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(global_file_statements)
+                .where(global_file_statements.c.statement_id.like(f"{prefix}%")))
+            return int(count or 0)
+    finally:
+        await engine.dispose()
+
+
+async def wait_for(predicate: Any, within: float, what: str, child: asyncio.subprocess.Process,
+                   interval: float = 0.2) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if child.returncode is not None:
+            raise SystemExit(f"the pipeline process exited ({child.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def produce_at_rate(bootstrap: str, topic: str, load: Load, rng: random.Random,
+                          ibans: list[str], prefix: str, rate: float, seconds: float
+                          ) -> tuple[list[str], float]:
+    """Produce ``rate`` statements/s for ``seconds``; return their ids and achieved rate."""
+    producer = make_producer(ProducerParams(bootstrap, client_id="latency-bench-feed"))
+    await producer.start()
+    ids: list[str] = []
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        total = round(rate * seconds)
+        started = time.monotonic()
+        for n in range(total):
+            target = started + n / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            iban = rng.choice(ibans)
+            sid = f"{prefix}{n:08d}"
+            pending.append(await producer.send(topic, load.statement(sid, iban),
+                                               key=iban.encode()))
+            ids.append(sid)
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        elapsed = time.monotonic() - started
+    finally:
+        await producer.stop()
+    return ids, total / elapsed if elapsed > 0 else float("nan")
+
+
+def percentiles(seconds: list[float]) -> dict[str, float | int | None]:
+    """Nearest-rank p50/p95/p99 and max, in milliseconds."""
+    if not seconds:
+        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(seconds)
+
+    def rank(q: float) -> float:
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 1)
+
+    return {"count": len(ordered), "p50_ms": rank(0.50), "p95_ms": rank(0.95),
+            "p99_ms": rank(0.99), "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+async def stop_child(child: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the roles finish their batch and commit), SIGKILL after 60 s; reaped."""
+    if child.returncode is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(child.wait(), 60)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    data_dir = Path(tempfile.mkdtemp(prefix="latency-bench-"))
+    database_url = args.database_url or f"sqlite+aiosqlite:///{data_dir / 'state.db'}"
+    broker = EmbeddedBroker(log_dir=data_dir / "broker")
+    receiver = Receiver()
+    child: asyncio.subprocess.Process | None = None
+    child_log = (data_dir / "pipeline.log").open("wb")
+    try:
+        await broker.astart()
+        bootstrap = broker.bootstrap_servers
+        topics = Topics(prefix=f"lat{os.getpid()}", partitions=args.partitions)
+        await ensure_topics(bootstrap, topics.specs(default_catalogue()))
+        states, bound, unbound = make_states(args.ibans)
+        await produce_all(bootstrap, topics.iban_state, states)
+        await receiver.start()
+
+        cfg = {
+            "data_dir": str(data_dir), "database_url": database_url, "bootstrap": bootstrap,
+            "prefix": topics.prefix, "partitions": args.partitions,
+            "webhook_url": receiver.url, "secret": "whsec_" + base64.b64encode(
+                rng.randbytes(32)).decode(),
+            "retry_base": args.retry_base, "log_level": args.log_level,
+            "ready_file": str(data_dir / "ready"), "stats_file": str(data_dir / "stats.json"),
+        }
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--pipeline", json.dumps(cfg),
+            stdout=child_log, stderr=asyncio.subprocess.STDOUT)
+        await wait_for(lambda: Path(cfg["ready_file"]).exists(), 180, "the pipeline", child)
+
+        # One statement per destination must arrive before anything is measured (the
+        # router's first assignment and Table recovery happen after it started).
+        load = Load(rng)
+        probes = 0
+
+        async def probe() -> bool:
+            nonlocal probes
+            probes += 1
+            await produce_all(bootstrap, topics.received, [
+                (bound[0].encode(), load.statement(f"probe-b{probes}", bound[0])),
+                (unbound[0].encode(), load.statement(f"probe-u{probes}", unbound[0]))])
+            await asyncio.sleep(1.0)
+            return (any(s.startswith("probe-b") for s in receiver.received)
+                    and await stored_count(database_url, "probe-u") > 0)
+
+        await wait_for(probe, 180, "the first deliveries", child, interval=0.0)
+        ibans = bound + unbound
+        if args.warmup > 0:
+            await produce_at_rate(bootstrap, topics.received, load, rng, ibans, "warm-",
+                                  args.rate, args.warmup)
+        ids, achieved = await produce_at_rate(bootstrap, topics.received, load, rng, ibans,
+                                              "m-", args.rate, args.duration)
+        produced_at = time.monotonic()
+        # Every measured statement arrives exactly once at one of the two destinations.
+        expected = len(ids)
+
+        async def drained() -> bool:
+            webhook = sum(1 for s in receiver.received if s.startswith("m-"))
+            return webhook + await stored_count(database_url, "m-") >= expected
+
+        with contextlib.suppress(SystemExit):
+            await wait_for(drained, args.drain_timeout, "the last deliveries", child)
+        drain_s = time.monotonic() - produced_at
+        await stop_child(child)
+        webhook_lat = [v for s, v in receiver.received.items() if s.startswith("m-")]
+        stored_lat = list((await stored_latencies(database_url, "m-")).values())
+    finally:
+        if child is not None:
+            await stop_child(child)
+        child_log.close()
+        await receiver.stop()
+        await broker.astop()
+    pipeline_stats = read_json(cfg["stats_file"])
+    overall = percentiles(webhook_lat + stored_lat)
+    missing = expected - len(webhook_lat) - len(stored_lat)
+    retries = None
+    if pipeline_stats and isinstance(pipeline_stats.get("adapters"), dict):
+        retries = pipeline_stats["adapters"].get(CONNECTOR, {}).get("retries")
+    p99 = overall["p99_ms"]
+    return {
+        "benchmark": "end_to_end_latency",
+        "rate_per_s": args.rate,
+        "achieved_rate_per_s": round(achieved, 1),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "statements": expected,
+        "overall": overall,
+        "webhook": percentiles(webhook_lat),
+        "global_file": percentiles(stored_lat),
+        "p99_ms": p99,
+        "target_p99_ms": TARGET_P99_MS,
+        "meets_target": p99 is not None and p99 < TARGET_P99_MS and missing == 0,
+        "missing": missing,
+        "webhook_duplicates": receiver.duplicates,
+        "adapter_retries": retries,
+        "drain_after_last_produce_s": round(drain_s, 1),
+        "ibans": args.ibans,
+        "partitions": args.partitions,
+        "database": database_url.split(":", 1)[0],
+        "pipeline_log_level": args.log_level,
+        "topology": "one pipeline process as `up` runs it (router, adapters, global-file "
+                    "builder, ledger); Tansu; load generator and webhook receiver in the "
+                    "benchmark process",
+        "pipeline_errors": {k: v["error"] for k, v in (pipeline_stats or {}).items()
+                            if isinstance(v, dict) and "error" in v},
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
+                   f"Python {platform.python_version()}",
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="statements per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="seconds at the same rate before measuring (not measured)")
+    parser.add_argument("--ibans", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--database-url", default="",
+                        help="state store URL (default: a SQLite file, as embedded)")
+    parser.add_argument("--retry-base", type=float, default=0.05,
+                        help="adapters' first retry wait, seconds (DELIVERY_RETRY_BASE_SECONDS)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="the pipeline's log level (JSON lines to its log file)")
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # internal: the child
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.pipeline:
+        asyncio.run(run_pipeline(json.loads(arguments.pipeline)))
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            print(json.dumps(asyncio.run(main(arguments))))

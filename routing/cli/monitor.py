@@ -1,0 +1,100 @@
+"""``statement-router monitor``: topics, consumer-group lag and parked statements.
+
+Reads everything from Kafka (``routing.monitor``), so it works against the embedded
+broker (point ``KAFKA_BOOTSTRAP_SERVERS`` at the address ``up`` prints) and a real
+cluster alike, and it can run anywhere that reaches the broker.
+
+* default: the tables once, with rates over two samples ``--interval`` seconds apart;
+* ``--watch``: refreshed live every ``--interval`` seconds until Ctrl-C; a failed refresh
+  keeps the last tables on screen with the error, so a broker blip does not end the watch;
+* ``--json``: one JSON document for scripts (same content as ``GET /ops/topics`` and
+  ``GET /ops/lag`` together). ``--interval 0`` takes a single sample: rates are null.
+
+Exit code 8 when the broker cannot be read (one-shot modes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from config.settings import Settings
+from routing.bootstrap import catalogue
+from routing.broker.errors import BrokerError
+from routing.cli.common import EXIT_UNAVAILABLE, fail, print_json, run, settings
+from routing.cli.pipeline import topic_catalogue
+from routing.domain.errors import DomainError
+from routing.monitor import Monitor, MonitorSnapshot
+from routing.monitor_view import render, render_error
+from routing.runtime import require_bootstrap
+
+_TIMEOUT = 30.0
+
+
+def _monitor(cfg: Settings) -> Monitor:
+    try:
+        bootstrap = require_bootstrap(cfg)
+    except DomainError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    # A person waits for this one: give a large deployment's changelog scans more time
+    # than a server's 10 s (a dead broker still fails at once: the connection is refused).
+    return Monitor(bootstrap, topic_catalogue(cfg), list(catalogue(cfg)),
+                   router_mode=cfg.router_mode, timeout=_TIMEOUT)
+
+
+async def _once(monitor: Monitor, interval: float) -> MonitorSnapshot:
+    """One snapshot; with an interval, a first offsets-only sample gives it rates."""
+    if interval > 0:
+        await monitor.sample(counts=False)
+        await asyncio.sleep(interval)
+    return await monitor.sample(counts=True)
+
+
+async def _watch(monitor: Monitor, interval: float, console: Console) -> None:
+    last: MonitorSnapshot | None = None
+    with Live(render_error("connecting"), console=console, auto_refresh=False,
+              redirect_stderr=False) as live:
+        while True:
+            try:
+                last = await monitor.sample(counts=True)
+                live.update(render(last), refresh=True)
+            except BrokerError as exc:
+                view = render_error(exc.message) if last is None else render(last, exc.message)
+                live.update(view, refresh=True)
+            await asyncio.sleep(interval)
+
+
+def monitor(
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh live until Ctrl-C.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            min=0.0,
+            help="Seconds between samples (the watch's refresh, and the rate window of a "
+            "one-shot; 0: one sample, no rates).",
+        ),
+    ] = 2.0,
+) -> None:
+    """Show topics (end offsets, rates), consumer-group lag, held/invalid/dead letters."""
+    if watch and as_json:
+        fail("--watch and --json cannot be combined")
+    cfg = settings()
+    mon = _monitor(cfg)
+    if watch:
+        if interval <= 0:
+            fail("--watch needs an --interval above 0")
+        with contextlib.suppress(KeyboardInterrupt):
+            run(_watch(mon, interval, Console()))
+        return
+    snap = run(_once(mon, interval))
+    if as_json:
+        print_json(snap.as_dict())
+        return
+    Console().print(render(snap))

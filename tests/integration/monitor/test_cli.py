@@ -1,0 +1,116 @@
+"""``statement-router monitor`` as an operator runs it: a separate process, the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from events.topics import Topics
+from routing.broker import EmbeddedBroker
+
+from .helpers import commit, produce_to_partitions
+from .test_ops_api import closed_port
+
+ROOT = Path(__file__).resolve().parents[3]
+ARGV = [sys.executable, "-c", "from routing.cli.main import main; main()", "monitor"]
+
+
+def env_for(bootstrap: str, topics: Topics, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"CONNECTORS_FILE"}}
+    return {**base, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_PREFIX": topics.prefix,
+            "TOPIC_PARTITIONS": str(topics.partitions), **extra}
+
+
+async def monitor_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *ARGV, *args, env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_json_prints_offsets_lag_and_counts(
+    kafka_broker: EmbeddedBroker, topics: Topics
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    await produce_to_partitions(bootstrap, topics.global_file, {1: 6})
+    await commit(bootstrap, f"{topics.prefix}.global-file", {(topics.global_file, 1): 4})
+    env = env_for(bootstrap, topics)
+
+    code, out, err = await monitor_cli("--json", "--interval", "0.2", env=env)
+    assert code == 0, err
+    doc = json.loads(out)
+    by_topic = {t["topic"]: t for t in doc["topics"]}
+    assert [p["end_offset"] for p in by_topic[topics.global_file]["partitions"]] == [0, 6, 0]
+    assert doc["rate_window_seconds"] > 0  # two samples: rates are numbers
+    assert by_topic[topics.global_file]["rate"] == 0
+    groups = {g["group"]: g for g in doc["groups"]}
+    builder = groups[f"{topics.prefix}.global-file"]
+    assert (builder["role"], builder["lag"]) == ("global-file", 2)
+    assert builder["partitions"][1] == {"topic": topics.global_file, "partition": 1,
+                                        "committed_offset": 4, "end_offset": 6, "lag": 2}
+    assert doc["total_lag"] == 2
+    assert doc["invalid"] == 0
+    assert {c["connector_id"] for c in doc["connectors"]} == {"acd", "cegid", "quadra",
+                                                              "pennylane"}
+
+    code, out, err = await monitor_cli("--json", "--interval", "0", env=env)
+    assert code == 0, err
+    single = json.loads(out)
+    assert single["rate_window_seconds"] is None
+    assert all(t["rate"] is None for t in single["topics"])
+
+
+async def test_tables_once_and_broker_down(kafka_broker: EmbeddedBroker, topics: Topics) -> None:
+    env = env_for(kafka_broker.bootstrap_servers, topics, NO_COLOR="1", COLUMNS="200")
+    code, out, err = await monitor_cli("--interval", "0", env=env)
+    assert code == 0, err
+    for title in ("Topics", "Consumer groups", "Per connector"):
+        assert title in out
+    assert f"{topics.prefix}.adapter.acd" in out and "statements.received" in out
+
+    down = env_for(closed_port(), topics)
+    code, out, err = await monitor_cli("--json", "--interval", "0", env=down)
+    assert code == 8
+    assert out == ""
+    assert "broker is unavailable" in err and "cannot reach Kafka" in err
+
+
+async def test_watch_refreshes_until_interrupted(
+    kafka_broker: EmbeddedBroker, topics: Topics
+) -> None:
+    env = env_for(kafka_broker.bootstrap_servers, topics, TTY_COMPATIBLE="1", NO_COLOR="1",
+                  COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(
+        *ARGV, "--watch", "--interval", "0.3", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    seen = ""
+
+    async def read_until(text: str, *, on_line_with: str | None = None) -> None:
+        nonlocal seen
+        while True:
+            chunk = await asyncio.wait_for(proc.stdout.read(65536), 60)  # type: ignore[union-attr]
+            assert chunk, f"the watch ended early; it printed: {seen[-2000:]}"
+            seen += chunk.decode(errors="replace")
+            lines = seen.splitlines()
+            if on_line_with is None and text in seen:
+                return
+            if on_line_with is not None and any(
+                    on_line_with in line and text in line for line in lines):
+                return
+
+    try:
+        await read_until("no rates yet")
+        await produce_to_partitions(kafka_broker.bootstrap_servers, topics.invalid, {0: 37})
+        await read_until(" 37 ", on_line_with="statements.invalid")
+        assert "rates over" in seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0

@@ -1,0 +1,171 @@
+"""Held, invalid and dead-lettered counts, from a real router's topics and changelogs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from adapters.dlq import replay_dead_letters
+from config.catalogue import default_catalogue
+from config.settings import Settings
+from events.schemas import DeliveryAttempt, StatementDeadLetter
+from events.topics import Topics
+from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.monitor import Monitor, MonitorSnapshot
+from routing.router import RouterApp, RouterTuning, create_router_app
+from tests.unit.delivery.factories import make_delivery
+from tests.unit.router.factories import make_iban, state, statement
+
+TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
+UNKNOWN = make_iban(7001)  # no state at all: held as unknown_iban, no connector
+PENDING_ACD = make_iban(7002)  # bound to acd, mandate pending: held, for acd
+RELEASED = make_iban(7003)  # bound to cegid, pending then approved: held, then released
+
+
+@pytest.fixture
+async def router(
+    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> AsyncIterator[RouterApp]:
+    app = create_router_app(Settings(data_dir=tmp_path), topics, default_catalogue(),
+                            bootstrap_servers=kafka_broker.bootstrap_servers, tuning=TUNING)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
+    prod = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+async def eventually_records(bootstrap: str, topic: str, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while len(await read_topic(bootstrap, topic)) < count:
+        if loop.time() > deadline:
+            raise AssertionError(f"{topic} never reached {count} records")
+        await asyncio.sleep(0.2)
+
+
+async def state_applied(router: RouterApp, producer: AIOKafkaProducer, topics: Topics,
+                        iban: str, **kwargs: object) -> None:
+    await producer.send_and_wait(topics.iban_state, state(iban, **kwargs), key=iban.encode())
+    version = kwargs.get("version", 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        value = router.tables.get_state(iban)
+        if value is not None and value["version"] >= version:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"state v{version} never applied")
+        await asyncio.sleep(0.05)
+
+
+async def sample_when(monitor: Monitor, held_now: int) -> MonitorSnapshot:
+    """Sample until the router's held changelog shows ``held_now`` parked statements (its
+    records follow the step's routed outputs, so they may land a moment later)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        snap = await monitor.sample(counts=True)
+        if snap.held is not None and snap.held.current == held_now:
+            return snap
+        if loop.time() > deadline:
+            raise AssertionError(f"held never reached {held_now}: {snap.held}")
+        await asyncio.sleep(0.2)
+
+
+async def test_held_counts_statements_parked_now_not_ever(
+    kafka_broker: EmbeddedBroker, topics: Topics, router: RouterApp, producer: AIOKafkaProducer
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    await state_applied(router, producer, topics, PENDING_ACD, connector_id="acd",
+                        mandate_status="pending")
+    await state_applied(router, producer, topics, RELEASED, connector_id="cegid",
+                        mandate_status="pending")
+    sends = [
+        (UNKNOWN, "u1"), (UNKNOWN, "u2"), (PENDING_ACD, "a1"), (RELEASED, "r1"), (RELEASED, "r2"),
+    ]
+    for iban, sid in sends:
+        await producer.send_and_wait(topics.received, statement(sid, iban), key=iban.encode())
+    await producer.send_and_wait(topics.received, b"not json", key=UNKNOWN.encode())
+    await producer.send_and_wait(topics.received, b"{}", key=None)
+    await eventually_records(bootstrap, topics.held, 5)
+    await eventually_records(bootstrap, topics.invalid, 2)
+
+    monitor = Monitor(bootstrap, topics, default_catalogue())
+    before = await sample_when(monitor, 5)
+    assert before.held is not None
+    assert (before.held.ibans, before.held.audit_events) == (3, 5)
+
+    # Approving RELEASED routes its two parked statements to cegid: no longer held, but
+    # statements.held keeps its audit of them.
+    await state_applied(router, producer, topics, RELEASED, version=2, connector_id="cegid",
+                        mandate_status="approved")
+    await eventually_records(bootstrap, topics.partner("cegid"), 2)
+    snap = await sample_when(monitor, 3)
+    held = snap.held
+    assert held is not None and held.available
+    assert held.source == f"{topics.prefix}.router-held-changelog"
+    assert (held.current, held.ibans, held.audit_events) == (3, 2, 5)
+    assert dict(held.by_reason) == {"unknown_iban": 2, "mandate_pending": 1}
+    assert dict(held.by_connector) == {None: 2, "acd": 1}
+    assert snap.invalid == 2
+    assert snap.connectors is not None
+    per_connector = {c.connector_id: c.held for c in snap.connectors}
+    assert per_connector == {"acd": 1, "cegid": 0, "quadra": 0, "pennylane": 0}
+
+    doc = snap.topics_dict()
+    assert doc["held"] == {
+        "current": 3, "ibans": 2, "by_reason": {"mandate_pending": 1, "unknown_iban": 2},
+        "without_connector": 2, "audit_events": 5, "source": held.source, "available": True}
+    assert doc["invalid"] == 2
+    assert UNKNOWN not in str(doc) and PENDING_ACD not in str(doc)  # no IBAN is exposed
+
+
+def dead_letter(statement_id: str) -> StatementDeadLetter:
+    now = datetime.now(UTC)
+    return StatementDeadLetter(
+        connector_id="acd",
+        statement_id=statement_id,
+        reason="HTTP 400 from the partner",
+        attempts=(DeliveryAttempt(attempt=1, at=now, error="HTTP 400", status_code=400),),
+        dead_lettered_at=now,
+        delivery=make_delivery(statement_id),
+    )
+
+
+async def test_dead_letters_total_and_open_per_connector(
+    kafka_broker: EmbeddedBroker, topics: Topics, producer: AIOKafkaProducer
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    for sid in ("d1", "d2", "d3"):
+        letter = dead_letter(sid)
+        await producer.send_and_wait(topics.partner_dlq("acd"), letter.to_json(),
+                                     key=letter.delivery.iban.encode())
+    monitor = Monitor(bootstrap, topics, default_catalogue())
+    snap = await monitor.sample(counts=True)
+    assert snap.connectors is not None
+    dlq = {c.connector_id: (c.dead_letters, c.dead_letters_open) for c in snap.connectors}
+    assert dlq == {"acd": (3, 3), "cegid": (0, 0), "quadra": (0, 0), "pennylane": (0, 0)}
+
+    report = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d2"])
+    assert report.replayed == ["d2"]
+    after = await monitor.sample(counts=True)
+    assert after.connectors is not None
+    acd = next(c for c in after.connectors if c.connector_id == "acd")
+    assert (acd.dead_letters, acd.dead_letters_open) == (3, 2)
+    assert after.held is not None and not after.held.available  # no router ran here

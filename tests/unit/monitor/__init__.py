@@ -1,0 +1,1 @@
+"""Monitor unit tests: pure computations, rendering, the lag collector."""
