@@ -304,9 +304,19 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def start_profiler(path: str | None) -> Any:
-    """pyinstrument over the measured router run (``pip install pyinstrument``)."""
+    """Profile the measured router run: py-spy (``FILE.spy``: raw stacks of the thread
+    holding the GIL, low overhead) or pyinstrument (any other name: a call tree)."""
     if path is None:
         return None
+    if path.endswith(".spy"):
+        import subprocess
+
+        spy = Path(sys.executable).with_name("py-spy")
+        return subprocess.Popen(
+            [str(spy), "record", "--pid", str(os.getpid()), "--gil", "-r", "250",
+             "-f", "raw", "-o", path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
@@ -316,6 +326,12 @@ def start_profiler(path: str | None) -> Any:
 
 def stop_profiler(profiler: Any, path: str | None) -> None:
     if profiler is None or path is None:
+        return
+    if path.endswith(".spy"):
+        import signal
+
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
         return
     profiler.stop()
     Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=True))

@@ -24,8 +24,9 @@ Where the metrics are served:
   (:func:`metrics_endpoint`), serving ``/metrics`` and ``/healthz``.
 
 The router's faust app gets faust's own Prometheus sensor (:func:`attach_faust_sensor`),
-registered on the same registry under ``statement_router_faust_*``: the Tables' changelog
-records and send latency, rebalances and recovery, and (agent mode) per-topic messages.
+registered on the same registry under ``statement_router_faust_*``: rebalances and
+recovery, and (agent mode) per-topic messages. The Tables' changelog records are written
+by the router's own producer and counted in ``statement_router_table_changelog_records``.
 """
 
 from __future__ import annotations
@@ -138,6 +139,13 @@ INVALID = Counter(
     "Records sent to statements.invalid, per component that found them (router, adapter, "
     "global-file, ledger).",
     ["component"],
+    registry=REGISTRY,
+)
+TABLE_CHANGELOG_RECORDS = Counter(
+    "statement_router_table_changelog_records",
+    "Records the router wrote to its Tables' changelog topics once acknowledged, per table "
+    "(iban-state, held): the state it keeps, and what a restart recovers.",
+    ["table"],
     registry=REGISTRY,
 )
 

@@ -145,8 +145,9 @@ class RouterApp:
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
         to the other agent or the pump, which keeps per-IBAN order across a release.
 
-        The routed outputs go to our sink's producer and the Tables' changelog records to
-        faust's: two producers, so nothing orders their deliveries. A changelog record may
+        The routed outputs and the Tables' changelog records go through our sink's batched
+        producer (faust's per-record send path cost more than the routing itself), in two
+        rounds, because nothing orders deliveries across partitions. A changelog record may
         state that outputs exist: a release deletes the held entries it routed. Were the
         tombstone durable before the released statements, a crash in between would lose
         them for good: after a restart the held entry is gone, the replayed ``iban.state``
@@ -159,18 +160,22 @@ class RouterApp:
         no other one runs: the in-memory Tables may be ahead of their changelogs.
 
         Every ack is awaited before returning: only then may the input be acknowledged
-        (faust's agent commit) or committed (the pump). faust's own ``producer.flush()``
-        gives up after 0.1 s without progress, so the changelog futures are awaited too.
+        (faust's agent commit) or committed (the pump).
         """
         async with self.lock:
             if self.fatal_error is not None:
                 raise RouterCrashed(f"router stopping: {self.fatal_error!r}")
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
+            changelog_acks: list[Any] = []
             pending: list[Any] = await self.sink.send_many(outs) if outs else []
             if changelog:
                 await _acked(pending)
-                pending = self.tables.send_via_faust(changelog)
+                changelog_acks = await self.sink.send_many(changelog)
+        if changelog:
+            await _acked(changelog_acks)
+            self.tables.changelog_persisted([ack.result() for ack in changelog_acks])
+            self.tables.count_changelog(changelog)
         await _acked(pending)
 
     async def handle(self, handler: Handler, record: InRecord) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from events.topics import Topics
 from routing import metrics
@@ -98,10 +99,15 @@ class KafkaSink:
 
 
 class MemorySink:
-    """Records what would be produced; every send is acknowledged at once."""
+    """Records what would be produced; every send is acknowledged at once.
+
+    Each call's future resolves to a ``RecordMetadata`` per (topic, partition) batch, as
+    the Kafka sink's do, with offsets counted per partition from 0.
+    """
 
     def __init__(self) -> None:
         self.records: list[Out] = []
+        self._next_offset: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         return None
@@ -111,9 +117,23 @@ class MemorySink:
 
     async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
         self.records.extend(outs)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return [fut]
+        loop = asyncio.get_running_loop()
+        firsts: dict[tuple[str, int], int] = {}
+        for out in outs:
+            where = (out.topic, out.partition or 0)
+            offset = self._next_offset.get(where, 0)
+            firsts.setdefault(where, offset)
+            self._next_offset[where] = offset + 1
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), offset in firsts.items():
+            fut: asyncio.Future[Any] = loop.create_future()
+            fut.set_result(
+                RecordMetadata(
+                    topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0
+                )
+            )
+            futures.append(fut)
+        return futures
 
     def on(self, topic: str) -> list[Out]:
         return [r for r in self.records if r.topic == topic]

@@ -4,9 +4,10 @@ Reads and writes go to the Table's store directly, and each write also queues th
 changelog record that faust's own setter (``Table.on_key_set``) would send, in faust's
 format (JSON key and value; a null value deletes), with an *explicit* partition: the
 partition of the record being processed. faust's setter takes the partition from the
-current stream event, and in ``batch`` mode statements are not faust events. The queued
-records are handed to faust's producer at the end of each step (:meth:`send_via_faust`),
-once the step's routed outputs are acknowledged (``RouterApp.run_step`` says why).
+current stream event, and in ``batch`` mode the inputs are not faust events. The queued
+records are produced by the router's sink at the end of each step, once the step's routed
+outputs are acknowledged (``RouterApp.run_step`` says why), and
+:meth:`changelog_persisted` then records the durable offset as faust's send would.
 
 faust still owns the Tables: it creates the changelog topics, recovers the stores from
 them on assignment, and applies standby replicas. Window expiry and per-key sensors,
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, cast
 
+from routing import metrics
 from routing.router.codec import dumps
 from routing.router.core import HeldEntry
 from routing.router.emit import Out
@@ -89,24 +91,33 @@ class FaustTables:
         pending, self._pending = self._pending, []
         return pending
 
-    def send_via_faust(self, changelog: list[Out]) -> list[Any]:
-        """Hand changelog records to faust's producer; return their futures.
+    def changelog_persisted(self, acks: Iterable[Any]) -> None:
+        """Tell the stores how far their changelog is durable (what faust's own send does).
 
-        The caller awaits them before the input is acknowledged: faust's own
-        ``producer.flush()`` gives up after 0.1 s without progress (its buffer's
-        ``flush_atmost``), so it cannot be trusted to make a changelog durable before a
-        commit, and a crash could then lose a held statement or an IBAN state.
+        A RocksDB store keeps that offset beside its data, so a restart recovers only the
+        changelog records after it. ``acks`` are the RecordMetadata of whole record
+        batches, whose ``offset`` is the batch's *first* record: a lower bound, so a
+        restart may re-apply a few records, which is harmless (each one sets a whole value
+        or deletes it, in order). The memory store ignores it.
         """
         tables = {
             self._state_table.changelog_topic.get_topic_name(): self._state_table,
             self._held_table.changelog_topic.get_topic_name(): self._held_table,
         }
-        return [
-            tables[out.topic].send_changelog(
-                out.partition, out.key, out.value, key_serializer="raw", value_serializer="raw"
-            )
-            for out in changelog
-        ]
+        for ack in acks:
+            table = tables.get(ack.topic)
+            if table is not None:
+                table.data.set_persisted_offset(ack.topic_partition, ack.offset)
+
+    def count_changelog(self, changelog: Iterable[Out]) -> None:
+        """Count acknowledged changelog records per table (Prometheus)."""
+        state_topic = self.state_changelog_topic
+        states = sum(1 for out in changelog if out.topic == state_topic)
+        held = sum(1 for out in changelog) - states
+        if states:
+            metrics.TABLE_CHANGELOG_RECORDS.labels("iban-state").inc(states)
+        if held:
+            metrics.TABLE_CHANGELOG_RECORDS.labels("held").inc(held)
 
     def _changelog(self, table: Any, partition: int, key: str, value: Any) -> None:
         topic = table.changelog_topic.get_topic_name()
