@@ -158,6 +158,7 @@ class Receiver:
     """The partner: records the first receipt time of each statement, answers 200."""
 
     received: dict[str, float] = field(default_factory=dict)  # statement_id -> latency s
+    routed: dict[str, float] = field(default_factory=dict)  # statement_id -> decided - sent
     duplicates: int = 0
     runner: web.AppRunner | None = None
     url: str = ""
@@ -171,6 +172,8 @@ class Receiver:
         else:
             sent = datetime.fromisoformat(doc["received_at"]).timestamp()
             self.received[sid] = arrived - sent
+            decided = datetime.fromisoformat(doc["routing"]["decided_at"]).timestamp()
+            self.routed[sid] = decided - sent
         return web.Response(status=200)
 
     async def start(self) -> None:
@@ -238,18 +241,21 @@ async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, byt
         await producer.stop()
 
 
-async def stored_latencies(url: str, prefix: str) -> dict[str, float]:
-    """statement_id -> stored_at - received_at, for the global-file rows of ``prefix``."""
+async def stored_latencies(url: str, prefix: str) -> dict[str, tuple[float, float]]:
+    """statement_id -> (stored_at - received_at, routed_at - received_at), for the
+    global-file rows of ``prefix``."""
     engine = create_store_engine(url)
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
                 select(global_file_statements.c.statement_id,
                        global_file_statements.c.received_at,
-                       global_file_statements.c.stored_at)
+                       global_file_statements.c.stored_at,
+                       global_file_statements.c.routed_at)
                 .where(global_file_statements.c.statement_id.like(f"{prefix}%")))
-            return {sid: (stored - received).total_seconds()
-                    for sid, received, stored in rows}
+            return {sid: ((stored - received).total_seconds(),
+                          (routed - received).total_seconds())
+                    for sid, received, stored, routed in rows}
     finally:
         await engine.dispose()
 
@@ -402,7 +408,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         drain_s = time.monotonic() - produced_at
         await stop_child(child)
         webhook_lat = [v for s, v in receiver.received.items() if s.startswith("m-")]
-        stored_lat = list((await stored_latencies(database_url, "m-")).values())
+        webhook_routed = [v for s, v in receiver.routed.items() if s.startswith("m-")]
+        webhook_after = [v - receiver.routed[s] for s, v in receiver.received.items()
+                         if s.startswith("m-")]
+        stored = list((await stored_latencies(database_url, "m-")).values())
+        stored_lat = [total for total, _ in stored]
+        stored_routed = [routed for _, routed in stored]
+        stored_after = [total - routed for total, routed in stored]
     finally:
         if child is not None:
             await stop_child(child)
@@ -426,6 +438,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "overall": overall,
         "webhook": percentiles(webhook_lat),
         "global_file": percentiles(stored_lat),
+        # Where the time goes: received_at to the router's decision (feed producer, broker,
+        # router), and the decision to the delivery (router's produce, broker, consumer).
+        "stages": {
+            "to_router_decision": percentiles(webhook_routed + stored_routed),
+            "decision_to_webhook": percentiles(webhook_after),
+            "decision_to_global_file": percentiles(stored_after),
+        },
         "p99_ms": p99,
         "target_p99_ms": TARGET_P99_MS,
         "meets_target": p99 is not None and p99 < TARGET_P99_MS and missing == 0,

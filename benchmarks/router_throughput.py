@@ -211,21 +211,32 @@ async def load_states(router: RouterApp, n: int) -> float:
     return time.perf_counter() - started
 
 
-async def bench_router(router: RouterApp, m: int, n: int) -> tuple[float, float]:
+async def bench_router(
+    router: RouterApp, m: int, n: int, profile: str | None = None
+) -> tuple[float, float]:
+    """Statements/s from the first read to the last commit, and the Table recovery time.
+
+    The profiler, if any, covers the routing only: it starts at the pump's first read.
+    """
     started = time.perf_counter()
     await router.start()
     ready_at: float | None = None
-    while True:
-        stats = router.core.stats
-        if ready_at is None and router.tables.state_count() >= n:
-            ready_at = time.perf_counter() - started
-        if router.pump is not None and router.pump.records >= m:
+    profiler = None
+    try:
+        while True:
             pump = router.pump
-            assert pump.first_read is not None and pump.last_ack is not None
-            return m / (pump.last_ack - pump.first_read), ready_at or 0.0
-        if router.pump is None and stats["statements"] >= m:
-            raise SystemExit("agent mode: use --mode batch for timing")
-        await asyncio.sleep(0.05)
+            if pump is None:
+                raise SystemExit("agent mode: use --mode batch for timing")
+            if profiler is None and pump.first_read is not None:
+                profiler = start_profiler(profile)
+            if ready_at is None and router.tables.state_count() >= n:
+                ready_at = time.perf_counter() - started
+            if pump.records >= m:
+                assert pump.first_read is not None and pump.last_ack is not None
+                return m / (pump.last_ack - pump.first_read), ready_at or 0.0
+            await asyncio.sleep(0.05)
+    finally:
+        stop_profiler(profiler, profile)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -265,12 +276,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 bootstrap, topics.received, extra[1].name, faust_n, data_dir / "faust"
             )
         router = router_for(bootstrap, topics, data_dir, args.mode, not args.no_outcomes)
-        profiler = start_profiler(args.profile)
         try:
-            router_rate, recovery_s = await bench_router(router, args.statements, args.ibans)
+            router_rate, recovery_s = await bench_router(
+                router, args.statements, args.ibans, args.profile
+            )
             stats = dict(router.core.stats)
         finally:
-            stop_profiler(profiler, args.profile)
             await router.stop()
     finally:
         broker.stop()
@@ -304,16 +315,18 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def start_profiler(path: str | None) -> Any:
-    """Profile the measured router run: py-spy (``FILE.spy``: raw stacks of the thread
-    holding the GIL, low overhead) or pyinstrument (any other name: a call tree)."""
+    """Profile the measured router run: py-spy (``FILE.spy``: raw stacks of every busy
+    thread; ``FILE.gil.spy``: of the thread holding the GIL) or pyinstrument (any other
+    name: a call tree)."""
     if path is None:
         return None
     if path.endswith(".spy"):
         import subprocess
 
         spy = Path(sys.executable).with_name("py-spy")
+        gil = ["--gil"] if path.endswith(".gil.spy") else []
         return subprocess.Popen(
-            [str(spy), "record", "--pid", str(os.getpid()), "--gil", "-r", "250",
+            [str(spy), "record", "--pid", str(os.getpid()), *gil, "-r", "250",
              "-f", "raw", "-o", path],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

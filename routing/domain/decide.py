@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 from routing.domain.model import IbanState, MandateStatus
@@ -80,16 +81,16 @@ _MANDATE_FR = {
 }
 
 
-def _connector_check(state: IbanState) -> Check:
+def _connector_check(connector_on_cabinet: bool, connector_id: str | None) -> Check:
     name = CheckName.CONNECTOR_ON_CABINET
-    if state.connector_on_cabinet:
+    if connector_on_cabinet:
         return Check(
             name,
             True,
             "Un connecteur est associé au cabinet.",
             "A connector is associated with the cabinet.",
         )
-    if state.connector_id is None:
+    if connector_id is None:
         return Check(
             name,
             False,
@@ -101,19 +102,19 @@ def _connector_check(state: IbanState) -> Check:
     return Check(
         name,
         False,
-        f"Le connecteur {state.connector_id} de l'IBAN n'est pas associé au cabinet.",
-        f"The IBAN's connector {state.connector_id} is not associated with the cabinet.",
+        f"Le connecteur {connector_id} de l'IBAN n'est pas associé au cabinet.",
+        f"The IBAN's connector {connector_id} is not associated with the cabinet.",
     )
 
 
-def _binding_check(state: IbanState) -> Check:
+def _binding_check(connector_id: str | None) -> Check:
     name = CheckName.IBAN_BOUND
-    if state.connector_id is not None:
+    if connector_id is not None:
         return Check(
             name,
             True,
-            f"L'IBAN est associé au connecteur {state.connector_id}.",
-            f"The IBAN is bound to connector {state.connector_id}.",
+            f"L'IBAN est associé au connecteur {connector_id}.",
+            f"The IBAN is bound to connector {connector_id}.",
         )
     return Check(
         name,
@@ -124,16 +125,15 @@ def _binding_check(state: IbanState) -> Check:
     )
 
 
-def _mandate_check(state: IbanState) -> Check:
+def _mandate_check(status: MandateStatus) -> Check:
     name = CheckName.MANDATE_APPROVED
-    if state.active:
+    if status is MandateStatus.APPROVED:
         return Check(
             name,
             True,
             "Le mandat est approuvé : l'IBAN est actif.",
             "The mandate is approved: the IBAN is active.",
         )
-    status = state.mandate_status
     return Check(
         name,
         False,
@@ -145,7 +145,21 @@ def _mandate_check(state: IbanState) -> Check:
 
 def run_checks(state: IbanState) -> tuple[Check, Check, Check]:
     """The FAQ's three checks, in its order: connector on cabinet, IBAN bound, mandate."""
-    return (_connector_check(state), _binding_check(state), _mandate_check(state))
+    return _checks(state.connector_on_cabinet, state.connector_id, state.mandate_status)
+
+
+@lru_cache(maxsize=4_096)
+def _checks(
+    connector_on_cabinet: bool, connector_id: str | None, status: MandateStatus
+) -> tuple[Check, Check, Check]:
+    # The checks read these three fields only, and they take few distinct values (the
+    # connector catalogue times the mandate statuses), so they are built once per
+    # combination: the router asks for them for each new IBAN it sees.
+    return (
+        _connector_check(connector_on_cabinet, connector_id),
+        _binding_check(connector_id),
+        _mandate_check(status),
+    )
 
 
 def decide(statement: StatementRef, state: IbanState | None) -> Decision:

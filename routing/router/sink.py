@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from events.topics import Topics
 from routing import metrics
+from routing.broker.partitioner import default_partition
 from routing.router.emit import Out
 
 # RouterCore builds the invalid records; every one of them leaves through the sink, which
@@ -32,13 +31,6 @@ class Sink(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-@lru_cache(maxsize=262_144)
-def _key_hash(key: bytes) -> int:
-    # aiokafka's murmur2 is pure Python (the profile showed it); IBAN and cabinet keys
-    # repeat all day, so their hashes are cached.
-    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 class KafkaSink:
@@ -77,7 +69,7 @@ class KafkaSink:
             partition = out.partition
             if partition is None:
                 count = self._partitions.get(out.topic) or await self._count(out.topic)
-                partition = _key_hash(out.key) % count
+                partition = default_partition(out.key, count)
             where = (out.topic, partition)
             batch = batches.get(where)
             if batch is None:
