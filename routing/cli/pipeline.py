@@ -13,7 +13,7 @@ from config.settings import Settings
 from events.schemas import SCHEMAS
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
-from routing.cli.common import run, settings
+from routing.cli.common import fail, run, settings
 from routing.metrics import metrics_endpoint
 from routing.runtime import require_bootstrap, until_signalled
 
@@ -96,7 +96,7 @@ def relay() -> None:
 
 def router() -> None:
     """Run one router worker; start more processes to share the partitions."""
-    from routing.router import run_router
+    from routing.router import RouterCrashed, run_router
 
     cfg = settings()
     bootstrap = require_bootstrap(cfg)
@@ -106,4 +106,8 @@ def router() -> None:
             await run_router(cfg, topic_catalogue(cfg), catalogue(cfg), stop,
                              bootstrap_servers=bootstrap)
 
-    run(until_signalled(main))
+    try:
+        run(until_signalled(main))
+    except RouterCrashed as exc:
+        # Nothing was committed past the failure: restarting resumes safely.
+        fail(f"{exc}; nothing was committed past it, restart the router to resume")

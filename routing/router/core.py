@@ -340,6 +340,8 @@ class RouterCore:
             iban=mask_iban(iban),
             count=len(held),
             destination=decision.destination.value,
+            cabinet_id=state.cabinet_id if state is not None else None,
+            connector_id=decision.connector_id,
         )
         self.tables.delete_held(iban, partition)
         return outs
@@ -421,6 +423,7 @@ class RouterCore:
             topic=rec.topic,
             partition=rec.partition,
             offset=rec.offset,
+            statement_id=statement_id,
             reason=reason,
         )
         value = encode_invalid(
