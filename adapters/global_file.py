@@ -66,6 +66,7 @@ from routing.ledger import (
     parse_event,
     resolve_bootstrap,
     send_all,
+    sqlite_writer_lock,
 )
 from routing.ports import GlobalFileEntry, GlobalFileStore
 from routing.store.global_file import SqlGlobalFileStore
@@ -190,8 +191,15 @@ def global_file_entry(record: ConsumerRecord) -> GlobalFileEntry:
 class GlobalFileBuilder:
     """Stores each batch, then reports it on ``deliveries.outcomes`` (see the module doc)."""
 
-    def __init__(self, store: GlobalFileStore, producer: AIOKafkaProducer, topics: Topics) -> None:
+    def __init__(
+        self,
+        store: GlobalFileStore,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        engine: AsyncEngine | None = None,
+    ) -> None:
         self._store = store
+        self._engine = engine  # for the SQLite writer lock shared with the ledger
         self._producer = producer
         self._topics = topics
         self.stats = {"records": 0, "stored": 0, "duplicates": 0, "invalid": 0}
@@ -212,7 +220,8 @@ class GlobalFileBuilder:
                 )
                 value = invalid_value(record, exc, "global-file-builder")
                 messages.append((self._topics.invalid, record.key or b"", value))
-        stored = await self._store.store(entries)
+        async with sqlite_writer_lock(self._engine):
+            stored = await self._store.store(entries)
         by_id = {e.statement_id: e for e in entries}
         for result in stored:
             entry = by_id[result.statement_id]
@@ -275,10 +284,11 @@ async def run_global_file_builder(
         )
         await producer.start()
         try:
-            builder = GlobalFileBuilder(store, producer, topics)
+            builder = GlobalFileBuilder(store, producer, topics, engine)
             group = f"{topics.prefix}.global-file"
             async with committing_consumer(
-                servers, topics.global_file, group, "global-file-builder"
+                servers, topics.global_file, group, "global-file-builder",
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             ) as consumer:
                 if started is not None:
                     started.set()

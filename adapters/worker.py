@@ -15,9 +15,20 @@ statement id as ``webhook-id``; the same file name in a drop), never zero times.
 (DESIGN §5). The topic is keyed by IBAN, so one IBAN lives in one partition, and each
 partition is processed strictly in sequence: a statement being retried blocks the ones
 behind it *in its partition* (possibly other IBANs sharing it), which is the price of the
-per-IBAN order. Partitions progress independently: the fetch loop hands each partition's
-batch to a task of its own and pauses that partition until the task is done, so a
-retrying partition neither blocks the others nor lets its records pile up in memory.
+per-IBAN order. Partitions progress independently: the fetch loop appends each
+partition's records to that partition's buffer, drained in order by a task of its own (a
+*lane*), and keeps fetching while the lanes deliver. A partition whose buffer reaches
+``max_buffered`` records (a retrying or slow partner) is paused until its lane has worked
+it down to half, so a retrying partition neither blocks the others nor lets its records
+pile up in memory.
+
+**Latency.** The fetch loop never waits for a lane: records of a partition are fetched
+while the previous ones are delivered, so a statement waits for the deliveries ahead of
+it in its partition, and not for a pause, a poll timeout and a new fetch as well (that
+cycle cost ~100-250 ms per batch, most of the end-to-end budget; docs/performance.md).
+Commits are taken off the delivery path too: a committer task commits every partition's
+finished offsets in one request every ``_COMMIT_INTERVAL`` (sooner once a partition has
+``_COMMIT_EVERY`` uncommitted records), so a delivery never waits for a commit round trip.
 
 **Redelivery.** Transient failures are retried after ``RetrySchedule.delay`` (exponential
 backoff, full jitter, at least the partner's ``Retry-After``), up to ``max_attempts``;
@@ -49,7 +60,8 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,12 +94,19 @@ log = structlog.get_logger("adapters.worker")
 
 DelivererFactory = Callable[[str, PartnerEndpoint], Deliverer]
 
-# Commit at least this often inside a long partition batch (records, or seconds, whichever
-# comes first), so a crash redelivers little: each commit costs one broker round trip.
+# Commit finished offsets this often (seconds), or sooner once a partition has this many
+# uncommitted records, so a crash redelivers little. One commit covers every partition and
+# costs one broker round trip, off the delivery path (the committer task).
 _COMMIT_EVERY = 50
-_COMMIT_INTERVAL = 0.5
+_COMMIT_INTERVAL = 0.2
+# How long one getmany waits when nothing is buffered: only bounds how soon a failed lane
+# is noticed and a stop is seen, since getmany returns as soon as records are there.
 _POLL_TIMEOUT_MS = 100
-_MAX_RECORDS = 100
+_MAX_RECORDS = 500
+# Records buffered per partition before it is paused (resumed at half). ~2 KB each.
+_MAX_BUFFERED = 1_000
+# Default of KAFKA_FETCH_MAX_WAIT_MS (config.settings), for workers built without settings.
+_FETCH_MAX_WAIT_MS = 20
 _SHUTDOWN_FLUSH_TIMEOUT = 10.0
 _STATEMENT_FIELDS = ("statement_id", "cabinet_id", "connector_id")
 
@@ -142,13 +161,18 @@ class ConnectorStats:
 
 @dataclass
 class _Checkpoint:
-    """A partition's progress: acks still awaited and the next offset to commit."""
+    """A partition's progress: acks still awaited and the next offset to commit.
+
+    Invariant (what makes a commit safe while the lane keeps delivering): the lane appends
+    a record's produces to ``pending`` *before* it advances ``next_offset`` past the
+    record, so a snapshot ``(next_offset, len(pending))`` taken without an await in
+    between covers every ack the offset depends on.
+    """
 
     next_offset: int = -1
     committed: int = -1
     pending: list[asyncio.Future[Any]] = field(default_factory=list)
     since_commit: int = 0
-    last_commit: float = 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -166,10 +190,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _monotonic() -> float:
-    return asyncio.get_running_loop().time()
-
-
 class ConnectorWorker:
     """Delivers one connector's statements; see the module docstring for the guarantees."""
 
@@ -185,7 +205,9 @@ class ConnectorWorker:
         stats: ConnectorStats | None = None,
         rng: random.Random | None = None,
         max_records: int = _MAX_RECORDS,
+        max_buffered: int = _MAX_BUFFERED,
         session_timeout_ms: int = 10_000,
+        fetch_max_wait_ms: int = _FETCH_MAX_WAIT_MS,
     ) -> None:
         self.connector_id = connector_id
         self.topic = topics.partner(connector_id)
@@ -198,10 +220,17 @@ class ConnectorWorker:
         self._bootstrap = bootstrap_servers
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._max_records = max_records
+        self._max_buffered = max(1, max_buffered)
         self._session_timeout_ms = session_timeout_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._buffers: dict[TopicPartition, deque[ConsumerRecord]] = {}
+        self._throttled: set[TopicPartition] = set()
         self._checkpoints: dict[TopicPartition, _Checkpoint] = {}
+        self._commit_lock = asyncio.Lock()
+        self._commit_soon = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
         self._disabled = False
         self.ready = asyncio.Event()
         self._log = log.bind(connector_id=connector_id)
@@ -216,7 +245,7 @@ class ConnectorWorker:
             client_id=f"adapter-{self.connector_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=_POLL_TIMEOUT_MS,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
         )
@@ -230,6 +259,8 @@ class ConnectorWorker:
                 consumer.subscribe([self.topic], listener=_Rebalance(self))
             # Series exist from the start, so rates and alerts see a 0, not an absence.
             metrics.init_connector(self.connector_id)
+            self._committer = asyncio.create_task(
+                self._commit_loop(), name=f"adapter-{self.connector_id}-committer")
             self.ready.set()
             self._log.info("adapter_started", topic=self.topic, group_id=self.group_id)
             while not stop.is_set():
@@ -242,15 +273,13 @@ class ConnectorWorker:
                     raise AdapterCrashed(
                         f"connector {self.connector_id}: reading {self.topic} failed: {exc!r}"
                     ) from exc
+                self._reap()
                 if self._disabled:
                     continue  # paused; keep polling so the group keeps us as a member
+                assignment = consumer.assignment()
                 for tp, records in batches.items():
-                    if records and tp not in self._tasks:
-                        consumer.pause(tp)
-                        self._tasks[tp] = asyncio.create_task(
-                            self._process(tp, records),
-                            name=f"adapter-{self.connector_id}-p{tp.partition}",
-                        )
+                    if records and tp in assignment:
+                        self._enqueue(tp, records)
         except BaseException as exc:
             failure = exc
             raise
@@ -259,10 +288,26 @@ class ConnectorWorker:
             self._consumer = None
             self._log.info("adapter_stopped", **self.stats.as_dict())
 
+    def _enqueue(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Append fetched records to the partition's buffer; start its lane if idle.
+
+        A lane never awaits between finding its buffer empty and finishing, so a lane that
+        is not done will still see these records, and a done one is replaced.
+        """
+        buffer = self._buffers.setdefault(tp, deque())
+        buffer.extend(records)
+        if len(buffer) >= self._max_buffered and tp not in self._throttled:
+            assert self._consumer is not None
+            self._consumer.pause(tp)
+            self._throttled.add(tp)
+        task = self._tasks.get(tp)
+        if task is None or task.done():
+            self._tasks[tp] = asyncio.create_task(
+                self._lane(tp, buffer), name=f"adapter-{self.connector_id}-p{tp.partition}"
+            )
+
     def _reap(self) -> None:
-        """Collect finished partition tasks: resume their partitions, surface their errors."""
-        consumer = self._consumer
-        assert consumer is not None
+        """Surface the errors of finished lanes and of the committer; forget finished lanes."""
         for tp, task in list(self._tasks.items()):
             if not task.done():
                 continue
@@ -272,27 +317,37 @@ class ConnectorWorker:
                 raise AdapterCrashed(
                     f"connector {self.connector_id}, partition {tp.partition}: {exc!r}"
                 ) from exc
-            if not self._disabled and tp in consumer.assignment():
-                consumer.resume(tp)
+        committer = self._committer
+        if committer is not None and committer.done():
+            self._committer = None
+            exc = None if committer.cancelled() else committer.exception()
+            self.stats.last_error = repr(exc)
+            raise AdapterCrashed(
+                f"connector {self.connector_id}: the committer stopped: {exc!r}"
+            ) from exc
 
-    async def _cancel(self, partitions: list[TopicPartition]) -> None:
-        tasks = [self._tasks.pop(tp) for tp in partitions if tp in self._tasks]
+    async def _cancel(self, partitions: Iterable[TopicPartition]) -> None:
+        tasks = [self._tasks.pop(tp) for tp in list(partitions) if tp in self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _release(self, revoked: list[TopicPartition]) -> None:
-        """Before the group moves partitions: stop their tasks, commit what they finished.
+        """Before the group moves partitions: stop their lanes, commit what they finished.
 
-        A delivery interrupted here is simply redelivered by the next owner.
+        A delivery interrupted here, and the records still buffered, are simply
+        redelivered by the next owner (this one included: a newly assigned partition
+        starts again from its committed offset).
         """
         await self._cancel(revoked)
         for tp in revoked:
-            checkpoint = self._checkpoints.pop(tp, None)
-            if checkpoint is not None:
-                with contextlib.suppress(KafkaError, BrokerError, TimeoutError):
-                    async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
-                        await self._checkpoint(tp, checkpoint)
+            self._buffers.pop(tp, None)
+            self._throttled.discard(tp)
+        with contextlib.suppress(KafkaError, BrokerError, TimeoutError):
+            async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
+                await self._commit(revoked)
+        for tp in revoked:
+            self._checkpoints.pop(tp, None)
 
     def _assigned(self, assigned: list[TopicPartition]) -> None:
         self.stats.assigned_partitions = sorted(tp.partition for tp in assigned)
@@ -303,57 +358,97 @@ class ConnectorWorker:
     async def _shutdown(self, *, flush: bool) -> None:
         consumer = self._consumer
         await self._cancel(list(self._tasks))
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
         if flush:
-            for tp, checkpoint in list(self._checkpoints.items()):
-                try:
-                    async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
-                        await self._checkpoint(tp, checkpoint)
-                except (KafkaError, BrokerError, TimeoutError) as exc:
-                    self._log.warning("final_commit_failed", partition=tp.partition,
-                                      error=repr(exc))
+            try:
+                async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
+                    await self._commit(list(self._checkpoints))
+            except (KafkaError, BrokerError, TimeoutError) as exc:
+                self._log.warning("final_commit_failed", error=repr(exc))
         self._checkpoints.clear()
+        self._buffers.clear()
+        self._throttled.clear()
         if consumer is not None:
             await consumer.stop()
 
-    # ----------------------------------------------------------- one partition's batch
+    # ------------------------------------------------------------ one partition's lane
 
-    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        checkpoint = self._checkpoints.setdefault(tp, _Checkpoint(last_commit=_monotonic()))
-        for record in records:
+    async def _lane(self, tp: TopicPartition, buffer: deque[ConsumerRecord]) -> None:
+        """Deliver the partition's buffered records in offset order, until it is empty."""
+        checkpoint = self._checkpoints.setdefault(tp, _Checkpoint())
+        while buffer:
+            record = buffer[0]
             if self._disabled or not await self._handle(tp, record, checkpoint):
-                break  # disabled: this record and the rest stay uncommitted
+                return  # disabled: this record and the rest stay uncommitted
+            buffer.popleft()
             checkpoint.next_offset = record.offset + 1
             checkpoint.since_commit += 1
-            if (checkpoint.since_commit >= _COMMIT_EVERY
-                    or _monotonic() - checkpoint.last_commit >= _COMMIT_INTERVAL):
-                await self._checkpoint(tp, checkpoint)
-        # The batch's last statement is done: later lines of this task are not about it.
+            if checkpoint.since_commit >= _COMMIT_EVERY:
+                self._commit_soon.set()
+            if tp in self._throttled and len(buffer) <= self._max_buffered // 2:
+                self._throttled.discard(tp)
+                consumer = self._consumer
+                if consumer is not None and not self._disabled and tp in consumer.assignment():
+                    consumer.resume(tp)
+        # The lane's last statement is done: later lines of this task are not about it.
         structlog.contextvars.unbind_contextvars(*_STATEMENT_FIELDS)
-        await self._checkpoint(tp, checkpoint)
 
-    async def _checkpoint(self, tp: TopicPartition, checkpoint: _Checkpoint) -> None:
-        """Await every produce of the partition so far, then commit its next offset.
+    async def _commit_loop(self) -> None:
+        """Commit what the lanes finished, every ``_COMMIT_INTERVAL`` or when asked sooner.
 
+        A failed produce ends it with the error (nothing more is committed; ``_reap``
+        stops the worker); a failed commit is only logged by ``_commit``.
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_COMMIT_INTERVAL):
+                    await self._commit_soon.wait()
+            self._commit_soon.clear()
+            await self._commit(list(self._checkpoints))
+
+    async def _checkpoint(self, tp: TopicPartition) -> None:
+        """Commit what the partition finished so far (before a retry's possibly long wait)."""
+        await self._commit([tp])
+
+    async def _commit(self, partitions: Sequence[TopicPartition]) -> None:
+        """Await every produce the finished records depend on, then commit their offsets.
+
+        One commit request for all the partitions. Serialised by a lock, so the committer,
+        a lane about to wait for a retry, a rebalance and the shutdown never interleave.
         A failed produce raises (nothing is committed, the worker stops); a failed commit
         only logs, because the records are then redelivered, which is allowed.
         """
-        if checkpoint.pending:
-            # Shielded: a cancelled task (rebalance, shutdown) must not cancel the acks,
-            # which the final checkpoint then awaits before committing.
-            count = len(checkpoint.pending)
-            await asyncio.gather(*(asyncio.shield(f) for f in checkpoint.pending[:count]))
-            del checkpoint.pending[:count]
-        if checkpoint.next_offset <= checkpoint.committed or self._consumer is None:
-            return
-        try:
-            await self._consumer.commit({tp: checkpoint.next_offset})
-        except KafkaError as exc:
-            self._log.warning("commit_failed", partition=tp.partition,
-                              offset=checkpoint.next_offset, error=repr(exc))
-            return
-        checkpoint.committed = checkpoint.next_offset
-        checkpoint.since_commit = 0
-        checkpoint.last_commit = _monotonic()
+        async with self._commit_lock:
+            # The snapshot: no await until every (offset, ack count) pair is taken.
+            snapshot = [
+                (tp, checkpoint, checkpoint.next_offset, len(checkpoint.pending))
+                for tp in partitions
+                if (checkpoint := self._checkpoints.get(tp)) is not None
+            ]
+            acks = [f for _, cp, _, count in snapshot for f in cp.pending[:count]]
+            if acks:
+                # Shielded: a cancelled caller (rebalance, shutdown) must not cancel the
+                # acks, which the final commit then awaits before committing.
+                await asyncio.gather(*(asyncio.shield(f) for f in acks))
+            for _, checkpoint, _, count in snapshot:
+                del checkpoint.pending[:count]
+            offsets = {tp: offset for tp, cp, offset, _ in snapshot if offset > cp.committed}
+            if not offsets or self._consumer is None:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:
+                self._log.warning(
+                    "commit_failed", error=repr(exc),
+                    offsets={tp.partition: offset for tp, offset in offsets.items()})
+                return
+            for tp, checkpoint, offset, _ in snapshot:
+                if tp in offsets:
+                    checkpoint.committed = offset
+                    checkpoint.since_commit = 0
 
     async def _send(
         self, checkpoint: _Checkpoint, topic: str, value: bytes, key: str
@@ -464,7 +559,7 @@ class ConnectorWorker:
             slog.info("delivery_retrying", attempt=attempt, status_code=result.status_code,
                       retry_after=result.retry_after, delay=round(delay, 3), error=result.detail)
             # Commit what this partition finished before a possibly long wait.
-            await self._checkpoint(tp, checkpoint)
+            await self._checkpoint(tp)
             await asyncio.sleep(delay)
 
     async def _dead_letter(
@@ -585,6 +680,7 @@ async def run_adapters(
     if not ids:
         raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
     schedule = schedule or RetrySchedule.from_settings(settings)
+    fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     del settings  # everything else comes through the arguments
     needed = [t for cid in ids for t in (topics.partner(cid), topics.partner_dlq(cid))]
     await require_topics(bootstrap_servers, [*needed, topics.outcomes, topics.invalid])
@@ -602,7 +698,7 @@ async def run_adapters(
             workers.append(ConnectorWorker(
                 cid, deliverers[cid], producer, topics, schedule,
                 bootstrap_servers=bootstrap_servers, stats=live[cid],
-                session_timeout_ms=session_timeout_ms))
+                session_timeout_ms=session_timeout_ms, fetch_max_wait_ms=fetch_max_wait_ms))
         tasks = [asyncio.create_task(w.run(inner_stop), name=f"adapter-{w.connector_id}")
                  for w in workers]
         waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop_event.wait())]

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
             "real Kafka: the embedded Tansu broker has no transactional producer."
         ),
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description=(
+            "Longest time a consumer's fetch waits on the broker for data (aiokafka "
+            "fetch_max_wait_ms). Tansu answers an empty fetch only when this runs out, not "
+            "when data arrives, so every consumer hop adds up to this much latency."
+        ),
+    )
     router_mode: Literal["batch", "agent"] = Field(
         default="batch",
         description=(

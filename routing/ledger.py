@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -49,6 +50,30 @@ log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_BACKOFF = 10.0
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sqlite_writer_lock(
+    engine: AsyncEngine | None,
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Serialises this process's batch writers (ledger, global-file builder) on SQLite.
+
+    SQLite has one writer at a time, and a writer that finds the database locked sleeps in
+    SQLite's busy handler, in growing steps of up to 100 ms, instead of being woken when
+    the lock is free. With the ledger and the global-file builder sharing one SQLite file
+    (the embedded mode) that sleeping made a five-row insert take 44 ms at the median and
+    up to 660 ms (docs/performance.md). Queuing them on one asyncio lock per engine hands
+    the database over without sleeping. PostgreSQL has row locks: no lock there.
+    """
+    if engine is None or engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    lock = _SQLITE_WRITERS.get(engine)
+    if lock is None:
+        lock = _SQLITE_WRITERS[engine] = asyncio.Lock()
+    return lock
 
 
 class InvalidRecord(Exception):
@@ -222,12 +247,20 @@ async def engine_for(store_url_or_engine: str | AsyncEngine) -> AsyncIterator[As
 
 @asynccontextmanager
 async def committing_consumer(
-    bootstrap_servers: str, topic: str, group_id: str, client_id: str
+    bootstrap_servers: str,
+    topic: str,
+    group_id: str,
+    client_id: str,
+    *,
+    fetch_max_wait_ms: int = 500,
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A started group consumer of ``topic`` with manual commits; stopped on exit.
 
     The topic must exist: subscribing to a missing one would make the broker auto-create
-    it with its default partition count.
+    it with its default partition count. ``fetch_max_wait_ms``: pass the settings'
+    ``kafka_fetch_max_wait_ms``; on Tansu an idle fetch is answered only when it runs out,
+    so it bounds the latency this consumer adds (aiokafka's default, 500, is the default
+    here only for callers without settings).
     """
     await require_topics(bootstrap_servers, [topic])
     consumer = AIOKafkaConsumer(
@@ -237,6 +270,7 @@ async def committing_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
     try:
         await consumer.start()
@@ -258,9 +292,14 @@ class LedgerConsumer:
     """Records each batch of outcome records in the ledger, invalid ones on the side."""
 
     def __init__(
-        self, ledger: SqlDeliveryLedger, producer: AIOKafkaProducer, topics: Topics
+        self,
+        ledger: SqlDeliveryLedger,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self._ledger = ledger
+        self._engine = engine
         self._producer = producer
         self._topics = topics
         self.stats = {"records": 0, "recorded": 0, "duplicates": 0, "invalid": 0}
@@ -283,7 +322,8 @@ class LedgerConsumer:
                 invalid.append(
                     (self._topics.invalid, record.key or b"", invalid_value(record, exc, "ledger"))
                 )
-        created = await self._ledger.record(outcomes)
+        async with sqlite_writer_lock(self._engine):
+            created = await self._ledger.record(outcomes)
         await send_all(self._producer, invalid)
         self.stats["records"] += len(records)
         self.stats["recorded"] += created
@@ -315,9 +355,12 @@ async def run_ledger(
         producer = make_producer(settings, bootstrap_servers=servers, client_id="ledger")
         await producer.start()
         try:
-            worker = LedgerConsumer(ledger, producer, topics)
+            worker = LedgerConsumer(ledger, producer, topics, engine)
             group = f"{topics.prefix}.ledger"
-            async with committing_consumer(servers, topics.outcomes, group, "ledger") as consumer:
+            async with committing_consumer(
+                servers, topics.outcomes, group, "ledger",
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            ) as consumer:
                 if started is not None:
                     started.set()
                 log.info("ledger_started", topic=topics.outcomes, group=group)

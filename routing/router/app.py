@@ -364,6 +364,8 @@ def create_router_app(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Tansu answers an idle fetch only when the wait runs out (docs/performance.md).
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             fetch_max_bytes=16 * 1024 * 1024,
         )
 

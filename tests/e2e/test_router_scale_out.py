@@ -10,8 +10,9 @@ partitions. The test:
 3. produces states of *late* IBANs, only in the partitions of the router it will kill
    (the victim), after the split: those states are applied by the victim alone;
 4. produces a steady stream of statements and SIGKILLs the victim mid-stream, once at
-   least ``MIN_BEFORE_KILL`` statements were produced and the victim has committed (consumer group ``<prefix>.router-input``) the late states and
-   some statements of pending IBANs, which it therefore held;
+   least ``MIN_BEFORE_KILL`` statements were produced and the victim has committed
+   (consumer group ``<prefix>.router-input``) the late states and some statements of
+   pending IBANs, which it therefore held;
 5. keeps producing, now also statements of the late IBANs, waits for the survivor to log
    an assignment of all 6 partitions, then approves the pending IBANs (state version 2).
 
@@ -27,8 +28,12 @@ only a changelog restore can route:
 * statements of the late IBANs, all produced after the kill: the victim committed the
   late states' ``iban.state`` offsets, so the survivor never re-reads those states; it
   routes the statements correctly only if its ``iban-state`` Table was restored from the
-  changelog (otherwise they would be held as unknown IBANs and never arrive).
+  changelog (otherwise they would be held as unknown IBANs and never arrive). faust may
+  have kept a standby replica of those partitions on the survivor; a standby is fed from
+  the same changelog, so either way the Table comes from the changelog.
 
+The takeover waits for the victim's group session to expire: the routers' 10 s session
+(``RouterTuning``; no setting changes it) makes the whole test take about 40 s here.
 No timing is asserted; the deadlines only bound a hung run. Both processes are stopped (or
 killed) in ``finally``.
 """
@@ -106,7 +111,12 @@ class Produced:
 
 
 def router_env(broker: EmbeddedBroker, topics: Topics, data_dir: Path) -> dict[str, str]:
-    dropped = {"DATABASE_URL", "TABLE_STORE", "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT"}
+    # The caller's environment must not change the run: no metrics port the two processes
+    # would fight over, no transactions (Tansu has none), the default connector catalogue.
+    dropped = {
+        "DATABASE_URL", "TABLE_STORE", "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT",
+        "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
+    }
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
