@@ -5,13 +5,17 @@
 
 A benchmark, never a timed test (DESIGN §8; target: p99 < 250 ms at 1,000 statements/s).
 
-Topology. The script starts its own Tansu broker and creates the topics. The pipeline runs
-in ONE child process the way ``statement-router up`` runs it (the same role functions in
-one event loop: ``run_router``, ``run_adapters``, ``run_global_file_builder``,
-``run_ledger``, sharing one state-store engine; the relay and the API are left out, as
-nothing changes IBAN states and nobody calls the API during the run). The load generator
-and the partner's webhook receiver (aiohttp on 127.0.0.1) run in this, the parent, process,
-so they do not share the pipeline's event loop. All of it shares the machine's cores.
+Topology. The script starts its own Tansu broker and creates the topics. By default
+(``--topology up``) the pipeline runs in ONE child process the way ``statement-router up``
+runs it (the same role functions in one event loop: ``run_router``, ``run_adapters``,
+``run_global_file_builder``, ``run_ledger``, sharing one state-store engine; the relay and
+the API are left out, as nothing changes IBAN states and nobody calls the API during the
+run). ``--topology processes`` runs the roles as the compose deployment does, one OS
+process each: router, adapters, and the global-file builder with the ledger (these two
+share the SQLite file and its in-process writer lock; with ``--database-url`` on
+PostgreSQL they could be split too). The load generator and the partner's webhook
+receiver (aiohttp on 127.0.0.1) run in this, the parent, process, so they do not share
+the pipeline's event loop. All of it shares the machine's cores.
 
 IBAN states (``--ibans``, half bound to connector ``acd``, half unbound, all approved) are
 published to ``iban.state`` before the pipeline starts. A probe statement per destination
@@ -46,6 +50,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,8 +77,15 @@ TARGET_P99_MS = 250.0
 # --------------------------------------------------------------------- the pipeline (child)
 
 
+ALL_ROLES = ("router", "adapters", "global-file", "ledger")
+TOPOLOGIES: dict[str, list[tuple[str, ...]]] = {
+    "up": [ALL_ROLES],
+    "processes": [("router",), ("adapters",), ("global-file", "ledger")],
+}
+
+
 async def run_pipeline(cfg: dict[str, Any]) -> None:
-    """The roles of ``statement-router up`` (minus relay and API) until SIGTERM."""
+    """``cfg["roles"]`` of ``statement-router up`` (never relay or API) until SIGTERM."""
     from adapters.backoff import RetrySchedule
     from adapters.delivery import WebhookEndpoint
     from adapters.global_file import run_global_file_builder
@@ -100,25 +112,29 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
     bootstrap = cfg["bootstrap"]
     endpoint = WebhookEndpoint(url=cfg["webhook_url"], secrets=(SecretStr(cfg["secret"]),))
     adapter_stats: dict[str, ConnectorStats] = {}
-    router_started, adapters_started = asyncio.Event(), asyncio.Event()
+    started = {role: asyncio.Event() for role in cfg["roles"]}
     results: dict[str, Any] = {}
-    async with open_store(settings, migrate=True) as store:
-        roles = {
-            "router": run_router(settings, topics, default_catalogue(), stop,
-                                 bootstrap_servers=bootstrap, started=router_started),
-            "adapters": run_adapters(settings, topics, {CONNECTOR: endpoint}, stop,
-                                     bootstrap_servers=bootstrap, stats=adapter_stats,
-                                     started=adapters_started,
-                                     schedule=RetrySchedule.from_settings(settings)),
-            "global-file": run_global_file_builder(settings, topics, store.engine, stop,
-                                                   bootstrap_servers=bootstrap),
-            "ledger": run_ledger(settings, topics, store.engine, stop,
-                                 bootstrap_servers=bootstrap),
+    async with open_store(settings, migrate=cfg["migrate"]) as store:
+        factories: dict[str, Callable[[], Awaitable[Any]]] = {
+            "router": lambda: run_router(settings, topics, default_catalogue(), stop,
+                                         bootstrap_servers=bootstrap,
+                                         started=started["router"]),
+            "adapters": lambda: run_adapters(settings, topics, {CONNECTOR: endpoint}, stop,
+                                             bootstrap_servers=bootstrap,
+                                             stats=adapter_stats,
+                                             started=started["adapters"],
+                                             schedule=RetrySchedule.from_settings(settings)),
+            "global-file": lambda: run_global_file_builder(settings, topics, store.engine,
+                                                           stop, bootstrap_servers=bootstrap,
+                                                           started=started["global-file"]),
+            "ledger": lambda: run_ledger(settings, topics, store.engine, stop,
+                                         bootstrap_servers=bootstrap,
+                                         started=started["ledger"]),
         }
         tasks: dict[str, asyncio.Future[Any]] = {
-            name: asyncio.ensure_future(coro) for name, coro in roles.items()}
+            name: asyncio.ensure_future(factories[name]()) for name in cfg["roles"]}
         ready: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(router_started.wait(), adapters_started.wait()))
+            asyncio.gather(*(event.wait() for event in started.values())))
         await asyncio.wait([ready, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
             write_text(cfg["ready_file"], "ready")
@@ -138,6 +154,15 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
                 results[name] = {k: (v.as_dict() if hasattr(v, "as_dict") else v)
                                  for k, v in result.items()}
     write_text(cfg["stats_file"], json.dumps(results, default=str))
+
+
+async def migrate(data_dir: Path, database_url: str) -> None:
+    """Create the schema once, before the role processes start (compose's ``migrate``)."""
+    from routing.bootstrap import open_store
+
+    async with open_store(Settings(data_dir=data_dir, database_url=database_url),
+                          migrate=True):
+        pass
 
 
 def write_text(path: str, text: str) -> None:
@@ -272,8 +297,8 @@ async def stored_count(url: str, prefix: str) -> int:
         await engine.dispose()
 
 
-async def wait_for(predicate: Any, within: float, what: str, child: asyncio.subprocess.Process,
-                   interval: float = 0.2) -> None:
+async def wait_for(predicate: Any, within: float, what: str,
+                   children: list[asyncio.subprocess.Process], interval: float = 0.2) -> None:
     deadline = time.monotonic() + within
     while True:
         result = predicate()
@@ -281,8 +306,10 @@ async def wait_for(predicate: Any, within: float, what: str, child: asyncio.subp
             result = await result
         if result:
             return
-        if child.returncode is not None:
-            raise SystemExit(f"the pipeline process exited ({child.returncode}) before {what}")
+        for child in children:
+            if child.returncode is not None:
+                raise SystemExit(
+                    f"a pipeline process exited ({child.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(interval)
@@ -349,8 +376,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     database_url = args.database_url or f"sqlite+aiosqlite:///{data_dir / 'state.db'}"
     broker = EmbeddedBroker(log_dir=data_dir / "broker")
     receiver = Receiver()
-    child: asyncio.subprocess.Process | None = None
+    children: list[asyncio.subprocess.Process] = []
     child_log = (data_dir / "pipeline.log").open("wb")
+    stats_files: list[Path] = []
     try:
         await broker.astart()
         bootstrap = broker.bootstrap_servers
@@ -366,12 +394,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "webhook_url": receiver.url, "secret": "whsec_" + base64.b64encode(
                 rng.randbytes(32)).decode(),
             "retry_base": args.retry_base, "log_level": args.log_level,
-            "ready_file": str(data_dir / "ready"), "stats_file": str(data_dir / "stats.json"),
+            "migrate": False,
         }
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--pipeline", json.dumps(cfg),
-            stdout=child_log, stderr=asyncio.subprocess.STDOUT)
-        await wait_for(lambda: Path(cfg["ready_file"]).exists(), 180, "the pipeline", child)
+        await migrate(data_dir, database_url)
+        ready_files: list[Path] = []
+        for n, roles in enumerate(TOPOLOGIES[args.topology]):
+            ready_files.append(data_dir / f"ready-{n}")
+            stats_files.append(data_dir / f"stats-{n}.json")
+            child_cfg = {**cfg, "roles": list(roles), "ready_file": str(ready_files[-1]),
+                         "stats_file": str(stats_files[-1])}
+            children.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--pipeline", json.dumps(child_cfg),
+                stdout=child_log, stderr=asyncio.subprocess.STDOUT))
+        await wait_for(lambda: all(f.exists() for f in ready_files), 180, "the pipeline",
+                       children)
 
         # One statement per destination must arrive before anything is measured (the
         # router's first assignment and Table recovery happen after it started).
@@ -388,7 +424,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return (any(s.startswith("probe-b") for s in receiver.received)
                     and await stored_count(database_url, "probe-u") > 0)
 
-        await wait_for(probe, 180, "the first deliveries", child, interval=0.0)
+        await wait_for(probe, 180, "the first deliveries", children, interval=0.0)
         ibans = bound + unbound
         if args.warmup > 0:
             await produce_at_rate(bootstrap, topics.received, load, rng, ibans, "warm-",
@@ -404,9 +440,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return webhook + await stored_count(database_url, "m-") >= expected
 
         with contextlib.suppress(SystemExit):
-            await wait_for(drained, args.drain_timeout, "the last deliveries", child)
+            await wait_for(drained, args.drain_timeout, "the last deliveries", children)
         drain_s = time.monotonic() - produced_at
-        await stop_child(child)
+        await asyncio.gather(*(stop_child(child) for child in children))
         webhook_lat = [v for s, v in receiver.received.items() if s.startswith("m-")]
         webhook_routed = [v for s, v in receiver.routed.items() if s.startswith("m-")]
         webhook_after = [v - receiver.routed[s] for s, v in receiver.received.items()
@@ -416,12 +452,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stored_routed = [routed for _, routed in stored]
         stored_after = [total - routed for total, routed in stored]
     finally:
-        if child is not None:
-            await stop_child(child)
+        await asyncio.gather(*(stop_child(child) for child in children))
         child_log.close()
         await receiver.stop()
         await broker.astop()
-    pipeline_stats = read_json(cfg["stats_file"])
+    pipeline_stats: dict[str, Any] = {}
+    for stats_file in stats_files:
+        pipeline_stats.update(read_json(str(stats_file)) or {})
     overall = percentiles(webhook_lat + stored_lat)
     missing = expected - len(webhook_lat) - len(stored_lat)
     retries = None
@@ -456,9 +493,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "partitions": args.partitions,
         "database": database_url.split(":", 1)[0],
         "pipeline_log_level": args.log_level,
-        "topology": "one pipeline process as `up` runs it (router, adapters, global-file "
-                    "builder, ledger); Tansu; load generator and webhook receiver in the "
-                    "benchmark process",
+        "topology": args.topology,
+        "pipeline_processes": [list(roles) for roles in TOPOLOGIES[args.topology]],
         "pipeline_errors": {k: v["error"] for k, v in (pipeline_stats or {}).items()
                             if isinstance(v, dict) and "error" in v},
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
@@ -481,6 +517,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="the pipeline's log level (JSON lines to its log file)")
+    parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="up",
+                        help="up: every role in one process, as `statement-router up`; "
+                             "processes: one process per role, as docker compose")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # internal: the child

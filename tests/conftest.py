@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.databases"]
+pytest_plugins = [
+    "tests.fixtures.broker",
+    "tests.fixtures.databases",
+    "tests.fixtures.receiver",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -114,8 +114,10 @@ class RouterApp:
         sink: Sink | None,
         consumer_factory: Callable[[], AIOKafkaConsumer] | None,
         tuning: RouterTuning,
+        bootstrap_servers: str,
     ) -> None:
         self.app = app
+        self.bootstrap_servers = bootstrap_servers
         self.topics = topics
         self.core = core
         self.tables = tables
@@ -213,6 +215,9 @@ class RouterApp:
             self._sink = self._sink_factory()
         await self._sink.start()
         self._started = True
+        # Here rather than at build time: the patch creates faust's consumer (and its
+        # thread's event loop), which an app that never starts must not leave behind.
+        use_true_highwaters(self.app, self.bootstrap_servers)
         if self.mode == "batch":
             assert self._consumer_factory is not None
             self.pump = BatchPump(
@@ -328,7 +333,6 @@ def create_router_app(
         broker_heartbeat_interval=tuning.heartbeat_interval,
         broker_rebalance_timeout=tuning.rebalance_timeout,
     )
-    use_true_highwaters(app, servers)
     attach_faust_sensor(app)
     state_table = app.Table(
         "iban-state",
@@ -380,6 +384,7 @@ def create_router_app(
         sink=sink,
         consumer_factory=consumer_factory,
         tuning=tuning,
+        bootstrap_servers=servers,
     )
 
     if mode == "agent":

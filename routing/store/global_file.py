@@ -148,11 +148,9 @@ class SqlGlobalFileStore(GlobalFileStore):
         created: set[str] = set()
         stored: dict[str, tuple[str, datetime]] = {}
         async with self._write() as conn:
-            for chunk in chunks(rows):
-                result = await conn.execute(
-                    insert.values(list(chunk)).returning(gfs.c.statement_id)
-                )
-                created.update(result.scalars().all())
+            # executemany, compiled once (see SqlDeliveryLedger.record).
+            result = await conn.execute(insert.returning(gfs.c.statement_id), rows)
+            created.update(result.scalars().all())
             for ids in chunks(list(unique)):
                 found = await conn.execute(
                     select(gfs.c.statement_id, gfs.c.cabinet_id, gfs.c.stored_at).where(

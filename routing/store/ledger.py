@@ -41,7 +41,7 @@ from routing.ports import (
     statement_status,
 )
 from routing.store.engine import READ_ONLY_OPTION, create_store_engine, translated_errors
-from routing.store.global_file import chunks, entry_of, insert_ignoring_duplicates, utcnow
+from routing.store.global_file import entry_of, insert_ignoring_duplicates, utcnow
 from routing.store.tables import delivery_ledger as dl
 from routing.store.tables import global_file_statements as gfs
 from routing.store.tables import ibans
@@ -191,12 +191,11 @@ class SqlDeliveryLedger(DeliveryLedger):
         if not rows:
             return 0
         insert = insert_ignoring_duplicates(self._engine, dl, ["dedupe_key"])
-        created = 0
+        # executemany: the statement is compiled once and cached, and SQLAlchemy batches
+        # the rows itself (a multi-row VALUES was compiled anew for every batch).
         async with self._write() as conn:
-            for chunk in chunks(list(rows.values())):
-                result = await conn.execute(insert.values(list(chunk)).returning(dl.c.id))
-                created += len(result.all())
-        return created
+            result = await conn.execute(insert.returning(dl.c.id), list(rows.values()))
+            return len(result.all())
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -41,12 +41,8 @@ killed) in ``finally``.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,7 +54,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, end_offsets, make_producer, read_topic
+from routing.broker import EmbeddedBroker, ProducerParams, end_offsets, make_producer
+from tests.e2e.routers import (
+    DROPPED,
+    approve,
+    duplicate_count,
+    final_copies,
+    log_text,
+    produce_states,
+    start_router,
+    stop_process,
+    tails,
+)
 from tests.fixtures.broker import TopicsFactory
 from tests.unit.router.factories import make_iban, state, statement
 
@@ -70,7 +77,6 @@ MIN_BEFORE_KILL = 1_000  # the victim routes a real share before it dies
 AFTER_KILL = 2_000  # statements produced after the kill
 BEFORE_KILL_CAP = 30_000  # the victim never met the kill conditions: fail, do not run on
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ASSIGNED = re.compile(r"router_partitions_assigned\s+partitions=\[([0-9, ]*)\]")
 _RELEASED = "router_partitions_released"
 
@@ -110,49 +116,11 @@ class Produced:
     after_kill: set[str] = field(default_factory=set)
 
 
-def router_env(broker: EmbeddedBroker, topics: Topics, data_dir: Path) -> dict[str, str]:
-    # The caller's environment must not change the run: no metrics port the two processes
-    # would fight over, no transactions (Tansu has none), the default connector catalogue.
-    dropped = {
-        "DATABASE_URL", "TABLE_STORE", "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT",
-        "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-        TOPIC_PREFIX=topics.prefix,
-        TOPIC_PARTITIONS=str(topics.partitions),
-        DATA_DIR=str(data_dir),
-        LOG_LEVEL="INFO",
-        LOG_FORMAT="console",
-        ROUTER_MODE="batch",
-    )
-    return env
-
-
-def start_router(broker: EmbeddedBroker, topics: Topics, data_dir: Path, log: Path) -> Any:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "routing.router"],
-            env=router_env(broker, topics, data_dir),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-
-
-def stop_process(proc: Any, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
-def log_text(log: Path, start: int = 0) -> str:
-    return _ANSI.sub("", log.read_bytes()[start:].decode(errors="replace"))
+# The caller's environment must not change the run: no metrics port the two processes
+# would fight over, no transactions (Tansu has none), the default connector catalogue.
+ISOLATED = DROPPED | {
+    "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT", "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
+}
 
 
 def last_assignment(log: Path, start: int = 0) -> frozenset[int] | None:
@@ -161,10 +129,6 @@ def last_assignment(log: Path, start: int = 0) -> frozenset[int] | None:
     if not found:
         return None
     return frozenset(int(p) for p in found[-1].split(",") if p.strip())
-
-
-def tails(*logs: Path) -> str:
-    return "\n".join(f"--- {log.name} ---\n{log_text(log)[-2500:]}" for log in logs)
 
 
 async def committed(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[
@@ -221,17 +185,6 @@ async def produce_stream(
         await asyncio.sleep(STREAM_TICK_S)
 
 
-async def final_copies(bootstrap: str, topics: Topics) -> dict[str, list[tuple[str, str]]]:
-    """Every copy of every statement in a final destination, minus ``decided_at``."""
-    copies: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for topic in (topics.partner("acd"), topics.global_file):
-        for record in await read_topic(bootstrap, topic, timeout=60):
-            doc = json.loads(record.value)
-            doc["routing"].pop("decided_at")
-            copies[doc["statement_id"]].append((topic, json.dumps(doc, sort_keys=True)))
-    return copies
-
-
 async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing(
     kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, tmp_path: Path
 ) -> None:
@@ -245,18 +198,10 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
     procs: dict[str, Any] = {}
     stream: asyncio.Task[None] | None = None
     try:
-        for iban in BOUND:
-            await producer.send(topics.iban_state, state(iban, connector_id="acd"),
-                                key=iban.encode())
-        for iban in UNBOUND:
-            await producer.send(topics.iban_state, state(iban), key=iban.encode())
-        for iban in PENDING:
-            await producer.send(topics.iban_state,
-                                state(iban, connector_id="acd", mandate_status="pending"),
-                                key=iban.encode())
-        await producer.flush()
+        await produce_states(producer, topics, bound=BOUND, unbound=UNBOUND, pending=PENDING)
         for name in ("a", "b"):
-            procs[name] = start_router(kafka_broker, topics, tmp_path / name, logs[name])
+            procs[name] = start_router(kafka_broker, topics, tmp_path / name, logs[name],
+                                       dropped=ISOLATED, LOG_FORMAT="console")
 
         # 1. Both routers own a share: the last assignments are non-empty and disjoint.
         deadline = loop.time() + 90
@@ -343,10 +288,7 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
             await asyncio.sleep(0.2)
 
         # 5. Approve the pending IBANs: the survivor releases what either router held.
-        for iban in PENDING:
-            await producer.send(topics.iban_state,
-                                state(iban, version=2, connector_id="acd"), key=iban.encode())
-        await producer.flush()
+        await approve(producer, topics, PENDING)
         await stream
         total = len(produced.where)
         deadline = loop.time() + 120
@@ -376,14 +318,10 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
         **dict.fromkeys(BOUND + PENDING + late_bound, topics.partner("acd")),
         **dict.fromkeys(UNBOUND + late_unbound, topics.global_file),
     }
-    duplicates = 0
     for sid, found in copies.items():
         topics_seen = {topic for topic, _ in found}
         assert topics_seen == {expected_topic[produced.iban[sid]]}, f"{sid} went to {topics_seen}"
-        first = found[0][1]
-        for _, other in found[1:]:
-            assert other == first, f"{sid}: duplicate copies differ"
-        duplicates += len(found) - 1
+    duplicates = duplicate_count(copies)
 
     # Only a restored Table can have routed these (see the module docstring).
     late_ids = {sid for sid in produced.after_kill if produced.iban[sid] in late}

@@ -3,10 +3,7 @@ partner through the session broker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
@@ -22,16 +19,6 @@ from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
 
 from .scrape import moved, scrape
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_attempts_deliveries_failures_dead_letters_and_latency(

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
-import httpx
-import pytest
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
 from routing.broker import EmbeddedBroker
-from routing.domain.model import Profile
-from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore
+from tests.integration.conftest import Ops, bearer, operator_api
 
 from .helpers import commit, produce_to_partitions
-
-
-@dataclass
-class Ops:
-    client: httpx.AsyncClient
-    operator: dict[str, str]
-    user: dict[str, str]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def closed_port() -> str:
@@ -40,31 +20,8 @@ def closed_port() -> str:
     return f"127.0.0.1:{port}"
 
 
-async def _ops(bootstrap: str, topics: Topics, sqlite_url: str) -> AsyncIterator[Ops]:
-    await upgrade(sqlite_url)
-    store = SqlStateStore.from_url(sqlite_url)
-    token, digest = new_operator_token()
-    try:
-        await store.create_cabinet("cab-1", "Cabinet 1")
-        admin = await store.create_user("cab-1", Profile.ADMINISTRATEUR)
-        router = ops_router(topics, default_catalogue(), bootstrap_servers=bootstrap,
-                            operator_token_sha256=digest)
-        app = create_app(store, default_catalogue(), ops=router)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Ops(client, bearer(token), bearer(admin.token))
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def ops(kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str) -> AsyncIterator[Ops]:
-    async for value in _ops(kafka_broker.bootstrap_servers, topics, sqlite_url):
-        yield value
-
-
 async def test_monitor_routes_refuse_anyone_but_the_operator(ops: Ops) -> None:
-    for headers in ({}, bearer("sro_not-the-token"), ops.user):
+    for headers in ({}, bearer("sro_not-the-token"), ops.admin):
         for url in ("/ops/topics", "/ops/lag"):
             response = await ops.client.get(url, headers=headers)
             assert response.status_code == 401, (headers, url)
@@ -107,7 +64,7 @@ async def test_topics_and_lag_for_the_operator(
 async def test_broker_down_answers_503_with_a_reason(
     topics: Topics, sqlite_url: str
 ) -> None:
-    async for ops in _ops(closed_port(), topics, sqlite_url):
+    async with operator_api(closed_port(), topics, sqlite_url) as ops:
         for url in ("/ops/topics", "/ops/lag"):
             response = await ops.client.get(url, headers=ops.operator)
             assert response.status_code == 503, response.text
@@ -115,4 +72,4 @@ async def test_broker_down_answers_503_with_a_reason(
             assert body["error"] == "broker_unavailable"
             assert "cannot reach Kafka" in body["detail"] or "did not answer" in body["detail"]
         # Still operator-only while the broker is down.
-        assert (await ops.client.get("/ops/lag", headers=ops.user)).status_code == 401
+        assert (await ops.client.get("/ops/lag", headers=ops.admin)).status_code == 401

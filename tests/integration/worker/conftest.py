@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
@@ -26,19 +25,9 @@ from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 
-from .receiver import Partner, WebhookReceiver
+from .receiver import Partner
 
 SHORT = RetrySchedule(base_seconds=0.02, max_seconds=0.2, max_attempts=4)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def webhook(partner: Partner) -> WebhookEndpoint:

@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import httpx
-import pytest
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
+from routing.api.ops import ops_router
 from routing.broker import EmbeddedBroker
-from routing.domain.model import Profile
-from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore
+from tests.integration.conftest import Ops, bearer
 from tests.unit.delivery.factories import make_delivery
 
 from .conftest import produce, running, wait_until, webhook
 from .receiver import Reply, WebhookReceiver
-
-
-@dataclass
-class Ops:
-    client: httpx.AsyncClient
-    operator: dict[str, str]
-    admin: dict[str, str]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def ops(
-    kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str
-) -> AsyncIterator[Ops]:
-    await upgrade(sqlite_url)
-    store = SqlStateStore.from_url(sqlite_url)
-    token, digest = new_operator_token()
-    try:
-        await store.create_cabinet("cab-1", "Cabinet 1")
-        admin = await store.create_user("cab-1", Profile.ADMINISTRATEUR)
-        router = ops_router(topics, default_catalogue(),
-                            bootstrap_servers=kafka_broker.bootstrap_servers,
-                            operator_token_sha256=digest)
-        app = create_app(store, default_catalogue(), ops=router)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Ops(client, bearer(token), bearer(admin.token))
-    finally:
-        await store.close()
 
 
 async def test_ops_routes_refuse_anyone_but_the_operator(ops: Ops) -> None:

@@ -10,7 +10,6 @@ worker does per statement, which the deliverers (webhook, SFTP) rely on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,12 @@ from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from tests.integration.worker.conftest import SHORT, produce, wait_until, webhook
+from tests.integration.worker.conftest import (
+    SHORT,
+    produce,
+    wait_until,
+    webhook,
+)
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
 
@@ -49,16 +53,6 @@ class _Narrating:
 
 def _narrating(connector_id: str, endpoint: PartnerEndpoint) -> Deliverer:
     return _Narrating(default_deliverer(connector_id, endpoint))
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_delivery_lines_are_json_with_statement_connector_and_cabinet(
