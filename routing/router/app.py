@@ -150,17 +150,24 @@ class RouterApp:
 
         The routed outputs and the Tables' changelog records go through our sink's batched
         producer (faust's per-record send path cost more than the routing itself), in two
-        rounds, because nothing orders deliveries across partitions. A changelog record may
-        state that outputs exist: a release deletes the held entries it routed. Were the
-        tombstone durable before the released statements, a crash in between would lose
-        them for good: after a restart the held entry is gone, the replayed ``iban.state``
-        record is a stale version with nothing held, and the sweep finds nothing. So when a
-        step writes the Tables, its outputs are acknowledged first (under the lock, so no
-        later step's changelog record can overtake this one's), and only then are the
-        changelog records issued. A crash in between leaves the Tables as before the step,
-        and the input, not yet acknowledged, is processed again: duplicates, never a loss.
-        A step without Table writes awaits its acks outside the lock. Once a step failed,
-        no other one runs: the in-memory Tables may be ahead of their changelogs.
+        rounds when it matters, because nothing orders deliveries across partitions. A
+        changelog *tombstone* may state that outputs exist: a release deletes the held
+        entries it routed. Were the tombstone durable before the released statements, a
+        crash in between would lose them for good: after a restart the held entry is gone,
+        the replayed ``iban.state`` record is a stale version with nothing held, and the
+        sweep finds nothing. So when a step deletes from a Table, its outputs are
+        acknowledged first (under the lock, so no later step's changelog record can
+        overtake this one's), and only then are the changelog records issued. A crash in
+        between leaves the Tables as before the step, and the input, not yet acknowledged,
+        is processed again: duplicates, never a loss.
+
+        A step that only *writes* values (a statement held, a state applied) sends outputs
+        and changelog together, in one round: whichever becomes durable first, the replay
+        of the unacknowledged input finds either nothing (and does it all again) or the
+        statement already held (and re-emits only its audit event, ``_hold``) or the state
+        already applied (a stale version, and the statements after it in the batch are
+        routed by it, as the first time). Once a step failed, no other one runs: the
+        in-memory Tables may be ahead of their changelogs.
 
         Every ack is awaited before returning: only then may the input be acknowledged
         (faust's agent commit) or committed (the pump).
@@ -171,12 +178,17 @@ class RouterApp:
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
             changelog_acks: list[Any] = []
-            pending: list[Any] = await self.sink.send_many(outs) if outs else []
-            if changelog:
+            if changelog and any(record.value is None for record in changelog):
+                pending: list[Any] = await self.sink.send_many(outs) if outs else []
                 await _acked(pending)
                 changelog_acks = await self.sink.send_many(changelog)
+            elif changelog:
+                pending = changelog_acks = await self.sink.send_many([*outs, *changelog])
+            else:
+                pending = await self.sink.send_many(outs) if outs else []
         if changelog:
             await _acked(changelog_acks)
+            # The acks of whole record batches; those of routed topics are ignored there.
             self.tables.changelog_persisted([ack.result() for ack in changelog_acks])
             self.tables.count_changelog(changelog)
         await _acked(pending)

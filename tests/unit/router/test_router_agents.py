@@ -424,10 +424,14 @@ class GatedSink(MemorySink):
         self.gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
+        acks = await super().send_many(outs)
         if self.gate.done():
-            return await super().send_many(outs)
-        self.records.extend(outs)
-        return [self.gate]
+            return acks
+        return [asyncio.ensure_future(self._after_gate(ack)) for ack in acks]
+
+    async def _after_gate(self, ack: asyncio.Future[Any]) -> Any:
+        await self.gate
+        return ack.result()
 
 
 async def test_a_release_deletes_the_held_entry_only_once_the_released_are_acked(
@@ -457,3 +461,28 @@ async def test_a_release_deletes_the_held_entry_only_once_the_released_are_acked
     await step
     sent = [o for o in gated.records if o.topic.endswith("-changelog")]
     assert [(o.topic.endswith("-held-changelog"), o.value) for o in sent][-1] == (True, None)
+
+
+async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Holding a statement writes the held Table; no tombstone, so nothing needs ordering
+    # and the step does not wait for its outputs before issuing the changelog record.
+    # It still returns (letting the input be committed) only once both are acknowledged.
+    await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
+    gated = GatedSink()
+    monkeypatch.setattr(h.router, "_sink", gated)
+    from routing.router.core import Record
+
+    record = Record(TOPICS.received, P, 3, IBAN_A.encode(), statement("s1", IBAN_A))
+    step = asyncio.create_task(
+        h.router.run_step(lambda now: h.router.core.on_statement(record, now))
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    topics = [o.topic for o in gated.records]
+    assert topics[:2] == [TOPICS.held, TOPICS.outcomes]
+    assert topics[2].endswith("-held-changelog") and gated.records[2].value is not None
+    assert not step.done()  # nothing acknowledged yet: the input must not be committed
+    gated.gate.set_result(None)
+    await step
