@@ -53,10 +53,13 @@ def _positive_hash(key: bytes) -> int:
     return murmur2(key) & 0x7FFFFFFF
 
 
-def default_partition(key: bytes, partitions: int) -> int:
+def default_partition(key: bytes, partitions: int, *, repeats: bool = True) -> int:
     """The partition the Java client, aiokafka and faust pick for ``key``.
 
-    IBAN and cabinet keys repeat all day, so their hashes are cached; statement ids do
-    not, and cost one :func:`murmur2`.
+    IBAN and cabinet keys repeat all day, so their hashes are cached. Pass
+    ``repeats=False`` for keys seen once (statement ids): they cost one :func:`murmur2`
+    and stay out of the cache, where they would only evict the keys that repeat.
     """
-    return _positive_hash(key) % partitions
+    if repeats:
+        return _positive_hash(key) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

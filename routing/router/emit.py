@@ -35,6 +35,9 @@ class Out:
     key: bytes
     value: bytes | None
     partition: int | None = None  # None: the producer's partitioner (murmur2 of the key)
+    # False for a key that is seen once (a statement id): its hash is not cached, so it
+    # neither pays for the cache nor pushes out the IBANs and cabinets that do repeat.
+    key_repeats: bool = True
 
 
 # (id(destination), reason, id(checks)) -> (checks, destination name, checks as JSON).
@@ -100,7 +103,7 @@ def _outcome(
         "detail": detail,
         "routing": trace,
     }
-    return Out(topic, fields["statement_id"].encode(), dumps(doc))
+    return Out(topic, fields["statement_id"].encode(), dumps(doc), key_repeats=False)
 
 
 def build_routed(

@@ -16,7 +16,9 @@ def test_murmur2_matches_aiokafka(key: bytes) -> None:
 
 @given(st.binary(min_size=1, max_size=64), st.integers(min_value=1, max_value=64))
 def test_default_partition_is_the_java_clients(key: bytes, partitions: int) -> None:
-    assert default_partition(key, partitions) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % partitions
+    expected = (aiokafka_murmur2(key) & 0x7FFFFFFF) % partitions
+    assert default_partition(key, partitions) == expected
+    assert default_partition(key, partitions, repeats=False) == expected
 
 
 def test_known_value() -> None:
