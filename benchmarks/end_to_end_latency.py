@@ -94,7 +94,9 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
     from routing.ledger import run_ledger
     from routing.logs import configure_logging
     from routing.router import run_router
-    from routing.runtime import stop_on_signals
+    from routing.runtime import stop_on_signals, tune_gc
+
+    tune_gc()  # as the CLI does for `up` and every role
 
     settings = Settings(
         data_dir=Path(cfg["data_dir"]),

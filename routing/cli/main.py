@@ -323,9 +323,11 @@ def up(
 
 def main() -> None:
     from routing.logs import configure_logging
+    from routing.runtime import tune_gc
 
     cfg = settings()
     configure_logging(cfg.log_format, cfg.log_level)
+    tune_gc()
     app()
 
 

@@ -33,9 +33,9 @@ How it keeps DESIGN §5:
 * **At-least-once.** Offsets of both topics are committed (to the consumer group
   ``<app id>-input``, as a manually assigned consumer) only after every output of the
   batch is acknowledged by the broker *and* so are the Tables' changelog records of the
-  batch, which are sent only once the outputs are acknowledged (see
-  ``RouterApp.run_step``: a held entry's tombstone must never be durable before the
-  released statements are). A crash before the commit replays the batch: duplicates are
+  batch; when the batch deletes from a Table, those are sent only once the outputs are
+  acknowledged (see ``RouterApp.run_step``: a held entry's tombstone must never be
+  durable before the released statements are). A crash before the commit replays the batch: duplicates are
   possible, losses are not; a replayed state is an old version, ignored, and still
   releases what it should. A failed send or commit is fatal: the pump stops without
   committing and the runner stops the worker.
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -175,6 +176,11 @@ class BatchPump:
         self._catching_up = {}
         received = self._router.topics.received
         consumer.resume(*(tp for tp in consumer.paused() if tp.topic == received))
+        # The Tables were just recovered or loaded: a million small objects that live as
+        # long as the process. Left to the collector, every full collection walked them
+        # all (33 full collections, 5.8 s, in the benchmark's run). Frozen, they are
+        # never scanned; they are still freed by reference counting when replaced.
+        gc.freeze()
         return True
 
     # --- the loop -----------------------------------------------------------------------
