@@ -37,8 +37,8 @@ How it keeps DESIGN §5:
   acknowledged (see ``RouterApp.run_step``: a held entry's tombstone must never be
   durable before the released statements are). A crash before the commit replays the
   batch: duplicates are possible, losses are not; a replayed state is an old version,
-  ignored, and still releases what it should. A failed send or commit is fatal: the pump stops without
-  committing and the runner stops the worker.
+  ignored, and still releases what it should. A failed send or commit is fatal: the
+  pump stops without committing and the runner stops the worker.
 * **Order.** Within a batch, records are routed in partition order and their outputs are
   issued in that order under the router's lock, so a release and a new statement of the
   same IBAN can never interleave.
