@@ -681,13 +681,16 @@ async def run_adapters(
         raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
     schedule = schedule or RetrySchedule.from_settings(settings)
     fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    producer_params = ProducerParams.from_settings(
+        settings, bootstrap_servers=bootstrap_servers, client_id="adapters"
+    )
     del settings  # everything else comes through the arguments
     needed = [t for cid in ids for t in (topics.partner(cid), topics.partner_dlq(cid))]
     await require_topics(bootstrap_servers, [*needed, topics.outcomes, topics.invalid])
 
     live: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
     deliverers = {cid: deliverer_factory(cid, endpoints[cid]) for cid in ids}
-    producer = make_producer(ProducerParams(bootstrap_servers, client_id="adapters"))
+    producer = make_producer(producer_params)
     inner_stop = asyncio.Event()
     try:
         async with kafka_errors("starting the adapters' producer", bootstrap_servers):

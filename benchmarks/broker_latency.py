@@ -64,7 +64,9 @@ async def main(args: argparse.Namespace) -> None:
         pid = broker.pid
         assert pid is not None
         await ensure_topics(bootstrap, [TopicSpec(TOPIC, 6, "delete", "n", "-", "bench")])
-        producer = make_producer(ProducerParams(bootstrap, client_id="broker-latency"))
+        producer = make_producer(
+            ProducerParams(bootstrap, client_id="broker-latency", linger_ms=args.linger_ms)
+        )
         consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=TOPIC,
                                     fetch_max_wait_ms=args.fetch_max_wait_ms,
                                     auto_offset_reset="earliest")
@@ -116,6 +118,7 @@ async def main(args: argparse.Namespace) -> None:
         print(json.dumps({
             "benchmark": "broker_latency", "rate_per_s": args.rate,
             "duration_s": args.duration, "fetch_max_wait_ms": args.fetch_max_wait_ms,
+            "linger_ms": args.linger_ms,
             "broker": "embedded Tansu (memory storage engine)", **summary(everything),
             "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                        f"Python {platform.python_version()}"}))
@@ -129,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=90.0, help="seconds")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per line")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=20)
+    parser.add_argument("--linger-ms", type=int, default=5,
+                        help="the producer's linger (the pipeline's default: 5)")
     return parser.parse_args(argv)
 
 

@@ -107,6 +107,7 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
         log_format="json",
         log_level=cfg["log_level"],
         delivery_retry_base_seconds=cfg["retry_base"],
+        kafka_linger_ms=cfg["linger_ms"],
     )
     configure_logging(settings.log_format, settings.log_level)
     topics = Topics(settings.topic_prefix, settings.topic_partitions)
@@ -396,6 +397,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "webhook_url": receiver.url, "secret": "whsec_" + base64.b64encode(
                 rng.randbytes(32)).decode(),
             "retry_base": args.retry_base, "log_level": args.log_level,
+            "linger_ms": args.linger_ms,
             "migrate": False,
         }
         await migrate(data_dir, database_url)
@@ -495,6 +497,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "partitions": args.partitions,
         "database": database_url.split(":", 1)[0],
         "pipeline_log_level": args.log_level,
+        "linger_ms": args.linger_ms,
         "topology": args.topology,
         "pipeline_processes": [list(roles) for roles in TOPOLOGIES[args.topology]],
         "pipeline_errors": {k: v["error"] for k, v in (pipeline_stats or {}).items()
@@ -522,6 +525,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="up",
                         help="up: every role in one process, as `statement-router up`; "
                              "processes: one process per role, as docker compose")
+    parser.add_argument("--linger-ms", type=int, default=Settings().kafka_linger_ms,
+                        help="the pipeline producers' linger (KAFKA_LINGER_MS)")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # internal: the child

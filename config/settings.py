@@ -72,6 +72,18 @@ class Settings(BaseSettings):
             "when data arrives, so every consumer hop adds up to this much latency."
         ),
     )
+    kafka_linger_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1_000,
+        description=(
+            "How long a producer waits for more records before sending a batch (aiokafka "
+            "linger_ms), for every producer of the pipeline but ingest. Each hop can add up "
+            "to this much latency when traffic is light. On the embedded Tansu broker, "
+            "larger batches keep it fast under sustained load: its cost grows with the "
+            "number of record batches it holds (docs/performance.md, broker_latency)."
+        ),
+    )
     router_mode: Literal["batch", "agent"] = Field(
         default="batch",
         description=(

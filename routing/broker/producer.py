@@ -73,6 +73,7 @@ class ProducerParams:
             bootstrap_servers=servers,
             client_id=client_id,
             exactly_once=settings.kafka_exactly_once,
+            linger_ms=settings.kafka_linger_ms,
         )
 
 

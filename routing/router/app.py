@@ -73,7 +73,7 @@ class RouterTuning:
     heartbeat_interval: float = 1.0
     rebalance_timeout: float = 20.0
     max_batch: int = 2_000
-    linger_ms: int = 5
+    linger_ms: int | None = None  # None: the settings' kafka_linger_ms
     producer_batch_bytes: int = 262_144
     emit_outcomes: bool = True
 
@@ -368,7 +368,7 @@ def create_router_app(
             bootstrap_servers=servers,
             client_id=f"{app_id}-sink",
             exactly_once=False,
-            linger_ms=tuning.linger_ms,
+            linger_ms=settings.kafka_linger_ms if tuning.linger_ms is None else tuning.linger_ms,
             max_batch_size=tuning.producer_batch_bytes,
         )
         return KafkaSink(make_producer(params))
