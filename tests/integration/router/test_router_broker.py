@@ -197,3 +197,27 @@ async def read_until(bootstrap: str, topic: str, count: int, within: float = 60.
             raise AssertionError(f"{topic}: {len(found)} records, wanted {count}")
         await asyncio.sleep(0.2)
 
+
+
+async def test_the_sink_sends_its_batches_without_lingering(
+    kafka_broker: EmbeddedBroker, topics: Topics
+) -> None:
+    # The sink hands over complete batches and a routing step waits for their acks, so a
+    # lingering batch would hold every step back by linger_ms. With a producer lingering
+    # 90 s, the records must be acknowledged well before (the wait_for makes the failure
+    # an error rather than a wait of 90 s; it is not a measurement).
+    from routing.router.emit import Out
+    from routing.router.sink import KafkaSink
+
+    params = ProducerParams(kafka_broker.bootstrap_servers, linger_ms=90_000)
+    sink = KafkaSink(make_producer(params))
+    await sink.start()
+    try:
+        outs = [Out(topics.held, IBAN.encode(), f"v{n}".encode()) for n in range(3)]
+        acks = await sink.send_many(outs)
+        done = await asyncio.wait_for(asyncio.gather(*acks), timeout=30)
+    finally:
+        await sink.stop()
+    assert [ack.topic for ack in done] == [topics.held]
+    records = await read_topic(kafka_broker.bootstrap_servers, topics.held)
+    assert [r.value for r in records] == [b"v0", b"v1", b"v2"]
