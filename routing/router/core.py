@@ -65,7 +65,7 @@ from routing.router.codec import (
     state_to_table,
     statement_fields,
 )
-from routing.router.emit import Out, build_routed, decision_text
+from routing.router.emit import Out, build_routed
 
 log = structlog.get_logger("routing.router")
 
@@ -278,7 +278,7 @@ class RouterCore:
         now: str,
         detail: str | None = None,
     ) -> list[Out]:
-        self.stats[decision_text(decision)[0]] += 1
+        self.stats[decision.destination] += 1
         return build_routed(
             fields, decision, state, self.topics, now, outcomes=self.emit_outcomes, detail=detail
         )
