@@ -11,7 +11,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 from datetime import date
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,10 +29,7 @@ from routing.domain.model import IbanState, MandateStatus
 StatementFormat = Literal["cfonb120", "camt053", "mt940"]
 
 
-@lru_cache(maxsize=65_536)
 def _valid_iban(value: str) -> str:
-    # Cached: an account's IBAN comes back with every statement, and the mod-97 and RIB
-    # checks showed in the router's profile. A refused IBAN raises, which is not cached.
     try:
         return normalise_iban(value)
     except InvalidIban as exc:
