@@ -177,15 +177,13 @@ class RouterApp:
                 raise RouterCrashed(f"router stopping: {self.fatal_error!r}")
             outs = step(utc_now())
             changelog = self.tables.take_changelog()
-            changelog_acks: list[Any] = []
-            if changelog and any(record.value is None for record in changelog):
+            if any(record.value is None for record in changelog):  # a tombstone: ordered
                 pending: list[Any] = await self.sink.send_many(outs) if outs else []
                 await _acked(pending)
                 changelog_acks = await self.sink.send_many(changelog)
-            elif changelog:
-                pending = changelog_acks = await self.sink.send_many([*outs, *changelog])
             else:
-                pending = await self.sink.send_many(outs) if outs else []
+                records = [*outs, *changelog]
+                pending = changelog_acks = await self.sink.send_many(records) if records else []
         if changelog:
             await _acked(changelog_acks)
             # The acks of whole record batches; those of routed topics are ignored there.
