@@ -26,11 +26,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer
+from latency_stats import percentiles
 
 from events.topics import TopicSpec
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
@@ -42,18 +42,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def summary(latencies: list[float]) -> dict[str, Any]:
-    ordered = sorted(latencies)
-    if not ordered:
-        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
-
-    def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
-
-    return {"count": len(ordered), "p50_ms": rank(0.50), "p99_ms": rank(0.99),
-            "max_ms": round(ordered[-1] * 1000, 1)}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -105,7 +93,7 @@ async def main(args: argparse.Namespace) -> None:
                         "records_held": sent,
                         "broker_cpu_pct": round(100 * (cpu - cpu_start) / (now - window_start),
                                                 1),
-                        **summary(window)}), flush=True)
+                        **percentiles(window)}), flush=True)
                     everything += window
                     window.clear()
                     window_start, cpu_start = now, cpu
@@ -119,7 +107,7 @@ async def main(args: argparse.Namespace) -> None:
             "benchmark": "broker_latency", "rate_per_s": args.rate,
             "duration_s": args.duration, "fetch_max_wait_ms": args.fetch_max_wait_ms,
             "linger_ms": args.linger_ms,
-            "broker": "embedded Tansu (memory storage engine)", **summary(everything),
+            "broker": "embedded Tansu (memory storage engine)", **percentiles(everything),
             "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                        f"Python {platform.python_version()}"}))
     finally:

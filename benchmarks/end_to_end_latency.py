@@ -42,7 +42,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import math
 import os
 import platform
 import random
@@ -59,6 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiohttp import web
+from latency_stats import percentiles
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
@@ -68,6 +68,7 @@ from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 from routing.store.engine import create_store_engine
+from routing.store.migrate import upgrade
 from routing.store.tables import global_file_statements
 
 CONNECTOR = "acd"
@@ -157,15 +158,6 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
                 results[name] = {k: (v.as_dict() if hasattr(v, "as_dict") else v)
                                  for k, v in result.items()}
     write_text(cfg["stats_file"], json.dumps(results, default=str))
-
-
-async def migrate(data_dir: Path, database_url: str) -> None:
-    """Create the schema once, before the role processes start (compose's ``migrate``)."""
-    from routing.bootstrap import open_store
-
-    async with open_store(Settings(data_dir=data_dir, database_url=database_url),
-                          migrate=True):
-        pass
 
 
 def write_text(path: str, text: str) -> None:
@@ -349,19 +341,6 @@ async def produce_at_rate(bootstrap: str, topic: str, load: Load, rng: random.Ra
     return ids, total / elapsed if elapsed > 0 else float("nan")
 
 
-def percentiles(seconds: list[float]) -> dict[str, float | int | None]:
-    """Nearest-rank p50/p95/p99 and max, in milliseconds."""
-    if not seconds:
-        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    ordered = sorted(seconds)
-
-    def rank(q: float) -> float:
-        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 1)
-
-    return {"count": len(ordered), "p50_ms": rank(0.50), "p95_ms": rank(0.95),
-            "p99_ms": rank(0.99), "max_ms": round(ordered[-1] * 1000, 1)}
-
-
 async def stop_child(child: asyncio.subprocess.Process) -> None:
     """SIGTERM (the roles finish their batch and commit), SIGKILL after 60 s; reaped."""
     if child.returncode is None:
@@ -400,7 +379,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "linger_ms": args.linger_ms,
             "migrate": False,
         }
-        await migrate(data_dir, database_url)
+        await upgrade(database_url)  # once, before the role processes (compose's migrate)
         ready_files: list[Path] = []
         for n, roles in enumerate(TOPOLOGIES[args.topology]):
             ready_files.append(data_dir / f"ready-{n}")
