@@ -7,7 +7,7 @@ import socket
 from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from tests.integration.conftest import Ops, bearer, operator_api
+from tests.integration.ops_api import Ops, bearer, operator_api
 
 from .helpers import commit, produce_to_partitions
 

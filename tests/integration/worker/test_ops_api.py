@@ -8,7 +8,7 @@ from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.api.ops import ops_router
 from routing.broker import EmbeddedBroker
-from tests.integration.conftest import Ops, bearer
+from tests.integration.ops_api import Ops, bearer
 from tests.unit.delivery.factories import make_delivery
 
 from .conftest import produce, running, wait_until, webhook
