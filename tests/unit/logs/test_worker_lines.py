@@ -21,12 +21,7 @@ from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from tests.integration.worker.conftest import (
-    SHORT,
-    produce,
-    wait_until,
-    webhook,
-)
+from tests.integration.worker.conftest import SHORT, produce, wait_until, webhook
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
 
