@@ -9,6 +9,8 @@ processes upgrading at once are serialized: a transaction-level advisory lock on
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 
 from alembic import command
@@ -48,19 +50,37 @@ def _upgrade_on(connection: Connection, config: Config, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _in_process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _upgrade_locks.get(loop)
+    if lock is None:
+        lock = _upgrade_locks[loop] = asyncio.Lock()
+    return lock
+
+
 async def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (default: the newest one).
 
-    Driver errors come out as ``routing.store.errors.StoreError``.
+    Driver errors come out as ``routing.store.errors.StoreError``. Upgrades in one process
+    take turns: Alembic keeps the running migration in module globals (``alembic.context``,
+    ``alembic.op``), so two interleaved in one event loop mixed up each other's state
+    (seen as ``KeyError: 'script'`` and "table already exists"). Between processes, the
+    database's own lock serializes them (module docstring).
     """
     config = alembic_config(url)
-    engine = create_store_engine(url, poolclass=NullPool)
-    try:
-        with translated_errors(url):
-            async with engine.begin() as connection:
-                await connection.run_sync(_upgrade_on, config, revision)
-    finally:
-        await engine.dispose()
+    async with _in_process_lock():
+        engine = create_store_engine(url, poolclass=NullPool)
+        try:
+            with translated_errors(url):
+                async with engine.begin() as connection:
+                    await connection.run_sync(_upgrade_on, config, revision)
+        finally:
+            await engine.dispose()
 
 
 def _current_on(connection: Connection) -> str | None:
