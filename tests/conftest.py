@@ -15,6 +15,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.broker",
+    "tests.fixtures.postgres_server",
     "tests.fixtures.databases",
     "tests.fixtures.receiver",
 ]

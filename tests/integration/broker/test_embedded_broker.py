@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import stat
 from collections import defaultdict
@@ -10,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config.settings import Settings
@@ -30,7 +32,14 @@ from routing.broker import (
     make_producer,
     read_topic,
 )
-from tests.fixtures.broker import TopicsFactory, process_gone, tansu_children, unique_prefix
+from routing.broker.kafka_local import LocalKafka
+from tests.fixtures.broker import (
+    TopicsFactory,
+    parent_of,
+    process_gone,
+    tansu_children,
+    unique_prefix,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -72,7 +81,8 @@ async def test_the_broker_answers_kafka_metadata_with_its_own_cluster_id(
     assert [(b["host"], b["port"]) for b in cluster["brokers"]] == [
         ("127.0.0.1", kafka_broker.port)
     ]
-    assert kafka_broker.pid in tansu_children()
+    assert kafka_broker.pid is not None
+    assert parent_of(kafka_broker.pid) == os.getpid()
 
 
 def test_stop_terminates_and_reaps_the_process(tmp_path: Path) -> None:
@@ -205,8 +215,10 @@ async def test_a_partition_count_mismatch_is_refused_before_creating_anything(
     }
 
 
-async def test_a_topic_auto_created_by_a_producer_is_caught(kafka_broker: EmbeddedBroker) -> None:
-    bootstrap = kafka_broker.bootstrap_servers
+async def test_a_topic_auto_created_by_a_producer_is_caught(tansu_broker: EmbeddedBroker) -> None:
+    """Tansu only: it auto-creates topics on produce (Kafka here does not, as in production:
+    see the next test), with its own default partition count."""
+    bootstrap = tansu_broker.bootstrap_servers
     topics = Topics(prefix=unique_prefix(), partitions=3)
     await produce(bootstrap, topics.received, [("FR76", b"{}")])  # auto-creates it
 
@@ -214,6 +226,21 @@ async def test_a_topic_auto_created_by_a_producer_is_caught(kafka_broker: Embedd
     assert auto_partitions != 3  # Tansu's default (4), not the catalogue's count
     with pytest.raises(TopicMismatch, match=f"has {auto_partitions} partitions"):
         await ensure_topics(bootstrap, topics.specs([]))
+
+
+async def test_apache_kafka_does_not_auto_create_topics(apache_kafka: LocalKafka) -> None:
+    """Kafka only: like docker-compose.yml, the local node has auto-creation off, so a
+    producer to a missing topic fails instead of creating it with a wrong partition count."""
+    bootstrap = apache_kafka.bootstrap_servers
+    topic = Topics(prefix=unique_prefix(), partitions=3).received
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=2_000)
+    await producer.start()
+    try:
+        with pytest.raises((UnknownTopicOrPartitionError, KafkaTimeoutError)):
+            await producer.send_and_wait(topic, b"{}", key=b"FR76")
+    finally:
+        await producer.stop()
+    assert topic not in await describe_topics(bootstrap)
 
 
 async def test_a_cleanup_policy_that_would_lose_data_is_refused(

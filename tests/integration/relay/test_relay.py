@@ -26,6 +26,8 @@ from routing.domain.model import MandateStatus, Profile
 from routing.relay import OutboxRelay
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
+from tests.fixtures.databases import maintenance_connection
+from tests.fixtures.postgres_server import PostgresServer
 
 IBANS = (
     "FR7630006000011234567890189",
@@ -177,7 +179,7 @@ async def wait_for_backlog(store: SqlStateStore, expected: int, seconds: float =
 
 @pytest.mark.postgres
 async def test_relay_survives_a_database_restart_and_keeps_leadership_honest(
-    postgres_url: str, topics: Topics, kafka_broker: EmbeddedBroker
+    postgres_url: str, postgres_server: PostgresServer, topics: Topics, kafka_broker: EmbeddedBroker
 ) -> None:
     """Every session is cut (as a PostgreSQL restart would): the relay notices it lost its
     advisory lock, takes it again, and publishes what was committed meanwhile."""
@@ -192,7 +194,7 @@ async def test_relay_survives_a_database_restart_and_keeps_leadership_honest(
         await store.add_iban(IBANS[0], "cab-a", None)
         assert await wait_for_backlog(store, 0)
         database = postgres_url.rsplit("/", 1)[1]
-        killer = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        killer = await maintenance_connection(postgres_server)
         try:
             killed = await killer.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
