@@ -1,8 +1,9 @@
 """``statement-router up``: the whole system in one process, for this machine.
 
-It starts the embedded broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set, creates the
-topics, and runs the API, the outbox relay, the router and the embedded sinks (a directory
-drop per connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
+It starts a broker of its own unless ``KAFKA_BOOTSTRAP_SERVERS`` is set (the embedded
+Tansu by default, or Apache Kafka itself with ``--broker kafka``), creates the topics, and
+runs the API, the outbox relay, the router and the embedded sinks (a directory drop per
+connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
 """
@@ -14,7 +15,7 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from pydantic import SecretStr
@@ -28,6 +29,8 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.broker.kafka_local import KAFKA_VERSION, LocalKafka
+from routing.broker.process import BrokerProcess
 from routing.demo_partner import demo_partner, new_secret
 from routing.ledger import run_ledger
 from routing.relay import OutboxRelay
@@ -88,8 +91,13 @@ async def run_up(
     exit_after_demo: bool = False,
     stop: asyncio.Event | None = None,
     print_line: Callable[[str], None] = print,
+    broker: Literal["tansu", "kafka"] = "tansu",
 ) -> None:
-    """Run every role until Ctrl-C (or ``stop``)."""
+    """Run every role until Ctrl-C (or ``stop``).
+
+    ``broker`` picks the broker started here when none is configured: the embedded Tansu
+    (memory only), or a local Apache Kafka node whose data stays under ``<data_dir>/kafka``.
+    """
     stop = stop or stop_on_signals()
     if demo:
         demo_dir = settings.data_dir / "demo"
@@ -102,11 +110,17 @@ async def run_up(
     async with AsyncExitStack() as stack:
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
+            kind = "configured"
         else:
-            broker = EmbeddedBroker(log_dir=data_dir / "broker")
-            await broker.astart()
-            stack.push_async_callback(broker.astop)
-            bootstrap = broker.bootstrap_servers
+            local: BrokerProcess
+            if broker == "kafka":
+                local = LocalKafka(log_dir=data_dir / "kafka")
+                kind = f"Apache Kafka {KAFKA_VERSION}"
+            else:
+                local, kind = EmbeddedBroker(log_dir=data_dir / "broker"), "embedded Tansu"
+            await local.astart()
+            stack.push_async_callback(local.astop)
+            bootstrap = local.bootstrap_servers
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
         store = await stack.enter_async_context(open_store(settings))
         seed = None
@@ -126,7 +140,11 @@ async def run_up(
         roles.start(
             "router",
             run_router(
-                settings, topics, connectors, stop, bootstrap_servers=bootstrap,
+                settings,
+                topics,
+                connectors,
+                stop,
+                bootstrap_servers=bootstrap,
                 started=router_started,
             ),
         )
@@ -147,8 +165,13 @@ async def run_up(
         roles.start(
             "adapters",
             run_adapters(
-                settings, topics, endpoints, stop, bootstrap_servers=bootstrap,
-                stats=adapter_stats, schedule=RetrySchedule.short() if demo else None,
+                settings,
+                topics,
+                endpoints,
+                stop,
+                bootstrap_servers=bootstrap,
+                stats=adapter_stats,
+                schedule=RetrySchedule.short() if demo else None,
             ),
         )
         roles.start(
@@ -171,7 +194,6 @@ async def run_up(
         else:
             log.warning("api_port_busy", host=settings.api_host, port=settings.api_port)
 
-        kind = "configured" if settings.kafka_bootstrap_servers else "embedded Tansu"
         print_line(f"broker     {bootstrap} ({kind})")
         print_line(f"state      {settings.effective_database_url}")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
@@ -185,7 +207,12 @@ async def run_up(
             print_line(f"demo collaborator token {seed.collaborator_token}")
             await asyncio.wait_for(router_started.wait(), timeout=60)
             await run_demo(
-                store, seed, bootstrap, topics, print_line, stop,
+                store,
+                seed,
+                bootstrap,
+                topics,
+                print_line,
+                stop,
                 api_url=api_url if api_url.startswith("http") else None,
                 download_dir=data_dir,
                 deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
@@ -201,4 +228,3 @@ async def run_up(
         for task in (waiter, failure):
             task.cancel()
         print_line("stopping")
-

@@ -7,6 +7,7 @@ User-level operations (the FAQ's) authenticate with a user's token (``--token`` 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -19,6 +20,14 @@ from routing.cli.common import as_user, print_json, run, settings, with_store
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import StateStore
+
+
+class LocalBrokerKind(StrEnum):
+    """The brokers ``up`` can start itself."""
+
+    tansu = "tansu"
+    kafka = "kafka"
+
 
 app = typer.Typer(
     name="statement-router",
@@ -314,11 +323,21 @@ def up(
     exit_after_demo: Annotated[
         bool, typer.Option("--exit-after-demo", help="Stop once the demo report is printed.")
     ] = False,
+    broker: Annotated[
+        LocalBrokerKind,
+        typer.Option(
+            "--broker",
+            help=(
+                "The broker to start when KAFKA_BOOTSTRAP_SERVERS is unset: tansu (embedded, "
+                "no setup) or kafka (Apache Kafka itself; needs a JDK, and Maven on first use)."
+            ),
+        ),
+    ] = LocalBrokerKind.tansu,
 ) -> None:
     """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
     from routing.up import run_up
 
-    run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo))
+    run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo, broker=broker.value))
 
 
 def main() -> None:

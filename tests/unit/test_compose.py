@@ -763,3 +763,12 @@ def test_the_dockerfile_installs_the_project_as_pyproject_describes() -> None:
     for secret in ("**/.env", "**/*.env", "**/secrets/"):
         assert secret in ignore, secret
     assert "*" in ignore, "the build context is deny-by-default"
+
+
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    """One version: the tests' local broker (KAFKA_VERSION, resolved from Maven Central) is
+    the one production runs, so the production path is the tested path."""
+    from routing.broker.kafka_local import KAFKA_VERSION
+
+    image = load_compose()["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{KAFKA_VERSION}"

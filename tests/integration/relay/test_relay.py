@@ -9,7 +9,6 @@ import signal
 from collections import defaultdict
 from pathlib import Path
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -197,8 +196,7 @@ async def test_relay_survives_a_database_restart_and_keeps_leadership_honest(
         killer = await maintenance_connection(postgres_server)
         try:
             killed = await killer.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
                 database,
             )
         finally:
