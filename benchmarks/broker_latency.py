@@ -30,10 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer
+from brokers import add_broker_argument, broker_label, local_broker
 from latency_stats import percentiles
 
 from events.topics import TopicSpec
-from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker import ProducerParams, ensure_topics, make_producer
 
 TOPIC = "broker-latency"
 
@@ -45,7 +46,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    broker = EmbeddedBroker(log_dir=Path(tempfile.mkdtemp(prefix="broker-latency-")))
+    broker = local_broker(args.broker, Path(tempfile.mkdtemp(prefix="broker-latency-")))
     await broker.astart()
     try:
         bootstrap = broker.bootstrap_servers
@@ -107,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
             "benchmark": "broker_latency", "rate_per_s": args.rate,
             "duration_s": args.duration, "fetch_max_wait_ms": args.fetch_max_wait_ms,
             "linger_ms": args.linger_ms,
-            "broker": "embedded Tansu (memory storage engine)", **percentiles(everything),
+            "broker": broker_label(args.broker), **percentiles(everything),
             "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                        f"Python {platform.python_version()}"}))
     finally:
@@ -116,6 +117,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_broker_argument(parser)
     parser.add_argument("--rate", type=float, default=1000.0, help="records per second")
     parser.add_argument("--duration", type=float, default=90.0, help="seconds")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per line")

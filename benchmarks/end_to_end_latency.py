@@ -58,6 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiohttp import web
+from brokers import add_broker_argument, broker_label, local_broker
 from latency_stats import percentiles
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -65,7 +66,7 @@ from sqlalchemy import func, select
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker import ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 from routing.store.engine import create_store_engine
 from routing.store.migrate import upgrade
@@ -356,7 +357,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     data_dir = Path(tempfile.mkdtemp(prefix="latency-bench-"))
     database_url = args.database_url or f"sqlite+aiosqlite:///{data_dir / 'state.db'}"
-    broker = EmbeddedBroker(log_dir=data_dir / "broker")
+    broker = local_broker(args.broker, data_dir / "broker")
     receiver = Receiver()
     children: list[asyncio.subprocess.Process] = []
     child_log = (data_dir / "pipeline.log").open("wb")
@@ -450,6 +451,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     p99 = overall["p99_ms"]
     return {
         "benchmark": "end_to_end_latency",
+        "broker": broker_label(args.broker),
         "rate_per_s": args.rate,
         "achieved_rate_per_s": round(achieved, 1),
         "duration_s": args.duration,
@@ -488,6 +490,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_broker_argument(parser)
     parser.add_argument("--rate", type=float, default=1000.0, help="statements per second")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0,

@@ -48,11 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from brokers import add_broker_argument, broker_label, local_broker
 
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics, TopicSpec
-from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker import ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 from routing.router import RouterApp, RouterTuning, create_router_app
 from routing.runtime import tune_gc
@@ -249,7 +250,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tune_gc()
     rng = random.Random(args.seed)
     data_dir = Path(tempfile.mkdtemp(prefix="router-bench-"))
-    broker = EmbeddedBroker(log_dir=data_dir / "broker")
+    broker = local_broker(args.broker, data_dir / "broker")
     await broker.astart()
     try:
         bootstrap = broker.bootstrap_servers
@@ -319,6 +320,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "routed": {k: v for k, v in stats.items() if k in
                    ("partner", "global-file", "held", "invalid", "released")},
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "broker": broker_label(args.broker),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
 
@@ -369,6 +371,7 @@ def stop_profiler(profiler: Any, path: str | None) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_broker_argument(parser)
     parser.add_argument("--ibans", type=int, default=100_000)
     parser.add_argument("--statements", type=int, default=200_000)
     parser.add_argument("--faust-statements", type=int, default=30_000)
