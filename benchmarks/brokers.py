@@ -19,7 +19,9 @@ BROKERS = ("tansu", "kafka")
 
 def add_broker_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--broker", choices=BROKERS, default="tansu",
+        "--broker",
+        choices=BROKERS,
+        default="tansu",
         help="tansu: the embedded broker (memory); kafka: a local Apache Kafka node (needs a JDK)",
     )
 

@@ -40,13 +40,18 @@ def processes_mentioning(text: str) -> list[int]:
 def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path, broker: str) -> None:
     """``up --demo`` on the embedded broker (``make run``), and ``up --broker kafka --demo``
     on a local Apache Kafka node that ``up`` starts and stops itself."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
     env.update(DATA_DIR=str(tmp_path / "var"), API_PORT=str(free_port()))
     script = Path(sys.executable).with_name("statement-router")
     result = subprocess.run(
         [str(script), "up", "--demo", "--exit-after-demo", "--broker", broker],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]

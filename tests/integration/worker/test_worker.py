@@ -73,7 +73,9 @@ async def test_a_5xx_is_retried_with_backoff_and_delivered_once(
     assert [h.status for h in receiver.of("acd")] == [500, 200]
     assert {h.webhook_id for h in receiver.of("acd")} == {"st-retry-1"}
     assert kinds(await outcomes(bootstrap, topics), "st-retry-1") == [
-        ("retrying", 1), ("delivered", 2)]
+        ("retrying", 1),
+        ("delivered", 2),
+    ]
 
 
 async def test_retry_after_is_honoured(
@@ -84,8 +86,9 @@ async def test_retry_after_is_honoured(
     await produce(kafka_broker.bootstrap_servers, topics, "acd", [make_delivery("st-429")])
 
     # The schedule's own backoff (≤ 0.2 s here) is far shorter than the partner's 1 s.
-    async with running(kafka_broker, topics, {"acd": webhook(acd)},
-                       schedule=RetrySchedule(0.02, 5.0, 4)):
+    async with running(
+        kafka_broker, topics, {"acd": webhook(acd)}, schedule=RetrySchedule(0.02, 5.0, 4)
+    ):
         await wait_until(lambda: receiver.delivered("acd"), what="the delivery")
 
     first, second = receiver.of("acd")
@@ -138,7 +141,11 @@ async def test_exhausted_retries_are_dead_lettered_with_every_attempt(
     assert letter["reason"].startswith("gave up after 4 attempts")
     assert len(receiver.of("acd")) == SHORT.max_attempts
     assert kinds(await outcomes(bootstrap, topics), "st-down") == [
-        ("retrying", 1), ("retrying", 2), ("retrying", 3), ("dead_lettered", 4)]
+        ("retrying", 1),
+        ("retrying", 2),
+        ("retrying", 3),
+        ("dead_lettered", 4),
+    ]
 
 
 async def test_410_disables_the_connector_and_commits_nothing_past_it(
@@ -149,8 +156,7 @@ async def test_410_disables_the_connector_and_commits_nothing_past_it(
     acd = receiver.partner("acd")
     acd.script(Reply(200), Reply(410))
     iban = make_iban(7)
-    await produce(bootstrap, topics, "acd",
-                  [make_delivery(f"st-{n}", iban=iban) for n in range(4)])
+    await produce(bootstrap, topics, "acd", [make_delivery(f"st-{n}", iban=iban) for n in range(4)])
 
     with capture_logs() as logs:
         async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
@@ -205,11 +211,17 @@ async def test_a_replayed_dead_letter_is_delivered_with_the_same_webhook_id_once
         await wait_until(lambda: receiver.delivered("acd"), what="the replayed delivery")
 
     assert [(h.webhook_id, h.status) for h in receiver.of("acd")] == [
-        ("st-replay", 422), ("st-replay", 200)]
+        ("st-replay", 422),
+        ("st-replay", 200),
+    ]
     [entry] = await list_dead_letters(bootstrap, topics, "acd")
     assert not entry.open
-    assert kinds(await outcomes(bootstrap, topics), "st-replay") == [
-        ("dead_lettered", 1), ("replayed", None), ("delivered", 1)]
+    # The replay publishes the deliveries first and its "replayed" markers only once they
+    # are acked (so a failed replay leaves the dead letter open), so a fast worker may
+    # record "delivered" before "replayed": seen on Kafka, which acks sooner than Tansu.
+    first, *rest = kinds(await outcomes(bootstrap, topics), "st-replay")
+    assert first == ("dead_lettered", 1)
+    assert sorted(rest, key=str) == [("delivered", 1), ("replayed", None)]
 
 
 async def test_a_down_partner_delays_only_its_own_connector(
@@ -224,10 +236,13 @@ async def test_a_down_partner_delays_only_its_own_connector(
     bootstrap = kafka_broker.bootstrap_servers
     acd, penny = receiver.partner("acd"), receiver.partner("pennylane")
     acd.default = Reply(503)
-    a_sent = [make_delivery(f"a-{i}", connector_id="acd", iban=make_iban(200 + i))
-              for i in range(12)]
-    b_sent = [make_delivery(f"b-{i}", connector_id="pennylane", iban=make_iban(300 + i))
-              for i in range(30)]
+    a_sent = [
+        make_delivery(f"a-{i}", connector_id="acd", iban=make_iban(200 + i)) for i in range(12)
+    ]
+    b_sent = [
+        make_delivery(f"b-{i}", connector_id="pennylane", iban=make_iban(300 + i))
+        for i in range(30)
+    ]
     await produce(bootstrap, topics, "acd", a_sent)
     await produce(bootstrap, topics, "pennylane", b_sent)
 
@@ -236,19 +251,27 @@ async def test_a_down_partner_delays_only_its_own_connector(
     async with running(kafka_broker, topics, endpoints, schedule=patient) as pool:
         await wait_until(lambda: len(receiver.delivered("pennylane")) == 30, what="pennylane")
         failing_while_b_done = len(receiver.of("acd"))
-        await wait_until(lambda: len(receiver.of("acd")) > failing_while_b_done + 3,
-                         what="acd still failing")
+        await wait_until(
+            lambda: len(receiver.of("acd")) > failing_while_b_done + 3, what="acd still failing"
+        )
         acd.default = Reply(200)  # the partner recovers
-        await wait_until(lambda: {h.statement_id for h in receiver.delivered("acd")}
-                         == {d.statement_id for d in a_sent}, what="acd after recovery")
+        await wait_until(
+            lambda: (
+                {h.statement_id for h in receiver.delivered("acd")}
+                == {d.statement_id for d in a_sent}
+            ),
+            what="acd after recovery",
+        )
         assert pool.stats["acd"].dead_lettered == 0
 
     first_a_success = min(h.seq for h in receiver.delivered("acd"))
     last_b = max(h.seq for h in receiver.delivered("pennylane"))
     assert last_b < first_a_success
     assert any(h.status == 503 for h in receiver.of("acd") if h.seq > last_b)
-    print(f"outage: acd failed {sum(h.status == 503 for h in receiver.of('acd'))} requests; "
-          f"pennylane delivered {len(receiver.delivered('pennylane'))} meanwhile")
+    print(
+        f"outage: acd failed {sum(h.status == 503 for h in receiver.of('acd'))} requests; "
+        f"pennylane delivered {len(receiver.delivered('pennylane'))} meanwhile"
+    )
 
 
 async def test_a_directory_drop_connector_writes_each_statement_once(
@@ -257,8 +280,9 @@ async def test_a_directory_drop_connector_writes_each_statement_once(
     bootstrap = kafka_broker.bootstrap_servers
     drop = tmp_path / "quadra"
     drop.mkdir()
-    sent = [make_delivery(f"q-{i}", connector_id="quadra", iban=make_iban(400 + i))
-            for i in range(10)]
+    sent = [
+        make_delivery(f"q-{i}", connector_id="quadra", iban=make_iban(400 + i)) for i in range(10)
+    ]
     await produce(bootstrap, topics, "quadra", [*sent, sent[0]])  # one redelivery
 
     async with running(kafka_broker, topics, {"quadra": DirectoryEndpoint(drop)}) as pool:
@@ -272,8 +296,9 @@ async def test_a_malformed_record_goes_to_invalid_and_is_committed(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     acd = receiver.partner("acd")
-    await produce_raw(bootstrap, topics.partner("acd"), b'{"statement_id": "st-broken"}',
-                      make_iban(1).encode())
+    await produce_raw(
+        bootstrap, topics.partner("acd"), b'{"statement_id": "st-broken"}', make_iban(1).encode()
+    )
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
         await wait_until(lambda: pool.stats["acd"].invalid == 1, what="the invalid record")
