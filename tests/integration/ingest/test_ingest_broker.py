@@ -392,12 +392,11 @@ async def test_a_file_dropped_twice_under_one_name_is_kept_twice(
 
 
 async def test_the_watcher_keeps_a_file_through_a_broker_outage_then_publishes_it(
-    tmp_path: Path,
+    tmp_path: Path, own_broker: EmbeddedBroker
 ) -> None:
     """The broker freezes (SIGSTOP): the file stays in the drop folder, never in done/,
     and once the broker is back the retry publishes the file's ids."""
-    broker = EmbeddedBroker(log_dir=tmp_path / "broker")
-    await broker.astart()
+    broker = own_broker
     topics = Topics(prefix="outage", partitions=3)
     folder = tmp_path / "drop"
     folder.mkdir()
@@ -435,4 +434,3 @@ async def test_the_watcher_keeps_a_file_through_a_broker_outage_then_publishes_i
             await running.close()
         if producer is not None:
             await producer.stop()
-        await broker.astop()

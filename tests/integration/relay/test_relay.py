@@ -7,7 +7,6 @@ import json
 import os
 import signal
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -123,14 +122,15 @@ async def test_two_relays_never_publish_a_row_twice(
         assert [s.version for s in versions] == list(range(1, len(versions) + 1)), iban
 
 
-async def test_relay_survives_a_broker_outage(store: SqlStateStore, tmp_path: Path) -> None:
+async def test_relay_survives_a_broker_outage(
+    store: SqlStateStore, own_broker: EmbeddedBroker
+) -> None:
     """The broker freezes (SIGSTOP) mid-run: rows stay pending, then flow once it is back.
 
     A frozen broker keeps its data, unlike restarting the memory-only embedded broker, so
     the test shows the relay's behaviour rather than the broker's amnesia.
     """
-    broker = EmbeddedBroker(log_dir=tmp_path / "broker")
-    await broker.astart()
+    broker = own_broker
     topics = Topics(prefix="outage", partitions=3)
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
@@ -165,7 +165,6 @@ async def test_relay_survives_a_broker_outage(store: SqlStateStore, tmp_path: Pa
             await task
         if producer is not None:
             await producer.stop()
-        await broker.astop()
 
 
 async def wait_for_backlog(store: SqlStateStore, expected: int, seconds: float = 30.0) -> bool:
