@@ -91,6 +91,15 @@ class Settings(BaseSettings):
             "faust's assignment; fast) or agent (a plain faust agent; the reference)."
         ),
     )
+    max_statement_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description=(
+            "The largest statement.received value the router routes, in bytes; a larger one "
+            "goes to statements.invalid with its size, referred to by topic, partition and "
+            "offset rather than copied."
+        ),
+    )
     table_store: str = Field(
         default="memory://",
         description="faust Table storage: memory:// (embedded) or rocksdb:// (production).",

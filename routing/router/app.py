@@ -358,7 +358,11 @@ def create_router_app(
     )
     tables = FaustTables(state_table, held_table)
     core = RouterCore(
-        topics=topics, catalogue=catalogue, tables=tables, emit_outcomes=tuning.emit_outcomes
+        topics=topics,
+        catalogue=catalogue,
+        tables=tables,
+        emit_outcomes=tuning.emit_outcomes,
+        max_statement_bytes=settings.max_statement_bytes,
     )
 
     def sink_factory() -> Sink:

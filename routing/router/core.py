@@ -59,6 +59,7 @@ from routing.router.codec import (
     SourceRef,
     decode_key,
     encode_invalid,
+    key_fault,
     parse_state,
     parse_statement,
     state_from_table,
@@ -68,8 +69,6 @@ from routing.router.codec import (
 from routing.router.emit import Out, build_routed
 
 log = structlog.get_logger("routing.router")
-
-CONNECTOR_NOT_IN_CATALOGUE = "connector_not_in_catalogue"
 
 HeldEntry = dict[str, Any]
 """One held statement: ``raw`` (the received JSON text), ``partition``, ``offset``,
@@ -181,8 +180,10 @@ class RouterCore:
         tables: TableAccess,
         emit_outcomes: bool = True,
         detected_by: str = "router",
+        max_statement_bytes: int = 1_000_000,
     ) -> None:
         self.topics = topics
+        self.max_statement_bytes = max_statement_bytes
         self.catalogue = frozenset(catalogue)
         self.tables = tables
         self.emit_outcomes = emit_outcomes
@@ -219,19 +220,7 @@ class RouterCore:
         return self.lookup(iban)[0]
 
     def _decide(self, iban: str, state: IbanState | None) -> Decision:
-        decision = decide(_Ref(iban), state)
-        if (
-            decision.destination is Destination.PARTNER
-            and decision.connector_id not in self.catalogue
-        ):
-            return Decision(
-                Destination.HELD,
-                CONNECTOR_NOT_IN_CATALOGUE,
-                decision.connector_id,
-                decision.checks,
-                decision.state_version,
-            )
-        return decision
+        return decide(_Ref(iban), state, self.catalogue)
 
     # --- statements ---------------------------------------------------------------------
 
@@ -246,11 +235,17 @@ class RouterCore:
             return self._failed(rec, exc, now)
 
     def _route_statement(self, rec: InRecord, now: str) -> list[Out]:
+        size = len(rec.value) if rec.value is not None else 0
+        if size > self.max_statement_bytes:
+            raise InvalidInput(
+                f"statement of {size} bytes is over the limit of {self.max_statement_bytes} "
+                "bytes (MAX_STATEMENT_BYTES)"
+            )
         stmt = parse_statement(rec.value)
         iban = stmt.iban
         key = decode_key(rec.key)
         if key != iban:
-            shown = "no key" if key is None else f"key {mask_iban(key)}"
+            shown = key_fault(rec.key) or f"key {mask_iban(key or '')}"
             raise InvalidInput(
                 f"record has {shown} but the statement's normalised IBAN is "
                 f"{mask_iban(iban)}: statements.received must be keyed by the normalised "
@@ -362,7 +357,9 @@ class RouterCore:
     def _apply_state(self, rec: InRecord, now: str) -> list[Out]:
         key = decode_key(rec.key)
         if not key:
-            raise InvalidInput("iban.state record without a UTF-8 key: the key must be the IBAN")
+            raise InvalidInput(
+                f"iban.state record with {key_fault(rec.key)}: the key must be the IBAN"
+            )
         if rec.value is None:
             if self.tables.get_state(key) is not None:
                 self.tables.delete_state(key, rec.partition)

@@ -133,6 +133,7 @@ async def test_bound_iban_goes_to_its_partner(h: Harness) -> None:
         ("connector_on_cabinet", True),
         ("iban_bound", True),
         ("mandate_approved", True),
+        ("connector_configured", True),
     ]
     assert h.on(TOPICS.global_file) == [] and h.on(TOPICS.held) == []
     only(h.on(TOPICS.outcomes))
@@ -262,6 +263,63 @@ async def test_a_statement_without_key_is_invalid_with_an_empty_key(h: Harness) 
     reason, event = invalid_reason(h)
     assert "no key" in reason and event.raw_key is None
     assert h.on(TOPICS.invalid)[0].key == b""
+
+
+async def test_a_key_that_is_not_utf8_is_reported_as_such_not_as_no_key(h: Harness) -> None:
+    await h.put_raw(statement("s1", IBAN_A), key=b"\xc3\x28")
+    reason, event = invalid_reason(h)
+    assert reason == (
+        "record has a key that is not UTF-8 (invalid continuation byte at byte 0; kept as "
+        "base64 in raw_key) but the statement's normalised IBAN is "
+        "FR76 **** **** **** **** ***0 189: statements.received must be keyed by the "
+        "normalised IBAN (it decides the partition, and the IBAN state is co-partitioned)"
+    )
+    assert event.raw_key == "base64:wyg=" and event.statement_id == "s1"
+
+
+async def test_an_iban_state_with_a_key_that_is_not_utf8_says_so(h: Harness) -> None:
+    await h.states.put(state(IBAN_A), key=b"\xff", partition=P)
+    reason, _ = invalid_reason(h)
+    assert reason == (
+        "iban.state record with a key that is not UTF-8 (invalid start byte at byte 0; kept "
+        "as base64 in raw_key): the key must be the IBAN"
+    )
+
+
+async def test_a_deeply_nested_value_is_not_json_not_an_internal_error(h: Harness) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    await h.put_raw(deep, key=IBAN_A.encode())
+    reason, _ = invalid_reason(h)
+    assert reason.startswith("value is not JSON this system reads: nested too deeply")
+    assert h.router.core.stats["errors"] == 0
+
+
+async def test_a_statement_over_the_size_limit_is_invalid_with_its_size_and_not_copied(
+    h: Harness,
+) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    big = statement("big", IBAN_A, content=b"x" * 1_200_000)
+    await h.put_raw(big, key=IBAN_A.encode())
+    reason, event = invalid_reason(h)
+    assert reason.startswith(
+        f"statement of {len(big)} bytes is over the limit of 1000000 bytes (MAX_STATEMENT_BYTES)"
+    )
+    assert f"read it at {TOPICS.received} partition {P} offset" in reason
+    assert event.raw_b64 == "" and event.source_offset is not None
+    assert len(h.on(TOPICS.invalid)[0].value or b"") < 2_000
+    assert h.on(TOPICS.partner("acd")) == []
+
+
+async def test_a_statement_at_the_size_limit_is_routed(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    h.router.core.max_statement_bytes = len(statement("s1", IBAN_A))
+    await h.statement("s1")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    h.router.core.max_statement_bytes -= 1
+    await h.statement("s2")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    reason, _ = invalid_reason(h)
+    assert "over the limit" in reason
 
 
 async def test_the_stream_goes_on_after_invalid_input(h: Harness) -> None:
