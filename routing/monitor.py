@@ -19,8 +19,8 @@ What is measured, and how:
   ``auto_offset_reset=earliest``), so its lag is ``end - start``, shown with a null
   committed offset.
 * **held** = statements *currently parked* by the router, from the router's ``held``
-  table changelog (``<app id>-held-changelog``): the last value per IBAN is the list of its
-  parked statements, a null value means they were released. ``statements.held`` is only
+  table changelog (``<app id>-held-changelog``): one record per parked statement, keyed
+  ``iban|partition|offset``, a null value (tombstone) once it was released. ``statements.held`` is only
   the audit of parking (a statement released since is still there), so its record count is
   reported separately as ``audit_events``. Held statements are attributed to the connector
   their IBAN is bound to in the router's own ``iban-state`` changelog (null: unknown or
@@ -338,19 +338,22 @@ def latest_by_key(
 
 
 def decode_held(latest: Mapping[bytes, bytes | None]) -> dict[str, list[dict[str, Any]]]:
-    """The held table from its folded changelog: IBAN -> its parked entries (non-empty)."""
+    """The held table from its folded changelog: IBAN -> its parked entries (non-empty).
+
+    Each record is one held statement keyed ``iban|partition|offset``.
+    """
     held: dict[str, list[dict[str, Any]]] = {}
     for key, value in latest.items():
         if value is None:
             continue
         try:
-            iban = json.loads(key)
-            entries = json.loads(value)
+            held_key = json.loads(key)
+            entry = json.loads(value)
         except ValueError:
             log.warning("unreadable_held_changelog_record")
             continue
-        if isinstance(iban, str) and isinstance(entries, list) and entries:
-            held[iban] = [e for e in entries if isinstance(e, dict)]
+        if isinstance(held_key, str) and held_key.count("|") >= 2 and isinstance(entry, dict):
+            held.setdefault(held_key.rsplit("|", 2)[0], []).append(entry)
     return held
 
 

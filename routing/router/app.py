@@ -354,7 +354,7 @@ def create_router_app(
         "held",
         key_type=str,
         partitions=topics.partitions,
-        help="held statements by IBAN, raw received JSON in arrival order",
+        help="held statements, one record each keyed iban|partition|offset",
     )
     tables = FaustTables(state_table, held_table)
     core = RouterCore(

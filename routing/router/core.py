@@ -76,6 +76,57 @@ HeldEntry = dict[str, Any]
 before its offset was committed) be recognised instead of being held twice."""
 
 
+def held_key(iban: str, partition: int, offset: int) -> str:
+    """The held Table's key of one held statement: ``iban|partition|offset``.
+
+    One record per held statement, not one list per IBAN: a list rewritten whole on every
+    change made changelog traffic grow with the square of its length, and once larger than
+    the broker's message size it could no longer be written at all.
+    """
+    return f"{iban}|{partition}|{offset}"
+
+
+class HeldIndex:
+    """Per IBAN, the keys of its held statements in release order.
+
+    Kept in memory beside the held Table and rebuilt from the Table's keys after every
+    recovery (:meth:`from_keys`): the order is the source ``(partition, offset)``, which
+    is arrival order, since all of an IBAN's statements are read from its own partition.
+    """
+
+    def __init__(self) -> None:
+        self._by_iban: dict[str, dict[tuple[int, int], str]] = {}
+
+    @classmethod
+    def from_keys(cls, keys: Iterable[str]) -> HeldIndex:
+        index = cls()
+        parsed = []
+        for key in keys:
+            iban, partition, offset = key.rsplit("|", 2)
+            parsed.append((iban, int(partition), int(offset), key))
+        for iban, partition, offset, key in sorted(parsed):
+            index.add(iban, partition, offset, key)
+        return index
+
+    def add(self, iban: str, partition: int, offset: int, key: str) -> None:
+        self._by_iban.setdefault(iban, {})[(partition, offset)] = key
+
+    def keys_of(self, iban: str) -> list[str]:
+        return list(self._by_iban.get(iban, {}).values())
+
+    def contains(self, iban: str, partition: int, offset: int) -> bool:
+        return (partition, offset) in self._by_iban.get(iban, {})
+
+    def has(self, iban: str) -> bool:
+        return iban in self._by_iban
+
+    def drop(self, iban: str) -> list[str]:
+        return list(self._by_iban.pop(iban, {}).values())
+
+    def ibans(self) -> list[str]:
+        return list(self._by_iban)
+
+
 class InRecord(Protocol):
     """One consumed record: an aiokafka ``ConsumerRecord``, a faust message, a Record."""
 
@@ -111,6 +162,8 @@ class TableAccess(Protocol):
 
     The partition is the one of the record being processed: both input topics are keyed
     by IBAN with the same partition count, so it is the IBAN's partition either way.
+    Held statements are one Table record each (``held_key``); ``get_held`` lists an
+    IBAN's in release order and ``delete_held`` removes them all (a tombstone each).
     """
 
     def get_state(self, iban: str) -> dict[str, Any] | None: ...
@@ -121,7 +174,11 @@ class TableAccess(Protocol):
 
     def get_held(self, iban: str) -> list[HeldEntry] | None: ...
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None: ...
+    def has_held(self, iban: str) -> bool: ...
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool: ...
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None: ...
 
     def delete_held(self, iban: str, partition: int) -> None: ...
 
@@ -136,12 +193,21 @@ class _Ref:
 
 
 class DictTables:
-    """TableAccess over plain dicts, for tests of the core without faust."""
+    """TableAccess over plain dicts, for tests of the core without faust.
+
+    ``held`` is the held Table as stored (``held_key`` → entry); ``writes`` logs every
+    write, one per changelog record, with its partition.
+    """
 
     def __init__(self) -> None:
         self.states: dict[str, dict[str, Any]] = {}
-        self.held: dict[str, list[HeldEntry]] = {}
+        self.held: dict[str, HeldEntry] = {}
         self.writes: list[tuple[str, str, int]] = []
+        self._index = HeldIndex()
+
+    def recover(self) -> None:
+        """Rebuild the held index from the stored keys, as after a restart."""
+        self._index = HeldIndex.from_keys(self.held)
 
     def get_state(self, iban: str) -> dict[str, Any] | None:
         return self.states.get(iban)
@@ -155,18 +221,27 @@ class DictTables:
         self.writes.append(("state-del", iban, partition))
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return self.held.get(iban)
+        return [self.held[key] for key in self._index.keys_of(iban)] or None
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        self.held[iban] = entries
-        self.writes.append(("held", iban, partition))
+    def has_held(self, iban: str) -> bool:
+        return self._index.has(iban)
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool:
+        return self._index.contains(iban, partition, offset)
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None:
+        key = held_key(iban, entry["partition"], entry["offset"])
+        self.held[key] = entry
+        self._index.add(iban, entry["partition"], entry["offset"], key)
+        self.writes.append(("held", key, partition))
 
     def delete_held(self, iban: str, partition: int) -> None:
-        self.held.pop(iban, None)
-        self.writes.append(("held-del", iban, partition))
+        for key in self._index.drop(iban):
+            self.held.pop(key, None)
+            self.writes.append(("held-del", key, partition))
 
     def held_ibans(self) -> Iterable[str]:
-        return list(self.held)
+        return self._index.ibans()
 
 
 class RouterCore:
@@ -253,16 +328,13 @@ class RouterCore:
                 stmt.statement_id,
             )
         state, decision = self.lookup(iban)
-        held = self.tables.get_held(iban)
         fields = statement_fields(stmt)
-        if held:
-            if decision.destination is Destination.HELD:
-                return self._hold(rec, fields, decision, state, held, now)
-            outs = self._release(iban, held, state, decision, rec.partition, now)
+        if decision.destination is Destination.HELD:
+            return self._hold(rec, fields, decision, state, now)
+        if self.tables.has_held(iban):
+            outs = self._release(iban, state, decision, rec.partition, now)
             outs += self._routed(fields, decision, state, now)
             return outs
-        if decision.destination is Destination.HELD:
-            return self._hold(rec, fields, decision, state, None, now)
         return self._routed(fields, decision, state, now)
 
     def _routed(
@@ -284,39 +356,36 @@ class RouterCore:
         fields: dict[str, Any],
         decision: Decision,
         state: IbanState | None,
-        held: list[HeldEntry] | None,
         now: str,
     ) -> list[Out]:
         assert rec.value is not None
-        entries = list(held or ())
-        if any(e["offset"] == rec.offset and e["partition"] == rec.partition for e in entries):
+        iban = fields["iban"]
+        if self.tables.is_held(iban, rec.partition, rec.offset):
             # Redelivered after a crash that came before the offset commit: it is already
             # held (the Table was recovered from its changelog); re-emit only the audit.
             self.stats["held_redelivered"] += 1
             return self._routed(fields, decision, state, now)
-        entries.append(
-            {
-                "raw": rec.value.decode("utf-8"),
-                "partition": rec.partition,
-                "offset": rec.offset,
-                "reason": decision.reason,
-                "held_at": now,
-            }
-        )
+        entry = {
+            "raw": rec.value.decode("utf-8"),
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "reason": decision.reason,
+            "held_at": now,
+        }
         outs = self._routed(fields, decision, state, now)
-        self.tables.put_held(fields["iban"], entries, rec.partition)
+        self.tables.put_held(iban, entry, rec.partition)
         return outs
 
     def _release(
         self,
         iban: str,
-        held: list[HeldEntry],
         state: IbanState | None,
         decision: Decision,
         partition: int,
         now: str,
     ) -> list[Out]:
         """Route every held statement of ``iban`` in order, then forget them."""
+        held = self.tables.get_held(iban) or []
         outs: list[Out] = []
         for entry in held:
             raw = entry["raw"].encode("utf-8")
@@ -384,13 +453,12 @@ class RouterCore:
 
     def release_if_routable(self, iban: str, partition: int, now: str) -> list[Out]:
         """Release ``iban``'s held statements if its state now routes them somewhere."""
-        held = self.tables.get_held(iban)
-        if not held:
+        if not self.tables.has_held(iban):
             return []
         state, decision = self.lookup(iban)
         if decision.destination is Destination.HELD:
             return []
-        return self._release(iban, held, state, decision, partition, now)
+        return self._release(iban, state, decision, partition, now)
 
     def sweep(self, partitions: set[int], now: str) -> list[Out]:
         """Release what became routable without an event (a connector added to the catalogue).

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from routing import metrics
 from routing.router.codec import dumps
-from routing.router.core import HeldEntry
+from routing.router.core import HeldEntry, HeldIndex, held_key
 from routing.router.emit import Out
 
 
@@ -63,6 +63,7 @@ class FaustTables:
         self._held_table = held_table
         self._state: MutableMapping[Any, Any] | None = None
         self._held: MutableMapping[Any, Any] | None = None
+        self._index: HeldIndex | None = None
         self._pending: list[Out] = []
 
     @property
@@ -82,9 +83,18 @@ class FaustTables:
         """The ``iban-state`` Table's changelog: its active partitions are this worker's."""
         return str(self._state_table.changelog_topic.get_topic_name())
 
+    @property
+    def held_index(self) -> HeldIndex:
+        """Each IBAN's held keys in release order, rebuilt from the store after recovery."""
+        if self._index is None:
+            self._index = HeldIndex.from_keys(self.held_store.keys())
+        return self._index
+
     def reset_stores(self) -> None:
-        """Forget the cached store objects (faust may replace them on a rebalance)."""
+        """Forget the cached store objects and the held index (faust may replace the
+        stores on a rebalance, and recovery changes what they hold)."""
         self._state = self._held = None
+        self._index = None
 
     def take_changelog(self) -> list[Out]:
         """The changelog records queued since the last call, in write order."""
@@ -136,18 +146,29 @@ class FaustTables:
         self._changelog(self._state_table, partition, iban, None)
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return cast("list[HeldEntry] | None", self.held_store.get(iban))
+        store = self.held_store
+        return [store[key] for key in self.held_index.keys_of(iban)] or None
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        _put(self.held_store, iban, entries, partition)
-        self._changelog(self._held_table, partition, iban, entries)
+    def has_held(self, iban: str) -> bool:
+        return self.held_index.has(iban)
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool:
+        return self.held_index.contains(iban, partition, offset)
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None:
+        key = held_key(iban, entry["partition"], entry["offset"])
+        _put(self.held_store, key, entry, partition)
+        self.held_index.add(iban, entry["partition"], entry["offset"], key)
+        self._changelog(self._held_table, partition, key, entry)
 
     def delete_held(self, iban: str, partition: int) -> None:
-        self.held_store.pop(iban, None)
-        self._changelog(self._held_table, partition, iban, None)
+        store = self.held_store
+        for key in self.held_index.drop(iban):
+            store.pop(key, None)
+            self._changelog(self._held_table, partition, key, None)
 
     def held_ibans(self) -> Iterable[str]:
-        return list(self.held_store.keys())
+        return self.held_index.ibans()
 
     def state_count(self) -> int:
         return len(self.state_store)
