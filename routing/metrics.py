@@ -148,6 +148,13 @@ TABLE_CHANGELOG_RECORDS = Counter(
     ["table"],
     registry=REGISTRY,
 )
+STATEMENTS_FORWARDED = Counter(
+    "statement_router_statements_forwarded",
+    "Statements the router read from a partition other than their key's (murmur2) "
+    "partition, e.g. placed by a librdkafka producer's CRC32 partitioner, and forwarded to "
+    "the right partition of statements.received (the repartition step).",
+    registry=REGISTRY,
+)
 
 # --- the adapter workers ------------------------------------------------------------------
 

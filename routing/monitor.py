@@ -20,11 +20,12 @@ What is measured, and how:
   committed offset.
 * **held** = statements *currently parked* by the router, from the router's ``held``
   table changelog (``<app id>-held-changelog``): one record per parked statement, keyed
-  ``iban|partition|offset``, a null value (tombstone) once it was released. ``statements.held`` is only
-  the audit of parking (a statement released since is still there), so its record count is
-  reported separately as ``audit_events``. Held statements are attributed to the connector
-  their IBAN is bound to in the router's own ``iban-state`` changelog (null: unknown or
-  unbound IBAN) — that is the connector they will go to once released.
+  ``iban|partition|offset``, a null value (tombstone) once it was released.
+  ``statements.held`` is only the audit of parking (a statement released since is still
+  there), so its record count is reported separately as ``audit_events``. Held
+  statements are attributed to the connector their IBAN is bound to in the router's own
+  ``iban-state`` changelog (null: unknown or unbound IBAN) — that is the connector they
+  will go to once released.
 * **invalid** = records in ``statements.invalid``. Not per connector: a statement is
   invalid precisely because it could not be read far enough to know its IBAN's connector.
 * **dead letters** per connector: records in ``statements.partner.<id>.dlq``, and how many

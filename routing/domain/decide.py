@@ -172,8 +172,7 @@ def _catalogue_check(connector_id: str | None, configured: bool) -> Check:
         False,
         f"Le connecteur {connector_id} n'est pas configuré chez So bank : les relevés sont "
         "mis en attente jusqu'à sa configuration.",
-        f"Connector {connector_id} is not configured at So bank: statements are held until "
-        "it is.",
+        f"Connector {connector_id} is not configured at So bank: statements are held until it is.",
     )
 
 
@@ -184,9 +183,7 @@ def run_checks(state: IbanState, catalogue: Container[str]) -> Checks:
     """The FAQ's three checks in its order (connector on cabinet, IBAN bound, mandate),
     then whether the IBAN's connector is in the configured ``catalogue``."""
     configured = state.connector_id is None or state.connector_id in catalogue
-    return _checks(
-        state.connector_on_cabinet, state.connector_id, state.mandate_status, configured
-    )
+    return _checks(state.connector_on_cabinet, state.connector_id, state.mandate_status, configured)
 
 
 @lru_cache(maxsize=4_096)
@@ -204,9 +201,7 @@ def _checks(
     )
 
 
-def decide(
-    statement: StatementRef, state: IbanState | None, catalogue: Container[str]
-) -> Decision:
+def decide(statement: StatementRef, state: IbanState | None, catalogue: Container[str]) -> Decision:
     """Route one statement: to its partner, to the cabinet's global file, or held.
 
     - unknown IBAN, or mandate not approved: held until the IBAN becomes active;

@@ -51,6 +51,8 @@ from typing import Any, Protocol
 import structlog
 
 from events.topics import Topics
+from routing import metrics
+from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
 from routing.domain.iban import mask_iban
 from routing.domain.model import IbanState
@@ -100,12 +102,12 @@ class HeldIndex:
     @classmethod
     def from_keys(cls, keys: Iterable[str]) -> HeldIndex:
         index = cls()
-        parsed = []
+        parsed: list[tuple[str, int, int, str]] = []
         for key in keys:
             iban, partition, offset = key.rsplit("|", 2)
             parsed.append((iban, int(partition), int(offset), key))
-        for iban, partition, offset, key in sorted(parsed):
-            index.add(iban, partition, offset, key)
+        for entry in sorted(parsed):
+            index.add(*entry)
         return index
 
     def add(self, iban: str, partition: int, offset: int, key: str) -> None:
@@ -316,6 +318,9 @@ class RouterCore:
                 f"statement of {size} bytes is over the limit of {self.max_statement_bytes} "
                 "bytes (MAX_STATEMENT_BYTES)"
             )
+        forward = self._misplaced(rec)
+        if forward is not None:
+            return [forward]
         stmt = parse_statement(rec.value)
         iban = stmt.iban
         key = decode_key(rec.key)
@@ -336,6 +341,26 @@ class RouterCore:
             outs += self._routed(fields, decision, state, now)
             return outs
         return self._routed(fields, decision, state, now)
+
+    def _misplaced(self, rec: InRecord) -> Out | None:
+        """The forward of a statement read off its key's partition, else None.
+
+        The state of an IBAN lives in the partition its key hashes to with murmur2 (Kafka's
+        Java client, aiokafka, faust), so a statement placed elsewhere, as librdkafka's
+        default CRC32 partitioner does, would be looked up where its state is not and held
+        for ever as unknown. It is forwarded, unchanged, to the right partition of
+        ``statements.received``, whose owner routes it with every guarantee: the repartition
+        step (docs/events.md). A record without a key cannot be placed; it goes on to be
+        refused as invalid.
+        """
+        if rec.key is None or rec.key == b"" or rec.topic != self.topics.received:
+            return None
+        right = default_partition(rec.key, self.topics.partitions)
+        if right == rec.partition:
+            return None
+        self.stats["forwarded"] += 1
+        metrics.STATEMENTS_FORWARDED.inc()
+        return Out(self.topics.received, rec.key, rec.value, right)
 
     def _routed(
         self,
@@ -479,9 +504,7 @@ class RouterCore:
 
     # --- failures -----------------------------------------------------------------------
 
-    def _invalid(
-        self, rec: InRecord, reason: str, statement_id: str | None, now: str
-    ) -> list[Out]:
+    def _invalid(self, rec: InRecord, reason: str, statement_id: str | None, now: str) -> list[Out]:
         self.stats["invalid"] += 1
         log.info(
             "record_invalid",

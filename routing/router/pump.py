@@ -234,9 +234,13 @@ class BatchPump:
                     outs += core.on_statement(r, now)
             return outs
 
+        forwarded = core.stats["forwarded"]
         await self._router.run_step(route)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         await self._consumer.commit(offsets)
+        forwarded = core.stats["forwarded"] - forwarded
+        if forwarded:
+            log.info("statements_forwarded", count=forwarded, reason="off their key's partition")
         self.batches += 1
         self.records += sum(len(records) for records in statements)
         self.last_ack = loop.time()

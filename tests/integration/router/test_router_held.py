@@ -54,11 +54,14 @@ async def test_ten_thousand_held_statements_survive_a_restart_and_release_in_ord
     await producer.start()
     router = router_for(kafka_broker, topics, tmp_path / "a")
     try:
-        await producer.send(topics.iban_state, state(pending, connector_id="acd",
-                                                     mandate_status="pending"),
-                            key=pending.encode())
-        await producer.send(topics.iban_state, state(neighbour, connector_id="acd"),
-                            key=neighbour.encode())
+        await producer.send(
+            topics.iban_state,
+            state(pending, connector_id="acd", mandate_status="pending"),
+            key=pending.encode(),
+        )
+        await producer.send(
+            topics.iban_state, state(neighbour, connector_id="acd"), key=neighbour.encode()
+        )
         size = 0
         neighbours = []
         for n in range(HELD):
@@ -67,14 +70,14 @@ async def test_ten_thousand_held_statements_survive_a_restart_and_release_in_ord
             await producer.send(topics.received, value, key=pending.encode())
             if n % 1_000 == 999:
                 neighbours.append(f"q{n}")
-                await producer.send(topics.received, statement(f"q{n}", neighbour),
-                                    key=neighbour.encode())
+                await producer.send(
+                    topics.received, statement(f"q{n}", neighbour), key=neighbour.encode()
+                )
         await producer.flush()
         assert size > 10_000_000
 
         await router.start()
-        await eventually(lambda: held_count(router, pending) >= HELD // 10, "some held",
-                         within=180)
+        await eventually(lambda: held_count(router, pending) >= HELD // 10, "some held", within=180)
         await router.stop()  # the restart in the middle
         assert held_count(router, pending) < HELD
         router = router_for(kafka_broker, topics, tmp_path / "b")
@@ -82,16 +85,22 @@ async def test_ten_thousand_held_statements_survive_a_restart_and_release_in_ord
         await eventually(lambda: held_count(router, pending) == HELD, "all held", within=300)
 
         # The neighbour of the same partition was never blocked behind the held ones.
-        routed = await read_until(kafka_broker.bootstrap_servers, topics.partner("acd"),
-                                  len(neighbours))
+        routed = await read_until(
+            kafka_broker.bootstrap_servers, topics.partner("acd"), len(neighbours)
+        )
         assert [json.loads(r.value)["statement_id"] for r in routed] == neighbours
 
         await producer.send_and_wait(
-            topics.iban_state, state(pending, version=2, connector_id="acd"),
+            topics.iban_state,
+            state(pending, version=2, connector_id="acd"),
             key=pending.encode(),
         )
-        released = await read_until(kafka_broker.bootstrap_servers, topics.partner("acd"),
-                                    len(neighbours) + HELD, within=300)
+        released = await read_until(
+            kafka_broker.bootstrap_servers,
+            topics.partner("acd"),
+            len(neighbours) + HELD,
+            within=300,
+        )
         ids = [json.loads(r.value)["statement_id"] for r in released]
         assert [i for i in ids if i.startswith("p")] == [f"p{n:05d}" for n in range(HELD)]
         await eventually(lambda: held_count(router, pending) == 0, "held entries deleted")

@@ -40,26 +40,45 @@ def reason_of(value: bytes | None, model: type = StatementReceived) -> str:
         (None, "null value (tombstone): expected 'statement.received/v1'"),
         (b"\xff\xfe garbage", "value is not UTF-8: invalid start byte at byte 0"),
         (b"not json at all", "value is not JSON: expected ident at line 1 column 2"),
-        (DEEP, "value is not JSON this system reads: nested too deeply (recursion limit "
-               "exceeded at line 1 column 202)"),
+        (
+            DEEP,
+            "value is not JSON this system reads: nested too deeply (recursion limit "
+            "exceeded at line 1 column 202)",
+        ),
         (b"[1, 2]", "value is not a JSON object"),
         (b"{}", "missing `schema` field (expected 'statement.received/v1')"),
-        (json.dumps({**statement_doc("s1", IBAN_A), "schema": "statement.received/v9"}).encode(),
-         "unknown schema 'statement.received/v9' (expected 'statement.received/v1')"),
-        (json.dumps({**statement_doc("s1", IBAN_A), "schema": "iban.state/v1"}).encode(),
-         "schema 'iban.state/v1' is not accepted on statements.received "
-         "(expected 'statement.received/v1')"),
-        (json.dumps({k: v for k, v in statement_doc("s1", IBAN_A).items() if k != "schema"})
-         .encode(), "missing `schema` field (expected 'statement.received/v1')"),
-        (statement("s1", BAD_IBAN),
-         "field `iban`: IBAN FR76 **** **** **** **** ***0 188 is invalid: Invalid checksum "
-         "digits"),
-        (statement("s1", IBAN_A, content_sha256="0" * 64),
-         "content_sha256 does not match the decoded content_b64"),
-        (statement("s1", IBAN_A, format="pdf"),
-         "field `format`: Input should be 'cfonb120', 'camt053' or 'mt940'"),
-        (statement("s1", IBAN_A, period_start="2026-02-01"),
-         "period_end 2026-01-01 is before period_start 2026-02-01"),
+        (
+            json.dumps({**statement_doc("s1", IBAN_A), "schema": "statement.received/v9"}).encode(),
+            "unknown schema 'statement.received/v9' (expected 'statement.received/v1')",
+        ),
+        (
+            json.dumps({**statement_doc("s1", IBAN_A), "schema": "iban.state/v1"}).encode(),
+            "schema 'iban.state/v1' is not accepted on statements.received "
+            "(expected 'statement.received/v1')",
+        ),
+        (
+            json.dumps(
+                {k: v for k, v in statement_doc("s1", IBAN_A).items() if k != "schema"}
+            ).encode(),
+            "missing `schema` field (expected 'statement.received/v1')",
+        ),
+        (
+            statement("s1", BAD_IBAN),
+            "field `iban`: IBAN FR76 **** **** **** **** ***0 188 is invalid: Invalid checksum "
+            "digits",
+        ),
+        (
+            statement("s1", IBAN_A, content_sha256="0" * 64),
+            "content_sha256 does not match the decoded content_b64",
+        ),
+        (
+            statement("s1", IBAN_A, format="pdf"),
+            "field `format`: Input should be 'cfonb120', 'camt053' or 'mt940'",
+        ),
+        (
+            statement("s1", IBAN_A, period_start="2026-02-01"),
+            "period_end 2026-01-01 is before period_start 2026-02-01",
+        ),
     ],
 )
 def test_each_kind_of_bad_input_has_its_exact_reason(value: bytes | None, reason: str) -> None:
@@ -79,10 +98,20 @@ def test_the_statement_id_of_a_refused_value_is_kept_when_readable() -> None:
 
 
 def partner_doc() -> dict[str, object]:
-    routing = {"destination": "partner", "reason": "bound", "checks": [],
-               "state_version": 1, "decided_at": "2026-01-02T06:00:00+00:00"}
-    return {**statement_doc("s1", IBAN_A), "schema": "statement.partner-delivery/v1",
-            "routing": routing, "connector_id": "acd", "cabinet_id": "cab-1"}
+    routing = {
+        "destination": "partner",
+        "reason": "bound",
+        "checks": [],
+        "state_version": 1,
+        "decided_at": "2026-01-02T06:00:00+00:00",
+    }
+    return {
+        **statement_doc("s1", IBAN_A),
+        "schema": "statement.partner-delivery/v1",
+        "routing": routing,
+        "connector_id": "acd",
+        "cabinet_id": "cab-1",
+    }
 
 
 @pytest.mark.parametrize(
@@ -104,8 +133,11 @@ def test_a_partner_delivery_with_its_schema_is_decoded() -> None:
     [
         (None, "no key"),
         (b"", "no key"),
-        (b"\xc3\x28", "a key that is not UTF-8 (invalid continuation byte at byte 0; kept as "
-                      "base64 in raw_key)"),
+        (
+            b"\xc3\x28",
+            "a key that is not UTF-8 (invalid continuation byte at byte 0; kept as "
+            "base64 in raw_key)",
+        ),
         (IBAN_A.encode(), None),
     ],
 )
@@ -115,8 +147,13 @@ def test_key_faults_name_the_real_fault(key: bytes | None, fault: str | None) ->
 
 def invalid(value: bytes, key: bytes | None = b"k") -> StatementInvalid:
     return StatementInvalid.model_validate_json(
-        encode_invalid(value=value, key=key, reason="bad", source=SourceRef("t", 2, 7),
-                       detected_at="2026-01-01T00:00:00+00:00")
+        encode_invalid(
+            value=value,
+            key=key,
+            reason="bad",
+            source=SourceRef("t", 2, 7),
+            detected_at="2026-01-01T00:00:00+00:00",
+        )
     )
 
 

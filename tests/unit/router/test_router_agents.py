@@ -29,6 +29,7 @@ from events.schemas import (
     StatementPartnerDelivery,
 )
 from events.topics import Topics
+from routing.broker.partitioner import default_partition
 from routing.router import RouterApp, RouterTuning, create_router_app
 from routing.router.emit import Out
 from routing.router.sink import MemorySink
@@ -42,7 +43,7 @@ from tests.unit.router.factories import (
 )
 
 TOPICS = Topics("unit", 3)
-P = 1  # the partition used for IBAN_A's records in these tests
+P = default_partition(IBAN_A.encode(), TOPICS.partitions)  # IBAN_A's partition (2)
 
 
 @dataclass
@@ -59,12 +60,18 @@ class Harness:
         await self.states.put(None, key=iban.encode(), partition=partition)
 
     async def statement(
-        self, sid: str, iban: str = IBAN_A, *, key: bytes | None = None, partition: int = P
+        self, sid: str, iban: str = IBAN_A, *, key: bytes | None = None,
+        partition: int | None = None,
     ) -> None:
         await self.put_raw(statement(sid, iban), key=iban.encode() if key is None else key,
                            partition=partition)
 
-    async def put_raw(self, value: bytes | None, *, key: bytes | None, partition: int = P) -> None:
+    async def put_raw(
+        self, value: bytes | None, *, key: bytes | None, partition: int | None = None
+    ) -> None:
+        """A record on ``partition``; by default its key's (murmur2) partition, else P."""
+        if partition is None:
+            partition = default_partition(key, TOPICS.partitions) if key else P
         await self.statements.put(value, key=key, partition=partition)
 
     def on(self, topic: str) -> list[Out]:
@@ -433,9 +440,9 @@ async def test_a_new_statement_never_overtakes_held_ones(h: Harness) -> None:
 
 async def test_other_ibans_are_not_blocked_by_held_ones(h: Harness) -> None:
     await h.state(IBAN_A, version=1, mandate_status="pending")
-    await h.state(IBAN_B, version=1, connector_id="acd", partition=2)
+    await h.state(IBAN_B, version=1, connector_id="acd", partition=1)
     await h.statement("a1")
-    await h.statement("b1", IBAN_B, partition=2)
+    await h.statement("b1", IBAN_B)
     assert h.ids(TOPICS.held) == ["a1"] and h.ids(TOPICS.partner("acd")) == ["b1"]
 
 
@@ -544,3 +551,26 @@ async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
     assert not step.done()  # nothing acknowledged yet: the input must not be committed
     gated.gate.set_result(None)
     await step
+
+
+# --- the repartition step ---------------------------------------------------------------
+
+
+async def test_a_statement_off_its_keys_partition_is_forwarded_unchanged(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    value = statement("s1", IBAN_A)
+    elsewhere = (P + 1) % TOPICS.partitions  # where a CRC32 partitioner may put it
+    h.sink.clear()
+    await h.put_raw(value, key=IBAN_A.encode(), partition=elsewhere)
+    assert h.sink.records == [Out(TOPICS.received, IBAN_A.encode(), value, P)]
+    assert h.router.core.stats["forwarded"] == 1
+    # Read again from the right partition, it is routed there.
+    await h.put_raw(value, key=IBAN_A.encode(), partition=P)
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+
+
+async def test_a_record_without_key_is_not_forwarded_but_refused(h: Harness) -> None:
+    await h.put_raw(statement("s1", IBAN_A), key=None, partition=0)
+    reason, _ = invalid_reason(h)
+    assert reason.startswith("record has no key")
+    assert h.router.core.stats["forwarded"] == 0
