@@ -84,13 +84,6 @@ class Settings(BaseSettings):
             "number of record batches it holds (docs/performance.md, broker_latency)."
         ),
     )
-    router_mode: Literal["batch", "agent"] = Field(
-        default="batch",
-        description=(
-            "How the router reads statements: batch (its own batched consumer following "
-            "faust's assignment; fast) or agent (a plain faust agent; the reference)."
-        ),
-    )
     max_statement_bytes: int = Field(
         default=1_000_000,
         ge=1,

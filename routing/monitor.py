@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
@@ -62,7 +62,6 @@ from routing.broker.errors import BrokerError, BrokerUnavailable, ReadTimeout, k
 
 log = structlog.get_logger("routing.monitor")
 
-RouterMode = Literal["batch", "agent"]
 
 __all__ = [
     "ConnectorStatus",
@@ -414,14 +413,12 @@ class Monitor:
         connector_ids: Iterable[str],
         *,
         router_app_id: str | None = None,
-        router_mode: RouterMode | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics
         self.connector_ids = list(connector_ids)
         self.router_app_id = router_app_id or f"{topics.prefix}.router"
-        self.router_mode = router_mode
         self.timeout = timeout
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
         self._held_cache: tuple[Any, HeldStatus] | None = None
@@ -538,20 +535,16 @@ class Monitor:
 
     @property
     def router_input_group(self) -> str:
-        """The batch router's group (both input topics); agent mode uses the app id."""
+        """The router's input group (both input topics), the batch pump's."""
         return f"{self.router_app_id}-input"
 
     def _expected_groups(
         self, committed: Mapping[str, Mapping[TopicPartition, int]]
     ) -> dict[str, list[str]]:
         """The pipeline's own groups and the topics each must consume."""
+        del committed
         t = self.topics
-        mode = self.router_mode
-        if mode is None:  # infer: the agent-mode group committed and the batch one did not
-            agent = self.router_app_id in committed and self.router_input_group not in committed
-            mode = "agent" if agent else "batch"
-        router = self.router_app_id if mode == "agent" else self.router_input_group
-        expected: dict[str, list[str]] = {router: [t.iban_state, t.received]}
+        expected: dict[str, list[str]] = {self.router_input_group: [t.iban_state, t.received]}
         for connector_id in self.connector_ids:
             expected[f"{t.prefix}.adapter.{connector_id}"] = [t.partner(connector_id)]
         expected[f"{t.prefix}.global-file"] = [t.global_file]
@@ -894,14 +887,10 @@ def monitor_service(
     topics: Topics,
     connector_ids: Iterable[str],
     *,
-    router_mode: RouterMode | None = None,
     max_age: float = 5.0,
 ) -> MonitorService:
     """The shared monitor of a server process (its /ops routes and its /metrics)."""
-    return MonitorService(
-        Monitor(bootstrap_servers, topics, connector_ids, router_mode=router_mode),
-        max_age=max_age,
-    )
+    return MonitorService(Monitor(bootstrap_servers, topics, connector_ids), max_age=max_age)
 
 
 LAG_COLLECTOR_KEY = "consumer_lag"
@@ -911,8 +900,6 @@ def serve_lag_metrics(
     bootstrap_servers: str | None,
     topics: Topics,
     connector_ids: Iterable[str],
-    *,
-    router_mode: RouterMode | None = None,
 ) -> MonitorService | None:
     """The API process's monitor, with its lag collector registered on ``routing.metrics``.
 
@@ -925,6 +912,6 @@ def serve_lag_metrics(
     if not bootstrap_servers:
         unregister_collector(LAG_COLLECTOR_KEY)
         return None
-    service = monitor_service(bootstrap_servers, topics, connector_ids, router_mode=router_mode)
+    service = monitor_service(bootstrap_servers, topics, connector_ids)
     register_collector(LAG_COLLECTOR_KEY, ConsumerLagCollector(service))
     return service

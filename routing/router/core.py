@@ -1,7 +1,6 @@
 """The router's logic, free of any transport: one record in, the records to produce out.
 
-:class:`RouterCore` is called by the faust agents (``iban.state`` always; statements in
-``agent`` mode) and by the batch pump (statements in ``batch`` mode). It reads and writes
+:class:`RouterCore` is called by the batch pump, for both input topics. It reads and writes
 the two Tables through :class:`TableAccess` and returns :class:`~routing.router.emit.Out`
 records; the caller produces them and waits for their acks before it lets the input
 offset be committed. Every call is synchronous, so a caller that holds the router's lock
@@ -48,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from events.topics import Topics
@@ -195,17 +195,41 @@ class _Ref:
 
 
 class DictTables:
-    """TableAccess over plain dicts, for tests of the core without faust.
+    """TableAccess over plain dicts, for tests of the core and the pump without faust.
 
     ``held`` is the held Table as stored (``held_key`` → entry); ``writes`` logs every
-    write, one per changelog record, with its partition.
+    write, one per changelog record, with its partition. Each write also queues its
+    changelog record, in the Faust Tables' format, on ``<name>-iban-state-changelog`` and
+    ``<name>-held-changelog``, for :class:`~routing.router.step.Stepper`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
         self.states: dict[str, dict[str, Any]] = {}
         self.held: dict[str, HeldEntry] = {}
         self.writes: list[tuple[str, str, int]] = []
+        self.state_changelog_topic = f"{name}-iban-state-changelog"
+        self.held_changelog_topic = f"{name}-held-changelog"
+        self.persisted: list[Any] = []
+        self._pending: list[Out] = []
         self._index = HeldIndex()
+
+    def _changelog(self, topic: str, key: str, value: Any, partition: int) -> None:
+        raw = None if value is None else orjson.dumps(value)
+        self._pending.append(Out(topic, orjson.dumps(key), raw, partition))
+
+    def take_changelog(self) -> list[Out]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def changelog_persisted(self, acks: Iterable[Any]) -> None:
+        self.persisted.extend(acks)
+
+    def count_changelog(self, changelog: Iterable[Out]) -> None:
+        return None
+
+    def reset_stores(self) -> None:
+        """After a rebalance: rebuild the held index from the stored keys."""
+        self.recover()
 
     def recover(self) -> None:
         """Rebuild the held index from the stored keys, as after a restart."""
@@ -217,10 +241,12 @@ class DictTables:
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
         self.states[iban] = value
         self.writes.append(("state", iban, partition))
+        self._changelog(self.state_changelog_topic, iban, value, partition)
 
     def delete_state(self, iban: str, partition: int) -> None:
         self.states.pop(iban, None)
         self.writes.append(("state-del", iban, partition))
+        self._changelog(self.state_changelog_topic, iban, None, partition)
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
         return [self.held[key] for key in self._index.keys_of(iban)] or None
@@ -236,11 +262,13 @@ class DictTables:
         self.held[key] = entry
         self._index.add(iban, entry["partition"], entry["offset"], key)
         self.writes.append(("held", key, partition))
+        self._changelog(self.held_changelog_topic, key, entry, partition)
 
     def delete_held(self, iban: str, partition: int) -> None:
         for key in self._index.drop(iban):
             self.held.pop(key, None)
             self.writes.append(("held-del", key, partition))
+            self._changelog(self.held_changelog_topic, key, None, partition)
 
     def held_ibans(self) -> Iterable[str]:
         return self._index.ibans()

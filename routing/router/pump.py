@@ -49,17 +49,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from events.topics import Topics
+from routing.router.core import RouterCore
 from routing.router.emit import Out
-
-if TYPE_CHECKING:
-    from routing.router.app import RouterApp
 
 log = structlog.get_logger("routing.router.pump")
 
@@ -68,12 +68,35 @@ log = structlog.get_logger("routing.router.pump")
 _STATE_CATCH_UP_LIMIT_S = 60.0
 
 
+class PumpTables(Protocol):
+    def reset_stores(self) -> None: ...
+
+
+class PumpHost(Protocol):
+    """What the pump needs of its router (``RouterApp``; a fake in the unit tests)."""
+
+    @property
+    def core(self) -> RouterCore: ...
+
+    @property
+    def topics(self) -> Topics: ...
+
+    @property
+    def tables(self) -> PumpTables: ...
+
+    async def run_step(self, step: Callable[[str], list[Out]]) -> None: ...
+
+    async def fatal(self, exc: BaseException, where: str) -> None: ...
+
+    def active_partitions(self) -> frozenset[int]: ...
+
+
 class BatchPump:
     """Reads the assigned ``iban.state`` and ``statements.received`` partitions in batches."""
 
     def __init__(
         self,
-        router: RouterApp,
+        router: PumpHost,
         consumer: AIOKafkaConsumer,
         *,
         max_records: int = 2_000,
@@ -117,14 +140,6 @@ class BatchPump:
 
     # --- following faust's assignment ----------------------------------------------------
 
-    def _active_partitions(self) -> frozenset[int]:
-        """The partition numbers whose Tables faust made active on this worker."""
-        router = self._router
-        changelog = router.tables.state_changelog_topic
-        return frozenset(
-            tp.partition for tp in router.app.assignor.assigned_actives() if tp.topic == changelog
-        )
-
     async def on_partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust awaits this during a rebalance: finish the batch, commit, stop reading."""
         async with self._batch_lock:
@@ -138,7 +153,7 @@ class BatchPump:
     async def on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Tables are recovered: read the input partitions matching the active ones."""
         router = self._router
-        parts = self._active_partitions()
+        parts = router.active_partitions()
         async with self._batch_lock:
             if self._stopping or (parts == self._assigned and self._ready.is_set()):
                 return

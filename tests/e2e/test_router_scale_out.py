@@ -119,7 +119,7 @@ class Produced:
 # The caller's environment must not change the run: no metrics port the two processes
 # would fight over, no transactions (Tansu has none), the default connector catalogue.
 ISOLATED = DROPPED | {
-    "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT", "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
+    "METRICS_PORT", "LOG_FORMAT", "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
 }
 
 

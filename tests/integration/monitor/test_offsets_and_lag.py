@@ -104,18 +104,6 @@ async def test_rates_come_from_two_samples(kafka_broker: EmbeddedBroker, topics:
     assert topic(second, topics.iban_state).rate == 0
 
 
-async def test_agent_mode_router_group_is_recognised(
-    kafka_broker: EmbeddedBroker, topics: Topics
-) -> None:
-    bootstrap = kafka_broker.bootstrap_servers
-    await produce_to_partitions(bootstrap, topics.iban_state, {0: 2})
-    await commit(bootstrap, f"{topics.prefix}.router", {(topics.iban_state, 0): 1})
-    snap = await Monitor(bootstrap, topics, default_catalogue()).sample(counts=False)
-    router = group(snap, f"{topics.prefix}.router")
-    assert router.role == "router" and router.lag == 1
-    assert f"{topics.prefix}.router-input" not in {g.group_id for g in snap.groups}
-
-
 async def test_missing_topics_are_reported_not_created(kafka_broker: EmbeddedBroker) -> None:
     topics = Topics(prefix=unique_prefix(), partitions=3)
     monitor = Monitor(kafka_broker.bootstrap_servers, topics, ["acd"])
