@@ -535,8 +535,9 @@ class Monitor:
 
     @property
     def router_input_group(self) -> str:
-        """The router's input group (both input topics), the batch pump's."""
-        return f"{self.router_app_id}-input"
+        """The group the router commits its input offsets to (both input topics): faust's
+        own group, the app id (``routing.router.fencing``)."""
+        return self.router_app_id
 
     def _expected_groups(
         self, committed: Mapping[str, Mapping[TopicPartition, int]]

@@ -120,6 +120,13 @@ class RouterApp:
         """The partition numbers whose Tables faust made active on this worker."""
         return faust_glue.active_partitions(self.app, self.tables.state_changelog_topic)
 
+    def membership(self) -> faust_glue.Membership:
+        """faust's group membership, which the pump commits input offsets as."""
+        member = faust_glue.membership(self.app)
+        if member is None:
+            raise RuntimeError("faust's consumer has no group membership to commit as")
+        return member
+
     async def fatal(self, exc: BaseException, where: str) -> None:
         """Record an error that must stop the worker; the runner stops it."""
         if self.stepper.fatal_error is None:
@@ -264,7 +271,9 @@ def create_router_app(
         return AIOKafkaConsumer(
             bootstrap_servers=servers,
             client_id=f"{app_id}-input",
-            group_id=f"{app_id}-input",
+            # faust's group: the committed input offsets are read from it at each
+            # assignment, and committed to it as faust's member (routing.router.fencing).
+            group_id=app_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,

@@ -16,7 +16,10 @@ all here, each with why, and nowhere else in the code:
   through faust's own ``apply_changelog_batch``);
 * ``app.assignor.assigned_actives()``: which Table partitions are active on this worker;
 * ``app.consumer.highwaters``, wrapped: Tansu's ListOffsets stops recovery short;
-* ``app.monitor``, set to faust's Prometheus monitor before start.
+* ``app.monitor``, set to faust's Prometheus monitor before start;
+* the group membership of faust's consumer (its aiokafka coordinator's ``generation``
+  and ``member_id``): the pump commits input offsets *as that member*, so that a router
+  that lost its partitions cannot commit them (``routing.router.fencing``).
 
 :data:`SUPPORTED` is the faust range these were checked against (``pyproject.toml``
 pins the same); :func:`check_faust` refuses to build a router on another version, and
@@ -26,6 +29,7 @@ tests/unit/router/test_faust_glue.py fails loudly if any of the above changes.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -64,9 +68,7 @@ def store_of(table: Any) -> MutableMapping[Any, Any]:
     return cast(MutableMapping[Any, Any], store)
 
 
-def put_in_partition(
-    store: MutableMapping[Any, Any], key: str, value: Any, partition: int
-) -> None:
+def put_in_partition(store: MutableMapping[Any, Any], key: str, value: Any, partition: int) -> None:
     """Write ``key`` into ``partition``'s part of the store.
 
     faust's RocksDB store takes a write's partition from the current stream event and
@@ -126,8 +128,32 @@ def use_true_highwaters(app: faust.App, bootstrap_servers: str) -> None:
             return dict(listed)
         true = await partition_end_offsets(bootstrap_servers, partitions)
         return {
-            tp: max(int(listed.get(tp) or 0), true[(tp.topic, tp.partition)])
-            for tp in partitions
+            tp: max(int(listed.get(tp) or 0), true[(tp.topic, tp.partition)]) for tp in partitions
         }
 
     consumer.highwaters = highwaters
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """This worker's membership of faust's consumer group, as of one assignment."""
+
+    group_id: str
+    generation: int
+    member_id: str
+
+
+def membership(app: faust.App) -> Membership | None:
+    """faust's consumer's current group generation and member id (None: not a member).
+
+    Read from faust's aiokafka consumer, which lives in faust's consumer thread: two plain
+    attributes, read together, once per assignment.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", None)
+    member_id = getattr(coordinator, "member_id", None)
+    if not isinstance(generation, int) or generation < 0 or not member_id:
+        return None
+    return Membership(str(app.conf.id), generation, str(member_id))

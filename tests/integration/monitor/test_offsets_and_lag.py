@@ -35,7 +35,7 @@ async def test_end_offsets_committed_offsets_and_lag_per_group(
     bootstrap = kafka_broker.bootstrap_servers
     await produce_to_partitions(bootstrap, topics.received, {0: 5, 1: 3})
     await produce_to_partitions(bootstrap, topics.outcomes, {1: 4})
-    router_group = f"{topics.prefix}.router-input"
+    router_group = f"{topics.prefix}.router"
     await commit(bootstrap, router_group, {(topics.received, 0): 2, (topics.received, 1): 3})
     other = unique_group("ops-tool")
     await commit(bootstrap, other, {(topics.outcomes, 1): 1})

@@ -19,7 +19,9 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.stores.rocksdb import Store as RocksStore
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 from faust.types.tuples import Message
@@ -51,11 +53,20 @@ def test_another_faust_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_internals_the_glue_uses_exist() -> None:
-    for name in ("_db_for_partition", "_encode_key", "_encode_value", "set_persisted_offset",
-                 "apply_changelog_batch"):
+    for name in (
+        "_db_for_partition",
+        "_encode_key",
+        "_encode_value",
+        "set_persisted_offset",
+        "apply_changelog_batch",
+    ):
         assert callable(getattr(RocksStore, name, None)), f"rocksdb Store.{name} is gone"
     assert "_key_index" in inspect.getsource(RocksStore.__init__)
     assert inspect.iscoroutinefunction(AIOKafkaDriverConsumer.highwaters)
+    # The membership the pump commits as: faust's thread's aiokafka consumer's coordinator.
+    assert "self._consumer" in inspect.getsource(AIOKafkaConsumerThread)
+    coordinator_init = inspect.getsource(GroupCoordinator.__init__)
+    assert "self.generation" in coordinator_init and "self.member_id" in coordinator_init
     monitor = inspect.getattr_static(faust.App, "monitor")
     assert isinstance(monitor, property) and monitor.fset is not None
 
@@ -68,15 +79,22 @@ async def pair(
     app_id = f"unit-glue-{uuid.uuid4().hex[:8]}"
     routers = []
     for side in ("writer", "reader"):
-        settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", table_store=request.param,
-                            data_dir=tmp_path / side)
+        settings = Settings(
+            kafka_bootstrap_servers="127.0.0.1:1",
+            table_store=request.param,
+            data_dir=tmp_path / side,
+        )
         router = create_router_app(settings, TOPICS, default_catalogue(), app_id=app_id)
-        actives = {TP(f"{app_id}-{n}-changelog", p) for n in ("iban-state", "held")
-                   for p in range(TOPICS.partitions)}
+        actives = {
+            TP(f"{app_id}-{n}-changelog", p)
+            for n in ("iban-state", "held")
+            for p in range(TOPICS.partitions)
+        }
         monkeypatch.setattr(router.app.assignor, "assigned_actives", lambda a=actives: a)
         routers.append(router)
-    assert faust_glue.active_partitions(routers[0].app, routers[0].tables.state_changelog_topic
-                                        ) == frozenset(range(TOPICS.partitions))
+    assert faust_glue.active_partitions(
+        routers[0].app, routers[0].tables.state_changelog_topic
+    ) == frozenset(range(TOPICS.partitions))
     yield routers[0], routers[1]
     for router in routers:
         for table in (router.tables._state_table, router.tables._held_table):
@@ -87,12 +105,21 @@ async def pair(
 
 async def replay(tables: FaustTables, records: list[Any]) -> None:
     """Apply changelog records as faust's recovery does: its decoding, its batch apply."""
-    by_topic = {faust_glue.changelog_topic(t): t
-                for t in (tables._state_table, tables._held_table)}
+    by_topic = {faust_glue.changelog_topic(t): t for t in (tables._state_table, tables._held_table)}
     for offset, out in enumerate(records):
         table = by_topic[out.topic]
-        message = Message(out.topic, out.partition, offset, 0.0, 0, [], out.key, out.value,
-                          None, tp=TP(out.topic, out.partition))
+        message = Message(
+            out.topic,
+            out.partition,
+            offset,
+            0.0,
+            0,
+            [],
+            out.key,
+            out.value,
+            None,
+            tp=TP(out.topic, out.partition),
+        )
         event = await table.changelog_topic.decode(message, propagate=True)
         table.apply_changelog_batch([event])
 

@@ -24,6 +24,8 @@ from events.topics import Topics
 from routing.broker.partitioner import default_partition
 from routing.router.core import DictTables, RouterCore
 from routing.router.emit import Out
+from routing.router.faust_glue import Membership
+from routing.router.fencing import CommitFenced
 from routing.router.pump import BatchPump
 from routing.router.sink import MemorySink
 from routing.router.step import Stepper
@@ -48,8 +50,11 @@ class FakeConsumer:
     def append(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         tp = TopicPartition(topic, partition)
         log = self.logs.setdefault(tp, [])
-        log.append(ConsumerRecord(topic, partition, len(log), 0, 0, key, value, None,
-                                  len(key), len(value or b""), ()))
+        log.append(
+            ConsumerRecord(
+                topic, partition, len(log), 0, 0, key, value, None, len(key), len(value or b""), ()
+            )
+        )
 
     async def start(self) -> None:
         return None
@@ -87,7 +92,7 @@ class FakeConsumer:
         for tp in self._assigned:
             if tp in self._paused:
                 continue
-            records = self.logs.get(tp, [])[self._positions[tp]:]
+            records = self.logs.get(tp, [])[self._positions[tp] :]
             if records:
                 batch[tp] = records
                 self._positions[tp] += len(records)
@@ -116,8 +121,9 @@ class FakeHost:
     fatal_errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.core = RouterCore(topics=self.topics, catalogue=default_catalogue(),
-                               tables=self.tables)
+        self.core = RouterCore(
+            topics=self.topics, catalogue=default_catalogue(), tables=self.tables
+        )
         self.stepper = Stepper(self.tables, lambda: self.sink)
 
     async def run_step(self, step: Any) -> None:
@@ -126,8 +132,13 @@ class FakeHost:
     async def fatal(self, exc: BaseException, where: str) -> None:
         self.fatal_errors.append(exc)
 
+    member: Membership | None = None
+
     def active_partitions(self) -> frozenset[int]:
         return self.active
+
+    def membership(self) -> Membership | None:
+        return self.member
 
 
 def ids(sink: MemorySink, topic: str) -> list[str]:
@@ -193,8 +204,12 @@ async def test_a_failed_send_stops_the_pump_without_committing() -> None:
 
 async def test_the_held_order_survives_a_restart_of_the_tables(pumped: Any) -> None:
     host, consumer, pump = pumped
-    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(),
-                    state(IBAN_A, connector_id="acd", mandate_status="pending"))
+    consumer.append(
+        TOPICS.iban_state,
+        P,
+        IBAN_A.encode(),
+        state(IBAN_A, connector_id="acd", mandate_status="pending"),
+    )
     for n in range(50):
         consumer.append(TOPICS.received, P, IBAN_A.encode(), statement(f"s{n:02d}", IBAN_A))
     host.active = frozenset({P})
@@ -204,7 +219,46 @@ async def test_the_held_order_survives_a_restart_of_the_tables(pumped: Any) -> N
     # A rebalance: the index is rebuilt from the Table's keys alone.
     await pump.on_partitions_revoked(None)
     await pump.on_rebalance_complete(None)
-    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(),
-                    state(IBAN_A, version=2, connector_id="acd"))
+    consumer.append(
+        TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, version=2, connector_id="acd")
+    )
     await eventually(lambda: len(host.sink.on(TOPICS.partner("acd"))) == 50, "all released")
     assert ids(host.sink, TOPICS.partner("acd")) == [f"s{n:02d}" for n in range(50)]
+
+
+async def test_a_fenced_commit_drops_the_partitions_until_the_next_assignment(
+    pumped: Any,
+) -> None:
+    host, consumer, pump = pumped
+    generations: list[int] = []
+    fence = {"on": False}
+
+    async def commit_as_member(_: Any, member: Membership, offsets: Any) -> None:
+        generations.append(member.generation)
+        if fence["on"]:
+            raise CommitFenced("IllegalGenerationError")
+        await consumer.commit(offsets)
+
+    pump.commit_as_member = commit_as_member
+    received = TopicPartition(TOPICS.received, P)
+    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s0", IBAN_A))
+    host.active, host.member = frozenset({P}), Membership("g", 4, "m")
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: consumer.committed.get(received) == 1, "s0 committed")
+
+    # The group moved on without this worker (a long pause): its next commit is refused.
+    fence["on"] = True
+    host.member = Membership("g", 5, "m")  # faust's new generation, not this assignment's
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s1", IBAN_A))
+    await eventually(lambda: pump.fenced == 1, "the commit fenced")
+    assert generations[-1] == 4  # committed as the assignment's generation, not the latest
+    assert consumer.committed[received] == 1 and pump.assigned == frozenset()
+    assert consumer.assignment() == set() and host.fatal_errors == []
+
+    # faust assigns again: the pump reads from the committed offset, as the owner would.
+    fence["on"] = False
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: consumer.committed.get(received) == 2, "s1 committed")
+    assert generations[-1] == 5
+    assert ids(host.sink, TOPICS.partner("acd")) == ["s0", "s1", "s1"]  # a duplicate, no loss
