@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,13 @@ class RouterApp:
     def fatal_error(self) -> BaseException | None:
         return self.stepper.fatal_error
 
-    async def run_step(self, step: Callable[[str], list[Out]]) -> None:
-        await self.stepper.run_step(step)
+    async def run_step(
+        self,
+        step: Callable[[str], list[Out]],
+        offsets: dict[Any, int] | None = None,
+        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
+    ) -> bool:
+        return await self.stepper.run_step(step, offsets, commit)
 
     def active_partitions(self) -> frozenset[int]:
         """The partition numbers whose Tables faust made active on this worker."""

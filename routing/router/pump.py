@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -90,7 +90,12 @@ class PumpHost(Protocol):
     @property
     def tables(self) -> PumpTables: ...
 
-    async def run_step(self, step: Callable[[str], list[Out]]) -> None: ...
+    async def run_step(
+        self,
+        step: Callable[[str], list[Out]],
+        offsets: dict[Any, int] | None = None,
+        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
+    ) -> bool: ...
 
     async def fatal(self, exc: BaseException, where: str) -> None: ...
 
@@ -244,7 +249,7 @@ class BatchPump:
         except Exception as exc:  # a failed send or commit: stop, commit nothing more
             await self._router.fatal(exc, "batch pump")
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+    async def _commit(self, offsets: dict[Any, int]) -> bool:
         """Commit as faust's member of the assignment; False if the broker fenced us.
 
         Fenced, this worker's assignment is stale: its partitions are dropped (nothing
@@ -293,9 +298,8 @@ class BatchPump:
             return outs
 
         forwarded = core.stats["forwarded"]
-        await self._router.run_step(route)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        if not await self._commit(offsets):
+        if not await self._router.run_step(route, offsets, self._commit):
             return
         forwarded = core.stats["forwarded"] - forwarded
         if forwarded:

@@ -5,17 +5,18 @@ Tables (with their queue of changelog records) and a sink, so the unit tests dri
 and :class:`~routing.router.core.RouterCore` through it, with in-memory fakes
 (``DictTables``, ``MemorySink``), without faust.
 
-It is also where a transactional producer would go on Kafka (exactly-once): the routed
-outputs and the changelog records of a step are issued here, and the pump commits the
-input offsets right after the step returns, so "begin the transaction; send outputs and
-changelog; send the offsets to the transaction; commit" would wrap exactly
-:meth:`Stepper.run_step` plus the pump's commit.
+It is also the one place a transactional producer goes on Kafka (exactly-once, issue 12
+item 4): a step's routed outputs, its changelog records *and* its input offsets (the
+pump hands them to :meth:`Stepper.run_step` with its commit function) all leave from
+here, so "begin_transaction; send outputs and changelog; send_offsets_to_transaction;
+commit_transaction" replaces the body of ``run_step`` without touching the pump or the
+core.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,8 +61,14 @@ class Stepper:
         self.lock = asyncio.Lock()
         self.fatal_error: BaseException | None = None
 
-    async def run_step(self, step: Callable[[str], list[Out]]) -> None:
-        """Route under the lock, make the outputs durable, then the Table writes.
+    async def run_step(
+        self,
+        step: Callable[[str], list[Out]],
+        offsets: dict[Any, int] | None = None,
+        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Route under the lock, make the outputs durable, then the Table writes, then
+        commit the input ``offsets`` with ``commit``; False if the commit was refused.
 
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
         to any other step, which keeps per-IBAN order across a release.
@@ -86,7 +93,7 @@ class Stepper:
         it, as the first time). Once a step failed, no other one runs: the in-memory Tables
         may be ahead of their changelogs.
 
-        Every ack is awaited before returning: only then may the input be committed.
+        Every ack is awaited before the input offsets are committed.
         """
         async with self.lock:
             if self.fatal_error is not None:
@@ -107,3 +114,6 @@ class Stepper:
             self.tables.changelog_persisted([ack.result() for ack in changelog_acks])
             self.tables.count_changelog(changelog)
         await _acked(pending)
+        if offsets and commit is not None:
+            return await commit(offsets)
+        return True

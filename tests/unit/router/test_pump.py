@@ -126,8 +126,8 @@ class FakeHost:
         )
         self.stepper = Stepper(self.tables, lambda: self.sink)
 
-    async def run_step(self, step: Any) -> None:
-        await self.stepper.run_step(step)
+    async def run_step(self, step: Any, offsets: Any = None, commit: Any = None) -> bool:
+        return await self.stepper.run_step(step, offsets, commit)
 
     async def fatal(self, exc: BaseException, where: str) -> None:
         self.fatal_errors.append(exc)
