@@ -36,10 +36,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from events.schemas import DeliveryOutcome, StatementDeadLetter
 from events.topics import Topics
+from events.wire import InvalidEvent, decode
 from routing.broker import ProducerParams, make_producer, read_topic, require_topics
 from routing.broker.errors import kafka_errors
 from routing.domain.iban import mask_iban
@@ -132,8 +132,8 @@ async def _replay_markers(
         if not record.value or b'"replayed"' not in record.value:
             continue  # cheap filter before parsing: most outcomes are not replays
         try:
-            outcome = DeliveryOutcome.model_validate_json(record.value)
-        except ValidationError:
+            outcome = decode(record.value, DeliveryOutcome, where=topics.outcomes)
+        except InvalidEvent:
             continue
         if (outcome.outcome != "replayed" or outcome.connector_id != connector_id
                 or not outcome.detail or not outcome.detail.startswith(prefix)):
@@ -154,11 +154,11 @@ async def list_dead_letters(
     entries: list[DeadLetterEntry] = []
     for record in records:
         try:
-            letter = StatementDeadLetter.model_validate_json(record.value or b"")
-        except ValidationError as exc:
+            letter = decode(record.value, StatementDeadLetter, where=dlq)
+        except InvalidEvent as exc:
             # Only our workers write here; an unreadable record is a bug worth shouting about.
             log.error("unreadable_dead_letter", topic=dlq, partition=record.partition,
-                      offset=record.offset, error=str(exc).splitlines()[0])
+                      offset=record.offset, error=exc.reason)
             continue
         place = (record.partition, record.offset)
         entries.append(DeadLetterEntry(record.partition, record.offset, letter,

@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementGlobalFile
 from events.topics import Topics
+from events.wire import decode
 from routing import metrics
 from routing.broker.producer import make_producer
 from routing.ledger import (
@@ -63,7 +64,6 @@ from routing.ledger import (
     consume_committing,
     engine_for,
     invalid_value,
-    parse_event,
     resolve_bootstrap,
     send_all,
     sqlite_writer_lock,
@@ -167,7 +167,7 @@ def build_download(
 
 def global_file_entry(record: ConsumerRecord) -> GlobalFileEntry:
     """A ``statements.global-file`` record as a global-file entry; ``InvalidRecord`` if bad."""
-    event, _ = parse_event(record.value, StatementGlobalFile, "statement.global-file/v1")
+    event = decode(record.value, StatementGlobalFile, where="statements.global-file")
     return GlobalFileEntry(
         statement_id=event.statement_id,
         cabinet_id=event.cabinet_id,

@@ -55,9 +55,7 @@ bytes, then their offset is committed.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import random
 import time
 from collections import deque
@@ -70,7 +68,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from pydantic import ValidationError
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import Deliverer, DeliveryResult, PartnerEndpoint, make_deliverer
@@ -81,10 +78,10 @@ from events.schemas import (
     DeliveryOutcome,
     OutcomeKind,
     StatementDeadLetter,
-    StatementInvalid,
     StatementPartnerDelivery,
 )
 from events.topics import Topics
+from events.wire import InvalidEvent, SourceRef, decode, encode_invalid
 from routing import metrics
 from routing.broker import ProducerParams, make_producer, require_topics
 from routing.broker.errors import BrokerError, kafka_errors
@@ -507,8 +504,8 @@ class ConnectorWorker:
         """Deliver one record until it is done; False when the connector got disabled."""
         structlog.contextvars.unbind_contextvars(*_STATEMENT_FIELDS)
         try:
-            delivery = StatementPartnerDelivery.model_validate_json(record.value or b"")
-        except ValidationError as exc:
+            delivery = decode(record.value, StatementPartnerDelivery, where=record.topic)
+        except InvalidEvent as exc:
             await self._invalid(record, checkpoint, exc)
             return True
         # Every line logged while this statement is handled, the deliverers' included,
@@ -612,34 +609,24 @@ class ConnectorWorker:
         )
 
     async def _invalid(
-        self, record: ConsumerRecord, checkpoint: _Checkpoint, exc: ValidationError
+        self, record: ConsumerRecord, checkpoint: _Checkpoint, exc: InvalidEvent
     ) -> None:
-        raw = record.value or b""
-        statement_id: str | None = None
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            found = json.loads(raw).get("statement_id")
-            statement_id = found if isinstance(found, str) else None
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-            for e in exc.errors(include_input=False)
-        )
         key = (record.key or b"").decode("utf-8", errors="replace")
-        event = StatementInvalid(
-            reason=f"not a valid statement.partner-delivery/v1: {problems}",
-            raw_b64=base64.b64encode(raw).decode(),
-            raw_key=key,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            statement_id=statement_id,
-            detected_at=_now(),
+        reason = f"not a valid statement.partner-delivery/v1: {exc.reason}"
+        value = encode_invalid(
+            value=record.value,
+            key=record.key,
+            reason=reason,
+            source=SourceRef(record.topic, record.partition, record.offset),
+            detected_at=_now().isoformat(),
+            statement_id=exc.statement_id,
             detected_by=f"adapter:{self.connector_id}",
         )
-        await self._send(checkpoint, self._topics.invalid, event.to_json(), key)
+        await self._send(checkpoint, self._topics.invalid, value, key)
         self.stats.invalid += 1
         metrics.INVALID.labels("adapter").inc()
         self._log.error("invalid_delivery_record", partition=record.partition,
-                        offset=record.offset, statement_id=statement_id, reason=event.reason)
+                        offset=record.offset, statement_id=exc.statement_id, reason=reason)
 
 
 # --------------------------------------------------------------------------- the pool

@@ -16,7 +16,7 @@ mandate, so their statements are held) and produces ``--statements`` statements 
 2. ``faust_minimal``: a minimal faust agent forwarding each event with one ``send``
    (over the first ``--faust-statements`` records: at faust's ~2,000 events/s, all 200k
    would take minutes and measure the same rate);
-3. ``router``: the router in batch mode (``--mode agent`` for the plain faust agents),
+3. ``router``: the router (its batch pump),
    statements/s from its first read of a statement to the acknowledged commit of the
    last one. The router first runs once to load the states into its Table, then is
    restarted after the statements were produced, so the measured run recovers the Table
@@ -190,8 +190,7 @@ async def bench_faust(bootstrap: str, source: str, sink: str, limit: int, data_d
         await app.stop()
 
 
-def router_for(bootstrap: str, topics: Topics, data_dir: Path, mode: str,
-               outcomes: bool) -> RouterApp:
+def router_for(bootstrap: str, topics: Topics, data_dir: Path, outcomes: bool) -> RouterApp:
     tuning = RouterTuning(
         session_timeout=TUNING.session_timeout,
         heartbeat_interval=TUNING.heartbeat_interval,
@@ -203,7 +202,6 @@ def router_for(bootstrap: str, topics: Topics, data_dir: Path, mode: str,
         topics,
         default_catalogue(),
         bootstrap_servers=bootstrap,
-        mode="agent" if mode == "agent" else "batch",
         tuning=tuning,
     )
 
@@ -231,7 +229,7 @@ async def bench_router(
         while True:
             pump = router.pump
             if pump is None:
-                raise SystemExit("agent mode: use --mode batch for timing")
+                raise SystemExit("the router stopped before it routed")
             if profiler is None and pump.first_read is not None:
                 profiler = start_profiler(profile)
             if ready_at is None and router.tables.state_count() >= n:
@@ -263,7 +261,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         states = make_states(args.ibans, rng)
         await produce(bootstrap, topics.iban_state, [(i.encode(), v) for i, v in states])
 
-        router = router_for(bootstrap, topics, data_dir, args.mode, not args.no_outcomes)
+        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes)
         try:
             load_s = await load_states(router, args.ibans)
         finally:
@@ -284,7 +282,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             faust_rate = await bench_faust(
                 bootstrap, topics.received, extra[1].name, faust_n, data_dir / "faust"
             )
-        router = router_for(bootstrap, topics, data_dir, args.mode, not args.no_outcomes)
+        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes)
         try:
             router_rate, recovery_s = await bench_router(
                 router, args.statements, args.ibans, args.profile
@@ -313,7 +311,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "ibans": args.ibans,
         "faust_statements": faust_n,
         "partitions": args.partitions,
-        "mode": args.mode,
         "outcomes": not args.no_outcomes,
         "state_load_s": round(load_s, 1),
         "table_recovery_s": round(recovery_s, 1),
@@ -376,7 +373,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--statements", type=int, default=200_000)
     parser.add_argument("--faust-statements", type=int, default=30_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--mode", choices=("batch", "agent"), default="batch")
     parser.add_argument("--no-outcomes", action="store_true",
                         help="do not emit the delivery.outcome/v1 record per statement")
     parser.add_argument("--seed", type=int, default=7)

@@ -15,7 +15,7 @@ statements of about 1 KB. Each run:
 2. produces every statement (a backlog, as after a deployment or an outage);
 3. starts the same number of router processes again; they recover their Tables from the
    changelog and share the partitions; the rate is ``--statements`` divided by the time
-   from the first commit of the routers' input group (``<prefix>.router-input``) to the
+   from the first commit of the routers' input group (``<prefix>.router``) to the
    commit of the last statement, polled every 0.1 s (so to within about 0.2 s). The
    router commits a statement only once its routed event is acknowledged. (Tansu's end
    offsets lag behind the last batch, so the output topics are not counted that way.)
@@ -228,7 +228,7 @@ async def run(broker: EmbeddedBroker, k: int, args: argparse.Namespace, work: Pa
         "DATA_DIR": str(work / f"x{k}"), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO),
     }
     changelog = [f"{topics.prefix}.router-iban-state-changelog"]
-    group = f"{topics.prefix}.router-input"  # the batch pump's group (routing.router.app)
+    group = f"{topics.prefix}.router"  # the router's input offsets (routing.router.fencing)
     async with Offsets(bootstrap) as offsets:
         await produce(bootstrap, topics.iban_state, states)
         children = await start_routers(k, env, work, f"x{k}-load")

@@ -84,11 +84,13 @@ class Settings(BaseSettings):
             "number of record batches it holds (docs/performance.md, broker_latency)."
         ),
     )
-    router_mode: Literal["batch", "agent"] = Field(
-        default="batch",
+    max_statement_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
         description=(
-            "How the router reads statements: batch (its own batched consumer following "
-            "faust's assignment; fast) or agent (a plain faust agent; the reference)."
+            "The largest statement.received value the router routes, in bytes; a larger one "
+            "goes to statements.invalid with its size, referred to by topic, partition and "
+            "offset rather than copied."
         ),
     )
     table_store: str = Field(

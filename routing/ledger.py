@@ -18,36 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
-from events.schemas import DeliveryOutcome, RoutingTrace
+from events.schemas import DeliveryOutcome
 from events.topics import Topics
+from events.wire import InvalidEvent, SourceRef, decode, encode_invalid, key_text
 from routing import metrics
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError
 from routing.broker.producer import make_producer
 from routing.ports import OutcomeRecord
-from routing.router.codec import SourceRef, decode_key, encode_invalid
 from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
 
 log = structlog.get_logger(__name__)
-
-M = TypeVar("M", bound=BaseModel)
 
 _MAX_BACKOFF = 10.0
 
@@ -76,73 +72,18 @@ def sqlite_writer_lock(
     return lock
 
 
-class InvalidRecord(Exception):
-    """A record that is not the event its topic carries; ``reason`` says precisely why."""
-
-    def __init__(self, reason: str, statement_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.statement_id = statement_id
-
-
-def _statement_id_of(doc: Any) -> str | None:
-    sid = doc.get("statement_id") if isinstance(doc, dict) else None
-    return sid[:200] if isinstance(sid, str) and sid else None
-
-
-def parse_event(value: bytes | None, model: type[M], schema: str) -> tuple[M, dict[str, Any]]:
-    """Validate one record value as ``model`` (whose ``schema`` must be present and equal
-    to ``schema``); return the event and the raw JSON object (for optional fields the
-    model does not know yet). Raise ``InvalidRecord`` with the first problem found."""
-    if value is None:
-        raise InvalidRecord(f"null value (tombstone): expected {schema!r}")
-    try:
-        doc = json.loads(value)
-    except UnicodeDecodeError as exc:
-        raise InvalidRecord(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except ValueError as exc:
-        raise InvalidRecord(f"value is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidRecord("value is not a JSON object")
-    sid = _statement_id_of(doc)
-    if "schema" not in doc:
-        raise InvalidRecord(f"missing `schema` field (expected {schema!r})", sid)
-    if doc["schema"] != schema:
-        raise InvalidRecord(f"unknown schema {doc['schema']!r} (expected {schema!r})", sid)
-    try:
-        event = model.model_validate(doc)
-    except ValidationError as exc:
-        parts = []
-        for error in exc.errors(include_url=False, include_input=False)[:3]:
-            where = ".".join(str(p) for p in error["loc"])
-            message = str(error["msg"]).removeprefix("Value error, ")
-            parts.append(f"field `{where}`: {message}" if where else message)
-        raise InvalidRecord("; ".join(parts), sid) from None
-    return event, doc
+InvalidRecord = InvalidEvent
+"""A record that is not the event its topic carries (the wire decoder's refusal)."""
 
 
 def outcome_record(value: bytes | None) -> OutcomeRecord:
     """One ``deliveries.outcomes`` value as an ``OutcomeRecord``; ``InvalidRecord`` if bad.
 
-    An optional ``routing`` object (a ``RoutingTrace``) is kept when valid: it is not in
-    ``delivery.outcome/v1`` yet, but a producer may add it (readers ignore unknown
-    fields), and with it the trace shows the checks and state version for every
-    destination. An invalid one is dropped with a warning, not the whole outcome.
+    Decoded by the pipeline's one strict decoder (``events.wire``), with the router's
+    ``routing`` trace when the producer added it.
     """
-    event, doc = parse_event(value, DeliveryOutcome, "delivery.outcome/v1")
-    routing: dict[str, Any] | None = None
-    raw_routing = doc.get("routing")
-    if raw_routing is not None:
-        try:
-            routing = RoutingTrace.model_validate(raw_routing).model_dump(mode="json")
-        except ValidationError as exc:
-            log.warning(
-                "outcome_routing_ignored",
-                statement_id=event.statement_id,
-                cabinet_id=event.cabinet_id,
-                connector_id=event.connector_id,
-                error=str(exc.errors(include_url=False)[:1]),
-            )
+    event = decode(value, DeliveryOutcome, where="deliveries.outcomes")
+    routing = event.routing.model_dump(mode="json") if event.routing is not None else None
     return OutcomeRecord(
         statement_id=event.statement_id,
         outcome=event.outcome,
@@ -156,7 +97,7 @@ def outcome_record(value: bytes | None) -> OutcomeRecord:
     )
 
 
-def invalid_value(record: ConsumerRecord, exc: InvalidRecord, detected_by: str) -> bytes:
+def invalid_value(record: ConsumerRecord, exc: InvalidEvent, detected_by: str) -> bytes:
     """The ``statement.invalid/v1`` for a record this consumer could not read."""
     return encode_invalid(
         value=record.value,
@@ -315,7 +256,7 @@ class LedgerConsumer:
                     "invalid_outcome",
                     statement_id=exc.statement_id,
                     reason=exc.reason,
-                    key=decode_key(record.key),
+                    key=key_text(record.key),
                     partition=record.partition,
                     offset=record.offset,
                 )

@@ -23,9 +23,9 @@ Where the metrics are served:
   server on ``METRICS_HOST:METRICS_PORT`` when ``METRICS_PORT`` is set
   (:func:`metrics_endpoint`), serving ``/metrics`` and ``/healthz``.
 
-The router's faust app gets faust's own Prometheus sensor (:func:`attach_faust_sensor`),
+The router's faust app gets faust's own Prometheus sensor (:func:`faust_monitor`),
 registered on the same registry under ``statement_router_faust_*``: rebalances and
-recovery, and (agent mode) per-topic messages. The Tables' changelog records are written
+recovery. The Tables' changelog records are written
 by the router's own producer and counted in ``statement_router_table_changelog_records``.
 """
 
@@ -146,6 +146,13 @@ TABLE_CHANGELOG_RECORDS = Counter(
     "Records the router wrote to its Tables' changelog topics once acknowledged, per table "
     "(iban-state, held): the state it keeps, and what a restart recovers.",
     ["table"],
+    registry=REGISTRY,
+)
+STATEMENTS_FORWARDED = Counter(
+    "statement_router_statements_forwarded",
+    "Statements the router read from a partition other than their key's (murmur2) "
+    "partition, e.g. placed by a librdkafka producer's CRC32 partitioner, and forwarded to "
+    "the right partition of statements.received (the repartition step).",
     registry=REGISTRY,
 )
 
@@ -335,18 +342,18 @@ def faust_metrics() -> FaustMetrics:
         return _faust_metrics
 
 
-def attach_faust_sensor(app: Any) -> None:
-    """Make faust's Prometheus monitor the ``app``'s monitor; call before ``app.start()``.
+def faust_monitor() -> Any:
+    """faust's Prometheus monitor on our registry, for the router's faust app.
 
-    faust adds ``app.monitor`` to its sensors when the app starts, so replacing it on a
-    fresh app is all it takes. The monitor sees what faust does: the Tables' changelog
-    records, rebalances and recovery, and the agents' streams in agent mode. In batch mode
-    the router's own consumer reads the inputs, so their per-message faust metrics stay
-    still; ``statement_router_routed`` counts the statements in both modes.
+    ``routing.router.faust_glue.attach_monitor`` makes it the app's monitor before start;
+    faust adds it to its sensors then. It sees what faust does: the Tables' changelog
+    recovery, rebalances and assignment. The router's own consumer reads the inputs and
+    its own producer writes the changelogs, so faust's per-message metrics stay still;
+    ``statement_router_routed`` counts the statements.
     """
     from faust.sensors.prometheus import PrometheusMonitor
 
-    app.monitor = PrometheusMonitor(metrics=faust_metrics())
+    return PrometheusMonitor(metrics=faust_metrics())
 
 
 # --- exposition -----------------------------------------------------------------------------

@@ -19,12 +19,13 @@ What is measured, and how:
   ``auto_offset_reset=earliest``), so its lag is ``end - start``, shown with a null
   committed offset.
 * **held** = statements *currently parked* by the router, from the router's ``held``
-  table changelog (``<app id>-held-changelog``): the last value per IBAN is the list of its
-  parked statements, a null value means they were released. ``statements.held`` is only
-  the audit of parking (a statement released since is still there), so its record count is
-  reported separately as ``audit_events``. Held statements are attributed to the connector
-  their IBAN is bound to in the router's own ``iban-state`` changelog (null: unknown or
-  unbound IBAN) — that is the connector they will go to once released.
+  table changelog (``<app id>-held-changelog``): one record per parked statement, keyed
+  ``iban|partition|offset``, a null value (tombstone) once it was released.
+  ``statements.held`` is only the audit of parking (a statement released since is still
+  there), so its record count is reported separately as ``audit_events``. Held
+  statements are attributed to the connector their IBAN is bound to in the router's own
+  ``iban-state`` changelog (null: unknown or unbound IBAN) — that is the connector they
+  will go to once released.
 * **invalid** = records in ``statements.invalid``. Not per connector: a statement is
   invalid precisely because it could not be read far enough to know its IBAN's connector.
 * **dead letters** per connector: records in ``statements.partner.<id>.dlq``, and how many
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
@@ -61,7 +62,6 @@ from routing.broker.errors import BrokerError, BrokerUnavailable, ReadTimeout, k
 
 log = structlog.get_logger("routing.monitor")
 
-RouterMode = Literal["batch", "agent"]
 
 __all__ = [
     "ConnectorStatus",
@@ -338,19 +338,22 @@ def latest_by_key(
 
 
 def decode_held(latest: Mapping[bytes, bytes | None]) -> dict[str, list[dict[str, Any]]]:
-    """The held table from its folded changelog: IBAN -> its parked entries (non-empty)."""
+    """The held table from its folded changelog: IBAN -> its parked entries (non-empty).
+
+    Each record is one held statement keyed ``iban|partition|offset``.
+    """
     held: dict[str, list[dict[str, Any]]] = {}
     for key, value in latest.items():
         if value is None:
             continue
         try:
-            iban = json.loads(key)
-            entries = json.loads(value)
+            held_key = json.loads(key)
+            entry = json.loads(value)
         except ValueError:
             log.warning("unreadable_held_changelog_record")
             continue
-        if isinstance(iban, str) and isinstance(entries, list) and entries:
-            held[iban] = [e for e in entries if isinstance(e, dict)]
+        if isinstance(held_key, str) and held_key.count("|") >= 2 and isinstance(entry, dict):
+            held.setdefault(held_key.rsplit("|", 2)[0], []).append(entry)
     return held
 
 
@@ -410,14 +413,12 @@ class Monitor:
         connector_ids: Iterable[str],
         *,
         router_app_id: str | None = None,
-        router_mode: RouterMode | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics
         self.connector_ids = list(connector_ids)
         self.router_app_id = router_app_id or f"{topics.prefix}.router"
-        self.router_mode = router_mode
         self.timeout = timeout
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
         self._held_cache: tuple[Any, HeldStatus] | None = None
@@ -534,20 +535,17 @@ class Monitor:
 
     @property
     def router_input_group(self) -> str:
-        """The batch router's group (both input topics); agent mode uses the app id."""
-        return f"{self.router_app_id}-input"
+        """The group the router commits its input offsets to (both input topics): faust's
+        own group, the app id (``routing.router.fencing``)."""
+        return self.router_app_id
 
     def _expected_groups(
         self, committed: Mapping[str, Mapping[TopicPartition, int]]
     ) -> dict[str, list[str]]:
         """The pipeline's own groups and the topics each must consume."""
+        del committed
         t = self.topics
-        mode = self.router_mode
-        if mode is None:  # infer: the agent-mode group committed and the batch one did not
-            agent = self.router_app_id in committed and self.router_input_group not in committed
-            mode = "agent" if agent else "batch"
-        router = self.router_app_id if mode == "agent" else self.router_input_group
-        expected: dict[str, list[str]] = {router: [t.iban_state, t.received]}
+        expected: dict[str, list[str]] = {self.router_input_group: [t.iban_state, t.received]}
         for connector_id in self.connector_ids:
             expected[f"{t.prefix}.adapter.{connector_id}"] = [t.partner(connector_id)]
         expected[f"{t.prefix}.global-file"] = [t.global_file]
@@ -890,14 +888,10 @@ def monitor_service(
     topics: Topics,
     connector_ids: Iterable[str],
     *,
-    router_mode: RouterMode | None = None,
     max_age: float = 5.0,
 ) -> MonitorService:
     """The shared monitor of a server process (its /ops routes and its /metrics)."""
-    return MonitorService(
-        Monitor(bootstrap_servers, topics, connector_ids, router_mode=router_mode),
-        max_age=max_age,
-    )
+    return MonitorService(Monitor(bootstrap_servers, topics, connector_ids), max_age=max_age)
 
 
 LAG_COLLECTOR_KEY = "consumer_lag"
@@ -907,8 +901,6 @@ def serve_lag_metrics(
     bootstrap_servers: str | None,
     topics: Topics,
     connector_ids: Iterable[str],
-    *,
-    router_mode: RouterMode | None = None,
 ) -> MonitorService | None:
     """The API process's monitor, with its lag collector registered on ``routing.metrics``.
 
@@ -921,6 +913,6 @@ def serve_lag_metrics(
     if not bootstrap_servers:
         unregister_collector(LAG_COLLECTOR_KEY)
         return None
-    service = monitor_service(bootstrap_servers, topics, connector_ids, router_mode=router_mode)
+    service = monitor_service(bootstrap_servers, topics, connector_ids)
     register_collector(LAG_COLLECTOR_KEY, ConsumerLagCollector(service))
     return service

@@ -46,8 +46,7 @@ def api_server(
             bootstrap_servers=servers,
             operator_token_sha256=settings.operator_token_sha256,
             # One monitor for /ops/topics, /ops/lag and the consumer-lag metric on /metrics.
-            monitor=serve_lag_metrics(servers, topics, connectors,
-                                      router_mode=settings.router_mode),
+            monitor=serve_lag_metrics(servers, topics, connectors),
         ),
     )
     # The API process's metrics (in `up`, every role's): Prometheus scrapes the API port.

@@ -129,7 +129,7 @@ def create_app(
     async def diagnosis(iban: str, actor: ActorDep) -> DiagnosisOut:
         """The FAQ checklist « mes relevés ne sont pas récupérés dans mon outil de production »."""
         state = await store.get_iban(actor, iban)
-        result = diagnose(state)
+        result = diagnose(state, catalogue)
         if ledger is None or result.verdict is not Verdict.CONTACT_SUPPORT:
             return DiagnosisOut.of(state.iban, result)
         # Every check passes: say what became of the last statements (DESIGN §2 rule 7).

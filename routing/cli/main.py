@@ -282,7 +282,7 @@ def diagnose(
 
     async def action(store: StateStore, actor: Actor) -> DiagnosisOut:
         state = await store.get_iban(actor, iban)
-        return DiagnosisOut.of(state.iban, diagnose_state(state))
+        return DiagnosisOut.of(state.iban, diagnose_state(state, catalogue(settings())))
 
     result = as_user(token, action)
     if as_json:

@@ -43,8 +43,7 @@ def _monitor(cfg: Settings) -> Monitor:
         fail(exc.message, EXIT_UNAVAILABLE)
     # A person waits for this one: give a large deployment's changelog scans more time
     # than a server's 10 s (a dead broker still fails at once: the connection is refused).
-    return Monitor(bootstrap, topic_catalogue(cfg), list(catalogue(cfg)),
-                   router_mode=cfg.router_mode, timeout=_TIMEOUT)
+    return Monitor(bootstrap, topic_catalogue(cfg), list(catalogue(cfg)), timeout=_TIMEOUT)
 
 
 async def _once(monitor: Monitor, interval: float) -> MonitorSnapshot:

@@ -3,10 +3,16 @@
 ``run_checks`` is the one place that reads an ``IbanState``. ``decide`` (where does this
 statement go?) and ``diagnose`` (why do my statements not reach my production tool?) are
 both thin readings of its result, so they can never disagree.
+
+After the FAQ's three checks comes a fourth, So bank's own: the IBAN's connector must be
+in the configured connector catalogue (the router has no topic for one that is not, so
+its statements are held). Both readings take the catalogue, so a statement held for that
+reason is never diagnosed as "everything is fine, contact support".
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -21,6 +27,7 @@ class CheckName(StrEnum):
     CONNECTOR_ON_CABINET = "connector_on_cabinet"
     IBAN_BOUND = "iban_bound"
     MANDATE_APPROVED = "mandate_approved"
+    CONNECTOR_CONFIGURED = "connector_configured"
 
 
 class Destination(StrEnum):
@@ -36,6 +43,7 @@ class Verdict(StrEnum):
     ADD_CONNECTOR_TO_CABINET = "add_connector_to_cabinet"
     BIND_IBAN = "bind_iban"
     APPROVE_MANDATE = "approve_mandate"
+    CONNECTOR_NOT_CONFIGURED = "connector_not_configured"
     CONTACT_SUPPORT = "contact_support"
 
 
@@ -143,26 +151,57 @@ def _mandate_check(status: MandateStatus) -> Check:
     )
 
 
-def run_checks(state: IbanState) -> tuple[Check, Check, Check]:
-    """The FAQ's three checks, in its order: connector on cabinet, IBAN bound, mandate."""
-    return _checks(state.connector_on_cabinet, state.connector_id, state.mandate_status)
+def _catalogue_check(connector_id: str | None, configured: bool) -> Check:
+    name = CheckName.CONNECTOR_CONFIGURED
+    if connector_id is None:
+        return Check(
+            name,
+            True,
+            "Aucun connecteur à configurer : les relevés vont dans le fichier global.",
+            "No connector to configure: statements go to the global file.",
+        )
+    if configured:
+        return Check(
+            name,
+            True,
+            f"Le connecteur {connector_id} est configuré chez So bank.",
+            f"Connector {connector_id} is configured at So bank.",
+        )
+    return Check(
+        name,
+        False,
+        f"Le connecteur {connector_id} n'est pas configuré chez So bank : les relevés sont "
+        "mis en attente jusqu'à sa configuration.",
+        f"Connector {connector_id} is not configured at So bank: statements are held until it is.",
+    )
+
+
+Checks = tuple[Check, Check, Check, Check]
+
+
+def run_checks(state: IbanState, catalogue: Container[str]) -> Checks:
+    """The FAQ's three checks in its order (connector on cabinet, IBAN bound, mandate),
+    then whether the IBAN's connector is in the configured ``catalogue``."""
+    configured = state.connector_id is None or state.connector_id in catalogue
+    return _checks(state.connector_on_cabinet, state.connector_id, state.mandate_status, configured)
 
 
 @lru_cache(maxsize=4_096)
 def _checks(
-    connector_on_cabinet: bool, connector_id: str | None, status: MandateStatus
-) -> tuple[Check, Check, Check]:
-    # The checks read these three fields only, and they take few distinct values (the
+    connector_on_cabinet: bool, connector_id: str | None, status: MandateStatus, configured: bool
+) -> Checks:
+    # The checks read these fields only, and they take few distinct values (the
     # connector catalogue times the mandate statuses), so they are built once per
     # combination: the router asks for them for each new IBAN it sees.
     return (
         _connector_check(connector_on_cabinet, connector_id),
         _binding_check(connector_id),
         _mandate_check(status),
+        _catalogue_check(connector_id, configured),
     )
 
 
-def decide(statement: StatementRef, state: IbanState | None) -> Decision:
+def decide(statement: StatementRef, state: IbanState | None, catalogue: Container[str]) -> Decision:
     """Route one statement: to its partner, to the cabinet's global file, or held.
 
     - unknown IBAN, or mandate not approved: held until the IBAN becomes active;
@@ -170,14 +209,16 @@ def decide(statement: StatementRef, state: IbanState | None) -> Decision:
       envoyés vers votre partenaire »);
     - bound to a connector the cabinet no longer has: held, never the global file, since a
       bound IBAN's statements « ne seront plus présents dans le fichier global »;
-    - unbound: the cabinet's global file.
+    - unbound: the cabinet's global file;
+    - bound to a connector missing from ``catalogue`` (the configured connectors): held,
+      ``connector_not_in_catalogue``, until it is configured.
     """
     if state is None:
         return Decision(Destination.HELD, "unknown_iban", None, (), None)
     if state.iban != statement.iban:
         raise ValueError("decide() was given the state of another IBAN")
-    checks = run_checks(state)
-    connector_ok, bound, active = (check.ok for check in checks)
+    checks = run_checks(state, catalogue)
+    connector_ok, bound, active, configured = (check.ok for check in checks)
     if not active:
         return Decision(
             Destination.HELD, f"mandate_{state.mandate_status.value}", None, checks, state.version
@@ -187,6 +228,14 @@ def decide(statement: StatementRef, state: IbanState | None) -> Decision:
     if not connector_ok:
         return Decision(
             Destination.HELD, "connector_not_on_cabinet", state.connector_id, checks, state.version
+        )
+    if not configured:
+        return Decision(
+            Destination.HELD,
+            "connector_not_in_catalogue",
+            state.connector_id,
+            checks,
+            state.version,
         )
     return Decision(Destination.PARTNER, "bound", state.connector_id, checks, state.version)
 
@@ -207,10 +256,17 @@ _VERDICTS = {
         "Le mandat doit être approuvé par la banque pour que l'IBAN soit actif.",
         "The mandate must be approved by the bank for the IBAN to become active.",
     ),
+    CheckName.CONNECTOR_CONFIGURED: (
+        Verdict.CONNECTOR_NOT_CONFIGURED,
+        "Le connecteur n'est pas encore configuré chez So bank : vos relevés sont conservés "
+        "et lui seront envoyés dès sa configuration. Contactez le support So bank.",
+        "The connector is not configured at So bank yet: your statements are kept and will "
+        "be sent to it once it is. Contact So bank's support.",
+    ),
 }
 
 
-def diagnose(state: IbanState | None) -> Diagnosis:
+def diagnose(state: IbanState | None, catalogue: Container[str]) -> Diagnosis:
     """The FAQ checklist for « mes relevés ne sont pas récupérés dans mon outil de production »."""
     if state is None:
         return Diagnosis(
@@ -219,7 +275,7 @@ def diagnose(state: IbanState | None) -> Diagnosis:
             "Cet IBAN n'est pas connu de So bank : aucun mandat n'a été enregistré.",
             "This IBAN is unknown to So bank: no mandate has been registered for it.",
         )
-    checks = run_checks(state)
+    checks = run_checks(state, catalogue)
     for check in checks:
         if not check.ok:
             verdict, fr, en = _VERDICTS[check.name]

@@ -7,7 +7,6 @@ current loop until a stop event), :class:`RouterApp`, :class:`RouterTuning`.
 from routing.router.app import (
     RouterApp,
     RouterCrashed,
-    RouterMode,
     RouterTuning,
     create_router_app,
     run_router,
@@ -16,7 +15,6 @@ from routing.router.app import (
 __all__ = [
     "RouterApp",
     "RouterCrashed",
-    "RouterMode",
     "RouterTuning",
     "create_router_app",
     "run_router",

@@ -1,7 +1,6 @@
 """The router's logic, free of any transport: one record in, the records to produce out.
 
-:class:`RouterCore` is called by the faust agents (``iban.state`` always; statements in
-``agent`` mode) and by the batch pump (statements in ``batch`` mode). It reads and writes
+:class:`RouterCore` is called by the batch pump, for both input topics. It reads and writes
 the two Tables through :class:`TableAccess` and returns :class:`~routing.router.emit.Out`
 records; the caller produces them and waits for their acks before it lets the input
 offset be committed. Every call is synchronous, so a caller that holds the router's lock
@@ -48,9 +47,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from events.topics import Topics
+from routing import metrics
+from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
 from routing.domain.iban import mask_iban
 from routing.domain.model import IbanState
@@ -59,6 +61,7 @@ from routing.router.codec import (
     SourceRef,
     decode_key,
     encode_invalid,
+    key_fault,
     parse_state,
     parse_statement,
     state_from_table,
@@ -69,12 +72,61 @@ from routing.router.emit import Out, build_routed
 
 log = structlog.get_logger("routing.router")
 
-CONNECTOR_NOT_IN_CATALOGUE = "connector_not_in_catalogue"
-
 HeldEntry = dict[str, Any]
 """One held statement: ``raw`` (the received JSON text), ``partition``, ``offset``,
 ``reason`` and ``held_at``. The source offset lets a redelivered statement (after a crash
 before its offset was committed) be recognised instead of being held twice."""
+
+
+def held_key(iban: str, partition: int, offset: int) -> str:
+    """The held Table's key of one held statement: ``iban|partition|offset``.
+
+    One record per held statement, not one list per IBAN: a list rewritten whole on every
+    change made changelog traffic grow with the square of its length, and once larger than
+    the broker's message size it could no longer be written at all.
+    """
+    return f"{iban}|{partition}|{offset}"
+
+
+class HeldIndex:
+    """Per IBAN, the keys of its held statements in release order.
+
+    Kept in memory beside the held Table and rebuilt from the Table's keys after every
+    recovery (:meth:`from_keys`): the order is the source ``(partition, offset)``, which
+    is arrival order, since all of an IBAN's statements are read from its own partition.
+    """
+
+    def __init__(self) -> None:
+        self._by_iban: dict[str, dict[tuple[int, int], str]] = {}
+
+    @classmethod
+    def from_keys(cls, keys: Iterable[str]) -> HeldIndex:
+        index = cls()
+        parsed: list[tuple[str, int, int, str]] = []
+        for key in keys:
+            iban, partition, offset = key.rsplit("|", 2)
+            parsed.append((iban, int(partition), int(offset), key))
+        for entry in sorted(parsed):
+            index.add(*entry)
+        return index
+
+    def add(self, iban: str, partition: int, offset: int, key: str) -> None:
+        self._by_iban.setdefault(iban, {})[(partition, offset)] = key
+
+    def keys_of(self, iban: str) -> list[str]:
+        return list(self._by_iban.get(iban, {}).values())
+
+    def contains(self, iban: str, partition: int, offset: int) -> bool:
+        return (partition, offset) in self._by_iban.get(iban, {})
+
+    def has(self, iban: str) -> bool:
+        return iban in self._by_iban
+
+    def drop(self, iban: str) -> list[str]:
+        return list(self._by_iban.pop(iban, {}).values())
+
+    def ibans(self) -> list[str]:
+        return list(self._by_iban)
 
 
 class InRecord(Protocol):
@@ -112,6 +164,8 @@ class TableAccess(Protocol):
 
     The partition is the one of the record being processed: both input topics are keyed
     by IBAN with the same partition count, so it is the IBAN's partition either way.
+    Held statements are one Table record each (``held_key``); ``get_held`` lists an
+    IBAN's in release order and ``delete_held`` removes them all (a tombstone each).
     """
 
     def get_state(self, iban: str) -> dict[str, Any] | None: ...
@@ -122,7 +176,11 @@ class TableAccess(Protocol):
 
     def get_held(self, iban: str) -> list[HeldEntry] | None: ...
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None: ...
+    def has_held(self, iban: str) -> bool: ...
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool: ...
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None: ...
 
     def delete_held(self, iban: str, partition: int) -> None: ...
 
@@ -137,12 +195,45 @@ class _Ref:
 
 
 class DictTables:
-    """TableAccess over plain dicts, for tests of the core without faust."""
+    """TableAccess over plain dicts, for tests of the core and the pump without faust.
 
-    def __init__(self) -> None:
+    ``held`` is the held Table as stored (``held_key`` → entry); ``writes`` logs every
+    write, one per changelog record, with its partition. Each write also queues its
+    changelog record, in the Faust Tables' format, on ``<name>-iban-state-changelog`` and
+    ``<name>-held-changelog``, for :class:`~routing.router.step.Stepper`.
+    """
+
+    def __init__(self, name: str = "memory") -> None:
         self.states: dict[str, dict[str, Any]] = {}
-        self.held: dict[str, list[HeldEntry]] = {}
+        self.held: dict[str, HeldEntry] = {}
         self.writes: list[tuple[str, str, int]] = []
+        self.state_changelog_topic = f"{name}-iban-state-changelog"
+        self.held_changelog_topic = f"{name}-held-changelog"
+        self.persisted: list[Any] = []
+        self._pending: list[Out] = []
+        self._index = HeldIndex()
+
+    def _changelog(self, topic: str, key: str, value: Any, partition: int) -> None:
+        raw = None if value is None else orjson.dumps(value)
+        self._pending.append(Out(topic, orjson.dumps(key), raw, partition))
+
+    def take_changelog(self) -> list[Out]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def changelog_persisted(self, acks: Iterable[Any]) -> None:
+        self.persisted.extend(acks)
+
+    def count_changelog(self, changelog: Iterable[Out]) -> None:
+        return None
+
+    def reset_stores(self) -> None:
+        """After a rebalance: rebuild the held index from the stored keys."""
+        self.recover()
+
+    def recover(self) -> None:
+        """Rebuild the held index from the stored keys, as after a restart."""
+        self._index = HeldIndex.from_keys(self.held)
 
     def get_state(self, iban: str) -> dict[str, Any] | None:
         return self.states.get(iban)
@@ -150,24 +241,37 @@ class DictTables:
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
         self.states[iban] = value
         self.writes.append(("state", iban, partition))
+        self._changelog(self.state_changelog_topic, iban, value, partition)
 
     def delete_state(self, iban: str, partition: int) -> None:
         self.states.pop(iban, None)
         self.writes.append(("state-del", iban, partition))
+        self._changelog(self.state_changelog_topic, iban, None, partition)
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return self.held.get(iban)
+        return [self.held[key] for key in self._index.keys_of(iban)] or None
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        self.held[iban] = entries
-        self.writes.append(("held", iban, partition))
+    def has_held(self, iban: str) -> bool:
+        return self._index.has(iban)
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool:
+        return self._index.contains(iban, partition, offset)
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None:
+        key = held_key(iban, entry["partition"], entry["offset"])
+        self.held[key] = entry
+        self._index.add(iban, entry["partition"], entry["offset"], key)
+        self.writes.append(("held", key, partition))
+        self._changelog(self.held_changelog_topic, key, entry, partition)
 
     def delete_held(self, iban: str, partition: int) -> None:
-        self.held.pop(iban, None)
-        self.writes.append(("held-del", iban, partition))
+        for key in self._index.drop(iban):
+            self.held.pop(key, None)
+            self.writes.append(("held-del", key, partition))
+            self._changelog(self.held_changelog_topic, key, None, partition)
 
     def held_ibans(self) -> Iterable[str]:
-        return list(self.held)
+        return self._index.ibans()
 
 
 class RouterCore:
@@ -181,8 +285,10 @@ class RouterCore:
         tables: TableAccess,
         emit_outcomes: bool = True,
         detected_by: str = "router",
+        max_statement_bytes: int = 1_000_000,
     ) -> None:
         self.topics = topics
+        self.max_statement_bytes = max_statement_bytes
         self.catalogue = frozenset(catalogue)
         self.tables = tables
         self.emit_outcomes = emit_outcomes
@@ -219,19 +325,7 @@ class RouterCore:
         return self.lookup(iban)[0]
 
     def _decide(self, iban: str, state: IbanState | None) -> Decision:
-        decision = decide(_Ref(iban), state)
-        if (
-            decision.destination is Destination.PARTNER
-            and decision.connector_id not in self.catalogue
-        ):
-            return Decision(
-                Destination.HELD,
-                CONNECTOR_NOT_IN_CATALOGUE,
-                decision.connector_id,
-                decision.checks,
-                decision.state_version,
-            )
-        return decision
+        return decide(_Ref(iban), state, self.catalogue)
 
     # --- statements ---------------------------------------------------------------------
 
@@ -246,11 +340,20 @@ class RouterCore:
             return self._failed(rec, exc, now)
 
     def _route_statement(self, rec: InRecord, now: str) -> list[Out]:
+        size = len(rec.value) if rec.value is not None else 0
+        if size > self.max_statement_bytes:
+            raise InvalidInput(
+                f"statement of {size} bytes is over the limit of {self.max_statement_bytes} "
+                "bytes (MAX_STATEMENT_BYTES)"
+            )
+        forward = self._misplaced(rec)
+        if forward is not None:
+            return [forward]
         stmt = parse_statement(rec.value)
         iban = stmt.iban
         key = decode_key(rec.key)
         if key != iban:
-            shown = "no key" if key is None else f"key {mask_iban(key)}"
+            shown = key_fault(rec.key) or f"key {mask_iban(key or '')}"
             raise InvalidInput(
                 f"record has {shown} but the statement's normalised IBAN is "
                 f"{mask_iban(iban)}: statements.received must be keyed by the normalised "
@@ -258,17 +361,34 @@ class RouterCore:
                 stmt.statement_id,
             )
         state, decision = self.lookup(iban)
-        held = self.tables.get_held(iban)
         fields = statement_fields(stmt)
-        if held:
-            if decision.destination is Destination.HELD:
-                return self._hold(rec, fields, decision, state, held, now)
-            outs = self._release(iban, held, state, decision, rec.partition, now)
+        if decision.destination is Destination.HELD:
+            return self._hold(rec, fields, decision, state, now)
+        if self.tables.has_held(iban):
+            outs = self._release(iban, state, decision, rec.partition, now)
             outs += self._routed(fields, decision, state, now)
             return outs
-        if decision.destination is Destination.HELD:
-            return self._hold(rec, fields, decision, state, None, now)
         return self._routed(fields, decision, state, now)
+
+    def _misplaced(self, rec: InRecord) -> Out | None:
+        """The forward of a statement read off its key's partition, else None.
+
+        The state of an IBAN lives in the partition its key hashes to with murmur2 (Kafka's
+        Java client, aiokafka, faust), so a statement placed elsewhere, as librdkafka's
+        default CRC32 partitioner does, would be looked up where its state is not and held
+        for ever as unknown. It is forwarded, unchanged, to the right partition of
+        ``statements.received``, whose owner routes it with every guarantee: the repartition
+        step (docs/events.md). A record without a key cannot be placed; it goes on to be
+        refused as invalid.
+        """
+        if rec.key is None or rec.key == b"" or rec.topic != self.topics.received:
+            return None
+        right = default_partition(rec.key, self.topics.partitions)
+        if right == rec.partition:
+            return None
+        self.stats["forwarded"] += 1
+        metrics.STATEMENTS_FORWARDED.inc()
+        return Out(self.topics.received, rec.key, rec.value, right)
 
     def _routed(
         self,
@@ -289,39 +409,36 @@ class RouterCore:
         fields: dict[str, Any],
         decision: Decision,
         state: IbanState | None,
-        held: list[HeldEntry] | None,
         now: str,
     ) -> list[Out]:
         assert rec.value is not None
-        entries = list(held or ())
-        if any(e["offset"] == rec.offset and e["partition"] == rec.partition for e in entries):
+        iban = fields["iban"]
+        if self.tables.is_held(iban, rec.partition, rec.offset):
             # Redelivered after a crash that came before the offset commit: it is already
             # held (the Table was recovered from its changelog); re-emit only the audit.
             self.stats["held_redelivered"] += 1
             return self._routed(fields, decision, state, now)
-        entries.append(
-            {
-                "raw": rec.value.decode("utf-8"),
-                "partition": rec.partition,
-                "offset": rec.offset,
-                "reason": decision.reason,
-                "held_at": now,
-            }
-        )
+        entry = {
+            "raw": rec.value.decode("utf-8"),
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "reason": decision.reason,
+            "held_at": now,
+        }
         outs = self._routed(fields, decision, state, now)
-        self.tables.put_held(fields["iban"], entries, rec.partition)
+        self.tables.put_held(iban, entry, rec.partition)
         return outs
 
     def _release(
         self,
         iban: str,
-        held: list[HeldEntry],
         state: IbanState | None,
         decision: Decision,
         partition: int,
         now: str,
     ) -> list[Out]:
         """Route every held statement of ``iban`` in order, then forget them."""
+        held = self.tables.get_held(iban) or []
         outs: list[Out] = []
         for entry in held:
             raw = entry["raw"].encode("utf-8")
@@ -362,7 +479,9 @@ class RouterCore:
     def _apply_state(self, rec: InRecord, now: str) -> list[Out]:
         key = decode_key(rec.key)
         if not key:
-            raise InvalidInput("iban.state record without a UTF-8 key: the key must be the IBAN")
+            raise InvalidInput(
+                f"iban.state record with {key_fault(rec.key)}: the key must be the IBAN"
+            )
         if rec.value is None:
             if self.tables.get_state(key) is not None:
                 self.tables.delete_state(key, rec.partition)
@@ -387,13 +506,12 @@ class RouterCore:
 
     def release_if_routable(self, iban: str, partition: int, now: str) -> list[Out]:
         """Release ``iban``'s held statements if its state now routes them somewhere."""
-        held = self.tables.get_held(iban)
-        if not held:
+        if not self.tables.has_held(iban):
             return []
         state, decision = self.lookup(iban)
         if decision.destination is Destination.HELD:
             return []
-        return self._release(iban, held, state, decision, partition, now)
+        return self._release(iban, state, decision, partition, now)
 
     def sweep(self, partitions: set[int], now: str) -> list[Out]:
         """Release what became routable without an event (a connector added to the catalogue).
@@ -414,9 +532,7 @@ class RouterCore:
 
     # --- failures -----------------------------------------------------------------------
 
-    def _invalid(
-        self, rec: InRecord, reason: str, statement_id: str | None, now: str
-    ) -> list[Out]:
+    def _invalid(self, rec: InRecord, reason: str, statement_id: str | None, now: str) -> list[Out]:
         self.stats["invalid"] += 1
         log.info(
             "record_invalid",

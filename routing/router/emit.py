@@ -1,7 +1,7 @@
 """Building the routed events from a ``Decision``: exactly one per statement (DESIGN §5).
 
 Each function returns the records to produce, as :class:`Out` values; the caller sends
-them. Nothing here does I/O, so the same code serves the faust agent, the batch pump, the
+them. Nothing here does I/O, so the same code serves the batch pump, the
 release of held statements and the unit tests.
 
 The optional ``delivery.outcome/v1`` record ("routed" or "held", keyed by statement id) is
@@ -131,8 +131,8 @@ def build_routed(
         }
         out = Out(topics.held, iban.encode(), dumps(doc))
         kind, where = "held", f"held:{decision.reason}"
-    # Counted here, the one place every routed event is built whatever the caller (agent,
-    # batch pump, release of held statements).
+    # Counted here, the one place every routed event is built whatever the caller (batch
+    # pump, release of held statements).
     metrics.count_routed(decision.destination, decision.reason, decision.connector_id)
     if not outcomes:
         return [out]

@@ -30,8 +30,12 @@ How it keeps DESIGN §5:
   a moment later. Within a batch, states are applied before statements. Neither is
   needed for correctness (a held statement is released when its state arrives), only for
   latency and churn.
-* **At-least-once.** Offsets of both topics are committed (to the consumer group
-  ``<app id>-input``, as a manually assigned consumer) only after every output of the
+* **Fenced commits.** Offsets of both topics are committed to faust's own consumer group
+  (the app id), *as faust's member, with the generation of the assignment the batch was
+  read under* (``routing.router.fencing``). A router that faust's group has replaced (a
+  long pause) cannot commit the partitions another one now owns: the broker refuses, and
+  the pump drops its partitions until faust assigns it again.
+* **At-least-once.** Offsets are committed only after every output of the
   batch is acknowledged by the broker *and* so are the Tables' changelog records of the
   batch; when the batch deletes from a Table, those are sent only once the outputs are
   acknowledged (see ``RouterApp.run_step``: a held entry's tombstone must never be
@@ -49,17 +53,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from events.topics import Topics
+from routing.router.core import RouterCore
 from routing.router.emit import Out
-
-if TYPE_CHECKING:
-    from routing.router.app import RouterApp
+from routing.router.faust_glue import Membership
+from routing.router.fencing import CommitFenced, commit_as_member
 
 log = structlog.get_logger("routing.router.pump")
 
@@ -68,12 +74,44 @@ log = structlog.get_logger("routing.router.pump")
 _STATE_CATCH_UP_LIMIT_S = 60.0
 
 
+class PumpTables(Protocol):
+    def reset_stores(self) -> None: ...
+
+
+class PumpHost(Protocol):
+    """What the pump needs of its router (``RouterApp``; a fake in the unit tests)."""
+
+    @property
+    def core(self) -> RouterCore: ...
+
+    @property
+    def topics(self) -> Topics: ...
+
+    @property
+    def tables(self) -> PumpTables: ...
+
+    async def run_step(
+        self,
+        step: Callable[[str], list[Out]],
+        offsets: dict[Any, int] | None = None,
+        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
+    ) -> bool: ...
+
+    async def fatal(self, exc: BaseException, where: str) -> None: ...
+
+    def active_partitions(self) -> frozenset[int]: ...
+
+    def membership(self) -> Membership | None:
+        """The group membership to commit as (None: plain commits, for fakes)."""
+        ...
+
+
 class BatchPump:
     """Reads the assigned ``iban.state`` and ``statements.received`` partitions in batches."""
 
     def __init__(
         self,
-        router: RouterApp,
+        router: PumpHost,
         consumer: AIOKafkaConsumer,
         *,
         max_records: int = 2_000,
@@ -90,6 +128,9 @@ class BatchPump:
         self._batch_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._member: Membership | None = None
+        self.commit_as_member = commit_as_member
+        self.fenced = 0
         self.batches = 0
         self.records = 0
         self.first_read: float | None = None
@@ -117,14 +158,6 @@ class BatchPump:
 
     # --- following faust's assignment ----------------------------------------------------
 
-    def _active_partitions(self) -> frozenset[int]:
-        """The partition numbers whose Tables faust made active on this worker."""
-        router = self._router
-        changelog = router.tables.state_changelog_topic
-        return frozenset(
-            tp.partition for tp in router.app.assignor.assigned_actives() if tp.topic == changelog
-        )
-
     async def on_partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust awaits this during a rebalance: finish the batch, commit, stop reading."""
         async with self._batch_lock:
@@ -138,11 +171,12 @@ class BatchPump:
     async def on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Tables are recovered: read the input partitions matching the active ones."""
         router = self._router
-        parts = self._active_partitions()
+        parts = router.active_partitions()
         async with self._batch_lock:
             if self._stopping or (parts == self._assigned and self._ready.is_set()):
                 return
             self._assigned = parts
+            self._member = router.membership()
             router.core.forget_cached_states()
             router.tables.reset_stores()
             topics = router.topics
@@ -215,6 +249,35 @@ class BatchPump:
         except Exception as exc:  # a failed send or commit: stop, commit nothing more
             await self._router.fatal(exc, "batch pump")
 
+    async def _commit(self, offsets: dict[Any, int]) -> bool:
+        """Commit as faust's member of the assignment; False if the broker fenced us.
+
+        Fenced, this worker's assignment is stale: its partitions are dropped (nothing
+        more is read or committed) until faust's next ``on_rebalance_complete``. The batch
+        just routed is read again by the partitions' owner: duplicates, never a loss.
+        """
+        member = self._member
+        if member is None:
+            await self._consumer.commit(offsets)
+            return True
+        try:
+            await self.commit_as_member(self._consumer, member, offsets)
+        except CommitFenced as exc:
+            self.fenced += 1
+            log.warning(
+                "router_commit_fenced",
+                partitions=sorted(self._assigned),
+                generation=member.generation,
+                detail=str(exc),
+            )
+            self._ready.clear()
+            self._assigned = frozenset()
+            self._catching_up = {}
+            self._member = None
+            self._consumer.assign([])
+            return False
+        return True
+
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         loop = asyncio.get_running_loop()
         if self.first_read is None:
@@ -234,9 +297,13 @@ class BatchPump:
                     outs += core.on_statement(r, now)
             return outs
 
-        await self._router.run_step(route)
+        forwarded = core.stats["forwarded"]
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        await self._consumer.commit(offsets)
+        if not await self._router.run_step(route, offsets, self._commit):
+            return
+        forwarded = core.stats["forwarded"] - forwarded
+        if forwarded:
+            log.info("statements_forwarded", count=forwarded, reason="off their key's partition")
         self.batches += 1
         self.records += sum(len(records) for records in statements)
         self.last_ack = loop.time()

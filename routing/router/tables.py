@@ -4,9 +4,9 @@ Reads and writes go to the Table's store directly, and each write also queues th
 changelog record that faust's own setter (``Table.on_key_set``) would send, in faust's
 format (JSON key and value; a null value deletes), with an *explicit* partition: the
 partition of the record being processed. faust's setter takes the partition from the
-current stream event, and in ``batch`` mode the inputs are not faust events. The queued
+current stream event, and the pump's inputs are not faust events. The queued
 records are produced by the router's sink at the end of each step, once the step's routed
-outputs are acknowledged (``RouterApp.run_step`` says why), and
+outputs are acknowledged (``Stepper.run_step`` says why), and
 :meth:`changelog_persisted` then records the durable offset as faust's send would.
 
 faust still owns the Tables: it creates the changelog topics, recovers the stores from
@@ -15,7 +15,8 @@ which the setter would also drive, are not used by these Tables.
 
 Reads go straight to the memory store's dict when the store is ``memory://``; any other
 store (``rocksdb://``) is read through its Mapping interface, and written partition by
-partition (``_put``).
+partition (``faust_glue.put_in_partition``). Every use of faust's internals goes through
+:mod:`routing.router.faust_glue`.
 """
 
 from __future__ import annotations
@@ -24,35 +25,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, cast
 
 from routing import metrics
+from routing.router import faust_glue
 from routing.router.codec import dumps
-from routing.router.core import HeldEntry
+from routing.router.core import HeldEntry, HeldIndex, held_key
 from routing.router.emit import Out
-
-
-def _store_of(table: Any) -> MutableMapping[Any, Any]:
-    store = table.data
-    inner = getattr(store, "data", None)
-    if isinstance(inner, dict):
-        return inner
-    return cast(MutableMapping[Any, Any], store)
-
-
-def _put(store: MutableMapping[Any, Any], key: str, value: Any, partition: int) -> None:
-    """Write ``key`` into ``partition``'s part of the store.
-
-    faust's RocksDB store takes a write's partition from the current stream event and
-    asserts that there is one (``Store._set``); batch-mode statements are not faust
-    events, so every write failed there. The write goes to the partition's database
-    explicitly instead: where faust's own setter, and its changelog recovery, put it.
-    """
-    for_partition = getattr(store, "_db_for_partition", None)
-    if for_partition is None:  # the memory store's dict
-        store[key] = value
-        return
-    faust_store: Any = store
-    raw_key = faust_store._encode_key(key)
-    for_partition(partition).put(raw_key, faust_store._encode_value(value))
-    faust_store._key_index[raw_key] = partition
 
 
 class FaustTables:
@@ -63,28 +39,38 @@ class FaustTables:
         self._held_table = held_table
         self._state: MutableMapping[Any, Any] | None = None
         self._held: MutableMapping[Any, Any] | None = None
+        self._index: HeldIndex | None = None
         self._pending: list[Out] = []
 
     @property
     def state_store(self) -> MutableMapping[Any, Any]:
         if self._state is None:
-            self._state = _store_of(self._state_table)
+            self._state = faust_glue.store_of(self._state_table)
         return self._state
 
     @property
     def held_store(self) -> MutableMapping[Any, Any]:
         if self._held is None:
-            self._held = _store_of(self._held_table)
+            self._held = faust_glue.store_of(self._held_table)
         return self._held
 
     @property
     def state_changelog_topic(self) -> str:
         """The ``iban-state`` Table's changelog: its active partitions are this worker's."""
-        return str(self._state_table.changelog_topic.get_topic_name())
+        return faust_glue.changelog_topic(self._state_table)
+
+    @property
+    def held_index(self) -> HeldIndex:
+        """Each IBAN's held keys in release order, rebuilt from the store after recovery."""
+        if self._index is None:
+            self._index = HeldIndex.from_keys(self.held_store.keys())
+        return self._index
 
     def reset_stores(self) -> None:
-        """Forget the cached store objects (faust may replace them on a rebalance)."""
+        """Forget the cached store objects and the held index (faust may replace the
+        stores on a rebalance, and recovery changes what they hold)."""
         self._state = self._held = None
+        self._index = None
 
     def take_changelog(self) -> list[Out]:
         """The changelog records queued since the last call, in write order."""
@@ -101,13 +87,13 @@ class FaustTables:
         or deletes it, in order). The memory store ignores it.
         """
         tables = {
-            self._state_table.changelog_topic.get_topic_name(): self._state_table,
-            self._held_table.changelog_topic.get_topic_name(): self._held_table,
+            faust_glue.changelog_topic(self._state_table): self._state_table,
+            faust_glue.changelog_topic(self._held_table): self._held_table,
         }
         for ack in acks:
             table = tables.get(ack.topic)
             if table is not None:
-                table.data.set_persisted_offset(ack.topic_partition, ack.offset)
+                faust_glue.set_persisted_offset(table, ack.topic_partition, ack.offset)
 
     def count_changelog(self, changelog: Iterable[Out]) -> None:
         """Count acknowledged changelog records per table (Prometheus)."""
@@ -120,7 +106,7 @@ class FaustTables:
             metrics.TABLE_CHANGELOG_RECORDS.labels("held").inc(held)
 
     def _changelog(self, table: Any, partition: int, key: str, value: Any) -> None:
-        topic = table.changelog_topic.get_topic_name()
+        topic = faust_glue.changelog_topic(table)
         raw = None if value is None else dumps(value)
         self._pending.append(Out(topic, dumps(key), raw, partition))
 
@@ -128,7 +114,7 @@ class FaustTables:
         return cast("dict[str, Any] | None", self.state_store.get(iban))
 
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
-        _put(self.state_store, iban, value, partition)
+        faust_glue.put_in_partition(self.state_store, iban, value, partition)
         self._changelog(self._state_table, partition, iban, value)
 
     def delete_state(self, iban: str, partition: int) -> None:
@@ -136,18 +122,29 @@ class FaustTables:
         self._changelog(self._state_table, partition, iban, None)
 
     def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return cast("list[HeldEntry] | None", self.held_store.get(iban))
+        store = self.held_store
+        return [store[key] for key in self.held_index.keys_of(iban)] or None
 
-    def put_held(self, iban: str, entries: list[HeldEntry], partition: int) -> None:
-        _put(self.held_store, iban, entries, partition)
-        self._changelog(self._held_table, partition, iban, entries)
+    def has_held(self, iban: str) -> bool:
+        return self.held_index.has(iban)
+
+    def is_held(self, iban: str, partition: int, offset: int) -> bool:
+        return self.held_index.contains(iban, partition, offset)
+
+    def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None:
+        key = held_key(iban, entry["partition"], entry["offset"])
+        faust_glue.put_in_partition(self.held_store, key, entry, partition)
+        self.held_index.add(iban, entry["partition"], entry["offset"], key)
+        self._changelog(self._held_table, partition, key, entry)
 
     def delete_held(self, iban: str, partition: int) -> None:
-        self.held_store.pop(iban, None)
-        self._changelog(self._held_table, partition, iban, None)
+        store = self.held_store
+        for key in self.held_index.drop(iban):
+            store.pop(key, None)
+            self._changelog(self._held_table, partition, key, None)
 
     def held_ibans(self) -> Iterable[str]:
-        return list(self.held_store.keys())
+        return self.held_index.ibans()
 
     def state_count(self) -> int:
         return len(self.state_store)

@@ -36,12 +36,11 @@ def router_env(
     topics: Topics,
     data_dir: Path,
     *,
-    mode: str = "batch",
     dropped: Collection[str] = DROPPED,
     **settings: str,
 ) -> dict[str, str]:
     """The caller's environment minus ``dropped``, set for ``topics`` on ``broker``, with
-    ``data_dir``, ``LOG_LEVEL=INFO``, ``ROUTER_MODE=mode`` and any further ``settings``."""
+    ``data_dir``, ``LOG_LEVEL=INFO`` and any further ``settings``."""
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
@@ -49,7 +48,6 @@ def router_env(
         TOPIC_PARTITIONS=str(topics.partitions),
         DATA_DIR=str(data_dir),
         LOG_LEVEL="INFO",
-        ROUTER_MODE=mode,
     )
     env.update(settings)
     return env
@@ -61,12 +59,11 @@ def start_router(
     data_dir: Path,
     log: Path,
     *,
-    mode: str = "batch",
     dropped: Collection[str] = DROPPED,
     **settings: str,
 ) -> subprocess.Popen[bytes]:
     """A router process (see ``router_env``), its output appended to ``log``."""
-    env = router_env(broker, topics, data_dir, mode=mode, dropped=dropped, **settings)
+    env = router_env(broker, topics, data_dir, dropped=dropped, **settings)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "routing.router"],

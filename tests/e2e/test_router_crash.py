@@ -20,7 +20,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.topics import Topics
@@ -61,20 +60,8 @@ async def routed_count(bootstrap: str, topics: Topics) -> int:
     return sum(ends.values())
 
 
-# Known bug in the reference ``agent`` mode only (not the default ``batch`` mode): in one CI
-# run of about six, a few statements were never routed after the restart. The Tansu
-# recovery fix (use_true_highwaters) made it rare but not gone; see the closing note.
-AGENT_MODE_LOSS = pytest.mark.xfail(
-    strict=False, reason="agent mode can still leave statements unrouted after a SIGKILL"
-)
-
-
-@pytest.mark.parametrize(
-    "mode",
-    ["batch", pytest.param("agent", marks=AGENT_MODE_LOSS)],
-)
 async def test_sigkill_mid_stream_loses_nothing(
-    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path, mode: str
+    kafka_broker: EmbeddedBroker, topics: Topics, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     log = tmp_path / "router.log"
@@ -84,7 +71,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     try:
         await produce_states(producer, topics, bound=BOUND, unbound=UNBOUND, pending=PENDING)
 
-        proc = start_router(kafka_broker, topics, tmp_path / "var", log, mode=mode)
+        proc = start_router(kafka_broker, topics, tmp_path / "var", log)
         await produce_statements(producer, topics, 0, BEFORE_KILL)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
@@ -97,7 +84,7 @@ async def test_sigkill_mid_stream_loses_nothing(
         killed_at = await routed_count(bootstrap, topics)
 
         await produce_statements(producer, topics, BEFORE_KILL, AFTER_KILL)
-        proc = start_router(kafka_broker, topics, tmp_path / "var", log, mode=mode)
+        proc = start_router(kafka_broker, topics, tmp_path / "var", log)
         await approve(producer, topics, PENDING)
 
         total = BEFORE_KILL + AFTER_KILL

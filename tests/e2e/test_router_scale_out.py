@@ -11,7 +11,7 @@ partitions. The test:
    (the victim), after the split: those states are applied by the victim alone;
 4. produces a steady stream of statements and SIGKILLs the victim mid-stream, once at
    least ``MIN_BEFORE_KILL`` statements were produced and the victim has committed
-   (consumer group ``<prefix>.router-input``) the late states and some statements of
+   (consumer group ``<prefix>.router``) the late states and some statements of
    pending IBANs, which it therefore held;
 5. keeps producing, now also statements of the late IBANs, waits for the survivor to log
    an assignment of all 6 partitions, then approves the pending IBANs (state version 2).
@@ -119,7 +119,7 @@ class Produced:
 # The caller's environment must not change the run: no metrics port the two processes
 # would fight over, no transactions (Tansu has none), the default connector catalogue.
 ISOLATED = DROPPED | {
-    "METRICS_PORT", "ROUTER_MODE", "LOG_FORMAT", "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
+    "METRICS_PORT", "LOG_FORMAT", "KAFKA_EXACTLY_ONCE", "CONNECTORS_FILE",
 }
 
 
@@ -190,7 +190,7 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
 ) -> None:
     topics = await make_topics(partitions=PARTITIONS)
     bootstrap = kafka_broker.bootstrap_servers
-    input_group = f"{topics.prefix}.router-input"
+    input_group = f"{topics.prefix}.router"
     logs = {"a": tmp_path / "router-a.log", "b": tmp_path / "router-b.log"}
     loop = asyncio.get_running_loop()
     producer = make_producer(ProducerParams(bootstrap))

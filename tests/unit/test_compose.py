@@ -735,7 +735,7 @@ def test_a_bad_setting_value_is_refused_like_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     doc = copy.deepcopy(load_compose())
-    services(doc)["router"]["environment"]["ROUTER_MODE"] = "fast"
+    services(doc)["router"]["environment"]["LOG_FORMAT"] = "fancy"
     problems = check_settings_accepted(doc, monkeypatch)
     assert len(problems) == 1 and problems[0].startswith("router:"), problems
 

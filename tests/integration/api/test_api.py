@@ -238,8 +238,8 @@ async def test_malformed_ibans_get_422(api: Seed, iban: str) -> None:
 async def test_diagnosis_follows_the_faq(api: Seed) -> None:
     first = (await api.client.get(f"/ibans/{BOUND}/diagnosis", headers=api.collaborator)).json()
     assert first["verdict"] == "add_connector_to_cabinet"
-    assert [c["ok"] for c in first["checks"]] == [False, False, True]
-    assert [c["step"] for c in first["checks"]] == [1, 2, 3]
+    assert [c["ok"] for c in first["checks"]] == [False, False, True, True]
+    assert [c["step"] for c in first["checks"]] == [1, 2, 3, 4]
     assert first["checks"][0]["message_fr"].startswith("Aucun connecteur n'est associé au cabinet")
 
     await api.client.post("/cabinets/cab-a/connectors", json={"connector_id": "acd"},

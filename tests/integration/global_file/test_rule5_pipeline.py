@@ -151,4 +151,5 @@ async def test_a_bound_ibans_statements_never_reach_the_global_file(
     assert unbound_trace["routing"]["state_version"] == 1
     assert {c["name"]: c["ok"] for c in unbound_trace["routing"]["checks"]} == {
         "connector_on_cabinet": True, "iban_bound": False, "mandate_approved": True,
+        "connector_configured": True,
     }

@@ -11,7 +11,6 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.metrics import attach_faust_sensor
 from routing.router import RouterTuning, create_router_app
 from tests.unit.router.factories import make_iban, state, statement
 
@@ -45,7 +44,6 @@ async def test_routed_held_released_and_invalid_are_counted(
     bootstrap = kafka_broker.bootstrap_servers
     router = create_router_app(Settings(data_dir=tmp_path), topics, default_catalogue(),
                                bootstrap_servers=bootstrap, tuning=TUNING)
-    attach_faust_sensor(router.app)
     producer = make_producer(ProducerParams(bootstrap))
     await producer.start()
     before = await scrape(metrics_url)

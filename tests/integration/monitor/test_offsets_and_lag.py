@@ -35,7 +35,7 @@ async def test_end_offsets_committed_offsets_and_lag_per_group(
     bootstrap = kafka_broker.bootstrap_servers
     await produce_to_partitions(bootstrap, topics.received, {0: 5, 1: 3})
     await produce_to_partitions(bootstrap, topics.outcomes, {1: 4})
-    router_group = f"{topics.prefix}.router-input"
+    router_group = f"{topics.prefix}.router"
     await commit(bootstrap, router_group, {(topics.received, 0): 2, (topics.received, 1): 3})
     other = unique_group("ops-tool")
     await commit(bootstrap, other, {(topics.outcomes, 1): 1})
@@ -102,18 +102,6 @@ async def test_rates_come_from_two_samples(kafka_broker: EmbeddedBroker, topics:
     assert parts[2].rate == pytest.approx(3 / window)
     assert topic(second, topics.received).rate == pytest.approx(9 / window)
     assert topic(second, topics.iban_state).rate == 0
-
-
-async def test_agent_mode_router_group_is_recognised(
-    kafka_broker: EmbeddedBroker, topics: Topics
-) -> None:
-    bootstrap = kafka_broker.bootstrap_servers
-    await produce_to_partitions(bootstrap, topics.iban_state, {0: 2})
-    await commit(bootstrap, f"{topics.prefix}.router", {(topics.iban_state, 0): 1})
-    snap = await Monitor(bootstrap, topics, default_catalogue()).sample(counts=False)
-    router = group(snap, f"{topics.prefix}.router")
-    assert router.role == "router" and router.lag == 1
-    assert f"{topics.prefix}.router-input" not in {g.group_id for g in snap.groups}
 
 
 async def test_missing_topics_are_reported_not_created(kafka_broker: EmbeddedBroker) -> None:

@@ -1,9 +1,8 @@
-"""The router against the embedded broker: records in, routed records out (batch mode).
+"""The router against the embedded broker: records in, routed records out.
 
 Statements go to ``statements.received`` and states to ``iban.state``; the tests read the
-output topics back. Because the state agent and the statements pump are two streams, a
-test that needs "state applied, then statement" waits until the router's Table holds the
-version before producing the statement.
+output topics back. A test that needs "state applied, then statement" waits until the
+router's Table holds the version before producing the statement.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from config.settings import Settings
 from events.schemas import StatementInvalid, StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.router import RouterApp, RouterMode, RouterTuning, create_router_app, run_router
+from routing.router import RouterApp, RouterTuning, create_router_app, run_router
 from tests.unit.router.factories import BAD_IBAN, make_iban, state, statement, statement_doc
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
@@ -82,13 +81,12 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 60.0)
 
 
 def router_for(broker: EmbeddedBroker, topics: Topics, data_dir: Path,
-               mode: RouterMode = "batch", catalogue: Any = None) -> RouterApp:
+               catalogue: Any = None) -> RouterApp:
     return create_router_app(
         Settings(data_dir=data_dir),
         topics,
         default_catalogue() if catalogue is None else catalogue,
         bootstrap_servers=broker.bootstrap_servers,
-        mode=mode,
         tuning=TUNING,
     )
 

@@ -66,21 +66,21 @@ def _key(iban: str) -> bytes:
     return json.dumps(iban).encode()
 
 
-def _entries(*reasons: str) -> bytes:
-    return json.dumps([{"raw": "{}", "partition": 0, "offset": i, "reason": r,
-                        "held_at": "2026-01-01T00:00:00+00:00"}
-                       for i, r in enumerate(reasons)]).encode()
+def _entry(reason: str) -> bytes:
+    return json.dumps({"raw": "{}", "partition": 0, "offset": 1, "reason": reason,
+                       "held_at": "2026-01-01T00:00:00+00:00"}).encode()
 
 
 def test_the_held_changelog_fold_keeps_what_is_parked_now() -> None:
     records = [
-        (_key("FR1"), _entries("unknown_iban")),
-        (_key("FR2"), _entries("mandate_pending")),
-        (_key("FR1"), _entries("unknown_iban", "unknown_iban")),  # a second one parked
-        (_key("FR2"), None),  # released
+        (_key("FR1|0|1"), _entry("unknown_iban")),
+        (_key("FR2|0|2"), _entry("mandate_pending")),
+        (_key("FR1|0|3"), _entry("unknown_iban")),  # a second one parked
+        (_key("FR2|0|2"), None),  # released
         (None, b"ignored"),
-        (_key("FR3"), _entries("connector_not_on_cabinet")),
-        (b"not json", b"[]"),
+        (_key("FR3|1|4"), _entry("connector_not_on_cabinet")),
+        (b"not json", b"{}"),
+        (_key("FR4"), _entry("unknown_iban")),  # not a held statement's key
     ]
     held = decode_held(latest_by_key(records))
     assert sorted(held) == ["FR1", "FR3"]

@@ -89,39 +89,59 @@ async def test_state_round_trip_and_delete(router: RouterApp) -> None:
     assert partitions_holding(tables._state_table, "FR7630006000011234567890189") == []
 
 
+def entry(sid: str, partition: int, offset: int) -> dict[str, Any]:
+    return {"raw": sid, "partition": partition, "offset": offset, "reason": "r", "held_at": "t"}
+
+
 async def test_held_round_trip_delete_and_listing(router: RouterApp) -> None:
     tables = tables_of(router)
-    entries: Any = [["s1", "raw-1"], ["s2", "raw-2"]]
-    tables.put_held("IBAN-A", entries, partition=0)
-    tables.put_held("IBAN-B", entries[:1], partition=1)
-    assert tables.get_held("IBAN-A") == entries
+    tables.put_held("IBAN-A", entry("s1", 0, 4), partition=0)
+    tables.put_held("IBAN-A", entry("s2", 0, 9), partition=0)
+    tables.put_held("IBAN-B", entry("s3", 1, 2), partition=1)
+    assert [e["raw"] for e in tables.get_held("IBAN-A") or []] == ["s1", "s2"]
+    assert tables.is_held("IBAN-A", 0, 9) and not tables.is_held("IBAN-A", 0, 5)
     assert sorted(tables.held_ibans()) == ["IBAN-A", "IBAN-B"]
+    if router.app.conf.store.scheme == "rocksdb":
+        assert partitions_holding(tables._held_table, "IBAN-A|0|9") == [0]
 
     tables.delete_held("IBAN-A", partition=0)
-    assert tables.get_held("IBAN-A") is None
+    assert tables.get_held("IBAN-A") is None and not tables.has_held("IBAN-A")
     assert list(tables.held_ibans()) == ["IBAN-B"]
     # Deleting what is not there is harmless: a replayed release deletes twice.
     tables.delete_held("IBAN-A", partition=0)
     assert list(tables.held_ibans()) == ["IBAN-B"]
 
 
+async def test_the_held_order_is_rebuilt_from_the_store_after_recovery(
+    router: RouterApp,
+) -> None:
+    tables = tables_of(router)
+    for offset in (12, 3, 100, 7):  # written out of order: the index sorts by offset
+        tables.put_held("IBAN-A", entry(f"s{offset}", 2, offset), partition=2)
+    tables.reset_stores()  # as after a rebalance: the index is rebuilt from the keys
+    assert [e["offset"] for e in tables.get_held("IBAN-A") or []] == [3, 7, 12, 100]
+
+
 async def test_each_write_queues_its_changelog_record_in_order(router: RouterApp) -> None:
     tables = tables_of(router)
     tables.put_state("IBAN-A", {"version": 1}, partition=1)
-    tables.put_held("IBAN-A", [["s1", "raw"]], partition=1)
+    tables.put_held("IBAN-A", entry("s1", 1, 5), partition=1)
+    tables.put_held("IBAN-A", entry("s2", 1, 6), partition=1)
     tables.delete_held("IBAN-A", partition=1)
     tables.delete_state("IBAN-A", partition=1)
 
     records = tables.take_changelog()
     state_topic = f"{router.app.conf.id}-iban-state-changelog"
     held_topic = f"{router.app.conf.id}-held-changelog"
-    assert [(r.topic, r.partition) for r in records] == [
-        (state_topic, 1),
-        (held_topic, 1),
-        (held_topic, 1),
-        (state_topic, 1),
+    assert [(r.topic, r.partition, json.loads(r.key)) for r in records] == [
+        (state_topic, 1, "IBAN-A"),
+        (held_topic, 1, "IBAN-A|1|5"),
+        (held_topic, 1, "IBAN-A|1|6"),
+        (held_topic, 1, "IBAN-A|1|5"),
+        (held_topic, 1, "IBAN-A|1|6"),
+        (state_topic, 1, "IBAN-A"),
     ]
-    assert all(json.loads(r.key) == "IBAN-A" for r in records)
     assert json.loads(records[0].value or b"") == {"version": 1}
-    assert records[2].value is None and records[3].value is None  # tombstones
+    assert json.loads(records[1].value or b"")["raw"] == "s1"  # one statement per record
+    assert [r.value for r in records[3:]] == [None, None, None]  # tombstones
     assert tables.take_changelog() == []

@@ -1,10 +1,12 @@
-"""The router's agents, driven without a broker through faust's ``agent.test_context()``.
+"""RouterCore through the Stepper, driven with in-memory fakes: no faust, no broker.
 
 Every decision path of DESIGN §3/§4 is covered: partner, global file, held (unknown IBAN,
 pending/rejected mandate, connector not on the cabinet, connector not in the catalogue),
-invalid (garbage, unknown/missing schema, bad IBAN, bad sha256, wrong key), the Table's
-version ordering and tombstones, and the release of held statements in order.
-Every produced value is validated against the contract's pydantic models.
+invalid (each kind of bad input with its reason, the size limit), the repartition step,
+the Table's version ordering and tombstones, and the release of held statements in
+order. Records go through :class:`~routing.router.step.Stepper` over ``DictTables`` and
+``MemorySink``, as the batch pump sends them. Every produced value is validated against
+the contract's pydantic models.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from config.catalogue import default_catalogue
-from config.settings import Settings
 from events.schemas import (
     DeliveryOutcome,
     StatementGlobalFile,
@@ -29,9 +30,11 @@ from events.schemas import (
     StatementPartnerDelivery,
 )
 from events.topics import Topics
-from routing.router import RouterApp, RouterTuning, create_router_app
+from routing.broker.partitioner import default_partition
+from routing.router.core import DictTables, Record, RouterCore
 from routing.router.emit import Out
 from routing.router.sink import MemorySink
+from routing.router.step import Stepper
 from tests.unit.router.factories import (
     BAD_IBAN,
     IBAN_A,
@@ -42,30 +45,61 @@ from tests.unit.router.factories import (
 )
 
 TOPICS = Topics("unit", 3)
-P = 1  # the partition used for IBAN_A's records in these tests
+P = default_partition(IBAN_A.encode(), TOPICS.partitions)  # IBAN_A's partition (2)
+
+
+@dataclass
+class FakeRouter:
+    """What the tests touch of a router: its core, Tables and step runner."""
+
+    core: RouterCore
+    tables: DictTables
+    stepper: Stepper
+    sink: MemorySink
+
+    async def run_step(self, step: Any) -> None:
+        await self.stepper.run_step(step)
 
 
 @dataclass
 class Harness:
-    router: RouterApp
+    router: FakeRouter
     sink: MemorySink
-    states: Any
-    statements: Any
+    offsets: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    async def _put(
+        self, topic: str, value: bytes | None, key: bytes | None, partition: int
+    ) -> None:
+        offset = self.offsets[(topic, partition)]
+        self.offsets[(topic, partition)] += 1
+        record = Record(topic, partition, offset, key, value)
+        core = self.router.core
+        handler = core.on_state if topic == TOPICS.iban_state else core.on_statement
+        await self.router.run_step(lambda now: handler(record, now))
+
+    async def put_state(self, value: bytes | None, *, key: bytes | None, partition: int) -> None:
+        await self._put(TOPICS.iban_state, value, key, partition)
 
     async def state(self, iban: str, partition: int = P, **kwargs: Any) -> None:
-        await self.states.put(state(iban, **kwargs), key=iban.encode(), partition=partition)
+        await self.put_state(state(iban, **kwargs), key=iban.encode(), partition=partition)
 
     async def tombstone(self, iban: str, partition: int = P) -> None:
-        await self.states.put(None, key=iban.encode(), partition=partition)
+        await self.put_state(None, key=iban.encode(), partition=partition)
 
     async def statement(
-        self, sid: str, iban: str = IBAN_A, *, key: bytes | None = None, partition: int = P
+        self, sid: str, iban: str = IBAN_A, *, key: bytes | None = None,
+        partition: int | None = None,
     ) -> None:
         await self.put_raw(statement(sid, iban), key=iban.encode() if key is None else key,
                            partition=partition)
 
-    async def put_raw(self, value: bytes | None, *, key: bytes | None, partition: int = P) -> None:
-        await self.statements.put(value, key=key, partition=partition)
+    async def put_raw(
+        self, value: bytes | None, *, key: bytes | None, partition: int | None = None
+    ) -> None:
+        """A record on ``partition``; by default its key's (murmur2) partition, else P."""
+        if partition is None:
+            partition = default_partition(key, TOPICS.partitions) if key else P
+        await self._put(TOPICS.received, value, key, partition)
 
     def on(self, topic: str) -> list[Out]:
         return self.sink.on(topic)
@@ -74,40 +108,17 @@ class Harness:
         return [json.loads(o.value)["statement_id"] for o in self.on(topic)]
 
 
+def make_router(sink: MemorySink) -> FakeRouter:
+    tables = DictTables("unit-router")
+    core = RouterCore(topics=TOPICS, catalogue=default_catalogue(), tables=tables)
+    router = FakeRouter(core, tables, Stepper(tables, lambda: router.sink), sink)
+    return router
+
+
 @pytest.fixture
-async def h() -> AsyncIterator[Harness]:
+def h() -> Harness:
     sink = MemorySink()
-    router = create_router_app(
-        Settings(kafka_bootstrap_servers="127.0.0.1:1"),
-        TOPICS,
-        default_catalogue(),
-        mode="agent",
-        sink=sink,
-        app_id=f"unit-router-{uuid.uuid4().hex[:8]}",
-        tuning=RouterTuning(),
-    )
-    router.app.finalize()
-    router.app.flow_control.resume()
-    try:
-        async with (
-            router.state_agent.test_context() as states,
-            router.statements_agent.test_context() as statements,
-        ):
-            yield Harness(router, sink, states, statements)
-    finally:
-        close_unstarted_consumer(router)
-
-
-def close_unstarted_consumer(router: RouterApp) -> None:
-    """Close the event loop faust creates for a consumer thread that never starts.
-
-    Iterating a stream in ``test_context()`` makes faust build its consumer, whose thread
-    gets a new event loop at construction; nothing closes it when the consumer never ran.
-    """
-    consumer = getattr(router.app, "_consumer", None)
-    loop = getattr(getattr(consumer, "_thread", None), "thread_loop", None)
-    if loop is not None and not loop.is_closed():
-        loop.close()
+    return Harness(make_router(sink), sink)
 
 
 def only(outs: list[Out]) -> dict[str, Any]:
@@ -133,6 +144,7 @@ async def test_bound_iban_goes_to_its_partner(h: Harness) -> None:
         ("connector_on_cabinet", True),
         ("iban_bound", True),
         ("mandate_approved", True),
+        ("connector_configured", True),
     ]
     assert h.on(TOPICS.global_file) == [] and h.on(TOPICS.held) == []
     only(h.on(TOPICS.outcomes))
@@ -264,6 +276,63 @@ async def test_a_statement_without_key_is_invalid_with_an_empty_key(h: Harness) 
     assert h.on(TOPICS.invalid)[0].key == b""
 
 
+async def test_a_key_that_is_not_utf8_is_reported_as_such_not_as_no_key(h: Harness) -> None:
+    await h.put_raw(statement("s1", IBAN_A), key=b"\xc3\x28")
+    reason, event = invalid_reason(h)
+    assert reason == (
+        "record has a key that is not UTF-8 (invalid continuation byte at byte 0; kept as "
+        "base64 in raw_key) but the statement's normalised IBAN is "
+        "FR76 **** **** **** **** ***0 189: statements.received must be keyed by the "
+        "normalised IBAN (it decides the partition, and the IBAN state is co-partitioned)"
+    )
+    assert event.raw_key == "base64:wyg=" and event.statement_id == "s1"
+
+
+async def test_an_iban_state_with_a_key_that_is_not_utf8_says_so(h: Harness) -> None:
+    await h.put_state(state(IBAN_A), key=b"\xff", partition=P)
+    reason, _ = invalid_reason(h)
+    assert reason == (
+        "iban.state record with a key that is not UTF-8 (invalid start byte at byte 0; kept "
+        "as base64 in raw_key): the key must be the IBAN"
+    )
+
+
+async def test_a_deeply_nested_value_is_not_json_not_an_internal_error(h: Harness) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    await h.put_raw(deep, key=IBAN_A.encode())
+    reason, _ = invalid_reason(h)
+    assert reason.startswith("value is not JSON this system reads: nested too deeply")
+    assert h.router.core.stats["errors"] == 0
+
+
+async def test_a_statement_over_the_size_limit_is_invalid_with_its_size_and_not_copied(
+    h: Harness,
+) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    big = statement("big", IBAN_A, content=b"x" * 1_200_000)
+    await h.put_raw(big, key=IBAN_A.encode())
+    reason, event = invalid_reason(h)
+    assert reason.startswith(
+        f"statement of {len(big)} bytes is over the limit of 1000000 bytes (MAX_STATEMENT_BYTES)"
+    )
+    assert f"read it at {TOPICS.received} partition {P} offset" in reason
+    assert event.raw_b64 == "" and event.source_offset is not None
+    assert len(h.on(TOPICS.invalid)[0].value or b"") < 2_000
+    assert h.on(TOPICS.partner("acd")) == []
+
+
+async def test_a_statement_at_the_size_limit_is_routed(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    h.router.core.max_statement_bytes = len(statement("s1", IBAN_A))
+    await h.statement("s1")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    h.router.core.max_statement_bytes -= 1
+    await h.statement("s2")
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    reason, _ = invalid_reason(h)
+    assert "over the limit" in reason
+
+
 async def test_the_stream_goes_on_after_invalid_input(h: Harness) -> None:
     await h.state(IBAN_A, connector_id="acd")
     await h.put_raw(b"garbage", key=IBAN_A.encode())
@@ -273,8 +342,8 @@ async def test_the_stream_goes_on_after_invalid_input(h: Harness) -> None:
 
 
 async def test_an_invalid_iban_state_goes_to_statements_invalid(h: Harness) -> None:
-    await h.states.put(b"{oops", key=IBAN_A.encode(), partition=P)
-    await h.states.put(state(IBAN_B), key=IBAN_A.encode(), partition=P)
+    await h.put_state(b"{oops", key=IBAN_A.encode(), partition=P)
+    await h.put_state(state(IBAN_B), key=IBAN_A.encode(), partition=P)
     out = [StatementInvalid.model_validate_json(o.value) for o in h.on(TOPICS.invalid)]
     assert [o.source_topic for o in out] == [TOPICS.iban_state] * 2
     assert "value is not JSON" in out[0].reason
@@ -291,7 +360,7 @@ async def test_older_or_equal_state_versions_are_ignored(h: Harness) -> None:
     await h.state(IBAN_A, version=5, connector_id="cegid")
     await h.statement("s1")
     assert h.ids(TOPICS.partner("acd")) == ["s1"]
-    assert h.router.stats()["states_stale"] == 2
+    assert h.router.core.stats["states_stale"] == 2
     await h.state(IBAN_A, version=6, connector_id="cegid")
     await h.statement("s2")
     assert h.ids(TOPICS.partner("cegid")) == ["s2"]
@@ -333,7 +402,7 @@ async def test_approval_releases_held_statements_in_order(h: Harness) -> None:
     assert released.routing.state_version == 2 and released.routing.reason == "bound"
     await h.statement("s4")
     assert h.ids(TOPICS.partner("acd")) == ["s1", "s2", "s3", "s4"]
-    assert h.router.stats()["released"] == 3
+    assert h.router.core.stats["released"] == 3
 
 
 async def test_unknown_iban_statements_are_released_when_the_state_arrives(h: Harness) -> None:
@@ -375,9 +444,9 @@ async def test_a_new_statement_never_overtakes_held_ones(h: Harness) -> None:
 
 async def test_other_ibans_are_not_blocked_by_held_ones(h: Harness) -> None:
     await h.state(IBAN_A, version=1, mandate_status="pending")
-    await h.state(IBAN_B, version=1, connector_id="acd", partition=2)
+    await h.state(IBAN_B, version=1, connector_id="acd", partition=1)
     await h.statement("a1")
-    await h.statement("b1", IBAN_B, partition=2)
+    await h.statement("b1", IBAN_B)
     assert h.ids(TOPICS.held) == ["a1"] and h.ids(TOPICS.partner("acd")) == ["b1"]
 
 
@@ -443,7 +512,7 @@ async def test_a_release_deletes_the_held_entry_only_once_the_released_are_acked
     await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
     await h.statement("s1")
     gated = GatedSink()
-    monkeypatch.setattr(h.router, "_sink", gated)
+    monkeypatch.setattr(h.router, "sink", gated)
     from routing.router.core import Record
 
     record = Record(
@@ -471,7 +540,7 @@ async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
     # It still returns (letting the input be committed) only once both are acknowledged.
     await h.state(IBAN_A, version=1, mandate_status="pending", connector_id="acd")
     gated = GatedSink()
-    monkeypatch.setattr(h.router, "_sink", gated)
+    monkeypatch.setattr(h.router, "sink", gated)
     from routing.router.core import Record
 
     record = Record(TOPICS.received, P, 3, IBAN_A.encode(), statement("s1", IBAN_A))
@@ -486,3 +555,26 @@ async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
     assert not step.done()  # nothing acknowledged yet: the input must not be committed
     gated.gate.set_result(None)
     await step
+
+
+# --- the repartition step ---------------------------------------------------------------
+
+
+async def test_a_statement_off_its_keys_partition_is_forwarded_unchanged(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    value = statement("s1", IBAN_A)
+    elsewhere = (P + 1) % TOPICS.partitions  # where a CRC32 partitioner may put it
+    h.sink.clear()
+    await h.put_raw(value, key=IBAN_A.encode(), partition=elsewhere)
+    assert h.sink.records == [Out(TOPICS.received, IBAN_A.encode(), value, P)]
+    assert h.router.core.stats["forwarded"] == 1
+    # Read again from the right partition, it is routed there.
+    await h.put_raw(value, key=IBAN_A.encode(), partition=P)
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+
+
+async def test_a_record_without_key_is_not_forwarded_but_refused(h: Harness) -> None:
+    await h.put_raw(statement("s1", IBAN_A), key=None, partition=0)
+    reason, _ = invalid_reason(h)
+    assert reason.startswith("record has no key")
+    assert h.router.core.stats["forwarded"] == 0

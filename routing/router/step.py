@@ -1,0 +1,119 @@
+"""One routing step made durable: the outputs, then the Tables' changelog records.
+
+:class:`Stepper` is the one place where records are routed and sent. It needs only the
+Tables (with their queue of changelog records) and a sink, so the unit tests drive it,
+and :class:`~routing.router.core.RouterCore` through it, with in-memory fakes
+(``DictTables``, ``MemorySink``), without faust.
+
+It is also the one place a transactional producer goes on Kafka (exactly-once, issue 12
+item 4): a step's routed outputs, its changelog records *and* its input offsets (the
+pump hands them to :meth:`Stepper.run_step` with its commit function) all leave from
+here, so "begin_transaction; send outputs and changelog; send_offsets_to_transaction;
+commit_transaction" replaces the body of ``run_step`` without touching the pump or the
+core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from routing.router.core import TableAccess
+from routing.router.emit import Out
+from routing.router.sink import Sink
+
+
+class RouterCrashed(RuntimeError):
+    """The router stopped on an error it must not swallow (a send or a commit failed)."""
+
+
+class ChangelogTables(TableAccess, Protocol):
+    """The Tables, plus the changelog records their writes queued."""
+
+    def take_changelog(self) -> list[Out]: ...
+
+    def changelog_persisted(self, acks: Iterable[Any]) -> None: ...
+
+    def count_changelog(self, changelog: Iterable[Out]) -> None: ...
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def _acked(futures: list[Any]) -> None:
+    """Wait for every ack (raising the first failure); no suspension if all are in."""
+    if all(future.done() for future in futures):
+        for future in futures:
+            future.result()
+    else:
+        await asyncio.gather(*futures)
+
+
+class Stepper:
+    """Runs routing steps under one lock and makes their records durable, in order."""
+
+    def __init__(self, tables: ChangelogTables, sink: Callable[[], Sink]) -> None:
+        self.tables = tables
+        self._get_sink = sink
+        self.lock = asyncio.Lock()
+        self.fatal_error: BaseException | None = None
+
+    async def run_step(
+        self,
+        step: Callable[[str], list[Out]],
+        offsets: dict[Any, int] | None = None,
+        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Route under the lock, make the outputs durable, then the Table writes, then
+        commit the input ``offsets`` with ``commit``; False if the commit was refused.
+
+        The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
+        to any other step, which keeps per-IBAN order across a release.
+
+        The routed outputs and the Tables' changelog records go through our sink's batched
+        producer, in two rounds when it matters, because nothing orders deliveries across
+        partitions. A changelog *tombstone* may state that outputs exist: a release deletes
+        the held entries it routed. Were the tombstone durable before the released
+        statements, a crash in between would lose them for good: after a restart the held
+        entry is gone, the replayed ``iban.state`` record is a stale version with nothing
+        held, and the sweep finds nothing. So when a step deletes from a Table, its outputs
+        are acknowledged first (under the lock, so no later step's changelog record can
+        overtake this one's), and only then are the changelog records issued. A crash in
+        between leaves the Tables as before the step, and the input, not yet committed, is
+        processed again: duplicates, never a loss.
+
+        A step that only *writes* values (a statement held, a state applied) sends outputs
+        and changelog together, in one round: whichever becomes durable first, the replay
+        of the uncommitted input finds either nothing (and does it all again) or the
+        statement already held (and re-emits only its audit event) or the state already
+        applied (a stale version, and the statements after it in the batch are routed by
+        it, as the first time). Once a step failed, no other one runs: the in-memory Tables
+        may be ahead of their changelogs.
+
+        Every ack is awaited before the input offsets are committed.
+        """
+        async with self.lock:
+            if self.fatal_error is not None:
+                raise RouterCrashed(f"router stopping: {self.fatal_error!r}")
+            sink = self._get_sink()
+            outs = step(utc_now())
+            changelog = self.tables.take_changelog()
+            if any(record.value is None for record in changelog):  # a tombstone: ordered
+                pending: list[Any] = await sink.send_many(outs) if outs else []
+                await _acked(pending)
+                changelog_acks = await sink.send_many(changelog)
+            else:
+                records = [*outs, *changelog]
+                pending = changelog_acks = await sink.send_many(records) if records else []
+        if changelog:
+            await _acked(changelog_acks)
+            # The acks of whole record batches; those of routed topics are ignored there.
+            self.tables.changelog_persisted([ack.result() for ack in changelog_acks])
+            self.tables.count_changelog(changelog)
+        await _acked(pending)
+        if offsets and commit is not None:
+            return await commit(offsets)
+        return True

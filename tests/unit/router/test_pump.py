@@ -1,0 +1,264 @@
+"""The batch pump with in-memory fakes: a consumer over lists, the core over dicts.
+
+No faust and no broker: the pump is driven through the same calls faust makes
+(``on_rebalance_complete``, ``on_partitions_revoked``) and reads a fake consumer, so
+these tests check its own rules: states before statements, commits only after the
+outputs are acknowledged, nothing read or committed once the partitions are revoked, and
+a failed send stops it without committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from config.catalogue import default_catalogue
+from events.topics import Topics
+from routing.broker.partitioner import default_partition
+from routing.router.core import DictTables, RouterCore
+from routing.router.emit import Out
+from routing.router.faust_glue import Membership
+from routing.router.fencing import CommitFenced
+from routing.router.pump import BatchPump
+from routing.router.sink import MemorySink
+from routing.router.step import Stepper
+from tests.integration.router.test_router_broker import eventually
+from tests.unit.router.factories import IBAN_A, state, statement
+
+TOPICS = Topics("pump", 3)
+P = default_partition(IBAN_A.encode(), TOPICS.partitions)
+
+
+class FakeConsumer:
+    """The subset of AIOKafkaConsumer the pump uses, over in-memory partition logs."""
+
+    def __init__(self) -> None:
+        self.logs: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.commits: list[tuple[frozenset[TopicPartition], dict[TopicPartition, int]]] = []
+        self._assigned: list[TopicPartition] = []
+        self._paused: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+
+    def append(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        tp = TopicPartition(topic, partition)
+        log = self.logs.setdefault(tp, [])
+        log.append(
+            ConsumerRecord(
+                topic, partition, len(log), 0, 0, key, value, None, len(key), len(value or b""), ()
+            )
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def assign(self, tps: Sequence[TopicPartition]) -> None:
+        self._assigned = list(tps)
+        self._paused &= set(tps)
+        self._positions = {tp: self.committed.get(tp, 0) for tp in tps}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.logs.get(tp, []))
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        batch = {}
+        for tp in self._assigned:
+            if tp in self._paused:
+                continue
+            records = self.logs.get(tp, [])[self._positions[tp] :]
+            if records:
+                batch[tp] = records
+                self._positions[tp] += len(records)
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000)
+        return batch
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append((frozenset(self._assigned), dict(offsets)))
+        self.committed.update(offsets)
+
+
+class FailingSink(MemorySink):
+    async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
+        raise RuntimeError("broker gone")
+
+
+@dataclass
+class FakeHost:
+    """What the pump needs of a RouterApp."""
+
+    sink: MemorySink
+    topics: Topics = TOPICS
+    tables: DictTables = field(default_factory=DictTables)
+    active: frozenset[int] = frozenset()
+    fatal_errors: list[BaseException] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.core = RouterCore(
+            topics=self.topics, catalogue=default_catalogue(), tables=self.tables
+        )
+        self.stepper = Stepper(self.tables, lambda: self.sink)
+
+    async def run_step(self, step: Any, offsets: Any = None, commit: Any = None) -> bool:
+        return await self.stepper.run_step(step, offsets, commit)
+
+    async def fatal(self, exc: BaseException, where: str) -> None:
+        self.fatal_errors.append(exc)
+
+    member: Membership | None = None
+
+    def active_partitions(self) -> frozenset[int]:
+        return self.active
+
+    def membership(self) -> Membership | None:
+        return self.member
+
+
+def ids(sink: MemorySink, topic: str) -> list[str]:
+    return [json.loads(o.value or b"")["statement_id"] for o in sink.on(topic)]
+
+
+@pytest.fixture
+async def pumped() -> Any:
+    consumer = FakeConsumer()
+    host = FakeHost(MemorySink())
+    pump = BatchPump(host, consumer, poll_timeout_ms=5)  # type: ignore[arg-type]
+    await pump.start()
+    try:
+        yield host, consumer, pump
+    finally:
+        await pump.stop()
+
+
+async def test_states_first_then_statements_committed_after_their_outputs(pumped: Any) -> None:
+    host, consumer, pump = pumped
+    received = TopicPartition(TOPICS.received, P)
+    for n in range(3):
+        consumer.append(TOPICS.received, P, IBAN_A.encode(), statement(f"s{n}", IBAN_A))
+    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+    host.active = frozenset({P})
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: consumer.committed.get(received) == 3, "statements committed")
+    # The state was applied before the statements, which were read after it: none held.
+    assert ids(host.sink, TOPICS.partner("acd")) == ["s0", "s1", "s2"]
+    assert host.sink.on(TOPICS.held) == []
+    assert consumer.committed[TopicPartition(TOPICS.iban_state, P)] == 1
+    assert all(tps == consumer.assignment() for tps, _ in consumer.commits)
+
+
+async def test_nothing_is_read_or_committed_once_revoked(pumped: Any) -> None:
+    host, consumer, pump = pumped
+    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+    host.active = frozenset({P})
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: bool(consumer.committed), "the state committed")
+    await pump.on_partitions_revoked(None)
+    commits = len(consumer.commits)
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("late", IBAN_A))
+    await asyncio.sleep(0.1)
+    assert consumer.assignment() == set() and pump.assigned == frozenset()
+    assert len(consumer.commits) == commits and host.sink.on(TOPICS.partner("acd")) == []
+
+
+async def test_a_failed_send_stops_the_pump_without_committing() -> None:
+    consumer = FakeConsumer()
+    host = FakeHost(FailingSink())
+    pump = BatchPump(host, consumer, poll_timeout_ms=5)  # type: ignore[arg-type]
+    await pump.start()
+    try:
+        consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s0", IBAN_A))
+        host.active = frozenset({P})
+        await pump.on_rebalance_complete(None)
+        await eventually(lambda: bool(host.fatal_errors), "the pump's fatal error")
+        assert consumer.commits == []
+    finally:
+        await pump.stop()
+
+
+async def test_the_held_order_survives_a_restart_of_the_tables(pumped: Any) -> None:
+    host, consumer, pump = pumped
+    consumer.append(
+        TOPICS.iban_state,
+        P,
+        IBAN_A.encode(),
+        state(IBAN_A, connector_id="acd", mandate_status="pending"),
+    )
+    for n in range(50):
+        consumer.append(TOPICS.received, P, IBAN_A.encode(), statement(f"s{n:02d}", IBAN_A))
+    host.active = frozenset({P})
+    await pump.on_rebalance_complete(None)
+    received = TopicPartition(TOPICS.received, P)
+    await eventually(lambda: consumer.committed.get(received) == 50, "all held")
+    # A rebalance: the index is rebuilt from the Table's keys alone.
+    await pump.on_partitions_revoked(None)
+    await pump.on_rebalance_complete(None)
+    consumer.append(
+        TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, version=2, connector_id="acd")
+    )
+    await eventually(lambda: len(host.sink.on(TOPICS.partner("acd"))) == 50, "all released")
+    assert ids(host.sink, TOPICS.partner("acd")) == [f"s{n:02d}" for n in range(50)]
+
+
+async def test_a_fenced_commit_drops_the_partitions_until_the_next_assignment(
+    pumped: Any,
+) -> None:
+    host, consumer, pump = pumped
+    generations: list[int] = []
+    fence = {"on": False}
+
+    async def commit_as_member(_: Any, member: Membership, offsets: Any) -> None:
+        generations.append(member.generation)
+        if fence["on"]:
+            raise CommitFenced("IllegalGenerationError")
+        await consumer.commit(offsets)
+
+    pump.commit_as_member = commit_as_member
+    received = TopicPartition(TOPICS.received, P)
+    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s0", IBAN_A))
+    host.active, host.member = frozenset({P}), Membership("g", 4, "m")
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: consumer.committed.get(received) == 1, "s0 committed")
+
+    # The group moved on without this worker (a long pause): its next commit is refused.
+    fence["on"] = True
+    host.member = Membership("g", 5, "m")  # faust's new generation, not this assignment's
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s1", IBAN_A))
+    await eventually(lambda: pump.fenced == 1, "the commit fenced")
+    assert generations[-1] == 4  # committed as the assignment's generation, not the latest
+    assert consumer.committed[received] == 1 and pump.assigned == frozenset()
+    assert consumer.assignment() == set() and host.fatal_errors == []
+
+    # faust assigns again: the pump reads from the committed offset, as the owner would.
+    fence["on"] = False
+    await pump.on_rebalance_complete(None)
+    await eventually(lambda: consumer.committed.get(received) == 2, "s1 committed")
+    assert generations[-1] == 5
+    assert ids(host.sink, TOPICS.partner("acd")) == ["s0", "s1", "s1"]  # a duplicate, no loss
