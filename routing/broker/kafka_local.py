@@ -100,23 +100,7 @@ def resolve_kafka_classpath(cache_dir: Path | None = None, *, mvn: str | None = 
             )
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            result = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                [
-                    maven,
-                    "--batch-mode",
-                    "--quiet",
-                    "--file",
-                    str(_POM),
-                    f"-Dkafka.version={KAFKA_VERSION}",
-                    "dependency:copy-dependencies",
-                    "-DincludeScope=runtime",
-                    f"-DoutputDirectory={staging}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=_RESOLVE_TIMEOUT_S,
-                check=False,
-            )
+            result = _run_maven(maven, staging)
             if result.returncode != 0:
                 output = (result.stdout + result.stderr).strip()[-2_000:]
                 raise BrokerStartupError(
@@ -130,6 +114,31 @@ def resolve_kafka_classpath(cache_dir: Path | None = None, *, mvn: str | None = 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _run_maven(maven: str, output_dir: Path) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [
+                maven,
+                "--batch-mode",
+                "--quiet",
+                "--file",
+                str(_POM),
+                f"-Dkafka.version={KAFKA_VERSION}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={output_dir}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=_RESOLVE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrokerStartupError(
+            f"cannot run Maven ({maven}) to resolve Apache Kafka {KAFKA_VERSION}: {exc}"
+        ) from exc
 
 
 def _new_cluster_id() -> str:
