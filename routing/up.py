@@ -5,6 +5,10 @@ topics, and runs the API, the outbox relay, the router and the embedded sinks (a
 drop per connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
+
+With the embedded broker, what it held is saved under ``<data_dir>/broker/`` when ``up``
+stops and replayed at the next start (``routing.broker.snapshot``); IBAN states the broker
+lacks are queued again from the store in any case.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,12 +33,21 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.broker.snapshot import (
+    SNAPSHOT_NAME,
+    mark_unsaved,
+    restore_snapshot,
+    save_snapshot,
+    unsaved_previous_run,
+)
 from routing.demo_partner import demo_partner, new_secret
 from routing.ledger import run_ledger
-from routing.relay import OutboxRelay
+from routing.relay import OutboxRelay, republish_missing_states
 from routing.router import run_router
 from routing.runtime import stop_on_signals
 from routing.serve import api_server
+from routing.store.ledger import SqlDeliveryLedger
+from routing.store.sql import SqlStateStore
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +73,67 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+async def _restore_broker(
+    bootstrap: str, broker_dir: Path, print_line: Callable[[str], None]
+) -> bool:
+    """Replay the records saved at the last stop; True when the last run saved nothing."""
+    lost_run = unsaved_previous_run(broker_dir)
+    restored = await restore_snapshot(bootstrap, broker_dir)
+    if restored is not None:
+        print_line(
+            f"restored   {restored.total_records} broker records of {restored.topics} topics "
+            f"and {restored.group_offsets} consumer offsets from {broker_dir / SNAPSHOT_NAME}"
+        )
+    mark_unsaved(broker_dir)
+    return lost_run and restored is None
+
+
+async def _save_broker(
+    bootstrap: str, broker_dir: Path, print_line: Callable[[str], None]
+) -> None:
+    """Save what the embedded broker holds, once every role has stopped."""
+    try:
+        saved = await save_snapshot(bootstrap, broker_dir)
+    except Exception as exc:
+        log.error("broker_snapshot_failed", error=str(exc))
+        print_line(
+            f"WARNING    the embedded broker's records could not be saved ({exc}); the next "
+            "start will say what is lost"
+        )
+        return
+    print_line(
+        f"saved      {saved.total_records} broker records and {saved.group_offsets} consumer "
+        f"offsets to {broker_dir / SNAPSHOT_NAME}"
+    )
+
+
+async def _rebuild_from_store(
+    store: SqlStateStore,
+    bootstrap: str,
+    topics: Topics,
+    lost_run: bool,
+    print_line: Callable[[str], None],
+) -> None:
+    """Give the broker back what the store knows, and name what only the broker knew."""
+    republished = await republish_missing_states(store, bootstrap, topics)
+    if republished:
+        print_line(f"republished {republished} IBAN states from the store (the broker lacked them)")
+    if not lost_run:
+        return
+    unsettled = await SqlDeliveryLedger(store.engine).unsettled_statements()
+    print_line(
+        "WARNING    the previous run ended without saving the embedded broker's records "
+        "(killed?): what only the broker held is lost."
+    )
+    if unsettled:
+        print_line(
+            f"WARNING    {len(unsettled)} statements were not delivered nor in a global file "
+            "then; ingest them again if they are missing:"
+        )
+        for statement_id, status in sorted(unsettled.items()):
+            print_line(f"lost?      {statement_id}  ({status})")
 
 
 class Roles:
@@ -100,15 +175,20 @@ async def run_up(
     topics = Topics(prefix=settings.topic_prefix, partitions=settings.topic_partitions)
 
     async with AsyncExitStack() as stack:
+        lost_run = False
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
         else:
-            broker = EmbeddedBroker(log_dir=data_dir / "broker")
+            broker_dir = data_dir / "broker"
+            broker = EmbeddedBroker(log_dir=broker_dir)
             await broker.astart()
             stack.push_async_callback(broker.astop)
             bootstrap = broker.bootstrap_servers
+            lost_run = await _restore_broker(bootstrap, broker_dir, print_line)
+            stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
         store = await stack.enter_async_context(open_store(settings))
+        await _rebuild_from_store(store, bootstrap, topics, lost_run, print_line)
         seed = None
         if demo:
             from routing.demo import seed_demo

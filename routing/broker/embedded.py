@@ -25,7 +25,8 @@ Each broker gets a random cluster id and readiness is only accepted from a broke
 that id: on a fixed port, a broker left over from another run would otherwise answer the
 probe while our own child is dying of "address in use".
 
-Tansu's memory store never compacts and forgets everything when it stops.
+Tansu's memory store never compacts and forgets everything when it stops; `up` saves and
+restores its records itself (``routing.broker.snapshot``).
 """
 
 from __future__ import annotations

@@ -243,6 +243,26 @@ class SqlDeliveryLedger(DeliveryLedger):
             global_file=stored,
         )
 
+    async def unsettled_statements(self) -> dict[str, str]:
+        """Statement id -> status, for every statement not delivered nor in a global file.
+
+        These are the statements a broker that lost its records may have taken with it
+        (held, on their way to a partner, retrying, dead-lettered), for ``up`` to name
+        after a run that ended without saving the embedded broker's records.
+        """
+        async with self._read() as conn:
+            rows = (await conn.execute(select(dl).order_by(dl.c.at, dl.c.id))).all()
+            in_file = set((await conn.execute(select(gfs.c.statement_id))).scalars())
+        entries: dict[str, list[LedgerEntry]] = {}
+        for row in rows:
+            entries.setdefault(row.statement_id, []).append(_entry(row))
+        unsettled: dict[str, str] = {}
+        for sid, seen in entries.items():
+            status = statement_status(seen, in_global_file=sid in in_file)
+            if status not in ("delivered", "in_global_file"):
+                unsettled[sid] = status
+        return unsettled
+
     async def recent_statements(
         self, actor: Actor, iban: str, limit: int = 5
     ) -> list[StatementSummary]:
