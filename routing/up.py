@@ -48,6 +48,8 @@ from routing.runtime import stop_on_signals
 from routing.serve import api_server
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore
+from routing.up_lock import UpRefused, api_port_problem, hold_up_lock, lock_path
+from routing.up_lock import save as save_lock
 
 log = structlog.get_logger(__name__)
 
@@ -64,15 +66,6 @@ def _describe(endpoint: PartnerEndpoint) -> str:
     if isinstance(endpoint, DirectoryEndpoint):
         return f"directory {endpoint.path}"
     return endpoint.kind
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 async def _restore_broker(
@@ -164,8 +157,41 @@ async def run_up(
     stop: asyncio.Event | None = None,
     print_line: Callable[[str], None] = print,
 ) -> None:
-    """Run every role until Ctrl-C (or ``stop``)."""
+    """Run every role until Ctrl-C (or ``stop``).
+
+    Raises ``UpRefused`` before starting anything when another ``up`` runs on the data
+    directory or the API port is taken.
+    """
     stop = stop or stop_on_signals()
+    lock = lock_path(settings.data_dir, demo=demo)
+    facts = {
+        "data_dir": str((settings.data_dir / "demo" if demo else settings.data_dir).resolve()),
+        "api_url": f"http://{settings.api_host}:{settings.api_port}",
+        "demo": demo,
+    }
+    with hold_up_lock(lock, facts) as held:
+        problem = api_port_problem(settings.api_host, settings.api_port)
+        if problem:
+            raise UpRefused(problem)
+        await _run_up(
+            settings,
+            demo=demo,
+            exit_after_demo=exit_after_demo,
+            stop=stop,
+            print_line=print_line,
+            on_broker=lambda address: save_lock(lock, {**held, "broker": address}),
+        )
+
+
+async def _run_up(
+    settings: Settings,
+    *,
+    demo: bool,
+    exit_after_demo: bool,
+    stop: asyncio.Event,
+    print_line: Callable[[str], None],
+    on_broker: Callable[[str], None],
+) -> None:
     if demo:
         demo_dir = settings.data_dir / "demo"
         shutil.rmtree(demo_dir, ignore_errors=True)
@@ -186,6 +212,7 @@ async def run_up(
             bootstrap = broker.bootstrap_servers
             lost_run = await _restore_broker(bootstrap, broker_dir, print_line)
             stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
+        on_broker(bootstrap)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
         store = await stack.enter_async_context(open_store(settings))
         await _rebuild_from_store(store, bootstrap, topics, lost_run, print_line)
@@ -240,16 +267,12 @@ async def run_up(
         roles.start(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
-        api_url = "(not started: port busy)"
-        if _port_free(settings.api_host, settings.api_port):
-            server = api_server(
-                store, settings, settings.api_host, settings.api_port, bootstrap_servers=bootstrap
-            )
-            roles.start("api", server.serve())
-            stack.callback(lambda: setattr(server, "should_exit", True))
-            api_url = f"http://{settings.api_host}:{settings.api_port}"
-        else:
-            log.warning("api_port_busy", host=settings.api_host, port=settings.api_port)
+        server = api_server(
+            store, settings, settings.api_host, settings.api_port, bootstrap_servers=bootstrap
+        )
+        roles.start("api", server.serve())
+        stack.callback(lambda: setattr(server, "should_exit", True))
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
 
         kind = "configured" if settings.kafka_bootstrap_servers else "embedded Tansu"
         print_line(f"broker     {bootstrap} ({kind})")

@@ -15,7 +15,15 @@ from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
-from routing.cli.common import as_user, print_json, run, settings, with_store
+from routing.cli.common import (
+    EXIT_CONFLICT,
+    as_user,
+    fail,
+    print_json,
+    run,
+    settings,
+    with_store,
+)
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import StateStore
@@ -317,8 +325,12 @@ def up(
 ) -> None:
     """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
     from routing.up import run_up
+    from routing.up_lock import UpRefused
 
-    run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo))
+    try:
+        run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo))
+    except UpRefused as exc:
+        fail(str(exc), EXIT_CONFLICT)
 
 
 def main() -> None:
