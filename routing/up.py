@@ -159,9 +159,11 @@ async def run_up(
 ) -> None:
     """Run every role until Ctrl-C (or ``stop``).
 
-    Raises ``UpRefused`` before starting anything when another ``up`` runs on the data
+    Raises before starting anything: ``DeliveryConfigError`` for a bad connectors file
+    (the message ``adapters`` gives), ``UpRefused`` when another ``up`` runs on the data
     directory or the API port is taken.
     """
+    configured = load_endpoints(settings, catalogue(settings))  # a bad file fails here
     stop = stop or stop_on_signals()
     lock = lock_path(settings.data_dir, demo=demo)
     facts = {
@@ -179,6 +181,7 @@ async def run_up(
             exit_after_demo=exit_after_demo,
             stop=stop,
             print_line=print_line,
+            configured=configured,
             on_broker=lambda address: save_lock(lock, {**held, "broker": address}),
         )
 
@@ -190,6 +193,7 @@ async def _run_up(
     exit_after_demo: bool,
     stop: asyncio.Event,
     print_line: Callable[[str], None],
+    configured: dict[str, PartnerEndpoint],
     on_broker: Callable[[str], None],
 ) -> None:
     if demo:
@@ -238,7 +242,7 @@ async def _run_up(
             ),
         )
         endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, connectors)
-        endpoints.update(load_endpoints(settings, connectors))
+        endpoints.update(configured)
         if demo:
             # The demo's acd partner is a real webhook receiver, signatures checked.
             secret = new_secret()

@@ -17,6 +17,7 @@ from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
 from routing.cli.common import (
     EXIT_CONFLICT,
+    EXIT_INVALID,
     as_user,
     fail,
     print_json,
@@ -324,6 +325,7 @@ def up(
     ] = False,
 ) -> None:
     """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
+    from adapters.delivery import DeliveryConfigError
     from routing.up import run_up
     from routing.up_lock import UpRefused
 
@@ -331,6 +333,8 @@ def up(
         run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo))
     except UpRefused as exc:
         fail(str(exc), EXIT_CONFLICT)
+    except DeliveryConfigError as exc:  # the message and exit code of `adapters`
+        fail(str(exc), EXIT_INVALID)
 
 
 def main() -> None:
