@@ -14,6 +14,7 @@ lacks are queued again from the store in any case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,8 @@ from routing.up_lock import UpRefused, api_port_problem, hold_up_lock, lock_path
 from routing.up_lock import save as save_lock
 
 log = structlog.get_logger(__name__)
+
+_STOP_GRACE_S = 2.0
 
 
 def _free_port(host: str) -> int:
@@ -129,6 +132,23 @@ async def _rebuild_from_store(
             print_line(f"lost?      {statement_id}  ({status})")
 
 
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends or ``stop`` is set (then cancel it); whether it ended."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
 class Roles:
     """The running roles, so they can be stopped in order and their failures surfaced."""
 
@@ -145,8 +165,18 @@ class Roles:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("role_failed", role=name, error=repr(task.exception()))
 
-    async def stop(self) -> None:
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+    async def stop(self, grace: float = _STOP_GRACE_S) -> None:
+        """Wait for the roles to stop on the stop event; cancel those still busy after
+        ``grace`` seconds. A role still joining its consumer group (Tansu takes about 5 s)
+        only looks at the stop event once it has joined: Ctrl-C must not wait for that, and
+        every role is at-least-once, so a cancelled one loses nothing."""
+        tasks = list(self.tasks.values())
+        if not tasks:
+            return
+        _, busy = await asyncio.wait(tasks, timeout=grace)
+        for task in busy:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_up(
@@ -210,12 +240,15 @@ async def _run_up(
             bootstrap = settings.kafka_bootstrap_servers
         else:
             broker_dir = data_dir / "broker"
-            broker = EmbeddedBroker(log_dir=broker_dir)
+            # Stopped last, once its records are saved: no need to wait for its own
+            # graceful stop, which lingers while a cancelled client's socket stays open.
+            broker = EmbeddedBroker(log_dir=broker_dir, stop_timeout=1.0)
             await broker.astart()
             stack.push_async_callback(broker.astop)
             bootstrap = broker.bootstrap_servers
-            lost_run = await _restore_broker(bootstrap, broker_dir, print_line)
-            stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
+            if not demo:  # the demo starts afresh every time: nothing to keep
+                lost_run = await _restore_broker(bootstrap, broker_dir, print_line)
+                stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
         on_broker(bootstrap)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
         store = await stack.enter_async_context(open_store(settings))
@@ -272,7 +305,12 @@ async def _run_up(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
         server = api_server(
-            store, settings, settings.api_host, settings.api_port, bootstrap_servers=bootstrap
+            store,
+            settings,
+            settings.api_host,
+            settings.api_port,
+            bootstrap_servers=bootstrap,
+            handle_signals=False,
         )
         roles.start("api", server.serve())
         stack.callback(lambda: setattr(server, "should_exit", True))
@@ -290,13 +328,23 @@ async def _run_up(
 
             print_line(f"demo admin token        {seed.admin_token}")
             print_line(f"demo collaborator token {seed.collaborator_token}")
-            await asyncio.wait_for(router_started.wait(), timeout=60)
-            await run_demo(
-                store, seed, bootstrap, topics, print_line, stop,
-                api_url=api_url if api_url.startswith("http") else None,
-                download_dir=data_dir,
-                deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
-            )
+
+            async def demo_run() -> None:
+                await asyncio.wait_for(router_started.wait(), timeout=60)
+                await run_demo(
+                    store,
+                    seed,
+                    bootstrap,
+                    topics,
+                    print_line,
+                    stop,
+                    api_url=api_url,
+                    download_dir=data_dir,
+                    deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
+                )
+
+            if not await _unless_stopped(demo_run(), stop):
+                print_line("demo interrupted")
             if exit_after_demo:
                 stop.set()
         if not stop.is_set():
