@@ -319,6 +319,8 @@ async def _run_up(
         kind = "configured" if settings.kafka_bootstrap_servers else "embedded Tansu"
         print_line(f"broker     {bootstrap} ({kind})")
         print_line(f"state      {settings.effective_database_url}")
+        if not settings.database_url:
+            print_line(f"CLI        DATA_DIR={data_dir.resolve()} statement-router …")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
         for connector_id, endpoint in endpoints.items():
             print_line(f"partner    {connector_id:<10} {_describe(endpoint)}")

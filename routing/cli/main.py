@@ -114,7 +114,7 @@ def cabinet_create(
     async def action(store: StateStore) -> None:
         await store.create_cabinet(cabinet_id, name)
 
-    with_store(settings(), action)
+    with_store(settings(), action, create=True)
     typer.echo(f"cabinet {cabinet_id} created")
 
 

@@ -19,7 +19,15 @@ import typer
 
 from config.settings import Settings
 from routing.bootstrap import open_store
-from routing.cli.common import EXIT_INVALID, fail, print_json, run, settings, token_or_fail
+from routing.cli.common import (
+    EXIT_INVALID,
+    fail,
+    print_json,
+    require_database,
+    run,
+    settings,
+    token_or_fail,
+)
 from routing.cli.pipeline import topic_catalogue
 from routing.metrics import metrics_endpoint
 from routing.ports import StateStore
@@ -56,6 +64,7 @@ class Services:
 @asynccontextmanager
 async def open_services(cfg: Settings) -> AsyncIterator[Services]:
     """The state store, the global file and the ledger on one engine (one pool)."""
+    require_database(cfg)
     async with open_store(cfg) as store:
         if not isinstance(store, SqlStateStore):  # pragma: no cover - the only store today
             raise TypeError("the global file and the ledger need the SQL state store")

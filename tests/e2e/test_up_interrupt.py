@@ -22,7 +22,9 @@ async def test_ctrl_c_during_the_demo_stops_cleanly(tmp_path: Path) -> None:
             return up.out
 
         # Interrupt while the demo feeds and waits for its statements.
-        await eventually(out, lambda text: "demo collaborator token" in text, "the demo")
+        banner = await eventually(out, lambda text: "demo collaborator token" in text, "the demo")
+        # The CLI's environment for the demo's data, ready to copy.
+        assert f"DATA_DIR={(tmp_path / 'var' / 'demo').resolve()} statement-router" in banner
         started = time.monotonic()
         up.proc.send_signal(signal.SIGINT)
         code = up.proc.wait(STOP_WITHIN)
