@@ -8,6 +8,7 @@ the API; ``global-file build`` and ``ledger`` are long-running roles, like ``rou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from routing.cli.common import (
     token_or_fail,
 )
 from routing.cli.pipeline import topic_catalogue
+from routing.domain.errors import DomainError
+from routing.domain.model import Actor
 from routing.metrics import metrics_endpoint
-from routing.ports import StateStore
+from routing.ports import StatementTrace, StateStore, UnknownStatement
 from routing.runtime import require_bootstrap, until_signalled
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
@@ -154,7 +157,7 @@ def trace(
     async def action() -> StatementTraceOut:
         async with open_services(cfg) as services:
             actor = await services.store.authenticate(secret)
-            return StatementTraceOut.of(await services.ledger.trace(actor, statement_id))
+            return StatementTraceOut.of(await _trace_by_prefix(services, actor, statement_id))
 
     result = run(action())
     if as_json:
@@ -176,6 +179,25 @@ def trace(
     for step in result.outcomes:
         attempt = f" #{step.attempt}" if step.attempt is not None else ""
         typer.echo(f"  {step.at.isoformat()}  {step.outcome}{attempt}  {step.detail or ''}")
+
+
+async def _trace_by_prefix(services: Services, actor: Actor, prefix: str) -> StatementTrace:
+    """The trace of the statement whose id is ``prefix``, or the only one of the actor's
+    cabinet whose id starts with it (the demo report prints ids; type a few characters)."""
+    try:
+        return await services.ledger.trace(actor, prefix)
+    except UnknownStatement:
+        pass
+    found: list[StatementTrace] = []
+    for candidate in await services.ledger.statement_ids_starting(prefix):
+        with contextlib.suppress(DomainError):  # another cabinet's: not a candidate
+            found.append(await services.ledger.trace(actor, candidate))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UnknownStatement(prefix)
+    names = ", ".join(t.statement_id for t in found)
+    fail(f"{prefix!r} starts several statement ids ({names}); give more of it", EXIT_INVALID)
 
 
 def ledger() -> None:

@@ -243,6 +243,30 @@ class SqlDeliveryLedger(DeliveryLedger):
             global_file=stored,
         )
 
+    async def statement_ids_starting(self, prefix: str, limit: int = 10) -> list[str]:
+        """Up to ``limit`` statement ids (ledger or global file) that start with ``prefix``."""
+        async with self._read() as conn:
+            found = set(
+                (
+                    await conn.execute(
+                        select(dl.c.statement_id)
+                        .where(dl.c.statement_id.startswith(prefix, autoescape=True))
+                        .distinct()
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            found.update(
+                (
+                    await conn.execute(
+                        select(gfs.c.statement_id)
+                        .where(gfs.c.statement_id.startswith(prefix, autoescape=True))
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        return sorted(found)[:limit]
+
     async def unsettled_statements(self) -> dict[str, str]:
         """Statement id -> status, for every statement not delivered nor in a global file.
 
