@@ -22,6 +22,7 @@ from config.settings import Settings
 from routing.bootstrap import open_store
 from routing.cli.common import (
     EXIT_INVALID,
+    EXIT_NOT_FOUND,
     fail,
     print_json,
     require_database,
@@ -147,23 +148,37 @@ def trace(
     statement_id: Annotated[str, typer.Argument(help="The statement's id.")],
     token: TokenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator",
+            help="Back office, no token: any cabinet's statement, held-unknown and invalid "
+            "ones included (those are read from the broker's statements.invalid).",
+        ),
+    ] = False,
 ) -> None:
     """Where a statement is and why: routing trace, every step, status (your cabinet's)."""
     from routing.api.statements import StatementTraceOut
 
     cfg = settings()
-    secret = token_or_fail(token, cfg)
+    if operator:
+        result = _operator_trace(cfg, statement_id, as_json)
+        if result is None:
+            return
+    else:
+        secret = token_or_fail(token, cfg)
 
-    async def action() -> StatementTraceOut:
-        async with open_services(cfg) as services:
-            actor = await services.store.authenticate(secret)
-            return StatementTraceOut.of(await _trace_by_prefix(services, actor, statement_id))
+        async def action() -> StatementTraceOut:
+            async with open_services(cfg) as services:
+                actor = await services.store.authenticate(secret)
+                return StatementTraceOut.of(await _trace_by_prefix(services, actor, statement_id))
 
-    result = run(action())
+        result = run(action())
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
-    typer.echo(f"{result.statement_id}  cabinet={result.cabinet_id}  iban={result.iban or '?'}")
+    cabinet = result.cabinet_id or "(none)"
+    typer.echo(f"{result.statement_id}  cabinet={cabinet}  iban={result.iban or '?'}")
     typer.echo(f"status: {result.summary}")
     if result.routing is not None:
         r = result.routing
@@ -198,6 +213,41 @@ async def _trace_by_prefix(services: Services, actor: Actor, prefix: str) -> Sta
         raise UnknownStatement(prefix)
     names = ", ".join(t.statement_id for t in found)
     fail(f"{prefix!r} starts several statement ids ({names}); give more of it", EXIT_INVALID)
+
+
+def _operator_trace(cfg: Settings, prefix: str, as_json: bool) -> StatementTraceOut | None:
+    """The ledger's trace of any statement; else its record in ``statements.invalid``
+    (printed here, None returned), else exit 5."""
+    from routing.api.statements import StatementTraceOut
+
+    async def from_ledger() -> StatementTraceOut | None:
+        async with open_services(cfg) as services:
+            found = await services.ledger.trace_any(prefix)
+            if found is None:
+                ids = await services.ledger.statement_ids_starting(prefix)
+                if len(ids) > 1:
+                    fail(f"{prefix!r} starts several statement ids ({', '.join(ids)}); "
+                         "give more of it", EXIT_INVALID)
+                found = await services.ledger.trace_any(ids[0]) if ids else None
+            return None if found is None else StatementTraceOut.of(found)
+
+    traced = run(from_ledger())
+    if traced is not None:
+        return traced
+    from routing.cli.pipeline import invalid_records
+
+    records = run(invalid_records(cfg, prefix))
+    if not records:
+        fail(f"statement {prefix} is neither in the delivery ledger nor in "
+             f"{cfg.topic_prefix}.statements.invalid", EXIT_NOT_FOUND)
+    if as_json:
+        print_json(records)
+        return None
+    for record in records:
+        typer.echo(f"{record.get('statement_id') or '(no id)'}  status: invalid "
+                   f"(never routed; {cfg.topic_prefix}.statements.invalid)")
+        typer.echo(f"reason: {record.get('reason')}")
+    return None
 
 
 def ledger() -> None:

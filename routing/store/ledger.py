@@ -214,6 +214,20 @@ class SqlDeliveryLedger(DeliveryLedger):
         return found.scalar_one_or_none()
 
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
+        found = await self._trace(statement_id)
+        if found is None or not found.cabinet_id:
+            # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
+            # nobody's statement as far as users are concerned.
+            raise UnknownStatement(statement_id)
+        rules.ensure_own_cabinet(actor, found.cabinet_id)
+        return found
+
+    async def trace_any(self, statement_id: str) -> StatementTrace | None:
+        """The trace for an operator: any cabinet's, and a statement held for an unknown
+        IBAN too (``cabinet_id`` empty). None when the ledger has never seen it."""
+        return await self._trace(statement_id)
+
+    async def _trace(self, statement_id: str) -> StatementTrace | None:
         async with self._read() as conn:
             entries = await self._entries(conn, statement_id)
             row = (
@@ -228,14 +242,11 @@ class SqlDeliveryLedger(DeliveryLedger):
                 cabinet_id = next((e.cabinet_id for e in reversed(entries) if e.cabinet_id), None)
             if cabinet_id is None and iban is not None:
                 cabinet_id = await self._iban_cabinet(conn, iban)
-        if cabinet_id is None:
-            # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
-            # nobody's statement as far as users are concerned.
-            raise UnknownStatement(statement_id)
-        rules.ensure_own_cabinet(actor, cabinet_id)
+        if not entries and stored is None:
+            return None
         return StatementTrace(
             statement_id=statement_id,
-            cabinet_id=cabinet_id,
+            cabinet_id=cabinet_id or "",
             iban=iban,
             status=statement_status(entries, in_global_file=stored is not None),
             routing=best_routing(entries, stored),
