@@ -52,7 +52,7 @@ import structlog
 
 from events.topics import Topics
 from routing.domain.decide import Decision, Destination, decide
-from routing.domain.iban import mask_iban
+from routing.domain.iban import key_difference, mask_iban
 from routing.domain.model import IbanState
 from routing.router.codec import (
     InvalidInput,
@@ -250,11 +250,12 @@ class RouterCore:
         iban = stmt.iban
         key = decode_key(rec.key)
         if key != iban:
-            shown = "no key" if key is None else f"key {mask_iban(key)}"
+            shown = "the record has no key" if key is None else key_difference(key, iban)
             raise InvalidInput(
-                f"record has {shown} but the statement's normalised IBAN is "
-                f"{mask_iban(iban)}: statements.received must be keyed by the normalised "
-                "IBAN (it decides the partition, and the IBAN state is co-partitioned)",
+                f"the record's key is not the statement's normalised IBAN "
+                f"{mask_iban(iban)} ({shown}): statements.received must be keyed by the "
+                "normalised IBAN (it decides the partition, and the IBAN state is "
+                "co-partitioned)",
                 stmt.statement_id,
             )
         state, decision = self.lookup(iban)
@@ -372,8 +373,9 @@ class RouterCore:
         event = parse_state(rec.value)
         if event.iban != key:
             raise InvalidInput(
-                f"record key {mask_iban(key)} is not the snapshot's normalised IBAN "
-                f"{mask_iban(event.iban)}: iban.state must be keyed by the normalised IBAN"
+                f"the record's key is not the snapshot's normalised IBAN "
+                f"{mask_iban(event.iban)} ({key_difference(key, event.iban)}): iban.state "
+                "must be keyed by the normalised IBAN"
             )
         current = self.tables.get_state(key)
         if current is not None and event.version <= current["version"]:

@@ -45,3 +45,12 @@ def test_cabinet_create_still_sets_up_a_new_database(tmp_path: Path) -> None:
     env = up_environment(tmp_path / "var")
     ok(cli(env, "cabinet", "create", "cab-a", "--name", "A"))
     assert (tmp_path / "var" / "statement-router.db").exists()
+
+
+def test_a_bad_iban_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    env = up_environment(tmp_path / "var")
+    ok(cli(env, "cabinet", "create", "cab-a", "--name", "A"))
+    result = cli(env, "iban", "add", "hello", "--cabinet", "cab-a")
+    assert result.returncode == 7
+    assert "is invalid: Invalid characters in IBAN" in result.stderr
+    assert "HELLO" not in result.stderr and "hello" not in result.stderr
