@@ -128,3 +128,21 @@ async def test_operators_trace_held_unknown_and_invalid_statements(
     assert "demo-bad-iban" in invalid_trace and "Invalid checksum digits" in invalid_trace
     missing = await asyncio.to_thread(cli, env, "trace", "nothing-like-it", "--operator")
     assert missing.returncode == EXIT_NOT_FOUND, missing.stderr
+
+
+async def test_monitor_filters_by_topic_and_group(topics: Topics, env: dict[str, str]) -> None:
+    result = await asyncio.to_thread(
+        cli,
+        env,
+        "monitor",
+        "--interval",
+        "0",
+        "--json",
+        "--topic",
+        "statements.held",
+        "--group",
+        "router",
+    )
+    document = json.loads(ok(result))
+    assert [t["topic"] for t in document["topics"]] == [topics.held]
+    assert all(g["role"] == "router" for g in document["groups"])
