@@ -121,7 +121,7 @@ async def run_demo(
     for routed in seen.get(topics.partner("acd"), []):
         if routed.get("statement_id") in pending_ids:
             version = routed["routing"]["state_version"]
-            print_line(f"  {routed['statement_id'][:24]:<24} {mask_iban(routed['iban'])}  "
+            print_line(f"  {routed['statement_id']:<40} {mask_iban(routed['iban'])}  "
                        f"-> partner acd (released; state v{version})")
 
     if deliveries is not None:
@@ -167,13 +167,13 @@ def _report(
         for event in seen.get(topic, []):
             if topic == topics.invalid:
                 name = event.get("statement_id") or "(unreadable)"
-                print_line(f"  {name[:24]:<24} {'':<34} -> invalid: {event.get('reason')}")
+                print_line(f"  {name:<40} {'':<34} -> invalid: {event.get('reason')}")
                 continue
             iban = event["iban"]
             routing = event["routing"]
             failed = [c["name"] for c in routing["checks"] if not c["ok"]]
             why = routing["reason"] + (f" (failed: {', '.join(failed)})" if failed else "")
-            print_line(f"  {event['statement_id'][:24]:<24} {mask_iban(iban):<34} -> {label}: "
+            print_line(f"  {event['statement_id']:<40} {mask_iban(iban):<34} -> {label}: "
                        f"{why}  [{CASES.get(iban, '')}]")
 
 

@@ -6,6 +6,8 @@ and the collection code stays free of presentation.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -126,6 +128,90 @@ def render(snap: MonitorSnapshot, error: str | None = None) -> RenderableType:
     if snap.has_counts:
         parts += [connectors_table(snap), summary(snap)]
     return Group(*parts)
+
+
+def _short(snap: MonitorSnapshot, topic: str) -> str:
+    return topic.removeprefix(f"{snap.topic_prefix}.")
+
+
+def roles_table(snap: MonitorSnapshot) -> Table:
+    """One row per consumer group: its role, lag, and the rate of what it reads."""
+    rates = {t.topic: t.rate for t in snap.topics}
+    table = Table(title="Roles", title_justify="left")
+    table.add_column("role")
+    table.add_column("reads")
+    table.add_column("lag", justify="right")
+    table.add_column("in rate", justify="right")
+    for group in snap.groups:
+        role = group.role + (f" {group.connector_id}" if group.connector_id else "")
+        if not group.committed:
+            role += " (idle)"
+        read = sorted({p.topic for p in group.partitions})
+        known = [rates.get(t) for t in read]
+        rate = None if not known or any(r is None for r in known) else sum(
+            r for r in known if r is not None
+        )
+        lag = Text(_num(group.lag), style="yellow" if group.lag else "green")
+        table.add_row(role, ", ".join(_short(snap, t) for t in read), lag, _rate(rate))
+    return table
+
+
+def compact(snap: MonitorSnapshot, error: str | None = None) -> RenderableType:
+    """The watch's default: fits a 40-row terminal (roles, connectors, held by reason).
+
+    One row per role instead of one per partition: with six partitions a topic took six
+    rows, and lag, connectors and "held now" fell off the bottom of the screen.
+    """
+    parts: list[RenderableType] = [
+        Text(f"statement-router monitor — {snap.topic_prefix} — "
+             f"{snap.taken_at.strftime('%Y-%m-%d %H:%M:%S %Z')} (--full for every partition)",
+             style="bold"),
+    ]
+    if error:
+        parts.append(Text(f"last refresh failed: {error} (showing the previous sample)",
+                          style="red"))
+    parts.append(roles_table(snap))
+    if snap.has_counts:
+        parts += [connectors_table(snap), summary(snap)]
+    if snap.missing_topics:
+        missing = ", ".join(_short(snap, t) for t in snap.missing_topics)
+        parts.append(Text(f"missing topics: {missing}", style="red"))
+    return Group(*parts)
+
+
+def only(
+    snap: MonitorSnapshot, topics: list[str] | None = None, groups: list[str] | None = None
+) -> MonitorSnapshot:
+    """The snapshot narrowed to some topics and/or consumer groups (names with or
+    without the topic prefix; a group matches its id or its role, e.g. ``router``)."""
+
+    def full(name: str) -> str:
+        return name if name.startswith(f"{snap.topic_prefix}.") else f"{snap.topic_prefix}.{name}"
+
+    narrowed = snap
+    if topics:
+        wanted = {full(t) for t in topics}
+        narrowed = replace(
+            narrowed,
+            topics=tuple(t for t in narrowed.topics if t.topic in wanted),
+            missing_topics=tuple(t for t in narrowed.missing_topics if t in wanted),
+            groups=tuple(
+                replace(g, partitions=tuple(p for p in g.partitions if p.topic in wanted))
+                for g in narrowed.groups
+                if any(p.topic in wanted for p in g.partitions)
+            ),
+        )
+    if groups:
+        wanted_groups = set(groups)
+        narrowed = replace(
+            narrowed,
+            groups=tuple(
+                g for g in narrowed.groups
+                if g.group_id in wanted_groups or g.role in wanted_groups
+                or (g.connector_id is not None and f"{g.role} {g.connector_id}" in wanted_groups)
+            ),
+        )
+    return narrowed
 
 
 def render_error(message: str) -> RenderableType:

@@ -96,6 +96,10 @@ class StateStore(ABC):
     async def get_iban(self, actor: Actor, iban: str) -> IbanState:
         """One IBAN of the actor's cabinet; ``UnknownIban`` or ``OtherCabinet`` otherwise."""
 
+    @abstractmethod
+    async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
+        """Every IBAN of the actor's cabinet, by IBAN (the FAQ's « page IBAN »)."""
+
     # --- the outbox, for the relay ------------------------------------------------------
     @abstractmethod
     async def pending_outbox(self, limit: int) -> Sequence[OutboxMessage]:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -29,6 +29,46 @@ log = structlog.get_logger(__name__)
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
         ...
+
+
+class StateRepublisher(Protocol):
+    async def iban_versions(self) -> dict[str, int]: ...
+
+    async def republish_states(self, wanted: Collection[str]) -> int: ...
+
+
+async def republish_missing_states(
+    store: StateRepublisher, bootstrap_servers: str, topics: Topics
+) -> int:
+    """Queue again every IBAN state the broker's ``iban.state`` lacks or holds an older
+    version of; returns how many were queued.
+
+    The store is the source of truth and ``iban.state`` a copy: a broker that lost its
+    records (the embedded one after a crash, a wiped cluster) would otherwise route every
+    statement of a registered, bound, active IBAN as unknown while ``diagnose``, which
+    reads the store, says all is well.
+    """
+    from routing.broker import read_topic
+
+    published: dict[str, int] = {}
+    for record in await read_topic(bootstrap_servers, topics.iban_state, timeout=60.0):
+        if record.key is None:
+            continue
+        key = record.key.decode("utf-8", errors="replace")
+        if record.value is None:
+            published.pop(key, None)
+            continue
+        try:
+            version = int(json.loads(record.value)["version"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        published[key] = max(version, published.get(key, -1))
+    stored = await store.iban_versions()
+    missing = [iban for iban, version in stored.items() if published.get(iban, -1) < version]
+    queued = await store.republish_states(missing)
+    if queued:
+        log.info("iban_states_republished", count=queued)
+    return queued
 
 
 class LeadershipLost(Exception):

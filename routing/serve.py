@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -22,6 +24,20 @@ from routing.monitor import serve_lag_metrics
 from routing.store.sql import SqlStateStore
 
 
+class _SignalFreeServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT and SIGTERM to its caller.
+
+    uvicorn's ``serve()`` replaces the process's signal handlers with its own, stops the
+    API alone on Ctrl-C and raises the signal again once it has stopped. Inside ``up`` that
+    stole Ctrl-C from the stop event every other role waits on: the API went first, the
+    demo's requests failed with tracebacks, and the process died of the re-raised signal.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def api_server(
     store: SqlStateStore,
     settings: Settings,
@@ -29,8 +45,12 @@ def api_server(
     port: int,
     *,
     bootstrap_servers: str | None = None,
+    handle_signals: bool = True,
 ) -> uvicorn.Server:
-    """A uvicorn server for the API over ``store``; the caller runs ``serve()``."""
+    """A uvicorn server for the API over ``store``; the caller runs ``serve()``.
+
+    ``handle_signals=False``: the caller stops it (``should_exit``) on its own stop event.
+    """
     connectors = catalogue(settings)
     topics = Topics(settings.topic_prefix, settings.topic_partitions)
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
@@ -60,7 +80,7 @@ def api_server(
         server_header=False,
         lifespan="off",
     )
-    return uvicorn.Server(config)
+    return uvicorn.Server(config) if handle_signals else _SignalFreeServer(config)
 
 
 async def serve_api(

@@ -6,15 +6,21 @@ runs the API, the outbox relay, the router and the embedded sinks (a directory d
 connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
+
+With the embedded broker, what it held is saved under ``<data_dir>/broker/`` when ``up``
+stops and replayed at the next start (``routing.broker.snapshot``); IBAN states the broker
+lacks are queued again from the store in any case.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -30,15 +36,27 @@ from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
 from routing.broker import EmbeddedBroker, ensure_topics, make_producer
 from routing.broker.kafka_local import KAFKA_VERSION, LocalKafka
-from routing.broker.process import BrokerProcess
+from routing.broker.snapshot import (
+    SNAPSHOT_NAME,
+    mark_unsaved,
+    restore_snapshot,
+    save_snapshot,
+    unsaved_previous_run,
+)
 from routing.demo_partner import demo_partner, new_secret
 from routing.ledger import run_ledger
-from routing.relay import OutboxRelay
+from routing.relay import OutboxRelay, republish_missing_states
 from routing.router import run_router
 from routing.runtime import stop_on_signals
 from routing.serve import api_server
+from routing.store.ledger import SqlDeliveryLedger
+from routing.store.sql import SqlStateStore
+from routing.up_lock import UpRefused, api_port_problem, hold_up_lock, lock_path
+from routing.up_lock import save as save_lock
 
 log = structlog.get_logger(__name__)
+
+_STOP_GRACE_S = 2.0
 
 
 def _free_port(host: str) -> int:
@@ -55,13 +73,82 @@ def _describe(endpoint: PartnerEndpoint) -> str:
     return endpoint.kind
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+async def _restore_broker(
+    bootstrap: str, broker_dir: Path, print_line: Callable[[str], None]
+) -> bool:
+    """Replay the records saved at the last stop; True when the last run saved nothing."""
+    lost_run = unsaved_previous_run(broker_dir)
+    restored = await restore_snapshot(bootstrap, broker_dir)
+    if restored is not None:
+        print_line(
+            f"restored   {restored.total_records} broker records of {restored.topics} topics "
+            f"and {restored.group_offsets} consumer offsets from {broker_dir / SNAPSHOT_NAME}"
+        )
+    mark_unsaved(broker_dir)
+    return lost_run and restored is None
+
+
+async def _save_broker(
+    bootstrap: str, broker_dir: Path, print_line: Callable[[str], None]
+) -> None:
+    """Save what the embedded broker holds, once every role has stopped."""
+    try:
+        saved = await save_snapshot(bootstrap, broker_dir)
+    except Exception as exc:
+        log.error("broker_snapshot_failed", error=str(exc))
+        print_line(
+            f"WARNING    the embedded broker's records could not be saved ({exc}); the next "
+            "start will say what is lost"
+        )
+        return
+    print_line(
+        f"saved      {saved.total_records} broker records and {saved.group_offsets} consumer "
+        f"offsets to {broker_dir / SNAPSHOT_NAME}"
+    )
+
+
+async def _rebuild_from_store(
+    store: SqlStateStore,
+    bootstrap: str,
+    topics: Topics,
+    lost_run: bool,
+    print_line: Callable[[str], None],
+) -> None:
+    """Give the broker back what the store knows, and name what only the broker knew."""
+    republished = await republish_missing_states(store, bootstrap, topics)
+    if republished:
+        print_line(f"republished {republished} IBAN states from the store (the broker lacked them)")
+    if not lost_run:
+        return
+    unsettled = await SqlDeliveryLedger(store.engine).unsettled_statements()
+    print_line(
+        "WARNING    the previous run ended without saving the embedded broker's records "
+        "(killed?): what only the broker held is lost."
+    )
+    if unsettled:
+        print_line(
+            f"WARNING    {len(unsettled)} statements were not delivered nor in a global file "
+            "then; ingest them again if they are missing:"
+        )
+        for statement_id, status in sorted(unsettled.items()):
+            print_line(f"lost?      {statement_id}  ({status})")
+
+
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends or ``stop`` is set (then cancel it); whether it ended."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 class Roles:
@@ -80,8 +167,18 @@ class Roles:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("role_failed", role=name, error=repr(task.exception()))
 
-    async def stop(self) -> None:
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+    async def stop(self, grace: float = _STOP_GRACE_S) -> None:
+        """Wait for the roles to stop on the stop event; cancel those still busy after
+        ``grace`` seconds. A role still joining its consumer group (Tansu takes about 5 s)
+        only looks at the stop event once it has joined: Ctrl-C must not wait for that, and
+        every role is at-least-once, so a cancelled one loses nothing."""
+        tasks = list(self.tasks.values())
+        if not tasks:
+            return
+        _, busy = await asyncio.wait(tasks, timeout=grace)
+        for task in busy:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_up(
@@ -96,9 +193,48 @@ async def run_up(
     """Run every role until Ctrl-C (or ``stop``).
 
     ``broker`` picks the broker started here when none is configured: the embedded Tansu
-    (memory only), or a local Apache Kafka node whose data stays under ``<data_dir>/kafka``.
+    (its records saved at stop and restored at start, below), or a local Apache Kafka node
+    whose data stays under ``<data_dir>/kafka``.
+
+    Raises before starting anything: ``DeliveryConfigError`` for a bad connectors file
+    (the message ``adapters`` gives), ``UpRefused`` when another ``up`` runs on the data
+    directory or the API port is taken.
     """
+    configured = load_endpoints(settings, catalogue(settings))  # a bad file fails here
     stop = stop or stop_on_signals()
+    lock = lock_path(settings.data_dir, demo=demo)
+    facts = {
+        "data_dir": str((settings.data_dir / "demo" if demo else settings.data_dir).resolve()),
+        "api_url": f"http://{settings.api_host}:{settings.api_port}",
+        "demo": demo,
+    }
+    with hold_up_lock(lock, facts) as held:
+        problem = api_port_problem(settings.api_host, settings.api_port)
+        if problem:
+            raise UpRefused(problem)
+        await _run_up(
+            settings,
+            demo=demo,
+            exit_after_demo=exit_after_demo,
+            stop=stop,
+            print_line=print_line,
+            configured=configured,
+            broker=broker,
+            on_broker=lambda address: save_lock(lock, {**held, "broker": address}),
+        )
+
+
+async def _run_up(
+    settings: Settings,
+    *,
+    demo: bool,
+    exit_after_demo: bool,
+    stop: asyncio.Event,
+    print_line: Callable[[str], None],
+    configured: dict[str, PartnerEndpoint],
+    broker: Literal["tansu", "kafka"],
+    on_broker: Callable[[str], None],
+) -> None:
     if demo:
         demo_dir = settings.data_dir / "demo"
         shutil.rmtree(demo_dir, ignore_errors=True)
@@ -108,21 +244,31 @@ async def run_up(
     topics = Topics(prefix=settings.topic_prefix, partitions=settings.topic_partitions)
 
     async with AsyncExitStack() as stack:
+        lost_run = False
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
             kind = "configured"
         else:
-            local: BrokerProcess
             if broker == "kafka":
-                local = LocalKafka(log_dir=data_dir / "kafka")
-                kind = f"Apache Kafka {KAFKA_VERSION}"
+                kafka = LocalKafka(log_dir=data_dir / "kafka")
+                await kafka.astart()
+                stack.push_async_callback(kafka.astop)
+                bootstrap, kind = kafka.bootstrap_servers, f"Apache Kafka {KAFKA_VERSION}"
             else:
-                local, kind = EmbeddedBroker(log_dir=data_dir / "broker"), "embedded Tansu"
-            await local.astart()
-            stack.push_async_callback(local.astop)
-            bootstrap = local.bootstrap_servers
+                broker_dir = data_dir / "broker"
+                # Stopped last, once its records are saved: no need to wait for its own
+                # graceful stop, which lingers while a cancelled client's socket stays open.
+                tansu = EmbeddedBroker(log_dir=broker_dir, stop_timeout=1.0)
+                await tansu.astart()
+                stack.push_async_callback(tansu.astop)
+                bootstrap, kind = tansu.bootstrap_servers, "embedded Tansu"
+                if not demo:  # the demo starts afresh every time: nothing to keep
+                    lost_run = await _restore_broker(bootstrap, broker_dir, print_line)
+                    stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
+        on_broker(bootstrap)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
         store = await stack.enter_async_context(open_store(settings))
+        await _rebuild_from_store(store, bootstrap, topics, lost_run, print_line)
         seed = None
         if demo:
             from routing.demo import seed_demo
@@ -149,7 +295,7 @@ async def run_up(
             ),
         )
         endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, connectors)
-        endpoints.update(load_endpoints(settings, connectors))
+        endpoints.update(configured)
         if demo:
             # The demo's acd partner is a real webhook receiver, signatures checked.
             secret = new_secret()
@@ -183,19 +329,22 @@ async def run_up(
         roles.start(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
-        api_url = "(not started: port busy)"
-        if _port_free(settings.api_host, settings.api_port):
-            server = api_server(
-                store, settings, settings.api_host, settings.api_port, bootstrap_servers=bootstrap
-            )
-            roles.start("api", server.serve())
-            stack.callback(lambda: setattr(server, "should_exit", True))
-            api_url = f"http://{settings.api_host}:{settings.api_port}"
-        else:
-            log.warning("api_port_busy", host=settings.api_host, port=settings.api_port)
+        server = api_server(
+            store,
+            settings,
+            settings.api_host,
+            settings.api_port,
+            bootstrap_servers=bootstrap,
+            handle_signals=False,
+        )
+        roles.start("api", server.serve())
+        stack.callback(lambda: setattr(server, "should_exit", True))
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
 
         print_line(f"broker     {bootstrap} ({kind})")
         print_line(f"state      {settings.effective_database_url}")
+        if not settings.database_url:
+            print_line(f"CLI        DATA_DIR={data_dir.resolve()} statement-router …")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
         for connector_id, endpoint in endpoints.items():
             print_line(f"partner    {connector_id:<10} {_describe(endpoint)}")
@@ -205,18 +354,23 @@ async def run_up(
 
             print_line(f"demo admin token        {seed.admin_token}")
             print_line(f"demo collaborator token {seed.collaborator_token}")
-            await asyncio.wait_for(router_started.wait(), timeout=60)
-            await run_demo(
-                store,
-                seed,
-                bootstrap,
-                topics,
-                print_line,
-                stop,
-                api_url=api_url if api_url.startswith("http") else None,
-                download_dir=data_dir,
-                deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
-            )
+
+            async def demo_run() -> None:
+                await asyncio.wait_for(router_started.wait(), timeout=60)
+                await run_demo(
+                    store,
+                    seed,
+                    bootstrap,
+                    topics,
+                    print_line,
+                    stop,
+                    api_url=api_url,
+                    download_dir=data_dir,
+                    deliveries=lambda: {c: st.delivered for c, st in adapter_stats.items()},
+                )
+
+            if not await _unless_stopped(demo_run(), stop):
+                print_line("demo interrupted")
             if exit_after_demo:
                 stop.set()
         if not stop.is_set():

@@ -16,6 +16,7 @@ from routing.api.models import (
     BindConnector,
     CabinetConnectorAdded,
     CabinetConnectorsOut,
+    CabinetIbansOut,
     ConnectorOut,
     DiagnosisOut,
     ErrorOut,
@@ -115,6 +116,12 @@ def create_app(
         except ConnectorNotOnCabinet as exc:
             raise NotFound(exc.message) from None
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get("/cabinets/{cabinet_id}/ibans", tags=["ibans"])
+    async def cabinet_ibans(cabinet_id: str, actor: ActorDep) -> CabinetIbansOut:
+        """The cabinet's IBANs with their connector and mandate (the FAQ's « page IBAN »)."""
+        states = await store.list_ibans(actor, cabinet_id)
+        return CabinetIbansOut(cabinet_id=cabinet_id, ibans=[IbanStateOut.of(s) for s in states])
 
     @app.get("/ibans/{iban}", tags=["ibans"])
     async def get_iban(iban: str, actor: ActorDep) -> IbanStateOut:

@@ -70,6 +70,11 @@ class IbanStateOut(BaseModel):
         )
 
 
+class CabinetIbansOut(BaseModel):
+    cabinet_id: str
+    ibans: list[IbanStateOut]
+
+
 class CheckOut(BaseModel):
     step: int
     name: str

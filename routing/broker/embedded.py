@@ -7,7 +7,7 @@ death signal, SIGTERM then SIGKILL, the log's tail in every startup error).
 
 Tansu exits with status 0 even when it panics, so "exited before ready" is the failure
 signal, not the exit status. Its memory store never compacts and forgets everything when
-it stops.
+it stops; `up` saves and restores its records itself (``routing.broker.snapshot``).
 """
 
 from __future__ import annotations

@@ -126,8 +126,14 @@ def dlq_list(
         fail(exc.message, EXIT_UNAVAILABLE)
     if open_only:
         entries = [e for e in entries if e.open]
-    if as_json:
-        print_json([e.summary() for e in entries])
+    if as_json:  # the body of GET /ops/dlq/{connector_id}
+        print_json(
+            {
+                "connector_id": connector_id,
+                "open": sum(1 for e in entries if e.open),
+                "dead_letters": [e.summary() for e in entries],
+            }
+        )
         return
     for entry in entries:
         _echo_entry(entry)

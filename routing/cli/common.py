@@ -75,8 +75,45 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def with_store(settings: Settings, action: Callable[[StateStore], Awaitable[T]]) -> T:
-    """Open the store, run ``action`` on it, close it; refusals become exit codes."""
+def require_database(cfg: Settings) -> None:
+    """Refuse, rather than create an empty embedded database, when there is none.
+
+    Only ``cabinet create`` (the first step of any setup), ``db upgrade`` and ``up`` create
+    the embedded SQLite file: a command run with the wrong ``DATA_DIR`` (the demo's data is
+    under ``var/demo``) must say so, not answer "invalid token" from a new empty file.
+    """
+    if cfg.database_url:
+        return
+    path = cfg.data_dir / "statement-router.db"
+    if path.exists():
+        return
+    fail(f"no such database: {path} (DATA_DIR={cfg.data_dir}); {_where_data_is(cfg)}",
+         EXIT_UNAVAILABLE)
+
+
+def _where_data_is(cfg: Settings) -> str:
+    from routing.up_lock import lock_path, running_up
+
+    for demo in (False, True):
+        running = running_up(lock_path(cfg.data_dir, demo=demo))
+        if running and running.get("data_dir"):
+            return f"a `statement-router up` runs with DATA_DIR={running['data_dir']}"
+    demo_db = cfg.data_dir / "demo" / "statement-router.db"
+    if demo_db.exists():
+        return f"the demo's data is under DATA_DIR={demo_db.parent}"
+    return "set DATA_DIR (or DATABASE_URL), or create a cabinet first (`cabinet create`)"
+
+
+def with_store(
+    settings: Settings, action: Callable[[StateStore], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Open the store, run ``action`` on it, close it; refusals become exit codes.
+
+    ``create``: the embedded database may be created (``cabinet create``); otherwise a
+    missing one is refused with "no such database" (``require_database``).
+    """
+    if not create:
+        require_database(settings)
 
     async def main() -> T:
         async with open_store(settings) as store:

@@ -16,7 +16,16 @@ from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
-from routing.cli.common import as_user, print_json, run, settings, with_store
+from routing.cli.common import (
+    EXIT_CONFLICT,
+    EXIT_INVALID,
+    as_user,
+    fail,
+    print_json,
+    run,
+    settings,
+    with_store,
+)
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import StateStore
@@ -114,7 +123,7 @@ def cabinet_create(
     async def action(store: StateStore) -> None:
         await store.create_cabinet(cabinet_id, name)
 
-    with_store(settings(), action)
+    with_store(settings(), action, create=True)
     typer.echo(f"cabinet {cabinet_id} created")
 
 
@@ -190,8 +199,19 @@ def cabinet_connectors_list(
         return await store.list_cabinet_connectors(actor, cabinet_id)
 
     ids = as_user(token, action)
-    if as_json:
-        print_json({"cabinet_id": cabinet_id, "connectors": ids})
+    if as_json:  # the body of GET /cabinets/{id}/connectors
+        specs = catalogue(settings())
+        print_json(
+            {
+                "cabinet_id": cabinet_id,
+                "connectors": [
+                    {"connector_id": i, "name": specs[i].name, "adapter": specs[i].adapter}
+                    if i in specs
+                    else {"connector_id": i, "name": i, "adapter": "unknown"}
+                    for i in ids
+                ],
+            }
+        )
     else:
         for connector_id in ids:
             typer.echo(connector_id)
@@ -242,6 +262,28 @@ def iban_show(
     _echo_state(as_user(token, action), as_json)
 
 
+@iban_app.command("list")
+def iban_list(
+    cabinet_id: Annotated[str, typer.Argument(help="Your cabinet.")],
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List your cabinet's IBANs: connector, mandate, active (the FAQ's « page IBAN »)."""
+
+    async def action(store: StateStore, actor: Actor) -> list[IbanState]:
+        return await store.list_ibans(actor, cabinet_id)
+
+    states = as_user(token, action)
+    if as_json:  # the body of GET /cabinets/{id}/ibans
+        from routing.api.models import CabinetIbansOut, IbanStateOut
+
+        body = CabinetIbansOut(cabinet_id=cabinet_id, ibans=[IbanStateOut.of(s) for s in states])
+        print_json(body.model_dump(mode="json"))
+        return
+    for state in states:
+        _echo_state(state, False)
+
+
 @iban_app.command("bind")
 def iban_bind(
     iban: Annotated[str, typer.Argument(help="The IBAN.")],
@@ -279,10 +321,18 @@ def diagnose(
 ) -> None:
     """Run the FAQ checklist for an IBAN of your cabinet."""
     from routing.api.models import DiagnosisOut
+    from routing.bootstrap import delivery_ledger
+    from routing.domain.decide import Verdict
+    from routing.store.sql import SqlStateStore
 
     async def action(store: StateStore, actor: Actor) -> DiagnosisOut:
         state = await store.get_iban(actor, iban)
-        return DiagnosisOut.of(state.iban, diagnose_state(state, catalogue(settings())))
+        result = diagnose_state(state, catalogue(settings()))
+        if result.verdict is not Verdict.CONTACT_SUPPORT or not isinstance(store, SqlStateStore):
+            return DiagnosisOut.of(state.iban, result)
+        # As GET /ibans/{iban}/diagnosis: every check passes, so the last statements say more.
+        recent = await delivery_ledger(store).recent_statements(actor, state.iban, limit=5)
+        return DiagnosisOut.of(state.iban, result, recent)
 
     result = as_user(token, action)
     if as_json:
@@ -292,6 +342,8 @@ def diagnose(
         mark = "ok " if check.ok else "NOK"
         typer.echo(f"{check.step}. [{mark}] {check.message_fr}")
     typer.echo(f"=> {result.message_fr}")
+    for recent in result.recent_statements:
+        typer.echo(f"   {recent.statement_id}  {recent.status}  ({recent.last_outcome})")
 
 
 # --- processes -------------------------------------------------------------------------
@@ -335,9 +387,20 @@ def up(
     ] = LocalBrokerKind.tansu,
 ) -> None:
     """Start everything on this machine: broker (embedded unless configured), API, pipeline."""
+    from adapters.delivery import DeliveryConfigError
     from routing.up import run_up
+    from routing.up_lock import UpRefused
 
-    run(run_up(settings(), demo=demo, exit_after_demo=exit_after_demo, broker=broker.value))
+    try:
+        run(
+            run_up(
+                settings(), demo=demo, exit_after_demo=exit_after_demo, broker=broker.value
+            )
+        )
+    except UpRefused as exc:
+        fail(str(exc), EXIT_CONFLICT)
+    except DeliveryConfigError as exc:  # the message and exit code of `adapters`
+        fail(str(exc), EXIT_INVALID)
 
 
 def main() -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from config.settings import Settings
@@ -30,7 +31,7 @@ from routing.cli.common import EXIT_UNAVAILABLE, fail, print_json, run, settings
 from routing.cli.pipeline import topic_catalogue
 from routing.domain.errors import DomainError
 from routing.monitor import Monitor, MonitorSnapshot
-from routing.monitor_view import render, render_error
+from routing.monitor_view import compact, only, render, render_error
 from routing.runtime import require_bootstrap
 
 _TIMEOUT = 30.0
@@ -54,17 +55,23 @@ async def _once(monitor: Monitor, interval: float) -> MonitorSnapshot:
     return await monitor.sample(counts=True)
 
 
-async def _watch(monitor: Monitor, interval: float, console: Console) -> None:
+async def _watch(
+    monitor: Monitor,
+    interval: float,
+    console: Console,
+    view: Callable[[MonitorSnapshot, str | None], RenderableType],
+    narrow: Callable[[MonitorSnapshot], MonitorSnapshot],
+) -> None:
     last: MonitorSnapshot | None = None
     with Live(render_error("connecting"), console=console, auto_refresh=False,
               redirect_stderr=False) as live:
         while True:
             try:
-                last = await monitor.sample(counts=True)
-                live.update(render(last), refresh=True)
+                last = narrow(await monitor.sample(counts=True))
+                live.update(view(last, None), refresh=True)
             except BrokerError as exc:
-                view = render_error(exc.message) if last is None else render(last, exc.message)
-                live.update(view, refresh=True)
+                shown = render_error(exc.message) if last is None else view(last, exc.message)
+                live.update(shown, refresh=True)
             await asyncio.sleep(interval)
 
 
@@ -80,19 +87,35 @@ def monitor(
             "one-shot; 0: one sample, no rates).",
         ),
     ] = 2.0,
+    full: Annotated[
+        bool, typer.Option("--full", help="With --watch: every partition, not the summary.")
+    ] = False,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="Only this topic (repeatable; prefix optional)."),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="Only this consumer group, or role (repeatable)."),
+    ] = None,
 ) -> None:
     """Show topics (end offsets, rates), consumer-group lag, held/invalid/dead letters."""
     if watch and as_json:
         fail("--watch and --json cannot be combined")
     cfg = settings()
     mon = _monitor(cfg)
+
+    def narrow(snap: MonitorSnapshot) -> MonitorSnapshot:
+        return only(snap, topic, group)
+
     if watch:
         if interval <= 0:
             fail("--watch needs an --interval above 0")
+        view = render if full else compact
         with contextlib.suppress(KeyboardInterrupt):
-            run(_watch(mon, interval, Console()))
+            run(_watch(mon, interval, Console(), view, narrow))
         return
-    snap = run(_once(mon, interval))
+    snap = narrow(run(_once(mon, interval)))
     if as_json:
         print_json(snap.as_dict())
         return

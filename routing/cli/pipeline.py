@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,9 +14,12 @@ from config.settings import Settings
 from events.schemas import SCHEMAS
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
-from routing.cli.common import fail, run, settings
+from routing.cli.common import EXIT_UNAVAILABLE, fail, run, settings
 from routing.metrics import metrics_endpoint
 from routing.runtime import require_bootstrap, until_signalled
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
 
 topics_app = typer.Typer(help="The Kafka topics of the pipeline.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
@@ -111,3 +115,129 @@ def router() -> None:
     except RouterCrashed as exc:
         # Nothing was committed past the failure: restarting resumes safely.
         fail(f"{exc}; nothing was committed past it, restart the router to resume")
+
+
+def _bootstrap_or_running_up(cfg: Settings, given: str | None) -> str:
+    """``--bootstrap``, else ``KAFKA_BOOTSTRAP_SERVERS``, else the broker of the ``up``
+    running on ``DATA_DIR`` (its lock file says where), the demo's included."""
+    if given:
+        return given
+    if cfg.kafka_bootstrap_servers:
+        return cfg.kafka_bootstrap_servers
+    from routing.up_lock import lock_path, running_up
+
+    for demo in (False, True):
+        running = running_up(lock_path(cfg.data_dir, demo=demo))
+        if running and running.get("broker"):
+            return str(running["broker"])
+    fail(
+        "no broker: set KAFKA_BOOTSTRAP_SERVERS or --bootstrap, or start `statement-router up` "
+        f"(none runs on DATA_DIR={cfg.data_dir})",
+        EXIT_UNAVAILABLE,
+    )
+
+
+def _shown(record_key: bytes | None, value: bytes | None) -> tuple[str, str]:
+    """The key and value as printed: IBANs masked, the value as compact JSON if it is."""
+    from routing.domain.iban import mask_iban
+
+    key = "" if record_key is None else record_key.decode("utf-8", errors="replace")
+    if value is None:
+        return mask_iban(key) if key else "-", "(tombstone)"
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return mask_iban(key) if key else "-", value.decode("utf-8", errors="replace")
+    if isinstance(document, dict) and isinstance(document.get("iban"), str):
+        document["iban"] = mask_iban(document["iban"])
+    return mask_iban(key) if key else "-", json.dumps(document, ensure_ascii=False)
+
+
+@topics_app.command("tail")
+def topics_tail(
+    topic: Annotated[str, typer.Argument(help="A topic, with or without its prefix.")],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new records until Ctrl-C.")
+    ] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Only the records of this IBAN (the key).")
+    ] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", help="Kafka bootstrap servers (default: see below)."),
+    ] = None,
+) -> None:
+    """Print a topic's records (partition:offset, key, value; IBANs masked), from the start.
+
+    Reads with the project's Kafka client, so it works on the embedded broker (kcat does
+    not). The broker: --bootstrap, else $KAFKA_BOOTSTRAP_SERVERS, else the running `up`'s.
+    Joins no consumer group and commits nothing.
+    """
+    from routing.domain.iban import normalise_iban
+
+    cfg = settings()
+    servers = _bootstrap_or_running_up(cfg, bootstrap)
+    name = topic if topic.startswith(f"{cfg.topic_prefix}.") else f"{cfg.topic_prefix}.{topic}"
+    wanted = None if key is None else normalise_iban(key).encode()
+
+    async def main(stop: asyncio.Event) -> None:
+        async for record in _records(servers, name, follow, stop):
+            if wanted is not None and record.key != wanted:
+                continue
+            shown_key, shown_value = _shown(record.key, record.value)
+            typer.echo(f"{record.partition}:{record.offset}  {shown_key}  {shown_value}")
+
+    run(until_signalled(main))
+
+
+async def _records(
+    servers: str, topic: str, follow: bool, stop: asyncio.Event
+) -> AsyncIterator[ConsumerRecord]:
+    from routing.broker._reader import assigned_consumer, true_end_offsets
+    from routing.broker.admin import require_topics
+
+    counts = await require_topics(servers, [topic])
+    action = f"reading topic {topic}"
+    async with assigned_consumer(servers, counts, action=action) as (consumer, partitions):
+        loop = asyncio.get_running_loop()
+        ends = await true_end_offsets(consumer, partitions, deadline=loop.time() + 30, what=topic)
+        await consumer.seek_to_beginning(*partitions)
+        while not stop.is_set():
+            batch = await consumer.getmany(*partitions, timeout_ms=300)
+            for tp in sorted(batch, key=lambda tp: tp.partition):
+                for record in batch[tp]:
+                    yield record
+            if follow:
+                continue
+            positions = {tp: await consumer.position(tp) for tp in partitions}
+            if all(positions[tp] >= ends[tp] for tp in partitions):
+                return
+
+
+async def invalid_records(cfg: Settings, prefix: str) -> list[dict[str, object]]:
+    """The ``statements.invalid`` records whose statement id starts with ``prefix`` (the
+    reason, not the content), from the configured broker or the running ``up``'s."""
+    from routing.broker import read_topic
+
+    servers = _bootstrap_or_running_up(cfg, None)
+    found: list[dict[str, object]] = []
+    for record in await read_topic(servers, f"{cfg.topic_prefix}.statements.invalid"):
+        try:
+            document = json.loads(record.value or b"{}")
+        except ValueError:
+            continue
+        if not isinstance(document, dict):
+            continue
+        statement_id = str(document.get("statement_id") or "")
+        if not statement_id.startswith(prefix):
+            continue
+        found.append(
+            {
+                "statement_id": statement_id,
+                "reason": document.get("reason"),
+                "detected_by": document.get("detected_by"),
+                "partition": record.partition,
+                "offset": record.offset,
+            }
+        )
+    return found

@@ -8,6 +8,7 @@ the API; ``global-file build`` and ``ledger`` are long-running roles, like ``rou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +20,21 @@ import typer
 
 from config.settings import Settings
 from routing.bootstrap import open_store
-from routing.cli.common import EXIT_INVALID, fail, print_json, run, settings, token_or_fail
+from routing.cli.common import (
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    fail,
+    print_json,
+    require_database,
+    run,
+    settings,
+    token_or_fail,
+)
 from routing.cli.pipeline import topic_catalogue
+from routing.domain.errors import DomainError
+from routing.domain.model import Actor
 from routing.metrics import metrics_endpoint
-from routing.ports import StateStore
+from routing.ports import StatementTrace, StateStore, UnknownStatement
 from routing.runtime import require_bootstrap, until_signalled
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
@@ -56,6 +68,7 @@ class Services:
 @asynccontextmanager
 async def open_services(cfg: Settings) -> AsyncIterator[Services]:
     """The state store, the global file and the ledger on one engine (one pool)."""
+    require_database(cfg)
     async with open_store(cfg) as store:
         if not isinstance(store, SqlStateStore):  # pragma: no cover - the only store today
             raise TypeError("the global file and the ledger need the SQL state store")
@@ -135,23 +148,37 @@ def trace(
     statement_id: Annotated[str, typer.Argument(help="The statement's id.")],
     token: TokenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator",
+            help="Back office, no token: any cabinet's statement, held-unknown and invalid "
+            "ones included (those are read from the broker's statements.invalid).",
+        ),
+    ] = False,
 ) -> None:
     """Where a statement is and why: routing trace, every step, status (your cabinet's)."""
     from routing.api.statements import StatementTraceOut
 
     cfg = settings()
-    secret = token_or_fail(token, cfg)
+    if operator:
+        result = _operator_trace(cfg, statement_id, as_json)
+        if result is None:
+            return
+    else:
+        secret = token_or_fail(token, cfg)
 
-    async def action() -> StatementTraceOut:
-        async with open_services(cfg) as services:
-            actor = await services.store.authenticate(secret)
-            return StatementTraceOut.of(await services.ledger.trace(actor, statement_id))
+        async def action() -> StatementTraceOut:
+            async with open_services(cfg) as services:
+                actor = await services.store.authenticate(secret)
+                return StatementTraceOut.of(await _trace_by_prefix(services, actor, statement_id))
 
-    result = run(action())
+        result = run(action())
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
-    typer.echo(f"{result.statement_id}  cabinet={result.cabinet_id}  iban={result.iban or '?'}")
+    cabinet = result.cabinet_id or "(none)"
+    typer.echo(f"{result.statement_id}  cabinet={cabinet}  iban={result.iban or '?'}")
     typer.echo(f"status: {result.summary}")
     if result.routing is not None:
         r = result.routing
@@ -167,6 +194,60 @@ def trace(
     for step in result.outcomes:
         attempt = f" #{step.attempt}" if step.attempt is not None else ""
         typer.echo(f"  {step.at.isoformat()}  {step.outcome}{attempt}  {step.detail or ''}")
+
+
+async def _trace_by_prefix(services: Services, actor: Actor, prefix: str) -> StatementTrace:
+    """The trace of the statement whose id is ``prefix``, or the only one of the actor's
+    cabinet whose id starts with it (the demo report prints ids; type a few characters)."""
+    try:
+        return await services.ledger.trace(actor, prefix)
+    except UnknownStatement:
+        pass
+    found: list[StatementTrace] = []
+    for candidate in await services.ledger.statement_ids_starting(prefix):
+        with contextlib.suppress(DomainError):  # another cabinet's: not a candidate
+            found.append(await services.ledger.trace(actor, candidate))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UnknownStatement(prefix)
+    names = ", ".join(t.statement_id for t in found)
+    fail(f"{prefix!r} starts several statement ids ({names}); give more of it", EXIT_INVALID)
+
+
+def _operator_trace(cfg: Settings, prefix: str, as_json: bool) -> StatementTraceOut | None:
+    """The ledger's trace of any statement; else its record in ``statements.invalid``
+    (printed here, None returned), else exit 5."""
+    from routing.api.statements import StatementTraceOut
+
+    async def from_ledger() -> StatementTraceOut | None:
+        async with open_services(cfg) as services:
+            found = await services.ledger.trace_any(prefix)
+            if found is None:
+                ids = await services.ledger.statement_ids_starting(prefix)
+                if len(ids) > 1:
+                    fail(f"{prefix!r} starts several statement ids ({', '.join(ids)}); "
+                         "give more of it", EXIT_INVALID)
+                found = await services.ledger.trace_any(ids[0]) if ids else None
+            return None if found is None else StatementTraceOut.of(found)
+
+    traced = run(from_ledger())
+    if traced is not None:
+        return traced
+    from routing.cli.pipeline import invalid_records
+
+    records = run(invalid_records(cfg, prefix))
+    if not records:
+        fail(f"statement {prefix} is neither in the delivery ledger nor in "
+             f"{cfg.topic_prefix}.statements.invalid", EXIT_NOT_FOUND)
+    if as_json:
+        print_json(records)
+        return None
+    for record in records:
+        typer.echo(f"{record.get('statement_id') or '(no id)'}  status: invalid "
+                   f"(never routed; {cfg.topic_prefix}.statements.invalid)")
+        typer.echo(f"reason: {record.get('reason')}")
+    return None
 
 
 def ledger() -> None:

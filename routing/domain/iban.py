@@ -51,8 +51,33 @@ def normalise_iban(raw: str) -> str:
     try:
         iban = IBAN(compact, validate_bban=True)
     except SchwiftyException as exc:
-        raise InvalidIban(f"IBAN {mask_iban(compact)} is invalid: {exc}") from None
+        # schwifty's message repeats the input in clear: drop it, the mask is enough.
+        reason = str(exc).replace(compact, "").replace(raw, "").strip().rstrip(":").strip()
+        raise InvalidIban(f"IBAN {mask_iban(compact)} is invalid: {reason}") from None
     return str(iban.compact)
+
+
+def key_difference(key: str, iban: str) -> str:
+    """What makes ``key`` differ from the normalised ``iban``, in words that reveal neither.
+
+    Both masked would read the same ("FR76 **** … 189" twice) and hide the mistake, so
+    this says what to fix: spaces, lower case, length, or which positions differ.
+    """
+    problems = []
+    if any(ch.isspace() for ch in key):
+        problems.append("the key has spaces")
+    if key != key.upper():
+        problems.append("the key has lower case")
+    compact = "".join(key.split()).upper()
+    if compact == iban:
+        return " and ".join(problems) + ": it is this IBAN, not normalised"
+    if len(compact) != len(iban):
+        problems.append(f"the key has {len(compact)} characters, the IBAN {len(iban)}")
+    else:
+        pairs = enumerate(zip(compact, iban, strict=True), start=1)
+        positions = [str(i) for i, (a, b) in pairs if a != b]
+        problems.append(f"they differ at character {', '.join(positions)} of {len(iban)}")
+    return "; ".join(problems)
 
 
 def mask_iban(iban: str) -> str:

@@ -54,7 +54,7 @@ from events.topics import Topics
 from routing import metrics
 from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
-from routing.domain.iban import mask_iban
+from routing.domain.iban import key_difference, mask_iban
 from routing.domain.model import IbanState
 from routing.router.codec import (
     InvalidInput,
@@ -353,11 +353,12 @@ class RouterCore:
         iban = stmt.iban
         key = decode_key(rec.key)
         if key != iban:
-            shown = key_fault(rec.key) or f"key {mask_iban(key or '')}"
+            shown = key_fault(rec.key) or key_difference(key or "", iban)
             raise InvalidInput(
-                f"record has {shown} but the statement's normalised IBAN is "
-                f"{mask_iban(iban)}: statements.received must be keyed by the normalised "
-                "IBAN (it decides the partition, and the IBAN state is co-partitioned)",
+                f"the record's key is not the statement's normalised IBAN "
+                f"{mask_iban(iban)} ({shown}): statements.received must be keyed by the "
+                "normalised IBAN (it decides the partition, and the IBAN state is "
+                "co-partitioned)",
                 stmt.statement_id,
             )
         state, decision = self.lookup(iban)
@@ -491,8 +492,9 @@ class RouterCore:
         event = parse_state(rec.value)
         if event.iban != key:
             raise InvalidInput(
-                f"record key {mask_iban(key)} is not the snapshot's normalised IBAN "
-                f"{mask_iban(event.iban)}: iban.state must be keyed by the normalised IBAN"
+                f"the record's key is not the snapshot's normalised IBAN "
+                f"{mask_iban(event.iban)} ({key_difference(key, event.iban)}): iban.state "
+                "must be keyed by the normalised IBAN"
             )
         current = self.tables.get_state(key)
         if current is not None and event.version <= current["version"]:

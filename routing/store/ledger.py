@@ -214,6 +214,20 @@ class SqlDeliveryLedger(DeliveryLedger):
         return found.scalar_one_or_none()
 
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
+        found = await self._trace(statement_id)
+        if found is None or not found.cabinet_id:
+            # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
+            # nobody's statement as far as users are concerned.
+            raise UnknownStatement(statement_id)
+        rules.ensure_own_cabinet(actor, found.cabinet_id)
+        return found
+
+    async def trace_any(self, statement_id: str) -> StatementTrace | None:
+        """The trace for an operator: any cabinet's, and a statement held for an unknown
+        IBAN too (``cabinet_id`` empty). None when the ledger has never seen it."""
+        return await self._trace(statement_id)
+
+    async def _trace(self, statement_id: str) -> StatementTrace | None:
         async with self._read() as conn:
             entries = await self._entries(conn, statement_id)
             row = (
@@ -228,20 +242,61 @@ class SqlDeliveryLedger(DeliveryLedger):
                 cabinet_id = next((e.cabinet_id for e in reversed(entries) if e.cabinet_id), None)
             if cabinet_id is None and iban is not None:
                 cabinet_id = await self._iban_cabinet(conn, iban)
-        if cabinet_id is None:
-            # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
-            # nobody's statement as far as users are concerned.
-            raise UnknownStatement(statement_id)
-        rules.ensure_own_cabinet(actor, cabinet_id)
+        if not entries and stored is None:
+            return None
         return StatementTrace(
             statement_id=statement_id,
-            cabinet_id=cabinet_id,
+            cabinet_id=cabinet_id or "",
             iban=iban,
             status=statement_status(entries, in_global_file=stored is not None),
             routing=best_routing(entries, stored),
             entries=tuple(entries),
             global_file=stored,
         )
+
+    async def statement_ids_starting(self, prefix: str, limit: int = 10) -> list[str]:
+        """Up to ``limit`` statement ids (ledger or global file) that start with ``prefix``."""
+        async with self._read() as conn:
+            found = set(
+                (
+                    await conn.execute(
+                        select(dl.c.statement_id)
+                        .where(dl.c.statement_id.startswith(prefix, autoescape=True))
+                        .distinct()
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            found.update(
+                (
+                    await conn.execute(
+                        select(gfs.c.statement_id)
+                        .where(gfs.c.statement_id.startswith(prefix, autoescape=True))
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        return sorted(found)[:limit]
+
+    async def unsettled_statements(self) -> dict[str, str]:
+        """Statement id -> status, for every statement not delivered nor in a global file.
+
+        These are the statements a broker that lost its records may have taken with it
+        (held, on their way to a partner, retrying, dead-lettered), for ``up`` to name
+        after a run that ended without saving the embedded broker's records.
+        """
+        async with self._read() as conn:
+            rows = (await conn.execute(select(dl).order_by(dl.c.at, dl.c.id))).all()
+            in_file = set((await conn.execute(select(gfs.c.statement_id))).scalars())
+        entries: dict[str, list[LedgerEntry]] = {}
+        for row in rows:
+            entries.setdefault(row.statement_id, []).append(_entry(row))
+        unsettled: dict[str, str] = {}
+        for sid, seen in entries.items():
+            status = statement_status(seen, in_global_file=sid in in_file)
+            if status not in ("delivered", "in_global_file"):
+                unsettled[sid] = status
+        return unsettled
 
     async def recent_statements(
         self, actor: Actor, iban: str, limit: int = 5

@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Row
@@ -73,6 +73,7 @@ RELAY_LOCK_KEY = 0x73726F7574626F78
 
 _MAX_FK_RETRIES = 3
 _CHUNK = 1000
+_T = TypeVar("_T")
 
 
 def hash_token(token: str) -> str:
@@ -84,7 +85,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _chunks(values: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+def _chunks(values: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
@@ -423,6 +424,48 @@ class SqlStateStore(StateStore):
                 return None
             return self._state(row, await self._connectors(conn, row.cabinet_id))
 
+    async def iban_versions(self) -> dict[str, int]:
+        """Every registered IBAN with the version of its current state."""
+        async with self._read() as conn:
+            rows = (await conn.execute(select(ibans.c.iban, ibans.c.version))).all()
+        return {row.iban: int(row.version) for row in rows}
+
+    async def republish_states(self, wanted: Collection[str]) -> int:
+        """Queue the current state of each IBAN in ``wanted`` on the outbox again.
+
+        For a broker that lost ``iban.state`` (the embedded broker after a crash, a wiped
+        cluster): the version is not bumped, so a router that already holds it ignores the
+        copy. IBANs with an unpublished outbox row are skipped: the relay sends that row.
+        Returns how many states were queued.
+        """
+        wanted = sorted(set(wanted))
+        if not wanted:
+            return 0
+        async with self._write() as conn:
+            pending = set(
+                (
+                    await conn.execute(
+                        select(outbox.c.msg_key).where(outbox.c.published_at.is_(None))
+                    )
+                ).scalars()
+            )
+            now = self._now()
+            rows_out: list[dict[str, Any]] = []
+            for chunk in _chunks(wanted, _CHUNK):
+                rows = (
+                    await conn.execute(
+                        select(ibans).where(ibans.c.iban.in_(chunk)).order_by(ibans.c.iban)
+                    )
+                ).all()
+                for row in rows:
+                    if row.iban in pending:
+                        continue
+                    state = self._state(row, await self._connectors(conn, row.cabinet_id))
+                    rows_out.append(self._outbox_row(state, now))
+            if rows_out:
+                await conn.execute(insert(outbox), rows_out)
+        return len(rows_out)
+
     # --- the FAQ operations ------------------------------------------------------------
 
     async def list_cabinet_connectors(self, actor: Actor, cabinet_id: str) -> list[str]:
@@ -538,6 +581,19 @@ class SqlStateStore(StateStore):
                 raise UnknownIban(iban)
             rules.ensure_own_cabinet(actor, row.cabinet_id)
             return self._state(row, await self._connectors(conn, row.cabinet_id))
+
+    async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
+        rules.ensure_own_cabinet(actor, cabinet_id)
+        async with self._read() as conn:
+            if not await self._cabinet_exists(conn, cabinet_id):
+                raise UnknownCabinet(cabinet_id)
+            connectors = await self._connectors(conn, cabinet_id)
+            rows = (
+                await conn.execute(
+                    select(ibans).where(ibans.c.cabinet_id == cabinet_id).order_by(ibans.c.iban)
+                )
+            ).all()
+        return [self._state(row, connectors) for row in rows]
 
     # --- the outbox ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from tests.integration.ops_api import operator_api
 from tests.unit.delivery.factories import make_delivery
 
 from .conftest import produce, running, wait_until, webhook
@@ -53,8 +54,9 @@ def test_operator_token_prints_a_token_and_its_hash() -> None:
 
 
 async def test_dlq_list_and_replay_commands(
-    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver
+    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}"
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
            "TOPIC_PREFIX": topics.prefix, "TOPIC_PARTITIONS": str(topics.partitions)}
     acd = receiver.partner("acd")
@@ -79,8 +81,14 @@ async def test_dlq_list_and_replay_commands(
         await wait_until(lambda: receiver.delivered("acd"), what="the replayed delivery")
 
     as_json = await acli("dlq", "list", "--connector", "acd", "--json", env=env)
-    [entry] = json.loads(as_json.stdout)
+    listing = json.loads(as_json.stdout)
+    [entry] = listing["dead_letters"]
     assert entry["replayed_at"] is not None
+    # The CLI's JSON is the body of its API twin, GET /ops/dlq/{connector}.
+    async with operator_api(kafka_broker.bootstrap_servers, topics, sqlite_url) as ops:
+        api = await ops.client.get("/ops/dlq/acd", headers=ops.operator)
+    assert api.status_code == 200
+    assert api.json() == listing
     codes = [
         (await acli("dlq", "replay", "--connector", "acd", "--all", env=env)).returncode,
         (await acli("dlq", "replay", "--connector", "nope", "--all", env=env)).returncode,
