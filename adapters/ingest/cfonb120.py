@@ -314,8 +314,8 @@ class _Block:
         if differs:
             raise MalformedRecord(
                 f"record {rec.kind} is for another account than the statement of {self.name} "
-                f"opened on line {self.opening.line}: its {' and '.join(differs)} differ "
-                f"from the 01 record's (a mixture of accounts in one 01 … 07 block)",
+                f"opened on line {self.opening.line}: its {' and '.join(differs)} do not "
+                f"match the 01 record's (a mixture of accounts in one 01 … 07 block)",
                 rec.line,
             )
         currency = _currency(rec, self.currency)

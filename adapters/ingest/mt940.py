@@ -178,7 +178,7 @@ def _blocks(data: bytes) -> list[_Block]:
             if dash is not None:
                 raise MalformedRecord(
                     f"a line holding only '-' ends the statement here (SWIFT's end of a "
-                    f"message), but line {line.number} goes on with {tag_name}: a :86: "
+                    f"message), but line {line.number} goes on with a {tag_name} tag: a :86: "
                     "continuation line must not start with '-'",
                     dash.number,
                 )
