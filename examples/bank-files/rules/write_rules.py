@@ -81,9 +81,9 @@ def cfonb_files() -> dict[str, bytes]:
             [opening, moves[0], moves[1], closing.rstrip()]
         ).encode("latin-1"),
         "cfonb120-short-amount-cut.txt": _crlf([opening, moves[0][:100], moves[1], closing]),
-        "cfonb120-short-nobreaks-balance-cut.txt": "".join(
-            [opening, *moves, closing[:95]]
-        ).encode("latin-1"),
+        "cfonb120-short-nobreaks-balance-cut.txt": "".join([opening, *moves, closing[:95]]).encode(
+            "latin-1"
+        ),
         "cfonb120-04-05-other-branch.txt": _crlf(other_branch),
         "cfonb120-account-mixture.txt": _crlf(mixture),
         "cfonb120-07-other-branch.txt": _crlf(

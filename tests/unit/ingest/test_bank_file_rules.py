@@ -286,3 +286,15 @@ def test_real_rabobank_sample_reads_once_its_iban_is_valid() -> None:
     assert [m.amount for m in first.movements] == [Decimal("-25.00"), Decimal("-10.00")]
     assert (first.closing_balance, second.closing_balance) == (Decimal("965.00"), Decimal("930.00"))
     assert first.movements[0].label.startswith("/EREF/01-01-2013")
+
+
+def test_trimming_every_record_of_the_sample_loses_nothing() -> None:
+    """The multi-account sample, every record's trailing blanks trimmed, reads the same."""
+    data = (SAMPLES / "cfonb120-multi.txt").read_bytes()
+    trimmed = b"\r\n".join(line.rstrip(b" ") for line in data.split(b"\r\n"))
+    whole, short = parse_file(data), parse_file(trimmed)
+    assert [s.movements for s in short] == [s.movements for s in whole]
+    assert [(s.iban, s.opening_balance, s.closing_balance) for s in short] == [
+        (s.iban, s.opening_balance, s.closing_balance) for s in whole
+    ]
+    assert len(trimmed) < len(data)
