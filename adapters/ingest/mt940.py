@@ -207,7 +207,7 @@ def _check_continuation(current: list[_Line], line: _Line) -> None:
     )
     if opener is None or not current[opener].content.startswith(b":61:"):
         return
-    if len(current) - opener >= 2:
+    if any(ln.content.strip() for ln in current[opener + 1 :]):
         raise MalformedRecord(
             f"the :61: statement line on line {current[opener].number} is followed by more "
             "than one line before the next tag: the layout with the counterparty over several "
