@@ -25,11 +25,19 @@ camt.053 a partner can read on its own (a bare ``<Stmt>`` fragment would not be)
 Each ``raw`` is what ``pycamt`` parses, so the statement's data and bytes cannot diverge.
 What is read, and from where:
 
-* IBAN: ``Acct/Id/IBAN`` (``pycamt``), validated with ``normalise_iban``;
+* IBAN: ``Acct/Id/IBAN`` (``pycamt``), validated with ``normalise_iban``. An account given
+  only as ``Acct/Id/Othr/Id`` (a local account number) is refused: the router keys
+  statements on IBAN;
 * currency: ``Acct/Ccy``, else the closing balance's ``Ccy``;
 * balances: ``Bal`` with ``Tp/CdOrPrtry/Cd`` ``OPBD`` (else ``PRCD``) and ``CLBD``, read
   exactly from ``pycamt``'s tree: ``get_statement_info`` turns debit balances into floats;
-* period: ``FrToDt`` when present, else the shared rule of ``model.statement_period``;
+* period: ``FrToDt`` when present, else the shared rule of ``model.statement_period``. A
+  booked entry whose booking date falls outside ``FrToDt`` is refused with its line: its
+  statement would otherwise be published for a period that does not hold it;
+* dates: ``Dt`` as written; a ``DtTm`` with a time zone (``2025-03-03T23:00:00Z``) is
+  turned into the date in Europe/Paris (here the 4th), the time zone of the French
+  accounting the router serves; a ``DtTm`` without one is taken as written. The same rule
+  applies to booking and value dates, balance dates and ``FrDtTm``/``ToDtTm``;
 * movements: ``pycamt.get_transactions``, one per transaction detail (``TxDtls``) or per
   entry without details; entries whose status is not booked (``PDNG``, ``INFO``) are left
   out, as they are not in the closing balance. The sign comes from ``CdtDbtInd``. The
@@ -39,17 +47,20 @@ What is read, and from where:
 
 Then the opening balance plus the movements must give the closing balance, as for every
 format. Line numbers are the file's lines: the element's for the account, balances and
-period, the ``Stmt``'s for an entry (``pycamt`` does not say where an entry was).
+period, the ``Ntry``'s for an entry outside the period, the ``Stmt``'s for other entry
+problems (``pycamt`` does not say where a transaction was). Reasons quote no value from
+the file (no account identifier, amount, reference or date as written).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 from xml.parsers import expat
+from zoneinfo import ZoneInfo
 
 from pycamt.parser import Camt053Parser
 
@@ -63,6 +74,8 @@ CAMT053_NAMESPACE_PREFIX = "urn:iso:std:iso:20022:tech:xsd:camt.053."
 _DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _BOOKED = {None, "", "BOOK"}
 _NS_SEP = " "
+BOOKING_TIME_ZONE = ZoneInfo("Europe/Paris")
+"""Where a ``DtTm`` with a time zone is read: French accounting books in Paris time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +193,12 @@ def _statement(raw: bytes, line_offset: int, line: int) -> ParsedStatement:
         infos: list[dict[str, Any]] = parser.get_statement_info()
         transactions: list[dict[str, Any]] = parser.get_transactions()
     except Exception as exc:  # pycamt raises bare AttributeErrors etc. on odd documents
-        raise MalformedRecord(f"camt.053 statement cannot be read: {exc!r}", line) from None
+        raise MalformedRecord(
+            f"camt.053 statement cannot be read ({type(exc).__name__})", line
+        ) from None
     reader = _Reader(parser.tree, parser.namespaces, line_offset, line)
     info = infos[0]
-    iban = _iban(info.get("IBAN"), reader.line_of(".//Acct"))
+    iban = _iban(info.get("IBAN"), reader.line_of(".//Acct"), reader.has(".//Acct/Id/Othr/Id"))
     opening, closing = reader.balance(("OPBD", "PRCD")), reader.balance(("CLBD",))
     currency = str(info.get("Currency") or closing.currency)
     for balance in (opening, closing):
@@ -196,7 +211,11 @@ def _statement(raw: bytes, line_offset: int, line: int) -> ParsedStatement:
         _movement(tx, currency, account, line) for tx in transactions if tx.get("Status") in _BOOKED
     )
     check_balance(opening.amount, movements, closing.amount, account, closing.line)
-    period = reader.period() or statement_period(closing.day, movements)
+    period = reader.period()
+    if period is not None:
+        reader.check_entries_within(period, account)
+    else:
+        period = statement_period(closing.day, movements)
     return ParsedStatement(
         iban=iban,
         format="camt053",
@@ -228,6 +247,29 @@ class _Reader:
         self._offset = line_offset
         self._line = line
 
+    def has(self, path: str) -> bool:
+        return self._stmt.find(path, self._ns) is not None
+
+    def check_entries_within(self, period: tuple[date, date], account: str) -> None:
+        """Refuse a booked entry booked outside ``FrToDt``, naming its line."""
+        for entry in self._stmt.findall("Ntry", self._ns):
+            status = self._text(entry, "Sts/Cd") or self._text(entry, "Sts")
+            if status not in _BOOKED:
+                continue
+            booked = entry.find("BookgDt", self._ns)
+            if booked is None:
+                continue
+            line = int(booked.sourceline) + self._offset
+            when = self._text(booked, "Dt") or self._text(booked, "DtTm") or ""
+            day = _day(when, "booking date (BookgDt)", line)
+            if not period[0] <= day <= period[1]:
+                raise MalformedRecord(
+                    f"an entry of {account} is booked on {day.isoformat()}, outside the "
+                    f"statement's period {period[0].isoformat()}..{period[1].isoformat()} "
+                    "(FrToDt): it would be published as part of a period that does not hold it",
+                    line,
+                )
+
     def line_of(self, path: str) -> int:
         """The file's line of the statement's first ``path`` element, else the ``Stmt``'s."""
         found = self._stmt.find(path, self._ns)
@@ -251,11 +293,11 @@ class _Reader:
         amount = _decimal(None if amt is None else amt.text, "balance amount", line)
         if self._text(bal, "CdtDbtInd") == "DBIT":
             amount = -amount
-        day = self._text(bal, "Dt/Dt") or (self._text(bal, "Dt/DtTm") or "")[:10]
+        day = self._text(bal, "Dt/Dt") or self._text(bal, "Dt/DtTm") or ""
         return _Balance(
             amount=amount,
             currency=str(amt.get("Ccy", "")) if amt is not None else "",
-            day=_iso_date(day, f"{codes[0]} balance date", line),
+            day=_day(day, f"{codes[0]} balance date", line),
             line=line,
         )
 
@@ -264,40 +306,54 @@ class _Reader:
         if fr_to is None:
             return None
         line = int(fr_to.sourceline) + self._offset
-        start = (self._text(fr_to, "FrDtTm") or "")[:10]
-        end = (self._text(fr_to, "ToDtTm") or "")[:10]
-        return _iso_date(start, "FrDtTm", line), _iso_date(end, "ToDtTm", line)
+        start = self._text(fr_to, "FrDtTm") or ""
+        end = self._text(fr_to, "ToDtTm") or ""
+        return _day(start, "FrDtTm", line), _day(end, "ToDtTm", line)
 
 
-def _iban(value: object, line: int) -> str:
+def _iban(value: object, line: int, has_other_id: bool) -> str:
+    if not value and has_other_id:
+        raise InvalidAccount(
+            "the statement's account is identified only by Acct/Id/Othr/Id, not by an IBAN "
+            "(Acct/Id/IBAN): the router keys statements on IBAN, so it cannot be routed",
+            line,
+        )
     if not value:
         raise MalformedRecord("the statement's account has no IBAN (Acct/Id/IBAN)", line)
     try:
         return normalise_iban(str(value))
-    except InvalidIban as exc:
-        raise InvalidAccount(exc.message, line) from None
+    except InvalidIban:
+        raise InvalidAccount(
+            "the statement's IBAN (Acct/Id/IBAN) is not a valid IBAN", line
+        ) from None
 
 
 def _decimal(value: object, what: str, line: int) -> Decimal:
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
-        raise MalformedRecord(f"{what} {value!r} is not a decimal number", line) from None
+        raise MalformedRecord(f"{what} is not a decimal number", line) from None
     if not amount.is_finite():
-        raise MalformedRecord(f"{what} {value!r} is not a decimal number", line)
+        raise MalformedRecord(f"{what} is not a decimal number", line)
     return amount
 
 
-def _iso_date(value: str, what: str, line: int) -> date:
+def _day(value: str, what: str, line: int) -> date:
+    """An ISO ``Dt`` as written, or a ``DtTm``'s date in Europe/Paris when it has a zone."""
     try:
-        return date.fromisoformat(value)
+        if "T" not in value:
+            return date.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise MalformedRecord(f"{what} {value!r} is not an ISO date", line) from None
+        raise MalformedRecord(f"{what} is not an ISO date or date-time", line) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(BOOKING_TIME_ZONE)
+    return moment.date()
 
 
 def _movement(tx: dict[str, Any], currency: str, account: str, line: int) -> Movement:
     reference = tx.get("TransactionID") or tx.get("EndToEndId")
-    where = f"entry {reference} of {account}" if reference else f"an entry of {account}"
+    where = f"an entry of {account}"
     if tx.get("Currency") not in (None, currency):
         raise MalformedRecord(
             f"{where} is in {tx.get('Currency')}, the account is in {currency}", line
@@ -306,13 +362,13 @@ def _movement(tx: dict[str, Any], currency: str, account: str, line: int) -> Mov
     indicator = tx.get("CreditDebitIndicator")
     if indicator not in ("CRDT", "DBIT"):
         raise MalformedRecord(f"{where} has no CdtDbtInd (CRDT or DBIT)", line)
-    booking = str(tx.get("BookingDate") or "")[:10]
-    value = str(tx.get("ValueDate") or "")[:10]
+    booking = str(tx.get("BookingDate") or "").strip()
+    value = str(tx.get("ValueDate") or "").strip()
     parts = [tx.get("AdditionalEntryInformation"), tx.get("RemittanceInformationFull")]
     label = " ".join(dict.fromkeys(str(part) for part in parts if part))
     return Movement(
-        booking_date=_iso_date(booking, f"booking date of {where}", line),
-        value_date=_iso_date(value, f"value date of {where}", line) if value else None,
+        booking_date=_day(booking, f"booking date of {where}", line),
+        value_date=_day(value, f"value date of {where}", line) if value else None,
         amount=-amount if indicator == "DBIT" else amount,
         label=" ".join(str(label).split()),
         reference=str(reference) if reference else None,

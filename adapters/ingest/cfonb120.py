@@ -40,11 +40,29 @@ wrong is an account number that cannot form a RIB at all (a character that is ne
 letter nor a digit, a bank code with letters): that is refused as ``InvalidAccount``.
 
 Tolerated deviations seen in real files: no line breaks at all (the file is cut every 120
-characters), blank lines, ``05`` lines shorter than 120 characters (padded with spaces),
-trailing spaces after the 120th character, blank currency and decimals, a UTF-8 byte-order
-mark before the first record. Everything else is refused with the line it happened on: a
-truncated record, a record outside a ``01`` … ``07`` block, an unknown record type, a
-record for another account inside a block, and a block whose balances do not add up.
+characters), blank lines, trailing spaces after the 120th character, blank currency and
+decimals, a UTF-8 byte-order mark before the first record, and **short records**: banks and
+transfer tools trim trailing blanks, leaving records of 104 or 109 characters. A short
+record is padded with blanks when every position it lacks belongs to a field that may be
+blank (``_BLANK_ALLOWED``: reserved zones, the reference, the label, the complement's
+text, the value date, …); that loses nothing, since a trimmed field was blank. When the
+cut reaches a field that must carry data (the amount or balance at 91-104, a date, the
+account), the record is refused naming the line and that field. The last record of a file
+without line breaks is handled the same way.
+
+Account identity (see docs/ingest.md). A statement is the account its ``01`` record names:
+bank code + guichet + account number, from which the IBAN is built. Inside the block,
+``04`` and ``05`` records are attributed to that account when their **account number**
+(22-32) is the ``01``'s: some banks write in 3-7 and 12-16 of a movement the bank and
+branch that booked it, and the other well-known parsers read such files. A ``04``/``05``
+with another account number, and a ``07`` whose bank, guichet or account number differs
+from its ``01`` (the closing balance would be another account's), are real mixtures of
+accounts and are refused.
+
+Everything else is refused with the line it happened on: a record outside a ``01`` …
+``07`` block, an unknown record type, a record for another account inside a block, and a
+block whose balances do not add up. Reasons name fields by position and the account by its
+masked IBAN; they never quote the account number or any other content of the file.
 
 Statements: each ``01`` … ``07`` block is one ``ParsedStatement`` (one account, one day in
 the daily files banks send), in file order. Its ``raw`` is the exact, contiguous slice of
@@ -125,14 +143,13 @@ def _records_unbroken(text: str, start: int, body_end: int) -> Iterator[_Record]
         chunk = text[offset : offset + RECORD_LENGTH]
         if not chunk.strip():
             continue
-        if len(chunk) < RECORD_LENGTH:
-            raise MalformedRecord(
-                f"the file has no line breaks and its last record is {len(chunk)} characters "
-                f"long, expected {RECORD_LENGTH}: truncated record",
-                number,
-            )
-        end = offset + RECORD_LENGTH
-        yield _Record(number, chunk, offset, len(text) if end == body_end else end)
+        end = min(offset + RECORD_LENGTH, body_end)
+        yield _Record(
+            number,
+            _fit(chunk.rstrip(" \x1a"), number),
+            offset,
+            len(text) if end == body_end else end,
+        )
 
 
 def _records_by_line(text: str, start: int) -> Iterator[_Record]:
@@ -148,8 +165,32 @@ def _records_by_line(text: str, start: int) -> Iterator[_Record]:
         pos = next_pos
 
 
+# Fields that may be blank, per record type: (first, last) 1-based inclusive positions. A
+# record shorter than 120 characters is padded only when everything it lacks lies in them.
+_HEADER_BLANKS = ((17, 19), (20, 20), (21, 21), (33, 34))
+_BLANK_ALLOWED: dict[str, tuple[tuple[int, int], ...]] = {
+    "01": (*_HEADER_BLANKS, (8, 11), (41, 90), (105, 120)),
+    "07": (*_HEADER_BLANKS, (8, 11), (41, 90), (105, 120)),
+    "04": (*_HEADER_BLANKS, (8, 11), (41, 42), (43, 48), (49, 79), (80, 90), (105, 120)),
+    "05": (*_HEADER_BLANKS, (8, 11), (41, 45), (46, 48), (49, 118), (119, 120)),
+}
+# Fields that carry data, named for the refusal of a record cut inside or before them.
+_DATA_FIELDS: dict[str, tuple[tuple[int, int, str], ...]] = {
+    kind: (
+        (1, 2, "record type"),
+        (3, 7, "bank code"),
+        (12, 16, "guichet (branch code)"),
+        (22, 32, "account number"),
+        (35, 40, "date"),
+        *(((91, 104, "amount"),) if kind == "04" else ()),
+        *(((91, 104, "balance"),) if kind in ("01", "07") else ()),
+    )
+    for kind in _BLANK_ALLOWED
+}
+
+
 def _fit(content: str, line: int) -> str:
-    """Bring one line to exactly 120 characters, or refuse it."""
+    """Bring one record to exactly 120 characters, or refuse it naming the field cut."""
     if len(content) > RECORD_LENGTH:
         if content[RECORD_LENGTH:].strip(" "):
             raise MalformedRecord(
@@ -159,11 +200,26 @@ def _fit(content: str, line: int) -> str:
             )
         return content[:RECORD_LENGTH]
     if len(content) < RECORD_LENGTH:
-        if content.startswith("05"):
+        kind = content[:2]
+        cut = next(
+            (
+                (first, last, name)
+                for first, last, name in _DATA_FIELDS.get(kind, ())
+                if last > len(content)
+            ),
+            None,
+        )
+        if cut is None and kind in _BLANK_ALLOWED:
             return content.ljust(RECORD_LENGTH)
+        what = (
+            f"its {cut[2]} (positions {cut[0]}-{cut[1]}) is cut"
+            if cut is not None
+            else "an unknown record type cannot be padded"
+        )
         raise MalformedRecord(
-            f"record {content[:2]!r} is {len(content)} characters long, expected "
-            f"{RECORD_LENGTH}: truncated record",
+            f"record {kind!r} is {len(content)} characters long, expected {RECORD_LENGTH}: "
+            f"truncated record, {what} (only fields that may be blank can be missing at the "
+            "end of a record)",
             line,
         )
     return content
@@ -171,18 +227,18 @@ def _fit(content: str, line: int) -> str:
 
 def _date(value: str, what: str, line: int) -> date:
     if not _DIGITS.fullmatch(value) or len(value) != 6:
-        raise MalformedRecord(f"{what} {value!r} is not a DDMMYY date", line)
+        raise MalformedRecord(f"{what} is not a DDMMYY date", line)
     try:
         return date(2000 + int(value[4:6]), int(value[2:4]), int(value[0:2]))
     except ValueError:
-        raise MalformedRecord(f"{what} {value!r} is not a valid DDMMYY date", line) from None
+        raise MalformedRecord(f"{what} is not a valid DDMMYY date", line) from None
 
 
 def _amount(value: str, decimals: int, line: int) -> Decimal:
     match = _AMOUNT.fullmatch(value)
     if match is None:
         raise MalformedRecord(
-            f"amount {value!r} is not 13 digits followed by a sign character "
+            "amount (positions 91-104) is not 13 digits followed by a sign character "
             "({ or A-I for +0..+9, } or J-R for -0..-9)",
             line,
         )
@@ -223,10 +279,9 @@ class _Block:
         bank, guichet, account = rec.field(3, 7), rec.field(12, 16), rec.field(22, 32)
         try:
             iban = iban_from_rib(bank, guichet, account)
-        except InvalidIban as exc:
+        except InvalidIban:
             raise InvalidAccount(
-                f"bank {bank!r} guichet {guichet!r} account {account!r} cannot form a RIB: "
-                f"{exc.message}",
+                f"the account of this 01 record cannot form a RIB: {_rib_problem(rec)}",
                 rec.line,
             ) from None
         currency = _currency(rec, DEFAULT_CURRENCY)
@@ -236,19 +291,31 @@ class _Block:
 
     @property
     def name(self) -> str:
-        return (
-            f"bank {self.bank} guichet {self.guichet} account {self.account} "
-            f"({mask_iban(self.iban)})"
-        )
+        return f"account {mask_iban(self.iban)}"
 
     def check_same_account(self, rec: _Record) -> None:
-        """Every record of a block must be for the account its ``01`` record opened."""
-        theirs = (rec.field(3, 7), rec.field(12, 16), rec.field(22, 32))
-        if theirs != (self.bank, self.guichet, self.account):
+        """Attribute a record to the block's account, or refuse a mixture of accounts.
+
+        The account number identifies the account inside a block: a ``04``/``05`` whose
+        bank or guichet differs from the ``01``'s (the booking branch, in some banks'
+        files) still belongs to it. The ``07`` closes the ``01``'s account and must name
+        it entirely.
+        """
+        differs = [
+            name
+            for (first, last, name) in (
+                (3, 7, "bank code (positions 3-7)"),
+                (12, 16, "guichet (positions 12-16)"),
+                (22, 32, "account number (positions 22-32)"),
+            )
+            if rec.field(first, last) != self.opening.field(first, last)
+            and (rec.kind == "07" or first == 22)
+        ]
+        if differs:
             raise MalformedRecord(
-                f"record {rec.kind} is for bank {theirs[0]!r} guichet {theirs[1]!r} account "
-                f"{theirs[2]!r}, inside the statement of {self.name} opened on line "
-                f"{self.opening.line}",
+                f"record {rec.kind} is for another account than the statement of {self.name} "
+                f"opened on line {self.opening.line}: its {' and '.join(differs)} do not "
+                f"match the 01 record's (a mixture of accounts in one 01 … 07 block)",
                 rec.line,
             )
         currency = _currency(rec, self.currency)
@@ -263,8 +330,10 @@ class _Block:
         value = rec.field(43, 48)
         self.movements.append(
             _PendingMovement(
-                booking_date=_date(rec.field(35, 40), "booking date", rec.line),
-                value_date=_date(value, "value date", rec.line) if value.strip() else None,
+                booking_date=_date(rec.field(35, 40), "booking date (positions 35-40)", rec.line),
+                value_date=_date(value, "value date (positions 43-48)", rec.line)
+                if value.strip()
+                else None,
                 amount=_amount(rec.field(91, 104), _decimals(rec, self.decimals), rec.line),
                 label_parts=[rec.field(49, 79).strip()],
                 reference=rec.field(105, 120).strip() or None,
@@ -280,7 +349,7 @@ class _Block:
 
     def close(self, rec: _Record, data: bytes) -> ParsedStatement:
         closing_balance = _amount(rec.field(91, 104), _decimals(rec, self.decimals), rec.line)
-        closing_date = _date(rec.field(35, 40), "new balance date", rec.line)
+        closing_date = _date(rec.field(35, 40), "new balance date (positions 35-40)", rec.line)
         movements = tuple(m.build() for m in self.movements)
         check_balance(self.opening_balance, movements, closing_balance, self.name, rec.line)
         period_start, period_end = statement_period(closing_date, movements)
@@ -298,12 +367,23 @@ class _Block:
         )
 
 
+def _rib_problem(rec: _Record) -> str:
+    """Which RIB field is unusable, by position, without quoting it."""
+    if not _DIGITS.fullmatch(rec.field(3, 7)):
+        return "the bank code (positions 3-7) must be 5 digits"
+    if not _DIGITS.fullmatch(rec.field(12, 16)):
+        return "the guichet (positions 12-16) must be 5 digits"
+    return "the account number (positions 22-32) must be 11 letters or digits"
+
+
 def _currency(rec: _Record, default: str) -> str:
     value = rec.field(17, 19)
     if not value.strip():
         return default
     if not _CURRENCY.fullmatch(value):
-        raise MalformedRecord(f"currency {value!r} is not a 3-letter ISO 4217 code", rec.line)
+        raise MalformedRecord(
+            "currency (positions 17-19) is not a 3-letter ISO 4217 code", rec.line
+        )
     return value
 
 
@@ -312,7 +392,7 @@ def _decimals(rec: _Record, default: int) -> int:
     if value == " ":
         return default
     if not _DIGITS.fullmatch(value):
-        raise MalformedRecord(f"number of decimals {value!r} is not a digit", rec.line)
+        raise MalformedRecord("number of decimals (position 20) is not a digit", rec.line)
     return int(value)
 
 

@@ -90,12 +90,14 @@ def check_balance(
     """Refuse a statement whose movements do not lead from its opening to its closing balance.
 
     Every format is checked the same way: a statement that does not add up was cut or
-    parsed wrongly (or tampered with), and a partner would book wrong figures from it.
+    parsed wrongly (or tampered with), and a partner would book wrong figures from it. The
+    reason gives the gap, not the balances: those are the file's content (docs/ingest.md,
+    what a reason may say).
     """
     total = sum((m.amount for m in movements), Decimal(0))
     if opening + total != closing:
         raise BalanceMismatch(
-            f"balances do not add up for {account}: opening balance {opening} + movements "
-            f"{total} = {opening + total}, but the closing balance is {closing}",
+            f"balances do not add up for {account}: the opening balance plus the movements "
+            f"misses the closing balance by {closing - opening - total}",
             line,
         )

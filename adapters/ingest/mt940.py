@@ -11,25 +11,39 @@ SWIFT end of text block, ``-}``; SWIFT forbids a continuation line from starting
 ``-``), a line beginning with ``{`` (the next message's envelope) or the end of the file.
 ``raw`` is that exact slice of the file, from the first byte of the ``:20:`` line to the
 end of the block's last line including its line terminator (CRLF, LF or CR, as in the
-file). SWIFT envelopes (``{1:…}{2:…}{4:``, ``-}``) and blank lines between blocks belong
-to no statement. A tag line outside any block is refused; other lines there (bank
-headers some files carry) are ignored.
+file). SWIFT envelopes (``{1:…}{2:…}{4:``, ``-}``), the SOH/ETX bytes (``\x01``, ``\x03``)
+that frame messages sent over SWIFT links, and blank lines between blocks belong to no
+statement. A tag line outside any block is refused; other lines there (bank headers such
+as ``:940:``, ``0000 01INGBNL2AXXXX00001`` and ``940 00``, or ``ABNANL2A`` then ``940``)
+are ignored. When that tag line follows a block ended by a line holding only ``-`` (a
+``:86:`` continuation line a bank started with ``-``, which SWIFT forbids), the refusal
+names the ``-`` line: that is where the file is wrong.
 
-Statement data: IBAN from ``:25:`` (the part after the last ``/`` when the bank writes
-``BIC/IBAN``), validated with ``normalise_iban``; balances from ``:60F:`` (or ``:60M:``)
-and ``:62F:`` (or ``:62M:``); one movement per ``:61:`` with its ``:86:`` as label
-(lines joined by single spaces). A ``:61:`` carries a value date and an optional entry
-date (MMDD): the entry date is the booking date, the value date stands in when it is
-missing. ``mt-940`` runs with all its correctness options on (``Options.all()``); in
+Statement data: IBAN from ``:25:`` (``_iban``): the part that is a valid IBAN, whether the
+bank writes ``IBAN``, ``BIC/IBAN``, ``IBAN EUR`` or ``IBANEUR``; a ``:25:`` with no IBAN in
+it (``BIC/account/CCY``, a bare account number) is refused, since the router keys
+statements on IBAN, and the currency is never taken for an account. Balances from
+``:60F:`` (or ``:60M:``) and ``:62F:`` (or ``:62M:``); one movement per ``:61:`` with its
+``:86:`` as label (lines joined by single spaces). A ``:61:`` carries a value date and an
+optional entry date (MMDD): the entry date is the booking date, the value date stands in
+when it is missing. One line after ``:61:`` (its supplementary details, where SNS, ASN and Rabobank
+put the counterparty's account and name) is read, and is the label when there is no
+``:86:``; a ``:61:`` followed by more than one such line is refused naming that layout.
+``mt-940`` runs with all its correctness options on (``Options.all()``); in
 particular a reversal of a credit (``RC``) is a debit. The reference is the bank
 reference (after ``//``), else the customer reference unless it is ``NONREF``.
 
 Encoding: UTF-8 when the bytes are valid UTF-8, else latin-1 (French banks use both). A
 UTF-8 byte-order mark at the start of the file is skipped and belongs to no statement.
+
+Reasons never quote the file: tags, line numbers and the masked IBAN only. ``mt-940``'s
+own log records (about twenty per refused statement, quoting the tag values) are routed
+to our logger at debug level, without their arguments (``_LibraryLogs``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +51,7 @@ from decimal import Decimal
 from typing import Any
 
 import mt940
+import structlog
 
 from adapters.ingest.errors import InvalidAccount, MalformedRecord
 from adapters.ingest.model import Movement, ParsedStatement, check_balance, statement_period
@@ -46,6 +61,39 @@ from routing.domain.iban import mask_iban, normalise_iban
 _LINE = re.compile(rb"([^\r\n]*)(\r\n|\r|\n)?")
 _TAG = re.compile(rb":([0-9]{2}[A-Z]?):")
 _UTF8_BOM = b"\xef\xbb\xbf"
+_FRAMING = b"\x01\x03"
+"""SOH and ETX: the bytes that frame a message on a SWIFT link."""
+_BIC = re.compile(r"[A-Z]{6}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
+_CCY = re.compile(r"[A-Z]{3}")
+_IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
+_TRAILING_CCY = re.compile(r"(.+?) ?([A-Z]{3})")
+
+log = structlog.get_logger(__name__)
+
+
+class _LibraryLogs(logging.Handler):
+    """Re-emit ``mt-940``'s records on our logger at debug level, without their arguments.
+
+    The library logs every tag it cannot match at ERROR, with the tag's value (a
+    counterparty's IBAN and name) in the arguments. Its message templates say what it
+    tried, which is what a developer needs; the values stay out of every log.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug(
+            "mt940.library",
+            library_logger=record.name,
+            library_level=record.levelname,
+            template=str(record.msg),
+        )
+
+
+def _route_library_logs() -> None:
+    """Attach ``_LibraryLogs`` to the ``mt940`` logger once (not at import: no side effects)."""
+    library = logging.getLogger("mt940")
+    if not any(isinstance(h, _LibraryLogs) for h in library.handlers):
+        library.addHandler(_LibraryLogs(logging.DEBUG))
+        library.propagate = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +151,8 @@ def _lines(data: bytes) -> list[_Line]:
 def _blocks(data: bytes) -> list[_Block]:
     blocks: list[_Block] = []
     current: list[_Line] = []
+    dash: _Line | None = None
+    """The lone ``-`` line that ended the last block, until anything else is met."""
 
     def flush() -> None:
         while current and not current[-1].content.strip():
@@ -112,22 +162,58 @@ def _blocks(data: bytes) -> list[_Block]:
         current.clear()
 
     for line in _lines(data):
-        content = line.content
+        content = line.content.lstrip(_FRAMING)
         if content.startswith(b":20:"):
             flush()
+            dash = None
             current.append(line)
         elif content.startswith((b"-", b"{")):
+            dash = line if current and content.strip() == b"-" else None
             flush()
         elif current:
+            _check_continuation(current, line)
             current.append(line)
-        elif _TAG.match(content):
+        elif (tag := _TAG.match(content)) is not None:
+            tag_name = tag.group(0).decode("ascii")
+            if dash is not None:
+                raise MalformedRecord(
+                    f"a line holding only '-' ends the statement here (SWIFT's end of a "
+                    f"message), but line {line.number} goes on with a {tag_name} tag: a :86: "
+                    "continuation line must not start with '-'",
+                    dash.number,
+                )
             raise MalformedRecord(
-                f"tag {content[:5].decode('latin-1')!r} is outside a statement: no :20: "
-                "line opened it",
+                f"tag {tag_name} is outside a statement: no :20: line opened it",
                 line.number,
             )
+        elif content.strip():
+            dash = None
     flush()
     return blocks
+
+
+def _check_continuation(current: list[_Line], line: _Line) -> None:
+    """Refuse a second line after a ``:61:``: only one line of supplementary details exists.
+
+    SNS, ASN and Rabobank put the counterparty on the line after ``:61:``, which SWIFT
+    allows as the statement line's supplementary details (34 characters) and we read.
+    A counterparty spread over more lines is another layout, refused by name rather than
+    by ``mt-940``'s pattern error.
+    """
+    if not line.content.strip() or _TAG.match(line.content):
+        return
+    opener = next(
+        (i for i in range(len(current) - 1, -1, -1) if _TAG.match(current[i].content)), None
+    )
+    if opener is None or not current[opener].content.startswith(b":61:"):
+        return
+    if any(ln.content.strip() for ln in current[opener + 1 :]):
+        raise MalformedRecord(
+            f"the :61: statement line on line {current[opener].number} is followed by more "
+            "than one line before the next tag: the layout with the counterparty over several "
+            "lines after :61: is not supported (one line of supplementary details is)",
+            line.number,
+        )
 
 
 def _decode(raw: bytes) -> str:
@@ -148,6 +234,7 @@ def parse(data: bytes) -> list[ParsedStatement]:
 def _statement(block: _Block, data: bytes) -> ParsedStatement:
     raw = data[block.lines[0].start : block.lines[-1].end]
     text = _decode(raw)
+    _route_library_logs()
     try:
         parsed = mt940.parse(text, options=mt940.Options.all())
     except Exception as exc:  # mt-940 raises bare RuntimeErrors, ValueErrors, … on bad tags
@@ -199,7 +286,11 @@ class _Balance:
 
 
 def _unreadable(exc: Exception, block: _Block) -> MalformedRecord:
-    """Name the tag line mt-940 could not match, when its exception says which it was."""
+    """Name the tag line mt-940 could not match, when its exception says which it was.
+
+    Only the tag, its line and the layout's name: the value would put the file's content
+    (a counterparty's IBAN and name) in the reason.
+    """
     if len(exc.args) == 3 and isinstance(exc.args[1], mt940.tags.Tag):
         tag, value = exc.args[1], str(exc.args[2])
         prefix = f":{tag.id}:".encode()
@@ -212,9 +303,11 @@ def _unreadable(exc: Exception, block: _Block) -> MalformedRecord:
             block.first_line,
         )
         return MalformedRecord(
-            f":{tag.id}: {value!r} does not match the MT940 layout of {tag.slug}", line
+            f":{tag.id}: does not match the MT940 layout of {tag.slug.replace('_', ' ')}", line
         )
-    return MalformedRecord(f"MT940 statement cannot be read: {exc}", block.first_line)
+    return MalformedRecord(
+        f"MT940 statement cannot be read ({type(exc).__name__})", block.first_line
+    )
 
 
 def _balance(info: dict[str, Any], which: str, line: int) -> _Balance:
@@ -232,13 +325,52 @@ def _balance(info: dict[str, Any], which: str, line: int) -> _Balance:
 
 
 def _iban(value: object, line: int) -> str:
+    """The one IBAN in a ``:25:`` value, in any of the forms banks write it.
+
+    Each ``/``-separated part is tried as it is, then without a trailing currency code
+    (``IBAN EUR``, ``IBANEUR``); a part is taken only when it is a valid IBAN, so neither
+    a BIC nor a currency can pass for one.
+    """
     if not value:
         raise MalformedRecord("the statement has no :25: account identification", line)
-    candidate = str(value).strip().rsplit("/", 1)[-1]
-    try:
-        return normalise_iban(candidate)
-    except InvalidIban as exc:
-        raise InvalidAccount(f":25: {exc.message}", line) from None
+    parts = [part.strip() for part in str(value).upper().split("/") if part.strip()]
+    found: list[str] = []
+    for part in parts:
+        trailing = _TRAILING_CCY.fullmatch(part)
+        for candidate in (part, trailing.group(1) if trailing else None):
+            if candidate is None:
+                continue
+            try:
+                iban = normalise_iban(candidate)
+            except InvalidIban:
+                continue
+            if iban not in found:
+                found.append(iban)
+            break
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise InvalidAccount(
+            f":25: names {len(found)} different IBANs; a statement is one account's", line
+        )
+    shape = "/".join(_shape(part) for part in parts)
+    raise InvalidAccount(
+        f":25: holds no valid IBAN (its form is {shape}): the router keys statements on "
+        "IBAN, so a statement whose account is not given as an IBAN cannot be routed",
+        line,
+    )
+
+
+def _shape(part: str) -> str:
+    """What a ``:25:`` part looks like, in words, without quoting it."""
+    compact = part.replace(" ", "")
+    if _CCY.fullmatch(compact):
+        return "currency"
+    if _BIC.fullmatch(compact):
+        return "BIC"
+    if _IBAN_SHAPE.fullmatch(compact):
+        return "IBAN with an invalid checksum or length"
+    return "account number"
 
 
 def _date(value: object) -> date:

@@ -77,8 +77,10 @@ __all__ = [
     "producer_params",
     "publish_file",
     "require_received_topic",
+    "resolve_format",
     "send_records",
     "statement_id",
+    "validate_events",
 ]
 
 log = structlog.get_logger(__name__)
@@ -230,6 +232,21 @@ def _events(
                 statement.first_line,
             )
         yield statement, event, value
+
+
+def validate_events(statements: Iterable[ParsedStatement], *, source: str, now: datetime) -> None:
+    """Build, validate and size-check every statement's event, as publishing would.
+
+    For a parse-only preview (``ingest --dry-run``): it refuses exactly what
+    ``prepare_file`` would refuse, without keeping the events.
+    """
+    for _ in _events(statements, source, _utc(now)):
+        pass
+
+
+def resolve_format(data: bytes, fmt: FormatChoice, filename: str | None) -> BankFormat:
+    """The format a file is parsed with: ``fmt``, or the detected one for ``auto``."""
+    return _resolve_format(data, fmt, filename)
 
 
 def _resolve_format(data: bytes, fmt: FormatChoice, filename: str | None) -> BankFormat:

@@ -9,6 +9,10 @@ Two modes, one rule per file (all of its statements published, or none):
   moves nothing (to publish files you must not move, such as the checked-in samples).
 * ``ingest --watch DIR`` watches a drop folder until SIGINT/SIGTERM, moving each file to
   ``DIR/done/`` or ``DIR/quarantine/`` (``adapters.ingest.dropfolder``).
+* ``ingest --dry-run FILE...`` reads the files as publishing would and prints, per file,
+  the format and per statement the masked IBAN, period, balances, currency and number of
+  movements, or the refusal with its line (``adapters.ingest.preview``). It needs no
+  broker and moves nothing: a bank feed checks a new bank's files with it.
 
 It publishes to a running broker: ``KAFKA_BOOTSTRAP_SERVERS``, or ``--bootstrap`` with the
 address ``statement-router up`` prints for its embedded broker. ``statements.received``
@@ -16,7 +20,8 @@ must exist with ``TOPIC_PARTITIONS`` partitions (``statement-router topics creat
 is checked first, because a send to a missing topic would auto-create it with the wrong
 partition count.
 
-Exit codes: 0 all published; 7 at least one file refused (the others were published);
+Exit codes: 0 all published (or, with ``--dry-run``, all readable); 7 at least one file
+refused (the others were published);
 8 the broker is unreachable or failed (files not yet acknowledged stay where they were;
 ingesting them again republishes the same statement ids); 1 no broker configured; 2 bad
 usage.
@@ -33,6 +38,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters.ingest.dropfolder import QUARANTINE, DropResult, error_document, settle, watch
+from adapters.ingest.preview import FilePreview, preview_file
 from adapters.ingest.producer import (
     MAX_SOURCE_LENGTH,
     FormatChoice,
@@ -134,6 +140,51 @@ def _echo(report: IngestReport, moved_to: Path | None) -> None:
         f"nothing was published{where}",
         err=True,
     )
+
+
+def _echo_preview(preview: FilePreview) -> None:
+    if preview.refusal is not None:
+        typer.echo(
+            f"error: {preview.file}: {preview.refusal.message} [{preview.refusal.code}]",
+            err=True,
+        )
+        return
+    count = len(preview.statements)
+    typer.echo(
+        f"{preview.file}: {preview.format}, {count} statement{'s' if count != 1 else ''} "
+        "(dry run: nothing published)"
+    )
+    for s in preview.statements:
+        typer.echo(
+            f"  line {s.first_line}: {s.masked_iban}  "
+            f"{s.period_start.isoformat()}..{s.period_end.isoformat()}  {s.currency}  "
+            f"opening {s.opening_balance}  closing {s.closing_balance}  "
+            f"{s.movements} movement{'s' if s.movements != 1 else ''}"
+        )
+
+
+def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: bool) -> None:
+    """Preview each file; exit 7 when one would be refused, 1 when one cannot be read."""
+    outcomes: list[dict[str, Any]] = []
+    refused = unreadable = False
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            unreadable = True
+            typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
+            continue
+        preview = preview_file(data, filename=path.name, fmt=_choice(fmt), source=source)
+        refused = refused or not preview.ok
+        outcomes.append({**preview.as_json(), "file": str(path)})
+        if not as_json:
+            _echo_preview(preview)
+    if as_json:
+        print_json(outcomes)
+    if refused:
+        raise typer.Exit(EXIT_INVALID)
+    if unreadable:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 async def _start_producer(cfg: Settings, bootstrap: str, topics: Topics) -> Any:
@@ -295,6 +346,14 @@ def ingest(
         float, typer.Option("--poll-interval", help="Seconds between polls of --watch.", min=0.05)
     ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only read the FILEs and print what would be published (format, masked "
+            "IBAN, period, balances, movements) or the refusal; needs no broker, moves nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Publish bank files as statement.received/v1 events, one per statement, keyed by IBAN.
 
@@ -312,6 +371,15 @@ def ingest(
         )
     if source is not None and not 1 <= len(source) <= MAX_SOURCE_LENGTH:
         raise typer.BadParameter(f"--source must be 1 to {MAX_SOURCE_LENGTH} characters")
+    if dry_run:
+        if watch_dir is not None or quarantine_dir or done or keep or bootstrap:
+            raise typer.BadParameter(
+                "--dry-run reads FILEs only: it publishes and moves nothing, so --watch, "
+                "--quarantine, --done, --keep and --bootstrap do not apply"
+            )
+        assert files is not None
+        _dry_run(files, fmt, source, as_json)
+        return
     cfg = settings()
     servers = _bootstrap(cfg, bootstrap)
     if watch_dir is not None:

@@ -205,3 +205,80 @@ async def test_watch_ingests_dropped_files_and_stops_on_sigterm(
     published = await events(kafka_broker, topics)
     assert {event.format for _, event in published} == {"camt053"}
     assert len(published) == 3
+
+
+def dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ingest --dry-run`` with no broker anywhere in the environment."""
+    return subprocess.run(
+        [str(SCRIPT), "ingest", "--dry-run", *args],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_dry_run_prints_each_statement_or_the_refusal_without_a_broker(tmp_path: Path) -> None:
+    good = drop("mt940-multi.sta", tmp_path / "in")
+    short = Path(shutil.copy(SAMPLES / "rules" / "cfonb120-short-records.txt", tmp_path / "in"))
+    broken = drop("cfonb120-truncated.txt", tmp_path / "in")
+
+    result = dry_run(tmp_path, str(good), str(short), str(broken))
+
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.splitlines() == [
+        "mt940-multi.sta: mt940, 2 statements (dry run: nothing published)",
+        "  line 2: FR33 **** **** **** **** ***1 Z25  2025-03-03..2025-03-03  EUR  "
+        "opening 2750.00  closing 1429.55  3 movements",
+        "  line 17: FR76 **** **** **** **** ***6 714  2025-03-03..2025-03-03  EUR  "
+        "opening -75.30  closing 0.00  1 movement",
+        "cfonb120-short-records.txt: cfonb120, 1 statement (dry run: nothing published)",
+        "  line 1: FR76 **** **** **** **** ***0 189  2025-03-03..2025-03-03  EUR  "
+        "opening 1000.00  closing 1094.50  2 movements",
+    ]
+    assert result.stderr.strip() == (
+        "error: cfonb120-truncated.txt: line 4: record '04' is 87 characters long, expected "
+        "120: truncated record, its amount (positions 91-104) is cut (only fields that may be "
+        "blank can be missing at the end of a record) [malformed_record]"
+    )
+    assert broken.exists() and not (tmp_path / "in" / "quarantine").exists()
+
+
+def test_dry_run_json_gives_the_same_for_scripts(tmp_path: Path) -> None:
+    good = Path(shutil.copy(SAMPLES / "rules" / "camt053-booking-23h-utc.xml", tmp_path))
+    refused = Path(shutil.copy(SAMPLES / "rules" / "mt940-lone-dash-continuation.sta", tmp_path))
+
+    result = dry_run(tmp_path, "--json", str(good), str(refused))
+
+    assert result.returncode == 7, result.stderr
+    accepted, rejected = json.loads(result.stdout)
+    assert accepted == {
+        "file": str(good),
+        "ok": True,
+        "format": "camt053",
+        "statements": [
+            {
+                "iban": "FR76 **** **** **** **** ***0 189",
+                "period_start": "2025-03-04",
+                "period_end": "2025-03-04",
+                "currency": "EUR",
+                "opening_balance": "1000.00",
+                "closing_balance": "1120.00",
+                "movements": 1,
+                "first_line": 5,
+            }
+        ],
+        "error": None,
+    }
+    assert (rejected["ok"], rejected["format"], rejected["statements"]) == (False, "mt940", [])
+    assert (rejected["error"]["code"], rejected["error"]["line"]) == ("malformed_record", 7)
+    assert rejected["error"]["message"].startswith("line 7: a line holding only '-' ends")
+
+
+def test_dry_run_exits_0_when_every_file_reads_and_refuses_broker_options(tmp_path: Path) -> None:
+    good = drop("camt053-multi.xml", tmp_path)
+    assert dry_run(tmp_path, str(good)).returncode == 0
+    misuse = dry_run(tmp_path, str(good), "--done", str(tmp_path / "done"))
+    assert misuse.returncode == 2
+    assert "--dry-run reads FILEs only" in misuse.stderr

@@ -160,7 +160,7 @@ def test_balance_mismatch_names_the_closing_balance_line() -> None:
     with pytest.raises(BalanceMismatch) as caught:
         camt053.parse(_document(body))
     assert caught.value.line == 8
-    assert "opening balance 100.00 + movements 0 = 100.00" in caught.value.reason
+    assert "misses the closing balance by 0.01" in caught.value.reason
     assert "FR76 **** **** **** **** ***4 504" in caught.value.reason
 
 

@@ -124,8 +124,8 @@ def test_bad_rib_sample_is_refused_on_its_line() -> None:
         cfonb120.parse(sample("cfonb120-bad-rib.txt"))
     assert caught.value.line == 1
     assert str(caught.value) == (
-        "line 1: bank '30006' guichet '00001' account '12345-78901' cannot form a RIB: "
-        "account number '12345-78901' must be 11 letters or digits"
+        "line 1: the account of this 01 record cannot form a RIB: the account number "
+        "(positions 22-32) must be 11 letters or digits"
     )
 
 
@@ -134,9 +134,8 @@ def test_balance_mismatch_sample_names_the_account_and_the_07_line() -> None:
         cfonb120.parse(sample("cfonb120-balance-mismatch.txt"))
     assert caught.value.line == 6
     assert str(caught.value) == (
-        "line 6: balances do not add up for bank 10278 guichet 06076 account 0001234F501 "
-        "(FR60 **** **** **** **** ***0 152): opening balance 4321.09 + movements -950.00 "
-        "= 3371.09, but the closing balance is 3371.10"
+        "line 6: balances do not add up for account FR60 **** **** **** **** ***0 152: the "
+        "opening balance plus the movements misses the closing balance by 0.01"
     )
 
 
@@ -144,7 +143,9 @@ def test_truncated_sample_is_refused_on_its_line() -> None:
     with pytest.raises(MalformedRecord) as caught:
         cfonb120.parse(sample("cfonb120-truncated.txt"))
     assert str(caught.value) == (
-        "line 4: record '04' is 87 characters long, expected 120: truncated record"
+        "line 4: record '04' is 87 characters long, expected 120: truncated record, its "
+        "amount (positions 91-104) is cut (only fields that may be blank can be missing at "
+        "the end of a record)"
     )
 
 
@@ -169,12 +170,14 @@ def _file(lines: list[str], ending: str = "\r\n") -> bytes:
     return "".join(line + ending for line in lines).encode("latin-1")
 
 
-def test_leftover_characters_in_a_file_without_line_breaks_are_a_truncated_record() -> None:
-    data = "".join(_lines()).encode("latin-1")[:-7]
+def test_a_last_record_cut_into_its_balance_in_a_file_without_line_breaks_is_refused() -> None:
+    data = "".join(_lines()).encode("latin-1")[:-20]
     with pytest.raises(MalformedRecord) as caught:
         cfonb120.parse(data)
     assert caught.value.line == 4
-    assert "last record is 113 characters long, expected 120: truncated record" in str(caught.value)
+    assert "'07' is 100 characters long, expected 120: truncated record, its balance" in str(
+        caught.value
+    )
 
 
 def test_blank_lines_trailing_spaces_and_a_utf8_bom_are_tolerated() -> None:
@@ -214,12 +217,12 @@ def test_every_sign_character_is_read() -> None:
         (lambda ls: [ls[0], "03" + ls[1][2:], *ls[2:]], 2, "unknown record type '03'"),
         (lambda ls: [ls[0], ls[1][:21] + "99999999999" + ls[1][32:], *ls[2:]], 2, "account"),
         (lambda ls: [ls[0], ls[1][:16] + "USD" + ls[1][19:], *ls[2:]], 2, "is in USD"),
-        (lambda ls: [ls[0], ls[1][:16] + "E1R" + ls[1][19:], *ls[2:]], 2, "currency 'E1R'"),
-        (lambda ls: [ls[0], ls[1][:19] + "X" + ls[1][20:], *ls[2:]], 2, "decimals 'X'"),
+        (lambda ls: [ls[0], ls[1][:16] + "E1R" + ls[1][19:], *ls[2:]], 2, "currency (positions"),
+        (lambda ls: [ls[0], ls[1][:19] + "X" + ls[1][20:], *ls[2:]], 2, "decimals (position 20)"),
         (lambda ls: [ls[0], ls[1][:34] + "310225" + ls[1][40:], *ls[2:]], 2, "not a valid"),
         (lambda ls: [ls[0], ls[1][:42] + "03 325" + ls[1][48:], *ls[2:]], 2, "value date"),
-        (lambda ls: [ls[0], ls[1][:103] + "S" + ls[1][104:], *ls[2:]], 2, "amount '"),
-        (lambda ls: [ls[0], ls[1][:95] + " " + ls[1][96:], *ls[2:]], 2, "amount '"),
+        (lambda ls: [ls[0], ls[1][:103] + "S" + ls[1][104:], *ls[2:]], 2, "amount (positions"),
+        (lambda ls: [ls[0], ls[1][:95] + " " + ls[1][96:], *ls[2:]], 2, "amount (positions"),
         (lambda ls: [*ls[:3], ls[3] + "0" + ls[3]], 4, "several records on one line"),
         (lambda ls: [], None, "the file holds no statement"),
     ],

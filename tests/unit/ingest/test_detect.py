@@ -86,8 +86,8 @@ def test_detection_skips_bom_and_blank_space(data: bytes, fmt: str) -> None:
         (b"", "'x.dat': the file is empty"),
         (b" \r\n\t", "'x.dat': the file is empty"),
         (b'<?xml version="1.0"?><Document xmlns="urn:other"/>', "XML without the camt.053"),
-        (b"date;amount\n01/03/2025;12.50\n", "the file starts with 'date;amount'"),
-        (b"01ABCDE", "the file starts with '01ABCDE'"),
+        (b"date;amount\n01/03/2025;12.50\n", "nor MT940 (a first line starting with :20:"),
+        (b"01ABCDE", "not CFONB 120 (a first record starting with 01 and a 5-digit bank"),
     ],
 )
 def test_unknown_bytes_are_refused_with_a_reason(data: bytes, message: str) -> None:

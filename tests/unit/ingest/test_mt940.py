@@ -97,7 +97,9 @@ def test_a_bad_iban_is_refused_on_the_25_line() -> None:
     with pytest.raises(InvalidAccount) as caught:
         mt940.parse(data)
     assert caught.value.line == 2
-    assert str(caught.value).startswith("line 2: :25: IBAN FR76 ")
+    assert str(caught.value).startswith(
+        "line 2: :25: holds no valid IBAN (its form is BIC/IBAN with an invalid checksum"
+    )
 
 
 def test_a_balance_mismatch_names_the_62F_line() -> None:
@@ -105,7 +107,7 @@ def test_a_balance_mismatch_names_the_62F_line() -> None:
     with pytest.raises(BalanceMismatch) as caught:
         mt940.parse(data)
     assert caught.value.line == 8
-    assert "opening balance 100.00 + movements 9.50 = 109.50" in caught.value.reason
+    assert "misses the closing balance by 0.01" in caught.value.reason
 
 
 @pytest.mark.parametrize(
@@ -114,7 +116,7 @@ def test_a_balance_mismatch_names_the_62F_line() -> None:
         (
             BARE.replace(b"D0,50NMSC", b"X0,50NMSC"),
             5,
-            ":61: '2503040304X0,50NMSCNONREF' does not match the MT940 layout of statement",
+            ":61: does not match the MT940 layout of statement",
         ),
         (BARE.replace(b":60F:C250303EUR100,00\n", b""), 1, "no opening balance"),
         (b":25:FR7630006000011234567890189\n" + BARE, 1, "outside a statement"),
