@@ -96,6 +96,11 @@ class StateStore(ABC):
     async def get_iban(self, actor: Actor, iban: str) -> IbanState:
         """One IBAN of the actor's cabinet; ``UnknownIban`` or ``OtherCabinet`` otherwise."""
 
+    @abstractmethod
+    async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
+        """The IBANs of the actor's own cabinet, sorted by IBAN (the console's « IBAN »
+        page); ``OtherCabinet`` for another cabinet, ``UnknownCabinet`` if absent."""
+
     # --- the outbox, for the relay ------------------------------------------------------
     @abstractmethod
     async def pending_outbox(self, limit: int) -> Sequence[OutboxMessage]:
@@ -324,6 +329,11 @@ class DeliveryLedger(ABC):
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
         """The statement's trace, for a user of its cabinet (``OtherCabinet`` otherwise,
         ``UnknownStatement`` if nothing is known of it)."""
+
+    @abstractmethod
+    async def operator_trace(self, statement_id: str) -> StatementTrace:
+        """The same trace for a So bank operator, whatever the cabinet (the operators'
+        console search); ``UnknownStatement`` if nothing ties it to a cabinet."""
 
     @abstractmethod
     async def recent_statements(

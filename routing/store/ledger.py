@@ -214,6 +214,11 @@ class SqlDeliveryLedger(DeliveryLedger):
         return found.scalar_one_or_none()
 
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
+        found = await self.operator_trace(statement_id)
+        rules.ensure_own_cabinet(actor, found.cabinet_id)
+        return found
+
+    async def operator_trace(self, statement_id: str) -> StatementTrace:
         async with self._read() as conn:
             entries = await self._entries(conn, statement_id)
             row = (
@@ -232,7 +237,6 @@ class SqlDeliveryLedger(DeliveryLedger):
             # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
             # nobody's statement as far as users are concerned.
             raise UnknownStatement(statement_id)
-        rules.ensure_own_cabinet(actor, cabinet_id)
         return StatementTrace(
             statement_id=statement_id,
             cabinet_id=cabinet_id,

@@ -539,6 +539,17 @@ class SqlStateStore(StateStore):
             rules.ensure_own_cabinet(actor, row.cabinet_id)
             return self._state(row, await self._connectors(conn, row.cabinet_id))
 
+    async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
+        rules.ensure_own_cabinet(actor, cabinet_id)
+        async with self._read() as conn:
+            if not await self._cabinet_exists(conn, cabinet_id):
+                raise UnknownCabinet(cabinet_id)
+            connectors = await self._connectors(conn, cabinet_id)
+            rows = await conn.execute(
+                select(ibans).where(ibans.c.cabinet_id == cabinet_id).order_by(ibans.c.iban)
+            )
+            return [self._state(row, connectors) for row in rows]
+
     # --- the outbox ----------------------------------------------------------------------
 
     async def pending_outbox(self, limit: int) -> Sequence[OutboxMessage]:
