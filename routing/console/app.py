@@ -36,8 +36,10 @@ def mount_console(
     async def _csrf(_: Request, __: CsrfRefused) -> HTMLResponse:
         return render(
             "error.html",
-            {"message": "Formulaire refusé : jeton anti-falsification (CSRF) absent ou "
-                        "invalide. Rechargez la page et recommencez."},
+            {
+                "message": "Formulaire refusé : jeton anti-falsification (CSRF) absent ou "
+                "invalide. Rechargez la page et recommencez."
+            },
             403,
         )
 

@@ -88,8 +88,15 @@ def cabinet_pages(
         addable = [c for c in catalogue if c not in connectors]
         return render(
             "cabinet.html",
-            base(session, "cabinet", connectors=connectors, bound=bound, addable=addable,
-                 error=error, notice=notice),
+            base(
+                session,
+                "cabinet",
+                connectors=connectors,
+                bound=bound,
+                addable=addable,
+                error=error,
+                notice=notice,
+            ),
             status,
         )
 
@@ -217,9 +224,7 @@ def cabinet_pages(
         except DomainError as exc:
             return refused(session, exc)
         connectors = await store.list_cabinet_connectors(session.actor, session.actor.cabinet_id)
-        return render(
-            "iban.html", base(session, "ibans", iban=state, connectors=connectors)
-        )
+        return render("iban.html", base(session, "ibans", iban=state, connectors=connectors))
 
     @router.post("/ibans/{iban}/connecteur")
     async def bind(request: Request, iban: str) -> Response:
@@ -256,8 +261,15 @@ def cabinet_pages(
             )
         return render(
             "releves.html",
-            base(session, "releves", first=first, last=last, entries=entries, error=error,
-                 available=global_file is not None),
+            base(
+                session,
+                "releves",
+                first=first,
+                last=last,
+                entries=entries,
+                error=error,
+                available=global_file is not None,
+            ),
             422 if error else 200,
         )
 
@@ -286,15 +298,24 @@ def cabinet_pages(
         assert session.actor is not None
         ibans = await store.list_ibans(session.actor, session.actor.cabinet_id)
         chosen = request.query_params.get("iban", "").strip()
-        context = base(session, "diagnostic", ibans=ibans, chosen=chosen, diagnosis=None,
-                       failing=None, recent=[], state=None)
+        context = base(
+            session,
+            "diagnostic",
+            ibans=ibans,
+            chosen=chosen,
+            diagnosis=None,
+            failing=None,
+            recent=[],
+            state=None,
+        )
         if not chosen:
             return render("diagnostic.html", context)
         try:
             state = await store.get_iban(session.actor, chosen)
             recent = (
                 await ledger.recent_statements(session.actor, state.iban, limit=5)
-                if ledger is not None else []
+                if ledger is not None
+                else []
             )
         except DomainError as exc:
             return refused(session, exc)
@@ -334,9 +355,7 @@ def _signin_page(
         {"page": "signin", "action": action, "title": title, "csrf": token, "error": error},
         status,
     )
-    response.set_cookie(
-        SIGNIN_COOKIE, token, httponly=True, samesite="strict", path=PREFIX
-    )
+    response.set_cookie(SIGNIN_COOKIE, token, httponly=True, samesite="strict", path=PREFIX)
     return response
 
 

@@ -60,8 +60,9 @@ class LagHistory:
     def add(self, snap: MonitorSnapshot) -> None:
         if self.samples and self.samples[-1][1] == snap.taken_at:
             return
-        self.samples.append((time.monotonic(), snap.taken_at, {g.group_id: g.lag for g in
-                                                              snap.groups}))
+        self.samples.append(
+            (time.monotonic(), snap.taken_at, {g.group_id: g.lag for g in snap.groups})
+        )
         cutoff = time.monotonic() - self.window
         while self.samples and self.samples[0][0] < cutoff:
             self.samples.popleft()
@@ -102,8 +103,9 @@ class OpsConsole:
         if self.monitor is None:
             if not self.bootstrap_servers:
                 raise BrokerError("this API process has no Kafka bootstrap servers configured")
-            self.monitor = monitor_service(self.bootstrap_servers, self.topics,
-                                           list(self.catalogue))
+            self.monitor = monitor_service(
+                self.bootstrap_servers, self.topics, list(self.catalogue)
+            )
         return self.monitor
 
     def broker(self) -> str:
@@ -131,8 +133,10 @@ def ops_pages(
         if not session.operator:
             return render(
                 "error.html",
-                {"message": "Ces pages sont réservées aux opérateurs de So bank : votre "
-                            "session de cabinet n'y donne pas accès."},
+                {
+                    "message": "Ces pages sont réservées aux opérateurs de So bank : votre "
+                    "session de cabinet n'y donne pas accès."
+                },
                 403,
             )
         return session
@@ -173,12 +177,20 @@ def ops_pages(
                 error = f"Broker indisponible : {exc.message}"
         return render(
             "ops_overview.html",
-            base(session, "ops", snap=snap, error=error, refresh=REFRESH_SECONDS,
-                 chart=ops.history.svg() if ops is not None else None),
+            base(
+                session,
+                "ops",
+                snap=snap,
+                error=error,
+                refresh=REFRESH_SECONDS,
+                chart=ops.history.svg() if ops is not None else None,
+            ),
         )
 
     async def dlq_view(
-        session: Session, status: int = 200, error: str | None = None,
+        session: Session,
+        status: int = 200,
+        error: str | None = None,
         notice: str | None = None,
     ) -> HTMLResponse:
         lists: list[dict[str, Any]] = []
@@ -186,14 +198,19 @@ def ops_pages(
             try:
                 for connector_id in ops.catalogue:
                     entries = await list_dead_letters(ops.broker(), ops.topics, connector_id)
-                    lists.append({"connector_id": connector_id,
-                                  "entries": [e.summary() for e in entries],
-                                  "open": sum(1 for e in entries if e.open)})
+                    lists.append(
+                        {
+                            "connector_id": connector_id,
+                            "entries": [e.summary() for e in entries],
+                            "open": sum(1 for e in entries if e.open),
+                        }
+                    )
             except BrokerError as exc:
                 error = f"Broker indisponible : {exc.message}"
                 status = 503
-        return render("ops_dlq.html", base(session, "dlq", lists=lists, error=error,
-                                           notice=notice), status)
+        return render(
+            "ops_dlq.html", base(session, "dlq", lists=lists, error=error, notice=notice), status
+        )
 
     @router.get("/dlq")
     async def dead_letters(request: Request) -> Response:
@@ -214,7 +231,9 @@ def ops_pages(
         statement_id = form.get("statement_id") or None
         try:
             report = await replay_dead_letters(
-                ops.broker(), ops.topics, connector_id,
+                ops.broker(),
+                ops.topics,
+                connector_id,
                 statement_ids=None if statement_id is None else [statement_id],
             )
         except DeadLetterError as exc:
@@ -233,8 +252,16 @@ def ops_pages(
         if not isinstance(session, Session):
             return session
         query = request.query_params.get("q", "").strip()
-        context = base(session, "search", q=query, state=None, diagnosis=None, trace=None,
-                       recent=[], error=None)
+        context = base(
+            session,
+            "search",
+            q=query,
+            state=None,
+            diagnosis=None,
+            trace=None,
+            recent=[],
+            error=None,
+        )
         if not query:
             return render("ops_search.html", context)
         try:

@@ -43,8 +43,9 @@ async def serve() -> AsyncIterator[ServeApp]:
 
     async def start(app: FastAPI) -> Served:
         port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         servers.append((server, task))
@@ -63,13 +64,19 @@ async def serve() -> AsyncIterator[ServeApp]:
             await task
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+def chromium_executable() -> str:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: apt-get install -y chromium (see .ci/run)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium_executable()
     async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                            args=["--no-sandbox"])
+        chromium = await pw.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
         try:
             yield chromium
         finally:
@@ -82,8 +89,9 @@ async def new_page(browser: Browser) -> AsyncIterator[Callable[..., Awaitable[Pa
     contexts: list[Any] = []
 
     async def make(**kwargs: Any) -> Page:
-        context = await browser.new_context(accept_downloads=True, locale="fr-FR",
-                                            viewport={"width": 1200, "height": 800}, **kwargs)
+        context = await browser.new_context(
+            accept_downloads=True, locale="fr-FR", viewport={"width": 1200, "height": 800}, **kwargs
+        )
         contexts.append(context)
         return await context.new_page()
 

@@ -4,6 +4,7 @@ the real API app and a migrated SQLite store (the rules run in the store, as for
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -63,16 +64,40 @@ async def console(
     files, ledger = global_file_store(store), delivery_ledger(store)
     now = datetime.now(UTC)
     for statement_id, cabinet, iban in (("st-a-1", "cab-a", APPROVED), ("st-b-1", "cab-b", OTHER)):
-        await files.store([GlobalFileEntry(
-            statement_id=statement_id, cabinet_id=cabinet, iban=iban, client_ref=None,
-            format="cfonb120", period_start=date(2026, 11, 1), period_end=date(2026, 11, 30),
-            received_at=now, source="test", content=cfonb(iban[-10:]), content_sha256="0" * 64,
-            routed_at=now, routing=None, kafka_topic="t", kafka_partition=0, kafka_offset=0,
-        )])
-    await ledger.record([
-        OutcomeRecord("st-pending-1", "held", now, iban=PENDING, cabinet_id="cab-a",
-                      detail="held: mandate_pending"),
-    ])
+        await files.store(
+            [
+                GlobalFileEntry(
+                    statement_id=statement_id,
+                    cabinet_id=cabinet,
+                    iban=iban,
+                    client_ref=None,
+                    format="cfonb120",
+                    period_start=date(2026, 11, 1),
+                    period_end=date(2026, 11, 30),
+                    received_at=now,
+                    source="test",
+                    content=cfonb(iban[-10:]),
+                    content_sha256="0" * 64,
+                    routed_at=now,
+                    routing=None,
+                    kafka_topic="t",
+                    kafka_partition=0,
+                    kafka_offset=0,
+                )
+            ]
+        )
+    await ledger.record(
+        [
+            OutcomeRecord(
+                "st-pending-1",
+                "held",
+                now,
+                iban=PENDING,
+                cabinet_id="cab-a",
+                detail="held: mandate_pending",
+            ),
+        ]
+    )
     app = create_app(store, default_catalogue(), global_file=files, ledger=ledger)
     sessions = mount_console(app, store, default_catalogue(), global_file=files, ledger=ledger)
     served = await serve(app)
@@ -152,10 +177,11 @@ async def download_matches_the_api(page: Page, console: Console, who: str) -> No
     async with page.expect_download() as info:
         await page.get_by_role("link", name="Télécharger").click()
     download = await info.value
-    got = Path(await download.path()).read_bytes()
+    got = await asyncio.to_thread(Path(await download.path()).read_bytes)
     async with httpx.AsyncClient(base_url=console.url) as client:
         api = await client.get(
-            "/cabinets/cab-a/global-file", params={"from": "2026-11-01", "to": "2026-11-30"},
+            "/cabinets/cab-a/global-file",
+            params={"from": "2026-11-01", "to": "2026-11-30"},
             headers={"Authorization": f"Bearer {console.tokens[who]}"},
         )
     assert api.status_code == 200
@@ -185,12 +211,15 @@ async def test_collaborateur_walk_through(console: Console, new_page: NewPage) -
     await expect(page.get_by_label("Ajouter un connecteur")).to_have_count(0)
     await expect(page.get_by_role("button", name="Supprimer le connecteur Quadra")).to_have_count(0)
     csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
-    refused = await page.request.post(console.url + "/console/cabinet/connecteurs",
-                                      form={"csrf": csrf or "", "connector_id": "acd"})
+    refused = await page.request.post(
+        console.url + "/console/cabinet/connecteurs",
+        form={"csrf": csrf or "", "connector_id": "acd"},
+    )
     assert refused.status == 403
     assert "Seul un « Superviseur » ou un « Administrateur »" in await refused.text()
     refused = await page.request.post(
-        console.url + "/console/cabinet/connecteurs/quadra/supprimer", form={"csrf": csrf or ""})
+        console.url + "/console/cabinet/connecteurs/quadra/supprimer", form={"csrf": csrf or ""}
+    )
     assert refused.status == 403
     assert await console.store.list_cabinet_connectors(admin, "cab-a") == ["quadra"]
 
@@ -239,8 +268,10 @@ async def test_another_cabinet_is_unknown_even_by_url(console: Console, new_page
         assert "cab-b" not in await page.content()
     await page.goto(console.url + "/console/ibans")
     csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
-    posted = await page.request.post(f"{console.url}/console/ibans/{OTHER}/connecteur",
-                                     form={"csrf": csrf or "", "connector_id": ""})
+    posted = await page.request.post(
+        f"{console.url}/console/ibans/{OTHER}/connecteur",
+        form={"csrf": csrf or "", "connector_id": ""},
+    )
     assert posted.status == 404
     state = await console.store.iban_state(OTHER)
     assert state is not None and state.version == 1
@@ -259,11 +290,14 @@ async def test_forms_without_the_csrf_token_are_refused(
         response = await page.request.post(url, form=form)
         assert response.status == 403
         assert "CSRF" in await response.text()
-    bind = await page.request.post(f"{console.url}/console/ibans/{APPROVED}/connecteur",
-                                   form={"connector_id": "", "csrf": "forged"})
+    bind = await page.request.post(
+        f"{console.url}/console/ibans/{APPROVED}/connecteur",
+        form={"connector_id": "", "csrf": "forged"},
+    )
     assert bind.status == 403
-    signin = await page.request.post(console.url + "/console/connexion",
-                                     form={"token": console.tokens["other"]})
+    signin = await page.request.post(
+        console.url + "/console/connexion", form={"token": console.tokens["other"]}
+    )
     assert signin.status == 403
     actor = await console.store.authenticate(console.tokens["superviseur"])
     assert await console.store.list_cabinet_connectors(actor, "cab-a") == []
