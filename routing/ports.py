@@ -209,6 +209,11 @@ class GlobalFileStore(ABC):
         another cabinet, whatever the profile."""
 
     @abstractmethod
+    async def latest_period_start(self, actor: Actor, cabinet_id: str) -> date | None:
+        """The start of the latest period in the actor's own cabinet's file, or None when
+        the file is empty (the console's « Relevés » opens on that month)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections (only if the store owns its engine)."""
 

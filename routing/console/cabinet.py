@@ -36,14 +36,20 @@ from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, StateStore
 
 
-def _period(values: Mapping[str, str]) -> tuple[date, date, str | None]:
-    """The « Relevés » period (default: the last 31 days) and an error sentence if bad."""
+def _period(values: Mapping[str, str], latest: date | None) -> tuple[date, date, str | None]:
+    """The « Relevés » period and an error sentence if it is bad.
+
+    Without one, the page opens on the month of the cabinet's latest statement up to
+    today (the last 31 days when the file is empty), so it never opens on an empty page
+    while the file holds statements.
+    """
     today = date.today()
+    start = latest.replace(day=1) if latest else today - timedelta(days=31)
     try:
-        first = date.fromisoformat(values.get("from") or (today - timedelta(days=31)).isoformat())
-        last = date.fromisoformat(values.get("to") or today.isoformat())
+        first = date.fromisoformat(values.get("from") or start.isoformat())
+        last = date.fromisoformat(values.get("to") or max(today, start).isoformat())
     except ValueError:
-        return today - timedelta(days=31), today, "Dates invalides : utilisez AAAA-MM-JJ."
+        return start, today, "Dates invalides : utilisez AAAA-MM-JJ."
     if first > last:
         return first, last, "La période se termine avant de commencer."
     return first, last, None
@@ -253,7 +259,10 @@ def cabinet_pages(
         if session is None:
             return redirect("/connexion")
         assert session.actor is not None
-        first, last, error = _period(dict(request.query_params))
+        latest = None
+        if global_file is not None:
+            latest = await global_file.latest_period_start(session.actor, session.actor.cabinet_id)
+        first, last, error = _period(dict(request.query_params), latest)
         entries = []
         if global_file is not None and error is None:
             entries = await global_file.statements(
@@ -279,7 +288,7 @@ def cabinet_pages(
         if session is None:
             return redirect("/connexion")
         assert session.actor is not None
-        first, last, error = _period(dict(request.query_params))
+        first, last, error = _period(dict(request.query_params), None)
         if global_file is None or error is not None:
             return render(
                 "error.html", base(session, "releves", message=error or "Indisponible."), 422

@@ -104,9 +104,11 @@ async def console(
     yield Console(served.url, tokens, store, sessions)
 
 
-async def sign_in(page: Page, console: Console, who: str) -> None:
+async def sign_in(page: Page, console: Console, who: str, shot: bool = False) -> None:
     await page.goto(console.url + "/console")
     await expect(page).to_have_url(console.url + "/console/connexion")
+    if shot:
+        await screenshot(page, "connexion")
     await page.get_by_label("Jeton d'accès").fill(console.tokens[who])
     await page.get_by_role("button", name="Se connecter").click()
     await expect(page.get_by_role("heading", name="Cabinet cab-a")).to_be_visible()
@@ -122,15 +124,22 @@ async def choose_connector(page: Page, iban: str, label: str) -> None:
 
 async def test_superviseur_walk_through(console: Console, new_page: NewPage) -> None:
     page = await new_page()
-    await sign_in(page, console, "superviseur")
+    await sign_in(page, console, "superviseur", shot=True)
     cookie = next(c for c in await page.context.cookies() if c["name"] == COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert console.tokens["superviseur"] not in repr(console.sessions.__dict__)
 
     # Cabinet: « + » opens the catalogue; add ACD.
-    await page.get_by_label("Ajouter un connecteur").click()
+    # Keyboard only: « + » opens with Enter, the drop-down and the button by Tab.
+    await page.get_by_label("Ajouter un connecteur").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Connecteur à ajouter")).to_be_visible()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("Connecteur à ajouter")).to_be_focused()
     await page.get_by_label("Connecteur à ajouter").select_option(label="ACD")
-    await page.get_by_role("button", name="Ajouter").click()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Ajouter")).to_be_focused()
+    await page.keyboard.press("Enter")
     await expect(page.get_by_role("status")).to_contain_text("Connecteur ACD ajouté au cabinet")
     await expect(page.get_by_role("row").filter(has_text="ACD")).to_contain_text("0")
     await screenshot(page, "cabinet")
@@ -141,6 +150,12 @@ async def test_superviseur_walk_through(console: Console, new_page: NewPage) -> 
     await expect(page.get_by_role("row").filter(has_text=APPROVED)).to_contain_text("approuvé")
     assert (await console.store.iban_state(APPROVED)).connector_id == "acd"  # type: ignore[union-attr]
     await screenshot(page, "ibans")
+    await page.goto(f"{console.url}/console/ibans/{APPROVED}")
+    await expect(page.get_by_role("heading", name=f"IBAN {APPROVED}")).to_be_visible()
+    await screenshot(page, "iban")
+    await page.goto(f"{console.url}/console/releves/st-a-1")
+    await expect(page.locator(".status")).to_have_text("in_global_file")
+    await screenshot(page, "releve")
 
     await page.get_by_role("link", name="Cabinet", exact=True).click()
     await page.get_by_role("button", name="Supprimer le connecteur ACD").click()
@@ -168,6 +183,9 @@ async def test_superviseur_walk_through(console: Console, new_page: NewPage) -> 
 
 async def download_matches_the_api(page: Page, console: Console, who: str) -> None:
     await page.get_by_role("link", name="Relevés", exact=True).click()
+    # Without a period the page opens on the month of the latest statement.
+    await expect(page.get_by_label("Du", exact=True)).to_have_value("2026-11-01")
+    await expect(page.get_by_role("row").filter(has_text="st-a-1")).to_be_visible()
     await page.get_by_label("Du", exact=True).fill("2026-11-01")
     await page.get_by_label("Au", exact=True).fill("2026-11-30")
     await page.get_by_role("button", name="Afficher").click()
