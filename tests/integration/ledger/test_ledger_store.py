@@ -237,3 +237,14 @@ def _entries(*outcomes: str) -> list[LedgerEntry]:
 )
 def test_statement_status(outcomes: tuple[str, ...], in_file: bool, status: str) -> None:
     assert statement_status(_entries(*outcomes), in_global_file=in_file) == status
+
+
+async def test_the_operator_trace_ignores_the_cabinet_boundary(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record([outcome("s-b", "held", 1, account=2, cabinet_id="cab-b")])
+    with pytest.raises(OtherCabinet):
+        await ledger.trace(CAB_A, "s-b")
+    found = await ledger.operator_trace("s-b")
+    assert (found.cabinet_id, found.status) == ("cab-b", "held")
+    assert found == await ledger.trace(CAB_B, "s-b")
+    with pytest.raises(UnknownStatement):
+        await ledger.operator_trace("s-never")
