@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from config.catalogue import ConnectorSpec
 from routing.api.statements import global_file_download
-from routing.console.sessions import SIGNIN_COOKIE, Session, SessionStore, csrf_matches
+from routing.console.sessions import COOKIE, SIGNIN_COOKIE, Session, SessionStore, csrf_matches
 from routing.console.web import (
     PREFIX,
     CsrfRefused,
@@ -159,9 +159,9 @@ def cabinet_pages(
         form = await form_of(request)
         if session is not None:
             check_csrf(session, form)
-            sessions.close(request.cookies.get("console_session"))
+            sessions.close(request.cookies.get(COOKIE))
         response = redirect("/connexion")
-        response.delete_cookie("console_session", path=PREFIX)
+        response.delete_cookie(COOKIE, path=PREFIX)
         return response
 
     # --- Cabinet ------------------------------------------------------------------------
