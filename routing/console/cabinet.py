@@ -232,12 +232,20 @@ def cabinet_pages(
         connectors = await store.list_cabinet_connectors(session.actor, session.actor.cabinet_id)
         return render("iban.html", base(session, "ibans", iban=state, connectors=connectors))
 
+    @router.post("/ibans")
+    async def bind_from_plus(request: Request) -> Response:
+        """The page's « + »: the IBAN and the connector come from the form."""
+        form = await form_of(request)
+        return await bind_form(request, form.get("iban", ""), form)
+
     @router.post("/ibans/{iban}/connecteur")
     async def bind(request: Request, iban: str) -> Response:
+        return await bind_form(request, iban, await form_of(request))
+
+    async def bind_form(request: Request, iban: str, form: Mapping[str, str]) -> Response:
         session = user(request)
         if session is None:
             return redirect("/connexion")
-        form = await form_of(request)
         check_csrf(session, form)
         assert session.actor is not None
         connector_id = form.get("connector_id") or None

@@ -241,7 +241,13 @@ async def test_collaborateur_walk_through(console: Console, new_page: NewPage) -
     assert refused.status == 403
     assert await console.store.list_cabinet_connectors(admin, "cab-a") == ["quadra"]
 
-    await choose_connector(page, PENDING, "Quadra")
+    # The page's « + » binds too.
+    await page.goto(console.url + "/console/ibans")
+    await page.get_by_label("Associer un IBAN à un connecteur").click()
+    await page.get_by_label("IBAN", exact=True).select_option(value=PENDING)
+    await page.get_by_label("Connecteur", exact=True).select_option(label="Quadra")
+    await page.get_by_role("button", name="Associer").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"IBAN {PENDING} : Quadra")
     await expect(page.get_by_role("row").filter(has_text=PENDING)).to_contain_text("Quadra")
     await choose_connector(page, PENDING, "Aucun connecteur")
     await expect(page.get_by_role("row").filter(has_text=PENDING)).to_contain_text(
