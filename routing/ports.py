@@ -320,6 +320,24 @@ class StatementSummary:
     detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectorDeliveries:
+    """One connector's deliveries since a time, for the operators' overview."""
+
+    connector_id: str
+    delivered: int
+    dead_lettered: int
+    retries: int
+    last_error: str | None
+    last_error_at: datetime | None
+
+    @property
+    def success_ratio(self) -> float | None:
+        """Delivered over finished (delivered or dead-lettered); None before any."""
+        finished = self.delivered + self.dead_lettered
+        return self.delivered / finished if finished else None
+
+
 class DeliveryLedger(ABC):
     """Every ``delivery.outcome/v1`` of every statement, recorded once.
 
@@ -339,6 +357,11 @@ class DeliveryLedger(ABC):
     async def operator_trace(self, statement_id: str) -> StatementTrace:
         """The same trace for a So bank operator, whatever the cabinet (the operators'
         console search); ``UnknownStatement`` if nothing ties it to a cabinet."""
+
+    @abstractmethod
+    async def connector_deliveries(self, since: datetime) -> list[ConnectorDeliveries]:
+        """Per connector with outcomes since ``since``: delivered, dead-lettered, retries
+        and the latest failure's detail (an operator read, every cabinet)."""
 
     @abstractmethod
     async def recent_statements(

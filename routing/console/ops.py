@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -169,6 +169,10 @@ def ops_pages(
         if not isinstance(session, Session):
             return session
         snap, error = None, None
+        deliveries = {}
+        if ledger is not None:
+            since = datetime.now(UTC) - timedelta(seconds=HOUR)
+            deliveries = {d.connector_id: d for d in await ledger.connector_deliveries(since)}
         if ops is not None:
             try:
                 snap = await ops.service().snapshot(counts=True)
@@ -180,6 +184,7 @@ def ops_pages(
             base(
                 session,
                 "ops",
+                deliveries=deliveries,
                 snap=snap,
                 error=error,
                 refresh=REFRESH_SECONDS,

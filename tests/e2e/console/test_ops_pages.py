@@ -6,13 +6,16 @@ refuses a statement for good
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
 
 from config.catalogue import default_catalogue
+from config.settings import Settings
 from events.topics import Topics
 from routing.api.app import create_app
 from routing.api.ops import new_operator_token, ops_router
@@ -21,6 +24,7 @@ from routing.broker import EmbeddedBroker
 from routing.console.app import mount_console
 from routing.console.ops import OpsConsole
 from routing.domain.model import Profile
+from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.e2e.console.conftest import ServeApp, screenshot
@@ -45,6 +49,7 @@ async def ops_console(
     serve: ServeApp,
     kafka_broker: EmbeddedBroker,
     topics: Topics,
+    tmp_path: Path,
 ) -> AsyncIterator[OpsConsoleServed]:
     await upgrade(sqlite_url)
     store = make_store(sqlite_url)
@@ -64,9 +69,18 @@ async def ops_console(
     console = OpsConsole(topics, catalogue, servers, digest)
     mount_console(app, store, catalogue, global_file=files, ledger=ledger, ops=console)
     served = await serve(app)
+    # The real ledger consumer records the outcomes the overview and the search read.
+    stop = asyncio.Event()
+    recorder = asyncio.create_task(
+        run_ledger(
+            Settings(data_dir=tmp_path), topics, store.engine, stop, bootstrap_servers=servers
+        )
+    )
     try:
         yield OpsConsoleServed(served.url, token, user.token)
     finally:
+        stop.set()
+        await asyncio.wait_for(recorder, 60)
         if console.monitor is not None:
             await console.monitor.aclose()
 
@@ -130,6 +144,16 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
 
         await wait_until(overview_counts_it, what="the overview to count the dead letter")
 
+        async def ledger_counts_it() -> bool:
+            await page.goto(ops_console.url + "/console/ops")
+            row = page.get_by_role("row").filter(has_text="acd").last
+            return "50 %" in await row.inner_text()  # 1 delivered, 1 dead-lettered
+
+        await wait_until(ledger_counts_it, what="the connector's success ratio")
+        await expect(page.get_by_role("row").filter(has_text="acd").last).to_contain_text(
+            "HTTP 400"
+        )
+
         async def chart_drawn() -> bool:
             # The chart keeps every sample the page took; a line needs two of them.
             await page.goto(ops_console.url + "/console/ops")
@@ -144,6 +168,13 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
     assert hits[0].webhook_id == hits[1].webhook_id == "st-console-1"
 
     await page.get_by_role("link", name="Recherche").click()
+    await page.get_by_label("Identifiant de relevé ou IBAN").fill("st-console-1")
+    await page.get_by_role("button", name="Chercher").click()
+    await expect(page.locator(".status")).to_have_text("delivered")
+    steps = page.get_by_role("row")
+    for step in ("dead_lettered", "replayed", "delivered"):
+        await expect(steps.filter(has_text=step).first).to_be_visible()
+    await screenshot(page, "ops-search-statement")
     await page.get_by_label("Identifiant de relevé ou IBAN").fill("FR7630006000011234567890189")
     await page.get_by_role("button", name="Chercher").click()
     await expect(page.locator(".verdict")).to_contain_text("n'est pas connu de So bank")
