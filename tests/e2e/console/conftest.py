@@ -7,6 +7,7 @@ Chromium comes from apt (``/usr/bin/chromium``), never from ``playwright install
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ async def new_page(browser: Browser) -> AsyncIterator[Callable[..., Awaitable[Pa
 
 
 async def screenshot(page: Page, name: str) -> None:
-    """Keep a PNG of the page in docs/console/ (the README shows one)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """A PNG of the page; kept in docs/console/ (the README shows one) only with
+    ``UPDATE_CONSOLE_SCREENSHOTS=1``, so an ordinary test run leaves the checkout clean."""
+    png = await page.screenshot(full_page=True)
+    assert png.startswith(b"\x89PNG")
+    if os.environ.get("UPDATE_CONSOLE_SCREENSHOTS") == "1":
+        await asyncio.to_thread((SCREENSHOTS / f"{name}.png").write_bytes, png)
