@@ -98,7 +98,8 @@ class StateStore(ABC):
 
     @abstractmethod
     async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
-        """Every IBAN of the actor's cabinet, by IBAN (the FAQ's « page IBAN »)."""
+        """The IBANs of the actor's own cabinet, sorted by IBAN (the console's « IBAN »
+        page); ``OtherCabinet`` for another cabinet, ``UnknownCabinet`` if absent."""
 
     # --- the outbox, for the relay ------------------------------------------------------
     @abstractmethod
@@ -208,6 +209,11 @@ class GlobalFileStore(ABC):
         another cabinet, whatever the profile."""
 
     @abstractmethod
+    async def latest_period_start(self, actor: Actor, cabinet_id: str) -> date | None:
+        """The start of the latest period in the actor's own cabinet's file, or None when
+        the file is empty (the console's « Relevés » opens on that month)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections (only if the store owns its engine)."""
 
@@ -314,6 +320,24 @@ class StatementSummary:
     detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectorDeliveries:
+    """One connector's deliveries since a time, for the operators' overview."""
+
+    connector_id: str
+    delivered: int
+    dead_lettered: int
+    retries: int
+    last_error: str | None
+    last_error_at: datetime | None
+
+    @property
+    def success_ratio(self) -> float | None:
+        """Delivered over finished (delivered or dead-lettered); None before any."""
+        finished = self.delivered + self.dead_lettered
+        return self.delivered / finished if finished else None
+
+
 class DeliveryLedger(ABC):
     """Every ``delivery.outcome/v1`` of every statement, recorded once.
 
@@ -328,6 +352,17 @@ class DeliveryLedger(ABC):
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
         """The statement's trace, for a user of its cabinet (``OtherCabinet`` otherwise,
         ``UnknownStatement`` if nothing is known of it)."""
+
+    @abstractmethod
+    async def operator_trace(self, statement_id: str) -> StatementTrace | None:
+        """The same trace for a So bank operator, whatever the cabinet (the operators'
+        console and ``trace --operator``), a statement held for an unknown IBAN included
+        (``cabinet_id`` empty); None if the ledger has never seen it."""
+
+    @abstractmethod
+    async def connector_deliveries(self, since: datetime) -> list[ConnectorDeliveries]:
+        """Per connector with outcomes since ``since``: delivered, dead-lettered, retries
+        and the latest failure's detail (an operator read, every cabinet)."""
 
     @abstractmethod
     async def recent_statements(

@@ -19,6 +19,8 @@ from routing.bootstrap import (
     open_store,
     store_unavailable_errors,
 )
+from routing.console.app import mount_console
+from routing.console.ops import OpsConsole
 from routing.metrics import add_metrics_route
 from routing.monitor import serve_lag_metrics
 from routing.store.sql import SqlStateStore
@@ -54,20 +56,26 @@ def api_server(
     connectors = catalogue(settings)
     topics = Topics(settings.topic_prefix, settings.topic_partitions)
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
+    # One monitor for /ops/topics, /ops/lag, the console's overview and /metrics' lag.
+    monitor = serve_lag_metrics(servers, topics, connectors)
+    global_file, ledger = global_file_store(store), delivery_ledger(store)
     app = create_app(
         store,
         connectors,
         unavailable=store_unavailable_errors(),
-        global_file=global_file_store(store),
-        ledger=delivery_ledger(store),
+        global_file=global_file,
+        ledger=ledger,
         ops=ops_router(
             topics,
             connectors,
             bootstrap_servers=servers,
             operator_token_sha256=settings.operator_token_sha256,
-            # One monitor for /ops/topics, /ops/lag and the consumer-lag metric on /metrics.
-            monitor=serve_lag_metrics(servers, topics, connectors),
+            monitor=monitor,
         ),
+    )
+    mount_console(
+        app, store, connectors, global_file=global_file, ledger=ledger,
+        ops=OpsConsole(topics, connectors, servers, settings.operator_token_sha256, monitor),
     )
     # The API process's metrics (in `up`, every role's): Prometheus scrapes the API port.
     add_metrics_route(app)

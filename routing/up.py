@@ -349,6 +349,7 @@ async def _run_up(
         for connector_id, endpoint in endpoints.items():
             print_line(f"partner    {connector_id:<10} {_describe(endpoint)}")
         print_line(f"global     {api_url}/cabinets/<cabinet>/global-file?from=…&to=…")
+        print_line(f"console    {api_url}/console  (operators: {api_url}/console/ops)")
         if seed is not None:
             from routing.demo_feed import run_demo
 

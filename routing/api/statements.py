@@ -181,6 +181,23 @@ def parse_period(start: str, end: str) -> tuple[date, date]:
     return parsed["from"], parsed["to"]
 
 
+async def global_file_download(
+    files: GlobalFileStore, actor: Actor, cabinet_id: str, first: date, last: date
+) -> Response:
+    """The global file for [first, last] as an attachment: the API's download and the
+    console's « Télécharger » both answer with this, so they serve the same bytes."""
+    entries = await files.statements(actor, cabinet_id, first, last)
+    download = build_download(cabinet_id, first, last, entries)
+    return Response(
+        content=download.content,
+        media_type=download.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{download.filename}"',
+            "X-Statement-Count": str(download.statements),
+        },
+    )
+
+
 _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The global file for the period: a CFONB 120 .txt (records joined "
@@ -228,16 +245,7 @@ def statements_router(
             """« Relevés » → « Télécharger »: the cabinet's statements whose period overlaps
             [from, to]. Any profile, own cabinet only (403 otherwise)."""
             first, last = parse_period(start, end)
-            entries = await files.statements(actor, cabinet_id, first, last)
-            download = build_download(cabinet_id, first, last, entries)
-            return Response(
-                content=download.content,
-                media_type=download.media_type,
-                headers={
-                    "Content-Disposition": f'attachment; filename="{download.filename}"',
-                    "X-Statement-Count": str(download.statements),
-                },
-            )
+            return await global_file_download(files, actor, cabinet_id, first, last)
 
     if ledger is not None:
         book = ledger

@@ -222,13 +222,13 @@ def _operator_trace(cfg: Settings, prefix: str, as_json: bool) -> StatementTrace
 
     async def from_ledger() -> StatementTraceOut | None:
         async with open_services(cfg) as services:
-            found = await services.ledger.trace_any(prefix)
+            found = await services.ledger.operator_trace(prefix)
             if found is None:
                 ids = await services.ledger.statement_ids_starting(prefix)
                 if len(ids) > 1:
                     fail(f"{prefix!r} starts several statement ids ({', '.join(ids)}); "
                          "give more of it", EXIT_INVALID)
-                found = await services.ledger.trace_any(ids[0]) if ids else None
+                found = await services.ledger.operator_trace(ids[0]) if ids else None
             return None if found is None else StatementTraceOut.of(found)
 
     traced = run(from_ledger())

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -188,6 +188,16 @@ class SqlGlobalFileStore(GlobalFileStore):
                 )
             ).all()
         return [entry_of(row) for row in rows]
+
+    async def latest_period_start(self, actor: Actor, cabinet_id: str) -> date | None:
+        rules.ensure_own_cabinet(actor, cabinet_id)
+        async with self._read() as conn:
+            latest = await conn.scalar(
+                select(func.max(gfs.c.period_start)).where(gfs.c.cabinet_id == cabinet_id)
+            )
+        if isinstance(latest, str):  # SQLite returns the aggregate as text
+            return date.fromisoformat(latest)
+        return latest if isinstance(latest, date) else None
 
     async def get(self, statement_id: str) -> GlobalFileEntry | None:
         """Operator read of one stored statement (no cabinet check), or None."""

@@ -31,6 +31,7 @@ from routing.domain.errors import UnknownIban
 from routing.domain.iban import normalise_iban
 from routing.domain.model import Actor
 from routing.ports import (
+    ConnectorDeliveries,
     DeliveryLedger,
     GlobalFileEntry,
     LedgerEntry,
@@ -214,7 +215,7 @@ class SqlDeliveryLedger(DeliveryLedger):
         return found.scalar_one_or_none()
 
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
-        found = await self._trace(statement_id)
+        found = await self.operator_trace(statement_id)
         if found is None or not found.cabinet_id:
             # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
             # nobody's statement as far as users are concerned.
@@ -222,12 +223,9 @@ class SqlDeliveryLedger(DeliveryLedger):
         rules.ensure_own_cabinet(actor, found.cabinet_id)
         return found
 
-    async def trace_any(self, statement_id: str) -> StatementTrace | None:
+    async def operator_trace(self, statement_id: str) -> StatementTrace | None:
         """The trace for an operator: any cabinet's, and a statement held for an unknown
         IBAN too (``cabinet_id`` empty). None when the ledger has never seen it."""
-        return await self._trace(statement_id)
-
-    async def _trace(self, statement_id: str) -> StatementTrace | None:
         async with self._read() as conn:
             entries = await self._entries(conn, statement_id)
             row = (
@@ -297,6 +295,44 @@ class SqlDeliveryLedger(DeliveryLedger):
             if status not in ("delivered", "in_global_file"):
                 unsettled[sid] = status
         return unsettled
+
+    async def connector_deliveries(self, since: datetime) -> list[ConnectorDeliveries]:
+        counted = ("delivered", "dead_lettered", "retrying")
+        async with self._read() as conn:
+            counts = await conn.execute(
+                select(dl.c.connector_id, dl.c.outcome, func.count())
+                .where(dl.c.at >= since, dl.c.connector_id.is_not(None), dl.c.outcome.in_(counted))
+                .group_by(dl.c.connector_id, dl.c.outcome)
+            )
+            by_connector: dict[str, dict[str, int]] = {}
+            for connector_id, outcome, n in counts:
+                by_connector.setdefault(connector_id, {})[outcome] = int(n)
+            result = []
+            for connector_id in sorted(by_connector):
+                last = (
+                    await conn.execute(
+                        select(dl.c.detail, dl.c.at)
+                        .where(
+                            dl.c.connector_id == connector_id,
+                            dl.c.at >= since,
+                            dl.c.outcome.in_(("dead_lettered", "retrying")),
+                        )
+                        .order_by(dl.c.at.desc())
+                        .limit(1)
+                    )
+                ).first()
+                n = by_connector[connector_id]
+                result.append(
+                    ConnectorDeliveries(
+                        connector_id=connector_id,
+                        delivered=n.get("delivered", 0),
+                        dead_lettered=n.get("dead_lettered", 0),
+                        retries=n.get("retrying", 0),
+                        last_error=None if last is None else last.detail,
+                        last_error_at=None if last is None else last.at,
+                    )
+                )
+        return result
 
     async def recent_statements(
         self, actor: Actor, iban: str, limit: int = 5

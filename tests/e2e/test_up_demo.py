@@ -71,6 +71,8 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path, broker:
     assert any("Invalid checksum digits" in line for line in invalid)
     # Approving the mandate releases the held statements to the partner.
     assert len(line_for("-> partner acd (released; state v")) == 2
+    # The banner says where the web console is.
+    assert len(line_for("/console  (operators: ")) == 1
     # IBANs are masked, even in the report.
     assert "FR7630006000011234567890189" not in out + result.stderr
 

@@ -119,3 +119,16 @@ async def test_another_cabinet_is_refused_whatever_the_profile(
 async def test_a_reversed_period_is_a_programming_error(files: SqlGlobalFileStore) -> None:
     with pytest.raises(ValueError, match="before it starts"):
         await files.statements(CAB_A, "cab-a", date(2026, 2, 1), date(2026, 1, 1))
+
+
+async def test_latest_period_start_is_per_cabinet(files: SqlGlobalFileStore) -> None:
+    assert await files.latest_period_start(CAB_A, "cab-a") is None
+    await files.store([
+        entry("a-jan"),
+        entry("a-mar", period=("2026-03-01", "2026-03-31")),
+        entry("b-may", cabinet_id="cab-b", period=("2026-05-01", "2026-05-31")),
+    ])
+    assert await files.latest_period_start(CAB_A, "cab-a") == date(2026, 3, 1)
+    assert await files.latest_period_start(CAB_B, "cab-b") == date(2026, 5, 1)
+    with pytest.raises(OtherCabinet):
+        await files.latest_period_start(CAB_A, "cab-b")

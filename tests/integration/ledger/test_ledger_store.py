@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -237,3 +237,35 @@ def _entries(*outcomes: str) -> list[LedgerEntry]:
 )
 def test_statement_status(outcomes: tuple[str, ...], in_file: bool, status: str) -> None:
     assert statement_status(_entries(*outcomes), in_global_file=in_file) == status
+
+
+async def test_the_operator_trace_ignores_the_cabinet_boundary(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record([outcome("s-b", "held", 1, account=2, cabinet_id="cab-b")])
+    with pytest.raises(OtherCabinet):
+        await ledger.trace(CAB_A, "s-b")
+    found = await ledger.operator_trace("s-b")
+    assert found is not None and (found.cabinet_id, found.status) == ("cab-b", "held")
+    assert found == await ledger.trace(CAB_B, "s-b")
+    assert await ledger.operator_trace("s-never") is None
+
+
+async def test_connector_deliveries_count_since_a_time(ledger: SqlDeliveryLedger) -> None:
+    await ledger.record([
+        outcome("old", "dead_lettered", 0, connector_id="acd", detail="HTTP 500 long ago"),
+        outcome("s1", "retrying", 10, connector_id="acd", attempt=1, detail="HTTP 503"),
+        outcome("s1", "delivered", 11, connector_id="acd", attempt=2),
+        outcome("s2", "dead_lettered", 12, connector_id="acd", attempt=1, detail="HTTP 400"),
+        outcome("s2", "replayed", 13, connector_id="acd"),
+        outcome("s3", "delivered", 14, account=2, cabinet_id="cab-b", connector_id="quadra"),
+        outcome("s4", "routed", 15, connector_id="cegid"),
+    ])
+    since = datetime(2026, 1, 6, 7, 5, tzinfo=UTC)
+    acd, quadra = await ledger.connector_deliveries(since)
+    assert (acd.connector_id, acd.delivered, acd.dead_lettered, acd.retries) == ("acd", 1, 1, 1)
+    assert acd.success_ratio == 0.5
+    assert acd.last_error == "HTTP 400" and acd.last_error_at == datetime(
+        2026, 1, 6, 7, 12, tzinfo=UTC
+    )
+    assert (quadra.connector_id, quadra.delivered, quadra.success_ratio) == ("quadra", 1, 1.0)
+    assert quadra.last_error is None
+    assert await ledger.connector_deliveries(datetime(2026, 1, 7, tzinfo=UTC)) == []

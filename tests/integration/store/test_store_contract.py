@@ -473,6 +473,16 @@ async def test_get_iban(store: SqlStateStore) -> None:
         await store.get_iban(s.collaborateur, IBAN_4)
 
 
+async def test_list_ibans_is_the_actors_own_cabinet(store: SqlStateStore) -> None:
+    s = await seed(store)
+    listed = await store.list_ibans(s.collaborateur, "cab-a")
+    assert [state.iban for state in listed] == sorted(iban(n) for n in (1, 2, 3))
+    assert listed[1] == await store.iban_state(iban(2))
+    assert [state.iban for state in await store.list_ibans(s.admin_b, "cab-b")] == [IBAN_B]
+    with pytest.raises(OtherCabinet):
+        await store.list_ibans(s.admin, "cab-b")
+
+
 # --- the outbox ---------------------------------------------------------------------------
 
 
