@@ -280,10 +280,10 @@ async def test_a_key_that_is_not_utf8_is_reported_as_such_not_as_no_key(h: Harne
     await h.put_raw(statement("s1", IBAN_A), key=b"\xc3\x28")
     reason, event = invalid_reason(h)
     assert reason == (
-        "record has a key that is not UTF-8 (invalid continuation byte at byte 0; kept as "
-        "base64 in raw_key) but the statement's normalised IBAN is "
-        "FR76 **** **** **** **** ***0 189: statements.received must be keyed by the "
-        "normalised IBAN (it decides the partition, and the IBAN state is co-partitioned)"
+        "the record's key is not the statement's normalised IBAN "
+        "FR76 **** **** **** **** ***0 189 (a key that is not UTF-8 (invalid continuation "
+        "byte at byte 0; kept as base64 in raw_key)): statements.received must be keyed by "
+        "the normalised IBAN (it decides the partition, and the IBAN state is co-partitioned)"
     )
     assert event.raw_key == "base64:wyg=" and event.statement_id == "s1"
 
@@ -576,5 +576,8 @@ async def test_a_statement_off_its_keys_partition_is_forwarded_unchanged(h: Harn
 async def test_a_record_without_key_is_not_forwarded_but_refused(h: Harness) -> None:
     await h.put_raw(statement("s1", IBAN_A), key=None, partition=0)
     reason, _ = invalid_reason(h)
-    assert reason.startswith("record has no key")
+    assert reason.startswith(
+        "the record's key is not the statement's normalised IBAN FR76 **** **** **** **** "
+        "***0 189 (no key)"
+    )
     assert h.router.core.stats["forwarded"] == 0
