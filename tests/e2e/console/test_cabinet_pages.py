@@ -212,7 +212,7 @@ async def troubleshoot_pending(page: Page, console: Console) -> None:
     await page.get_by_label("IBAN à vérifier").select_option(value=PENDING)
     await page.get_by_role("button", name="Vérifier").click()
     checks = page.locator("ol.checks li")
-    await expect(checks).to_have_count(3)
+    await expect(checks).to_have_count(4)  # the FAQ's three, then the catalogue's
     await expect(checks.nth(0)).to_contain_text("✗")  # cab-a has no connector any more
     await expect(checks.nth(2)).to_contain_text("Le mandat est en attente")
     await expect(checks.nth(2)).to_contain_text("✗")
