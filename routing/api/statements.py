@@ -3,7 +3,8 @@ statement's trace (where is it, and why).
 
 Built by :func:`statements_router` and included by ``create_app`` when it is given a
 ``GlobalFileStore`` and/or a ``DeliveryLedger``; without them the routes do not exist
-(the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403),
+(the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403 for
+another cabinet's global file; another cabinet's statement is an ``UnknownStatement``, 404),
 like every other route: the routes only translate HTTP.
 
 No ``from __future__ import annotations`` here: FastAPI resolves the dependency

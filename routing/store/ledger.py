@@ -232,7 +232,7 @@ class SqlDeliveryLedger(DeliveryLedger):
             # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
             # nobody's statement as far as users are concerned.
             raise UnknownStatement(statement_id)
-        rules.ensure_own_cabinet(actor, cabinet_id)
+        rules.ensure_visible(actor, cabinet_id, UnknownStatement(statement_id))
         return StatementTrace(
             statement_id=statement_id,
             cabinet_id=cabinet_id,
@@ -253,7 +253,7 @@ class SqlDeliveryLedger(DeliveryLedger):
             cabinet_id = await self._iban_cabinet(conn, iban)
             if cabinet_id is None:
                 raise UnknownIban(iban)
-            rules.ensure_own_cabinet(actor, cabinet_id)
+            rules.ensure_visible(actor, cabinet_id, UnknownIban(iban))
             last_at = func.max(dl.c.at).label("last_at")
             latest = (
                 await conn.execute(

@@ -504,8 +504,8 @@ class SqlStateStore(StateStore):
                 if row is None:
                     raise UnknownIban(iban)
                 cabinet_id = str(row.cabinet_id)
-                # Refuse other cabinets before taking their lock.
-                rules.ensure_own_cabinet(actor, cabinet_id)
+                # Another cabinet's IBAN is an unknown one, refused before taking its lock.
+                rules.ensure_visible(actor, cabinet_id, UnknownIban(iban))
                 if connector_id is not None:
                     rules.ensure_known_connector(connector_id, self._catalogue)
                 row = await self._locked_iban_row(conn, iban)
@@ -536,7 +536,7 @@ class SqlStateStore(StateStore):
             row = await self._iban_row(conn, iban)
             if row is None:
                 raise UnknownIban(iban)
-            rules.ensure_own_cabinet(actor, row.cabinet_id)
+            rules.ensure_visible(actor, row.cabinet_id, UnknownIban(iban))
             return self._state(row, await self._connectors(conn, row.cabinet_id))
 
     # --- the outbox ----------------------------------------------------------------------
