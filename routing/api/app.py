@@ -6,10 +6,11 @@ the store and the catalogue in, so tests build an app on any store.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.catalogue import ConnectorSpec
+from routing.api.bodies import Gate, TokenThenBody, principal_of
 from routing.api.errors import install_error_handlers
 from routing.api.models import (
     AddConnector,
@@ -21,6 +22,7 @@ from routing.api.models import (
     ErrorOut,
     IbanStateOut,
 )
+from routing.api.ops import OpsRouter
 from routing.api.statements import statements_router
 from routing.domain.decide import Verdict, diagnose
 from routing.domain.errors import AuthenticationFailed, ConnectorNotOnCabinet, NotFound
@@ -41,7 +43,7 @@ def create_app(
     *,
     global_file: GlobalFileStore | None = None,
     ledger: DeliveryLedger | None = None,
-    ops: APIRouter | None = None,  # routing.api.ops.ops_router(...): operator endpoints
+    ops: OpsRouter | None = None,  # routing.api.ops.ops_router(...): operator endpoints
 ) -> FastAPI:
     """Build the API over ``store``. ``unavailable`` lists the store's outage errors (→ 503).
 
@@ -55,12 +57,29 @@ def create_app(
     )
     install_error_handlers(app, unavailable)
 
+    async def user_gate(token: str | None) -> Actor:
+        if token is None:
+            raise AuthenticationFailed("a bearer token is required (Authorization: Bearer …)")
+        return await store.authenticate(token)
+
+    gates: dict[str, Gate] = {"/": user_gate}
+    if ops is not None:
+        gates["/ops/"] = ops.gate
+    # Added first, so the Cache-Control middleware below wraps its answers too.
+    app.add_middleware(
+        TokenThenBody, paths=lambda: app.openapi()["paths"], gates=gates, unavailable=unavailable
+    )
+
     async def current_actor(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Actor:
+        checked = principal_of(request.state)  # the body gate checked the token already
+        if isinstance(checked, Actor):
+            return checked
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise AuthenticationFailed("a bearer token is required (Authorization: Bearer …)")
-        return await store.authenticate(credentials.credentials)
+            return await user_gate(None)
+        return await user_gate(credentials.credentials)
 
     ActorDep = Annotated[Actor, Depends(current_actor)]
 
