@@ -17,6 +17,8 @@ from routing.api.models import (
     BindConnector,
     CabinetConnectorAdded,
     CabinetConnectorsOut,
+    CabinetIdPath,
+    ConnectorIdPath,
     ConnectorOut,
     DiagnosisOut,
     ErrorOut,
@@ -99,7 +101,9 @@ def create_app(
         return [spec_out(connector_id) for connector_id in catalogue]
 
     @app.get("/cabinets/{cabinet_id}/connectors", tags=["connectors"])
-    async def cabinet_connectors(cabinet_id: str, actor: ActorDep) -> CabinetConnectorsOut:
+    async def cabinet_connectors(
+        cabinet_id: CabinetIdPath, actor: ActorDep
+    ) -> CabinetConnectorsOut:
         ids = await store.list_cabinet_connectors(actor, cabinet_id)
         return CabinetConnectorsOut(cabinet_id=cabinet_id, connectors=[spec_out(i) for i in ids])
 
@@ -110,7 +114,7 @@ def create_app(
         responses={200: {"model": CabinetConnectorAdded, "description": "Already there."}},
     )
     async def add_cabinet_connector(
-        cabinet_id: str, body: AddConnector, actor: ActorDep, response: Response
+        cabinet_id: CabinetIdPath, body: AddConnector, actor: ActorDep, response: Response
     ) -> CabinetConnectorAdded:
         """Rule 1: a superviseur or an administrateur adds a connector (201; 200 if present)."""
         added = await store.add_cabinet_connector(actor, cabinet_id, body.connector_id)
@@ -126,7 +130,7 @@ def create_app(
         status_code=status.HTTP_204_NO_CONTENT,
     )
     async def remove_cabinet_connector(
-        cabinet_id: str, connector_id: str, actor: ActorDep
+        cabinet_id: CabinetIdPath, connector_id: ConnectorIdPath, actor: ActorDep
     ) -> Response:
         """Rule 2: only when no IBAN of the cabinet is bound to it (409 says how many are)."""
         try:

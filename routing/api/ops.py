@@ -34,6 +34,7 @@ from config.catalogue import ConnectorSpec
 from events.topics import Topics
 from routing.api.bodies import Gate
 from routing.api.errors import error_body
+from routing.api.models import ConnectorIdPath
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
 from routing.monitor import MonitorService, monitor_service
@@ -214,7 +215,7 @@ def ops_router(
     }
 
     @router.get("/dlq/{connector_id}", response_model=DeadLettersOut, responses=responses)
-    async def dead_letters(connector_id: str) -> DeadLettersOut | JSONResponse:
+    async def dead_letters(connector_id: ConnectorIdPath) -> DeadLettersOut | JSONResponse:
         """The connector's dead letters (IBANs masked, no content), replayed or not."""
         try:
             entries = await list_dead_letters(broker(), topics, known(connector_id))
@@ -231,7 +232,7 @@ def ops_router(
         response_model=ReplayOut,
         responses={**responses, 409: {"description": "Already replayed (use force)."}},
     )
-    async def replay(connector_id: str, body: ReplayIn) -> ReplayOut | JSONResponse:
+    async def replay(connector_id: ConnectorIdPath, body: ReplayIn) -> ReplayOut | JSONResponse:
         """Re-publish dead letters to the partner topic (same statement id, same key)."""
         try:
             report = await replay_dead_letters(

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from adapters.global_file import build_download
+from routing.api.models import CabinetIdPath
 from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
 
@@ -219,7 +220,7 @@ def statements_router(
             responses=_FILE_RESPONSES,
         )
         async def download_global_file(
-            cabinet_id: str,
+            cabinet_id: CabinetIdPath,
             actor: ActorDep,
             start: Annotated[
                 str, Query(alias="from", description="First day (YYYY-MM-DD), inclusive.")

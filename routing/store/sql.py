@@ -54,6 +54,7 @@ from routing.domain.errors import (
     UnknownIban,
 )
 from routing.domain.iban import normalise_iban
+from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import CreatedUser, OutboxMessage, StateStore
 from routing.store.engine import (
@@ -113,7 +114,10 @@ class SqlStateStore(StateStore):
         self._engine = engine
         self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         self._url = engine.url
-        self._catalogue = frozenset(default_catalogue() if catalogue is None else catalogue)
+        self._catalogue = frozenset(
+            ensure_valid_id("connector", c)
+            for c in (default_catalogue() if catalogue is None else catalogue)
+        )
         self._clock = clock
         self._owns_engine = owns_engine
         self._memory_relay_held = False
@@ -305,8 +309,7 @@ class SqlStateStore(StateStore):
     # --- back office -----------------------------------------------------------------
 
     async def create_cabinet(self, cabinet_id: str, name: str) -> None:
-        if not cabinet_id or cabinet_id != cabinet_id.strip():
-            raise ValueError(f"invalid cabinet id {cabinet_id!r}: empty or padded with spaces")
+        ensure_valid_id("cabinet", cabinet_id)
         taken = AlreadyExists(f"cabinet {cabinet_id} already exists")
         try:
             async with self._write() as conn:
@@ -324,8 +327,9 @@ class SqlStateStore(StateStore):
         self, cabinet_id: str, profile: Profile, name: str | None = None
     ) -> CreatedUser:
         profile = Profile(profile)
+        ensure_valid_id("cabinet", cabinet_id)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        user_id = "usr_" + secrets.token_hex(12)
+        user_id = ensure_valid_id("user", "usr_" + secrets.token_hex(12))
         try:
             async with self._write() as conn:
                 if not await self._cabinet_exists(conn, cabinet_id):
@@ -364,6 +368,7 @@ class SqlStateStore(StateStore):
 
     async def add_iban(self, iban: str, cabinet_id: str, client_ref: str | None) -> IbanState:
         iban = normalise_iban(iban)
+        ensure_valid_id("cabinet", cabinet_id)
         taken = AlreadyExists(f"IBAN {iban} is already registered")
         try:
             async with self._write() as conn:
@@ -426,6 +431,7 @@ class SqlStateStore(StateStore):
     # --- the FAQ operations ------------------------------------------------------------
 
     async def list_cabinet_connectors(self, actor: Actor, cabinet_id: str) -> list[str]:
+        ensure_valid_id("cabinet", cabinet_id)
         rules.ensure_own_cabinet(actor, cabinet_id)
         async with self._read() as conn:
             if not await self._cabinet_exists(conn, cabinet_id):
@@ -433,6 +439,8 @@ class SqlStateStore(StateStore):
             return await self._connectors(conn, cabinet_id)
 
     async def add_cabinet_connector(self, actor: Actor, cabinet_id: str, connector_id: str) -> bool:
+        ensure_valid_id("cabinet", cabinet_id)
+        ensure_valid_id("connector", connector_id)
         rules.ensure_can_manage_connectors(actor, cabinet_id, "add")
         try:
             async with self._write() as conn:
@@ -458,6 +466,8 @@ class SqlStateStore(StateStore):
     async def remove_cabinet_connector(
         self, actor: Actor, cabinet_id: str, connector_id: str
     ) -> None:
+        ensure_valid_id("cabinet", cabinet_id)
+        ensure_valid_id("connector", connector_id)
         rules.ensure_can_manage_connectors(actor, cabinet_id, "remove")
         last_error: StoreIntegrityError | None = None
         for _attempt in range(_MAX_FK_RETRIES):
@@ -497,6 +507,8 @@ class SqlStateStore(StateStore):
 
     async def bind_iban(self, actor: Actor, iban: str, connector_id: str | None) -> IbanState:
         iban = normalise_iban(iban)
+        if connector_id is not None:
+            ensure_valid_id("connector", connector_id)
         cabinet_id: str | None = None
         try:
             async with self._write() as conn:
