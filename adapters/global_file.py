@@ -78,6 +78,7 @@ CRLF = b"\r\n"
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BLANK = b" \t\x1a\x00"  # spaces, tabs, a DOS end-of-file mark, NUL padding
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: fixed for determinism
 
 
@@ -124,7 +125,10 @@ def member_name(entry: GlobalFileEntry) -> str:
 
 
 def download_stem(cabinet_id: str, start: date, end: date) -> str:
-    return f"releves-{_safe(cabinet_id) or 'cabinet'}-{start.isoformat()}-{end.isoformat()}"
+    """``releves-<cabinet>-<from>-<to>``. Cabinet ids follow ``routing.domain.ids`` (no dot
+    at all); one created before that rule keeps only its letters, digits, ``-`` and ``_``."""
+    cabinet = _ID_UNSAFE.sub("_", cabinet_id).strip("_-") or "cabinet"
+    return f"releves-{cabinet}-{start.isoformat()}-{end.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)

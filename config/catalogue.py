@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from routing.domain.ids import id_problem
+
 AdapterKind = Literal["webhook", "sftp", "directory"]
 
 
@@ -15,6 +17,11 @@ class ConnectorSpec:
     connector_id: str
     name: str
     adapter: AdapterKind
+
+    def __post_init__(self) -> None:
+        problem = id_problem("connector", self.connector_id)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 _DEFAULT: tuple[ConnectorSpec, ...] = (

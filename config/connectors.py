@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from routing.domain.ids import id_problem
+
 _PATH_FIELDS = ("private_key_path", "known_hosts_path", "path")
 _INLINE_SECRET_FIELDS = ("secret", "passphrase")
 
@@ -150,6 +152,9 @@ def load_connectors_file(
     base = path.resolve().parent
     resolved: dict[str, dict[str, Any]] = {}
     for connector_id, table in tables.items():
+        problem = id_problem("connector", connector_id)
+        if problem is not None:
+            raise ConnectorsFileError(f"the connectors file {path}: {problem}")
         if not isinstance(table, dict):
             raise ConnectorsFileError(f"connector {connector_id}: expected a table")
         resolved[connector_id] = resolve_connector(connector_id, table, base, env)

@@ -94,7 +94,8 @@ class StateStore(ABC):
 
     @abstractmethod
     async def get_iban(self, actor: Actor, iban: str) -> IbanState:
-        """One IBAN of the actor's cabinet; ``UnknownIban`` or ``OtherCabinet`` otherwise."""
+        """One IBAN of the actor's cabinet; ``UnknownIban`` otherwise, also for another
+        cabinet's IBAN (``rules.ensure_visible``: no existence oracle)."""
 
     @abstractmethod
     async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
@@ -350,8 +351,8 @@ class DeliveryLedger(ABC):
 
     @abstractmethod
     async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
-        """The statement's trace, for a user of its cabinet (``OtherCabinet`` otherwise,
-        ``UnknownStatement`` if nothing is known of it)."""
+        """The statement's trace, for a user of its cabinet; ``UnknownStatement`` otherwise,
+        whether nothing is known of it or it is another cabinet's (no existence oracle)."""
 
     @abstractmethod
     async def operator_trace(self, statement_id: str) -> StatementTrace | None:

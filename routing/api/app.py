@@ -6,10 +6,11 @@ the store and the catalogue in, so tests build an app on any store.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.catalogue import ConnectorSpec
+from routing.api.bodies import Gate, TokenThenBody, principal_of
 from routing.api.errors import install_error_handlers
 from routing.api.models import (
     AddConnector,
@@ -17,11 +18,14 @@ from routing.api.models import (
     CabinetConnectorAdded,
     CabinetConnectorsOut,
     CabinetIbansOut,
+    CabinetIdPath,
+    ConnectorIdPath,
     ConnectorOut,
     DiagnosisOut,
     ErrorOut,
     IbanStateOut,
 )
+from routing.api.ops import OpsRouter
 from routing.api.statements import statements_router
 from routing.domain.decide import Verdict, diagnose
 from routing.domain.errors import AuthenticationFailed, ConnectorNotOnCabinet, NotFound
@@ -42,7 +46,7 @@ def create_app(
     *,
     global_file: GlobalFileStore | None = None,
     ledger: DeliveryLedger | None = None,
-    ops: APIRouter | None = None,  # routing.api.ops.ops_router(...): operator endpoints
+    ops: OpsRouter | None = None,  # routing.api.ops.ops_router(...): operator endpoints
 ) -> FastAPI:
     """Build the API over ``store``. ``unavailable`` lists the store's outage errors (→ 503).
 
@@ -56,12 +60,29 @@ def create_app(
     )
     install_error_handlers(app, unavailable)
 
+    async def user_gate(token: str | None) -> Actor:
+        if token is None:
+            raise AuthenticationFailed("a bearer token is required (Authorization: Bearer …)")
+        return await store.authenticate(token)
+
+    gates: dict[str, Gate] = {"/": user_gate}
+    if ops is not None:
+        gates["/ops/"] = ops.gate
+    # Added first, so the Cache-Control middleware below wraps its answers too.
+    app.add_middleware(
+        TokenThenBody, paths=lambda: app.openapi()["paths"], gates=gates, unavailable=unavailable
+    )
+
     async def current_actor(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Actor:
+        checked = principal_of(request.state)  # the body gate checked the token already
+        if isinstance(checked, Actor):
+            return checked
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise AuthenticationFailed("a bearer token is required (Authorization: Bearer …)")
-        return await store.authenticate(credentials.credentials)
+            return await user_gate(None)
+        return await user_gate(credentials.credentials)
 
     ActorDep = Annotated[Actor, Depends(current_actor)]
 
@@ -81,7 +102,9 @@ def create_app(
         return [spec_out(connector_id) for connector_id in catalogue]
 
     @app.get("/cabinets/{cabinet_id}/connectors", tags=["connectors"])
-    async def cabinet_connectors(cabinet_id: str, actor: ActorDep) -> CabinetConnectorsOut:
+    async def cabinet_connectors(
+        cabinet_id: CabinetIdPath, actor: ActorDep
+    ) -> CabinetConnectorsOut:
         ids = await store.list_cabinet_connectors(actor, cabinet_id)
         return CabinetConnectorsOut(cabinet_id=cabinet_id, connectors=[spec_out(i) for i in ids])
 
@@ -92,7 +115,7 @@ def create_app(
         responses={200: {"model": CabinetConnectorAdded, "description": "Already there."}},
     )
     async def add_cabinet_connector(
-        cabinet_id: str, body: AddConnector, actor: ActorDep, response: Response
+        cabinet_id: CabinetIdPath, body: AddConnector, actor: ActorDep, response: Response
     ) -> CabinetConnectorAdded:
         """Rule 1: a superviseur or an administrateur adds a connector (201; 200 if present)."""
         added = await store.add_cabinet_connector(actor, cabinet_id, body.connector_id)
@@ -108,7 +131,7 @@ def create_app(
         status_code=status.HTTP_204_NO_CONTENT,
     )
     async def remove_cabinet_connector(
-        cabinet_id: str, connector_id: str, actor: ActorDep
+        cabinet_id: CabinetIdPath, connector_id: ConnectorIdPath, actor: ActorDep
     ) -> Response:
         """Rule 2: only when no IBAN of the cabinet is bound to it (409 says how many are)."""
         try:

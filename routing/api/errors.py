@@ -20,6 +20,7 @@ from routing.domain.errors import (
     ConnectorStillBound,
     DomainError,
     InvalidIban,
+    InvalidIdentifier,
     NotFound,
     PermissionDenied,
 )
@@ -32,6 +33,7 @@ _STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (InvalidIban, 422),
+    (InvalidIdentifier, 422),
 )
 
 
@@ -60,7 +62,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -4,13 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from routing.domain.decide import Check, Diagnosis
+from routing.domain.ids import ID_MAX_LENGTH, ID_PATTERN, ID_RULE, IdKind, id_problem
 from routing.domain.model import IbanState, MandateStatus
 from routing.ports import StatementSummary
+
+
+def _allowed(kind: IdKind) -> AfterValidator:
+    """The domain's id rule (``routing.domain.ids``) as a validator: 422 with its sentence."""
+
+    def check(value: str) -> str:
+        problem = id_problem(kind, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+#: The id rule as OpenAPI declares it, so generated clients check it too.
+ID_SCHEMA: dict[str, Any] = {"pattern": ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH}
+
+CabinetIdPath = Annotated[
+    str,
+    Path(description=f"A cabinet id: {ID_RULE}.", json_schema_extra=ID_SCHEMA),
+    _allowed("cabinet"),
+]
+ConnectorIdPath = Annotated[
+    str,
+    Path(description=f"A connector id: {ID_RULE}.", json_schema_extra=ID_SCHEMA),
+    _allowed("connector"),
+]
+ConnectorId = Annotated[str, Field(json_schema_extra=ID_SCHEMA), _allowed("connector")]
 
 
 class Body(BaseModel):
@@ -18,13 +48,13 @@ class Body(BaseModel):
 
 
 class AddConnector(Body):
-    connector_id: str = Field(min_length=1, max_length=64, examples=["acd"])
+    connector_id: ConnectorId = Field(examples=["acd"])
 
 
 class BindConnector(Body):
     """``{"connector_id": null}`` is « Aucun connecteur ». The field must be present."""
 
-    connector_id: str | None = Field(min_length=1, max_length=64, examples=["acd", None])
+    connector_id: ConnectorId | None = Field(examples=["acd", None])
 
 
 class ConnectorOut(BaseModel):

@@ -32,7 +32,9 @@ from adapters.dlq import (
 )
 from config.catalogue import ConnectorSpec
 from events.topics import Topics
+from routing.api.bodies import Gate
 from routing.api.errors import error_body
+from routing.api.models import ConnectorIdPath
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
 from routing.monitor import MonitorService, monitor_service
@@ -61,6 +63,31 @@ def operator_token_matches(token: str, expected_sha256: str | None) -> bool:
     if not expected_sha256:
         return False
     return hmac.compare_digest(token_sha256(token), expected_sha256.lower())
+
+
+def operator_gate(operator_token_sha256: str | None) -> Gate:
+    """The operator-token check, shared by the routes' dependency and the body gate
+    (``routing.api.bodies``), which runs it before any request body is read."""
+
+    async def check(token: str | None) -> None:
+        if not operator_token_sha256:
+            raise AuthenticationFailed(
+                "operator access is not configured on this server (OPERATOR_TOKEN_SHA256)"
+            )
+        if token is None:
+            raise AuthenticationFailed("an operator token is required (Authorization: Bearer …)")
+        if not operator_token_matches(token, operator_token_sha256):
+            raise AuthenticationFailed("this is not the operator token")
+
+    return check
+
+
+class OpsRouter(APIRouter):
+    """The ``/ops`` routes, with the gate ``create_app`` puts in front of their bodies."""
+
+    def __init__(self, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
 
 
 class DeadLetterOut(BaseModel):
@@ -121,7 +148,7 @@ def ops_router(
     bootstrap_servers: str | None,
     operator_token_sha256: str | None,
     monitor: MonitorService | None = None,
-) -> APIRouter:
+) -> OpsRouter:
     """The ``/ops`` routes; include it with ``app.include_router``.
 
     ``bootstrap_servers`` None (no broker known to this API process) answers 503.
@@ -129,19 +156,15 @@ def ops_router(
     Prometheus collector uses so both share samples (default: one of its own).
     """
 
+    gate = operator_gate(operator_token_sha256)
+
     async def operator(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_bearer)],
     ) -> None:
-        if not operator_token_sha256:
-            raise AuthenticationFailed(
-                "operator access is not configured on this server (OPERATOR_TOKEN_SHA256)"
-            )
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise AuthenticationFailed("an operator token is required (Authorization: Bearer …)")
-        if not operator_token_matches(credentials.credentials, operator_token_sha256):
-            raise AuthenticationFailed("this is not the operator token")
+        bearer = credentials is not None and credentials.scheme.lower() == "bearer"
+        await gate(credentials.credentials if credentials is not None and bearer else None)
 
-    router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[Depends(operator)])
+    router = OpsRouter(gate, prefix="/ops", tags=["ops"], dependencies=[Depends(operator)])
 
     def known(connector_id: str) -> str:
         if connector_id not in catalogue:
@@ -192,7 +215,7 @@ def ops_router(
     }
 
     @router.get("/dlq/{connector_id}", response_model=DeadLettersOut, responses=responses)
-    async def dead_letters(connector_id: str) -> DeadLettersOut | JSONResponse:
+    async def dead_letters(connector_id: ConnectorIdPath) -> DeadLettersOut | JSONResponse:
         """The connector's dead letters (IBANs masked, no content), replayed or not."""
         try:
             entries = await list_dead_letters(broker(), topics, known(connector_id))
@@ -209,7 +232,7 @@ def ops_router(
         response_model=ReplayOut,
         responses={**responses, 409: {"description": "Already replayed (use force)."}},
     )
-    async def replay(connector_id: str, body: ReplayIn) -> ReplayOut | JSONResponse:
+    async def replay(connector_id: ConnectorIdPath, body: ReplayIn) -> ReplayOut | JSONResponse:
         """Re-publish dead letters to the partner topic (same statement id, same key)."""
         try:
             report = await replay_dead_letters(

@@ -3,7 +3,8 @@ statement's trace (where is it, and why).
 
 Built by :func:`statements_router` and included by ``create_app`` when it is given a
 ``GlobalFileStore`` and/or a ``DeliveryLedger``; without them the routes do not exist
-(the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403),
+(the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403 for
+another cabinet's global file; another cabinet's statement is an ``UnknownStatement``, 404),
 like every other route: the routes only translate HTTP.
 
 No ``from __future__ import annotations`` here: FastAPI resolves the dependency
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from adapters.global_file import build_download
+from routing.api.models import CabinetIdPath
 from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
 
@@ -235,7 +237,7 @@ def statements_router(
             responses=_FILE_RESPONSES,
         )
         async def download_global_file(
-            cabinet_id: str,
+            cabinet_id: CabinetIdPath,
             actor: ActorDep,
             start: Annotated[
                 str, Query(alias="from", description="First day (YYYY-MM-DD), inclusive.")

@@ -22,6 +22,7 @@ from routing.domain.errors import (
     Conflict,
     DomainError,
     InvalidIban,
+    InvalidIdentifier,
     NotFound,
     PermissionDenied,
 )
@@ -44,6 +45,7 @@ _EXIT_CODES: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, EXIT_NOT_FOUND),
     (Conflict, EXIT_CONFLICT),
     (InvalidIban, EXIT_INVALID),
+    (InvalidIdentifier, EXIT_INVALID),
 )
 
 

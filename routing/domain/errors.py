@@ -93,3 +93,9 @@ class ConnectorNotOnCabinet(Conflict):
 
 class InvalidIban(DomainError):
     code = "invalid_iban"
+
+
+class InvalidIdentifier(DomainError):
+    """A cabinet, connector or user id outside the allowed alphabet (``routing.domain.ids``)."""
+
+    code = "invalid_id"

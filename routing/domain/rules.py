@@ -11,6 +11,7 @@ from collections.abc import Collection
 from routing.domain.errors import (
     ConnectorNotOnCabinet,
     ConnectorStillBound,
+    NotFound,
     OtherCabinet,
     ProfileNotAllowed,
     UnknownConnector,
@@ -22,6 +23,19 @@ def ensure_own_cabinet(actor: Actor, cabinet_id: str) -> None:
     """A user acts only inside their own cabinet."""
     if actor.cabinet_id != cabinet_id:
         raise OtherCabinet(cabinet_id)
+
+
+def ensure_visible(actor: Actor, owner_cabinet_id: str, unknown: NotFound) -> None:
+    """Another cabinet's IBAN or statement is answered exactly as an unknown one.
+
+    A 403 there would tell any user that the IBAN is registered at So bank under another
+    firm, which is a client relationship. ``unknown`` is the error an absent resource
+    raises (``UnknownIban``, ``UnknownStatement``), so both answers are the same bytes.
+    Cabinet-addressed operations keep ``ensure_own_cabinet``: there the 403 does not
+    depend on whether the other cabinet exists.
+    """
+    if actor.cabinet_id != owner_cabinet_id:
+        raise unknown
 
 
 def ensure_known_connector(connector_id: str, catalogue: Collection[str]) -> None:
@@ -51,7 +65,9 @@ def ensure_can_bind(
     connector_id: str | None,
     cabinet_connectors: Collection[str],
 ) -> None:
-    """Rules 3 and 4: any profile binds or unbinds, to a connector the cabinet has added."""
+    """Rules 3 and 4: any profile binds or unbinds, to a connector the cabinet has added.
+
+    The caller has made the IBAN visible first (``ensure_visible``)."""
     ensure_own_cabinet(actor, iban_cabinet_id)
     if connector_id is not None and connector_id not in cabinet_connectors:
         raise ConnectorNotOnCabinet(connector_id, iban_cabinet_id)

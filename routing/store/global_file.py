@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from routing.domain import rules
+from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
 from routing.store.engine import READ_ONLY_OPTION, create_store_engine, translated_errors
@@ -172,6 +173,7 @@ class SqlGlobalFileStore(GlobalFileStore):
     async def statements(
         self, actor: Actor, cabinet_id: str, start: date, end: date
     ) -> list[GlobalFileEntry]:
+        ensure_valid_id("cabinet", cabinet_id)
         rules.ensure_own_cabinet(actor, cabinet_id)
         if end < start:
             raise ValueError(f"the period ends ({end}) before it starts ({start})")

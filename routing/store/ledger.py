@@ -220,7 +220,7 @@ class SqlDeliveryLedger(DeliveryLedger):
             # Nothing ties it to a cabinet (never seen, or held for an unknown IBAN):
             # nobody's statement as far as users are concerned.
             raise UnknownStatement(statement_id)
-        rules.ensure_own_cabinet(actor, found.cabinet_id)
+        rules.ensure_visible(actor, found.cabinet_id, UnknownStatement(statement_id))
         return found
 
     async def operator_trace(self, statement_id: str) -> StatementTrace | None:
@@ -344,7 +344,7 @@ class SqlDeliveryLedger(DeliveryLedger):
             cabinet_id = await self._iban_cabinet(conn, iban)
             if cabinet_id is None:
                 raise UnknownIban(iban)
-            rules.ensure_own_cabinet(actor, cabinet_id)
+            rules.ensure_visible(actor, cabinet_id, UnknownIban(iban))
             last_at = func.max(dl.c.at).label("last_at")
             latest = (
                 await conn.execute(

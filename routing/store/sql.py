@@ -54,6 +54,7 @@ from routing.domain.errors import (
     UnknownIban,
 )
 from routing.domain.iban import normalise_iban
+from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import CreatedUser, OutboxMessage, StateStore
 from routing.store.engine import (
@@ -114,7 +115,10 @@ class SqlStateStore(StateStore):
         self._engine = engine
         self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         self._url = engine.url
-        self._catalogue = frozenset(default_catalogue() if catalogue is None else catalogue)
+        self._catalogue = frozenset(
+            ensure_valid_id("connector", c)
+            for c in (default_catalogue() if catalogue is None else catalogue)
+        )
         self._clock = clock
         self._owns_engine = owns_engine
         self._memory_relay_held = False
@@ -306,8 +310,7 @@ class SqlStateStore(StateStore):
     # --- back office -----------------------------------------------------------------
 
     async def create_cabinet(self, cabinet_id: str, name: str) -> None:
-        if not cabinet_id or cabinet_id != cabinet_id.strip():
-            raise ValueError(f"invalid cabinet id {cabinet_id!r}: empty or padded with spaces")
+        ensure_valid_id("cabinet", cabinet_id)
         taken = AlreadyExists(f"cabinet {cabinet_id} already exists")
         try:
             async with self._write() as conn:
@@ -325,8 +328,9 @@ class SqlStateStore(StateStore):
         self, cabinet_id: str, profile: Profile, name: str | None = None
     ) -> CreatedUser:
         profile = Profile(profile)
+        ensure_valid_id("cabinet", cabinet_id)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        user_id = "usr_" + secrets.token_hex(12)
+        user_id = ensure_valid_id("user", "usr_" + secrets.token_hex(12))
         try:
             async with self._write() as conn:
                 if not await self._cabinet_exists(conn, cabinet_id):
@@ -365,6 +369,7 @@ class SqlStateStore(StateStore):
 
     async def add_iban(self, iban: str, cabinet_id: str, client_ref: str | None) -> IbanState:
         iban = normalise_iban(iban)
+        ensure_valid_id("cabinet", cabinet_id)
         taken = AlreadyExists(f"IBAN {iban} is already registered")
         try:
             async with self._write() as conn:
@@ -469,6 +474,7 @@ class SqlStateStore(StateStore):
     # --- the FAQ operations ------------------------------------------------------------
 
     async def list_cabinet_connectors(self, actor: Actor, cabinet_id: str) -> list[str]:
+        ensure_valid_id("cabinet", cabinet_id)
         rules.ensure_own_cabinet(actor, cabinet_id)
         async with self._read() as conn:
             if not await self._cabinet_exists(conn, cabinet_id):
@@ -476,6 +482,8 @@ class SqlStateStore(StateStore):
             return await self._connectors(conn, cabinet_id)
 
     async def add_cabinet_connector(self, actor: Actor, cabinet_id: str, connector_id: str) -> bool:
+        ensure_valid_id("cabinet", cabinet_id)
+        ensure_valid_id("connector", connector_id)
         rules.ensure_can_manage_connectors(actor, cabinet_id, "add")
         try:
             async with self._write() as conn:
@@ -501,6 +509,8 @@ class SqlStateStore(StateStore):
     async def remove_cabinet_connector(
         self, actor: Actor, cabinet_id: str, connector_id: str
     ) -> None:
+        ensure_valid_id("cabinet", cabinet_id)
+        ensure_valid_id("connector", connector_id)
         rules.ensure_can_manage_connectors(actor, cabinet_id, "remove")
         last_error: StoreIntegrityError | None = None
         for _attempt in range(_MAX_FK_RETRIES):
@@ -540,6 +550,8 @@ class SqlStateStore(StateStore):
 
     async def bind_iban(self, actor: Actor, iban: str, connector_id: str | None) -> IbanState:
         iban = normalise_iban(iban)
+        if connector_id is not None:
+            ensure_valid_id("connector", connector_id)
         cabinet_id: str | None = None
         try:
             async with self._write() as conn:
@@ -547,8 +559,8 @@ class SqlStateStore(StateStore):
                 if row is None:
                     raise UnknownIban(iban)
                 cabinet_id = str(row.cabinet_id)
-                # Refuse other cabinets before taking their lock.
-                rules.ensure_own_cabinet(actor, cabinet_id)
+                # Another cabinet's IBAN is an unknown one, refused before taking its lock.
+                rules.ensure_visible(actor, cabinet_id, UnknownIban(iban))
                 if connector_id is not None:
                     rules.ensure_known_connector(connector_id, self._catalogue)
                 row = await self._locked_iban_row(conn, iban)
@@ -579,7 +591,7 @@ class SqlStateStore(StateStore):
             row = await self._iban_row(conn, iban)
             if row is None:
                 raise UnknownIban(iban)
-            rules.ensure_own_cabinet(actor, row.cabinet_id)
+            rules.ensure_visible(actor, row.cabinet_id, UnknownIban(iban))
             return self._state(row, await self._connectors(conn, row.cabinet_id))
 
     async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:

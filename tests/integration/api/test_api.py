@@ -123,9 +123,10 @@ async def test_nobody_touches_another_cabinet(api: Seed) -> None:
         ("GET", f"/ibans/{OTHER_CABINET_IBAN}/diagnosis", None),
         ("PUT", f"/ibans/{OTHER_CABINET_IBAN}/connector", {"connector_id": None}),
     ):
+        # Another cabinet's IBAN is an unknown one (no existence oracle).
         response = await api.client.request(method, path, json=body, headers=api.admin)
-        assert response.status_code == 403, (method, path)
-        assert response.json()["error"] == "other_cabinet"
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"] == "unknown_iban"
 
 
 async def test_unknown_connector_is_404(api: Seed) -> None:

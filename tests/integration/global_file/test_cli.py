@@ -113,4 +113,16 @@ def test_download_and_trace_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     assert "checks: connector_on_cabinet=ok, iban_bound=NOK, mandate_approved=ok" in text
     unknown = cli("trace", "nope", "--token", token)
     assert unknown.returncode == 5 and "statement nope is not known" in unknown.stderr
-    assert cli("trace", "p1", "--token", other).returncode == 4
+    # Another cabinet's statement or IBAN is answered exactly as an unknown one.
+    foreign = cli("trace", "p1", "--token", other)
+    never = cli("trace", "p9", "--token", other)
+    assert (foreign.returncode, foreign.stderr.replace("p1", "<id>")) == (
+        never.returncode, never.stderr.replace("p9", "<id>"),
+    )
+    assert foreign.returncode == 5 and "statement p1 is not known" in foreign.stderr
+    for verb in (("bind", "acd"), ("unbind",), ("show",)):
+        foreign = cli("iban", verb[0], iban(1), *verb[1:], "--token", other)
+        never = cli("iban", verb[0], iban(9), *verb[1:], "--token", other)
+        assert foreign.returncode == never.returncode == 5, foreign.stderr
+        assert foreign.stderr.replace(iban(1), "<id>") == never.stderr.replace(iban(9), "<id>")
+        assert "cab-a" not in foreign.stderr

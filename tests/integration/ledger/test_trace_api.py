@@ -100,16 +100,14 @@ async def test_the_trace_of_a_global_file_statement(api: Api) -> None:
     assert body["global_file"]["period_start"] == "2026-01-05"
 
 
-async def test_other_cabinets_403_and_unknown_404(api: Api) -> None:
+async def test_other_cabinets_statement_is_answered_as_unknown(api: Api) -> None:
+    before = await api.client.get("/statements/s1", headers=api.other)
     await api.ledger.record([outcome("s1", "routed", 1, detail="global-file")])
-    forbidden = await api.client.get("/statements/s1", headers=api.other)
-    assert forbidden.status_code == 403
-    assert forbidden.json()["error"] == "other_cabinet"
-    unknown = await api.client.get("/statements/nope", headers=api.user)
-    assert unknown.status_code == 404
-    assert unknown.json() == {
-        "error": "unknown_statement", "detail": "statement nope is not known",
-    }
+    assert (await api.client.get("/statements/s1", headers=api.user)).status_code == 200
+    after = await api.client.get("/statements/s1", headers=api.other)
+    assert (after.status_code, after.content) == (before.status_code, before.content)
+    assert after.status_code == 404
+    assert after.json() == {"error": "unknown_statement", "detail": "statement s1 is not known"}
     assert (await api.client.get("/statements/s1")).status_code == 401
 
 
