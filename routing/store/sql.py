@@ -595,6 +595,7 @@ class SqlStateStore(StateStore):
             return self._state(row, await self._connectors(conn, row.cabinet_id))
 
     async def list_ibans(self, actor: Actor, cabinet_id: str) -> list[IbanState]:
+        ensure_valid_id("cabinet", cabinet_id)
         rules.ensure_own_cabinet(actor, cabinet_id)
         async with self._read() as conn:
             if not await self._cabinet_exists(conn, cabinet_id):
