@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,7 @@ class RouterApp:
         # Here rather than at build time: the patch creates faust's consumer (and its
         # thread's event loop), which an app that never starts must not leave behind.
         if self.exactly_once:
+            await asyncio.to_thread(_forget_tables_after_crash, Path(self.app.conf.tabledir))
             faust_glue.recover_committed_only(self.app, self.bootstrap_servers, self._fence)
         else:
             faust_glue.use_true_highwaters(self.app, self.bootstrap_servers)
@@ -235,12 +237,36 @@ class RouterApp:
         finally:
             if self.stepper.transactions is not None:
                 await self.stepper.transactions.release()
+                if self.fatal_error is None and self._started:
+                    await asyncio.to_thread(_clean_marker(Path(self.app.conf.tabledir)).touch)
             if self._started and self._sink is not None:
                 await self._sink.stop()
             self._started = False
 
     def stats(self) -> dict[str, int]:
         return dict(self.core.stats)
+
+
+def _clean_marker(tabledir: Path) -> Path:
+    return tabledir.parent / "tables-clean-shutdown"
+
+
+def _forget_tables_after_crash(tabledir: Path) -> None:
+    """With exactly-once, delete the local Table stores unless the last stop was clean.
+
+    A RocksDB store is written as a step runs, before its transaction commits; after a
+    crash it may hold writes of an aborted transaction that its changelog never got (a
+    held entry, a state). Kept, they would make the replayed step believe the work done
+    ("already held") and never write it to the changelog again, so the next owner of the
+    partition would miss it. Kafka Streams wipes its stores after an unclean exit under
+    exactly-once for the same reason: they are rebuilt from the committed changelog.
+    """
+    marker = _clean_marker(tabledir)
+    if marker.exists():
+        marker.unlink()
+    elif tabledir.exists():
+        shutil.rmtree(tabledir)
+        log.warning("router_tables_wiped", reason="last stop was not clean", path=str(tabledir))
 
 
 def _bootstrap(settings: Settings, bootstrap_servers: str | None) -> str:
