@@ -19,7 +19,14 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    KafkaError,
+    NoError,
+    NotCoordinatorError,
+    for_code,
+)
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from aiokafka.structs import TopicPartition
 
@@ -30,21 +37,34 @@ from routing.broker.errors import ReadTimeout, kafka_errors
 __all__ = ["broker_has_transactions", "committed_end_offsets"]
 
 _FIRST_WINDOW = 64
+_NOT_YET = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError)
 
 
-async def broker_has_transactions(bootstrap_servers: str, *, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
-    """Whether the broker hands out producer ids (idempotence and transactions)."""
+async def broker_has_transactions(bootstrap_servers: str, *, timeout: float = 60.0) -> bool:  # noqa: ASYNC109
+    """Whether the broker hands out producer ids (idempotence and transactions).
+
+    A Kafka that has just started answers "coordinator not available" until its
+    transaction-state topic exists: that is retried (up to ``timeout``), not a "no".
+    """
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
         async with asyncio.timeout(timeout):
             await client.bootstrap()
-            node = client.get_random_node()
-            response = await client.send(node, InitProducerIdRequest(None, 60_000))
+            while True:
+                node = client.get_random_node()
+                response = await client.send(node, InitProducerIdRequest(None, 60_000))
+                error = for_code(response.error_code)
+                if error is NoError:
+                    return True
+                if error not in _NOT_YET or loop.time() > deadline:
+                    return False
+                await asyncio.sleep(0.5)
     except (KafkaError, OSError, TimeoutError):
         return False
     finally:
         await client.close()
-    return bool(for_code(response.error_code).__name__ == "NoError")
 
 
 async def committed_end_offsets(
