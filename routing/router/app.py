@@ -238,7 +238,7 @@ class RouterApp:
             if self.stepper.transactions is not None:
                 await self.stepper.transactions.release()
                 if self.fatal_error is None and self._started:
-                    await asyncio.to_thread(_clean_marker(Path(self.app.conf.tabledir)).touch)
+                    await asyncio.to_thread(_mark_clean, Path(self.app.conf.tabledir))
             if self._started and self._sink is not None:
                 await self._sink.stop()
             self._started = False
@@ -249,6 +249,12 @@ class RouterApp:
 
 def _clean_marker(tabledir: Path) -> Path:
     return tabledir.parent / "tables-clean-shutdown"
+
+
+def _mark_clean(tabledir: Path) -> None:
+    marker = _clean_marker(tabledir)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
 
 def _forget_tables_after_crash(tabledir: Path) -> None:
