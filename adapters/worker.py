@@ -243,6 +243,9 @@ class ConnectorWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            # The router writes the partner topics in transactions with KAFKA_EXACTLY_ONCE:
+            # a record of an aborted transaction is never delivered.
+            isolation_level="read_committed",
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
         )

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/router_throughput.py                  # 100k IBANs, 200k stmts
     .venv/bin/python benchmarks/router_throughput.py --ibans 20000 --statements 40000
+    .venv/bin/python benchmarks/router_throughput.py --broker kafka --exactly-once
 
 A benchmark, never a timed test (DESIGN §8). One process starts its own Tansu broker,
 loads ``--ibans`` IBAN states (40 % bound to a connector, 40 % unbound, 20 % with a pending
@@ -190,7 +191,9 @@ async def bench_faust(bootstrap: str, source: str, sink: str, limit: int, data_d
         await app.stop()
 
 
-def router_for(bootstrap: str, topics: Topics, data_dir: Path, outcomes: bool) -> RouterApp:
+def router_for(
+    bootstrap: str, topics: Topics, data_dir: Path, outcomes: bool, exactly_once: bool = False
+) -> RouterApp:
     tuning = RouterTuning(
         session_timeout=TUNING.session_timeout,
         heartbeat_interval=TUNING.heartbeat_interval,
@@ -198,7 +201,7 @@ def router_for(bootstrap: str, topics: Topics, data_dir: Path, outcomes: bool) -
         emit_outcomes=outcomes,
     )
     return create_router_app(
-        Settings(data_dir=data_dir),
+        Settings(data_dir=data_dir, kafka_exactly_once=exactly_once),
         topics,
         default_catalogue(),
         bootstrap_servers=bootstrap,
@@ -261,7 +264,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         states = make_states(args.ibans, rng)
         await produce(bootstrap, topics.iban_state, [(i.encode(), v) for i, v in states])
 
-        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes)
+        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes, args.exactly_once)
         try:
             load_s = await load_states(router, args.ibans)
         finally:
@@ -282,12 +285,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             faust_rate = await bench_faust(
                 bootstrap, topics.received, extra[1].name, faust_n, data_dir / "faust"
             )
-        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes)
+        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes, args.exactly_once)
         try:
             router_rate, recovery_s = await bench_router(
                 router, args.statements, args.ibans, args.profile
             )
             stats = dict(router.core.stats)
+            exactly_once = router.exactly_once
         finally:
             await router.stop()
         if not args.router_only:
@@ -312,6 +316,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "faust_statements": faust_n,
         "partitions": args.partitions,
         "outcomes": not args.no_outcomes,
+        "exactly_once": exactly_once,
         "state_load_s": round(load_s, 1),
         "table_recovery_s": round(recovery_s, 1),
         "routed": {k: v for k, v in stats.items() if k in
@@ -375,6 +380,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--no-outcomes", action="store_true",
                         help="do not emit the delivery.outcome/v1 record per statement")
+    parser.add_argument("--exactly-once", action="store_true",
+                        help="KAFKA_EXACTLY_ONCE for the router (Kafka only: one transaction "
+                        "per input partition and batch; on Tansu it stays at-least-once)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--router-only", action="store_true",
                         help="skip the two baselines (profiling runs)")

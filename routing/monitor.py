@@ -708,8 +708,13 @@ async def _scan_latest(
     deadline = loop.time() + timeout
     action = f"reading {topic} for the monitor"
     latest: dict[bytes, bytes | None] = {}
+    # read_committed: a held entry of an aborted transaction (exactly-once) is not held.
     reader = assigned_consumer(
-        bootstrap_servers, {topic: partitions}, action=action, client_id="statement-router-monitor"
+        bootstrap_servers,
+        {topic: partitions},
+        action=action,
+        client_id="statement-router-monitor",
+        isolation_level="read_committed",
     )
     async with reader as (consumer, tps), kafka_errors(action, bootstrap_servers):
         ends = await true_end_offsets(consumer, tps, deadline=deadline, what=topic)

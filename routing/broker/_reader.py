@@ -26,8 +26,12 @@ async def assigned_consumer(
     *,
     action: str,
     client_id: str = "statement-router-reader",
+    isolation_level: str = "read_uncommitted",
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A started consumer assigned to every partition of the given topics; stopped on exit.
+
+    ``isolation_level="read_committed"`` hides the records of aborted (and still open)
+    transactions, as the pipeline's own readers of routed topics do (exactly-once on Kafka).
 
     ``partition_counts`` must come from ``admin.require_topics``: the consumer's own
     metadata request for an unknown topic would make the broker auto-create it with its
@@ -43,6 +47,7 @@ async def assigned_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+        isolation_level=isolation_level,
     )
     try:
         async with kafka_errors(action, bootstrap_servers):

@@ -5,9 +5,13 @@ settings (DESIGN §5) live in one place:
 
 * ``acks="all"``: a send is acknowledged only once every in-sync replica has it, so an
   acknowledged routed event survives a broker failure on a real cluster;
-* no idempotence and no transactions unless ``exactly_once`` is asked for explicitly,
-  because Tansu has neither (``InitProducerId`` fails, DESIGN §6). Duplicates from retries
-  are absorbed by the sinks, which are idempotent on ``statement_id``;
+* no idempotence and no transactions unless ``exactly_once`` or a ``transactional_id``
+  is asked for explicitly, because Tansu has neither (``InitProducerId`` fails, DESIGN
+  §6). Duplicates from retries are absorbed by the sinks, which are idempotent on
+  ``statement_id``. The router's transactional producers (one per input partition,
+  ``routing.router.transactions``) give them a short transaction timeout (10 s, as Kafka
+  Streams does): a transaction left open by a killed router blocks ``read_committed``
+  readers of its partitions until the broker aborts it, or a new owner fences it;
 * a small ``linger_ms`` so sends made in the same moment share a batch without adding
   noticeable latency (the p99 target is 250 ms end to end);
 * no compression: the values are small JSON documents and, on loopback, compression costs
@@ -42,6 +46,8 @@ class ProducerParams:
     linger_ms: int = 5
     max_batch_size: int = 16_384
     request_timeout_ms: int = 30_000
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 10_000
 
     @classmethod
     def from_settings(
@@ -105,7 +111,9 @@ def make_producer(
         bootstrap_servers=params.bootstrap_servers,
         client_id=params.client_id,
         acks="all",
-        enable_idempotence=params.exactly_once,
+        enable_idempotence=params.exactly_once or params.transactional_id is not None,
+        transactional_id=params.transactional_id,
+        transaction_timeout_ms=params.transaction_timeout_ms,
         linger_ms=params.linger_ms,
         compression_type=None,
         max_batch_size=params.max_batch_size,
@@ -118,6 +126,7 @@ async def read_topic(
     topic: str,
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 - bounds the whole read, named in ReadTimeout
+    isolation_level: str = "read_uncommitted",
 ) -> list[ConsumerRecord]:
     """Every record of ``topic``, from the beginning up to the end offsets seen on entry.
 
@@ -126,14 +135,17 @@ async def read_topic(
     waited for, which makes the result well-defined while producers are still active.
     Records come sorted by (partition, offset); keys and values are raw bytes. Raises
     UnknownTopic for a missing topic (never auto-creates it) and ReadTimeout if the
-    records cannot all be fetched within ``timeout`` seconds.
+    records cannot all be fetched within ``timeout`` seconds. ``read_committed`` leaves out
+    the records of aborted transactions (and waits for open ones to end).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     counts = await require_topics(bootstrap_servers, [topic])
     action = f"reading topic {topic}"
     records: list[ConsumerRecord] = []
-    reader = assigned_consumer(bootstrap_servers, counts, action=action)
+    reader = assigned_consumer(
+        bootstrap_servers, counts, action=action, isolation_level=isolation_level
+    )
     async with reader as (consumer, partitions), kafka_errors(action, bootstrap_servers):
         ends = await true_end_offsets(consumer, partitions, deadline=deadline, what=topic)
         await consumer.seek_to_beginning(*partitions)

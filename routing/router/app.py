@@ -16,13 +16,15 @@ public API goes through one module, :mod:`routing.router.faust_glue`.
 There is no per-event faust agent mode any more: it was slower and could lose statements
 after a SIGKILL (an exception inside a faust agent skips the message, and with
 ``concurrency>1`` an offset can be committed past unprocessed messages). The pump is
-at-least-once in every case; the sinks absorb duplicates.
+at-least-once by default (the sinks absorb duplicates), and exactly-once on a Kafka
+with transactions when ``KAFKA_EXACTLY_ONCE`` is set (``routing.router.transactions``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,12 @@ from typing import Any
 
 import faust
 import structlog
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker.producer import ProducerParams, make_producer
+from routing.broker.transactions import broker_has_transactions
 from routing.metrics import faust_monitor
 from routing.router import faust_glue
 from routing.router.core import RouterCore
@@ -43,6 +46,7 @@ from routing.router.pump import BatchPump
 from routing.router.sink import KafkaSink, Sink
 from routing.router.step import RouterCrashed, Stepper
 from routing.router.tables import FaustTables
+from routing.router.transactions import PartitionProducers
 
 log = structlog.get_logger("routing.router")
 
@@ -85,9 +89,10 @@ class RouterApp:
         tables: FaustTables,
         sink_factory: Callable[[], Sink] | None,
         sink: Sink | None,
-        consumer_factory: Callable[[], AIOKafkaConsumer],
+        consumer_factory: Callable[[bool], AIOKafkaConsumer],
         tuning: RouterTuning,
         bootstrap_servers: str,
+        transactions: PartitionProducers | None = None,
     ) -> None:
         self.app = app
         self.bootstrap_servers = bootstrap_servers
@@ -99,6 +104,8 @@ class RouterApp:
         self._sink = sink
         self._consumer_factory = consumer_factory
         self.stepper = Stepper(tables, lambda: self.sink)
+        self._transactions = transactions
+        self.exactly_once = False
         self.pump: BatchPump | None = None
         self._fatal = asyncio.Event()
         self._started = False
@@ -120,6 +127,49 @@ class RouterApp:
         commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
     ) -> bool:
         return await self.stepper.run_step(step, offsets, commit)
+
+    async def run_transaction(
+        self,
+        step: Callable[[str], list[Out]],
+        partition: int,
+        offsets: dict[TopicPartition, int] | None,
+    ) -> None:
+        await self.stepper.run_transaction(step, partition, offsets, str(self.app.conf.id))
+
+    async def _fence(self, partitions: frozenset[int]) -> None:
+        if self.stepper.transactions is not None:
+            await self.stepper.transactions.fence(partitions)
+
+    async def _on_partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Finish the pump's batch, then give up the partitions' transactional ids."""
+        if self.pump is not None:
+            await self.pump.on_partitions_revoked(sender, *args, **kwargs)
+        if self.stepper.transactions is not None:
+            await self.stepper.transactions.release()
+
+    async def _choose_guarantee(self) -> None:
+        """Exactly-once if asked for and the broker has transactions; say which at start."""
+        if self._transactions is not None:
+            if await broker_has_transactions(self.bootstrap_servers):
+                self.exactly_once = True
+                self.stepper.transactions = self._transactions
+            else:
+                log.warning(
+                    "router_exactly_once_not_available",
+                    detail="KAFKA_EXACTLY_ONCE is set, but the broker has no transactions "
+                    "(the embedded Tansu broker): the router runs at-least-once",
+                )
+        log.info(
+            "router_delivery_guarantee",
+            guarantee="exactly_once" if self.exactly_once else "at_least_once",
+            detail=(
+                "one transaction per input partition and step; read_committed readers see "
+                "each statement once"
+                if self.exactly_once
+                else "a crash can route a statement twice (identical copies); the sinks "
+                "are idempotent on statement_id"
+            ),
+        )
 
     def active_partitions(self) -> frozenset[int]:
         """The partition numbers whose Tables faust made active on this worker."""
@@ -154,12 +204,19 @@ class RouterApp:
             self._sink = self._sink_factory()
         await self._sink.start()
         self._started = True
+        await self._choose_guarantee()
         # Here rather than at build time: the patch creates faust's consumer (and its
         # thread's event loop), which an app that never starts must not leave behind.
-        faust_glue.use_true_highwaters(self.app, self.bootstrap_servers)
-        self.pump = BatchPump(self, self._consumer_factory(), max_records=self.tuning.max_batch)
+        if self.exactly_once:
+            await asyncio.to_thread(_forget_tables_after_crash, Path(self.app.conf.tabledir))
+            faust_glue.recover_committed_only(self.app, self.bootstrap_servers, self._fence)
+        else:
+            faust_glue.use_true_highwaters(self.app, self.bootstrap_servers)
+        self.pump = BatchPump(
+            self, self._consumer_factory(self.exactly_once), max_records=self.tuning.max_batch
+        )
         signals: Any = self.app  # mode's signal types reject plain async methods
-        signals.on_partitions_revoked.connect(self.pump.on_partitions_revoked)
+        signals.on_partitions_revoked.connect(self._on_partitions_revoked)
         signals.on_rebalance_complete.connect(self.pump.on_rebalance_complete)
         await self.pump.start()
         await self.app.start()
@@ -169,7 +226,7 @@ class RouterApp:
         if self.pump is not None:
             signals: Any = self.app
             with contextlib.suppress(Exception):
-                signals.on_partitions_revoked.disconnect(self.pump.on_partitions_revoked)
+                signals.on_partitions_revoked.disconnect(self._on_partitions_revoked)
                 signals.on_rebalance_complete.disconnect(self.pump.on_rebalance_complete)
             try:
                 await self.pump.stop()
@@ -178,12 +235,44 @@ class RouterApp:
         try:
             await self.app.stop()
         finally:
+            if self.stepper.transactions is not None:
+                await self.stepper.transactions.release()
+                if self.fatal_error is None and self._started:
+                    await asyncio.to_thread(_mark_clean, Path(self.app.conf.tabledir))
             if self._started and self._sink is not None:
                 await self._sink.stop()
             self._started = False
 
     def stats(self) -> dict[str, int]:
         return dict(self.core.stats)
+
+
+def _clean_marker(tabledir: Path) -> Path:
+    return tabledir.parent / "tables-clean-shutdown"
+
+
+def _mark_clean(tabledir: Path) -> None:
+    marker = _clean_marker(tabledir)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _forget_tables_after_crash(tabledir: Path) -> None:
+    """With exactly-once, delete the local Table stores unless the last stop was clean.
+
+    A RocksDB store is written as a step runs, before its transaction commits; after a
+    crash it may hold writes of an aborted transaction that its changelog never got (a
+    held entry, a state). Kept, they would make the replayed step believe the work done
+    ("already held") and never write it to the changelog again, so the next owner of the
+    partition would miss it. Kafka Streams wipes its stores after an unclean exit under
+    exactly-once for the same reason: they are rebuilt from the committed changelog.
+    """
+    marker = _clean_marker(tabledir)
+    if marker.exists():
+        marker.unlink()
+    elif tabledir.exists():
+        shutil.rmtree(tabledir)
+        log.warning("router_tables_wiped", reason="last stop was not clean", path=str(tabledir))
 
 
 def _bootstrap(settings: Settings, bootstrap_servers: str | None) -> str:
@@ -215,13 +304,6 @@ def create_router_app(
     catalogue: a bound IBAN whose connector is not in it is held, never dropped.
     """
     faust_glue.check_faust()
-    if settings.kafka_exactly_once:
-        # Issue 12 item 4: the transactional step is not built yet (Stepper's docstring
-        # says where it goes). Say so rather than let the setting suggest otherwise.
-        log.warning(
-            "router_exactly_once_not_available",
-            detail="KAFKA_EXACTLY_ONCE is set, but the router is at-least-once for now",
-        )
     tuning = tuning or RouterTuning()
     servers = _bootstrap(settings, bootstrap_servers)
     app_id = app_id or f"{topics.prefix}.router"
@@ -272,8 +354,20 @@ def create_router_app(
         )
         return KafkaSink(make_producer(params))
 
-    def consumer_factory() -> AIOKafkaConsumer:
+    def transactional_producer(transactional_id: str) -> AIOKafkaProducer:
+        params = ProducerParams(
+            bootstrap_servers=servers,
+            client_id=transactional_id,
+            linger_ms=settings.kafka_linger_ms if tuning.linger_ms is None else tuning.linger_ms,
+            max_batch_size=tuning.producer_batch_bytes,
+            transactional_id=transactional_id,
+        )
+        return make_producer(params)
+
+    def consumer_factory(read_committed: bool) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
+            # Exactly-once: a forwarded statement of an aborted transaction is not read.
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
             bootstrap_servers=servers,
             client_id=f"{app_id}-input",
             # faust's group: the committed input offsets are read from it at each
@@ -297,6 +391,11 @@ def create_router_app(
         consumer_factory=consumer_factory,
         tuning=tuning,
         bootstrap_servers=servers,
+        transactions=(
+            PartitionProducers(app_id, transactional_producer)
+            if settings.kafka_exactly_once and sink is None
+            else None
+        ),
     )
 
     return router

@@ -15,7 +15,13 @@ all here, each with why, and nowhere else in the code:
   router's producer: faust's recovery must read it back (a test replays our records
   through faust's own ``apply_changelog_batch``);
 * ``app.assignor.assigned_actives()``: which Table partitions are active on this worker;
-* ``app.consumer.highwaters``, wrapped: Tansu's ListOffsets stops recovery short;
+* ``app.consumer.highwaters``, wrapped: Tansu's ListOffsets stops recovery short; with
+  exactly-once, recovery stops at the last *committed* changelog record instead, and the
+  partitions' transactional ids are fenced first (:func:`recover_committed_only`);
+* faust's consumer thread's ``_create_worker_consumer``, wrapped so that its aiokafka
+  consumer reads ``read_committed`` with exactly-once (faust does only when its own
+  ``processing_guarantee`` is ``exactly_once``, which would make faust run transactions
+  of its own);
 * ``app.monitor``, set to faust's Prometheus monitor before start;
 * the group membership of faust's consumer (its aiokafka coordinator's ``generation``
   and ``member_id``): the pump commits input offsets *as that member*, so that a router
@@ -28,13 +34,14 @@ tests/unit/router/test_faust_glue.py fails loudly if any of the above changes.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 
 from routing.broker.admin import partition_end_offsets
+from routing.broker.transactions import committed_end_offsets
 
 SUPPORTED = ((0, 15, 2), (0, 16, 0))
 """faust-streaming versions ``>= 0.15.2, < 0.16``: the ones this module was checked on."""
@@ -130,6 +137,51 @@ def use_true_highwaters(app: faust.App, bootstrap_servers: str) -> None:
         return {
             tp: max(int(listed.get(tp) or 0), true[(tp.topic, tp.partition)]) for tp in partitions
         }
+
+    consumer.highwaters = highwaters
+
+
+def recover_committed_only(
+    app: faust.App,
+    bootstrap_servers: str,
+    fence: Callable[[frozenset[int]], Awaitable[None]],
+) -> None:
+    """Make faust's table recovery exactly-once: fenced first, committed records only.
+
+    * faust's consumer reads ``read_committed``: the changelog records of an aborted
+      transaction (a router killed mid-step) are never recovered.
+    * Before recovery reads an *active* changelog partition's end, ``fence`` is awaited
+      with the active partition numbers: the router takes the partitions' transactional
+      ids (``init_transactions``), which aborts a previous owner's open transaction and
+      forbids it to commit one later. Only then is "the end" final.
+    * The end is the offset after the last committed record (``committed_end_offsets``),
+      not the high watermark: a transactional partition ends with a commit marker that a
+      reader never gets, so faust (which waits for "high watermark - 1" unless its own
+      ``processing_guarantee`` is exactly_once) would wait for ever.
+
+    Standby partitions are not fenced (their owner runs elsewhere), only read committed.
+    """
+    consumer: Any = app.consumer
+    thread: Any = consumer._thread
+    create_worker_consumer = thread._create_worker_consumer
+
+    def create_read_committed(transport: Any) -> Any:
+        worker = create_worker_consumer(transport)
+        worker._isolation_level = "read_committed"
+        return worker
+
+    thread._create_worker_consumer = create_read_committed
+    listed_highwaters = consumer.highwaters
+
+    async def highwaters(*partitions: Any) -> dict[Any, int]:
+        if not partitions:
+            return dict(await listed_highwaters(*partitions))
+        actives = set(app.assignor.assigned_actives())
+        await fence(frozenset(tp.partition for tp in partitions if tp in actives))
+        ends = await committed_end_offsets(
+            bootstrap_servers, [(tp.topic, tp.partition) for tp in partitions]
+        )
+        return {tp: ends[(tp.topic, tp.partition)] for tp in partitions}
 
     consumer.highwaters = highwaters
 

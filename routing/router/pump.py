@@ -35,6 +35,11 @@ How it keeps DESIGN §5:
   read under* (``routing.router.fencing``). A router that faust's group has replaced (a
   long pause) cannot commit the partitions another one now owns: the broker refuses, and
   the pump drops its partitions until faust assigns it again.
+* **Exactly-once on Kafka** (``KAFKA_EXACTLY_ONCE``, a broker with transactions): each
+  input partition's share of a batch is one transaction of that partition's producer,
+  outputs, changelog records and input offsets together (``Stepper.run_transaction``;
+  ``routing.router.transactions`` for the fencing). The pump reads ``read_committed``,
+  so a forwarded statement of an aborted transaction is never routed. Otherwise:
 * **At-least-once.** Offsets are committed only after every output of the
   batch is acknowledged by the broker *and* so are the Tables' changelog records of the
   batch; when the batch deletes from a Table, those are sent only once the outputs are
@@ -96,6 +101,18 @@ class PumpHost(Protocol):
         offsets: dict[Any, int] | None = None,
         commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
     ) -> bool: ...
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether each partition's step is one transaction (``run_transaction``)."""
+        ...
+
+    async def run_transaction(
+        self,
+        step: Callable[[str], list[Out]],
+        partition: int,
+        offsets: dict[TopicPartition, int] | None,
+    ) -> None: ...
 
     async def fatal(self, exc: BaseException, where: str) -> None: ...
 
@@ -188,9 +205,17 @@ class BatchPump:
             self._catching_up = dict.fromkeys(states)
             self._catch_up_deadline = asyncio.get_running_loop().time() + _STATE_CATCH_UP_LIMIT_S
             log.info("router_partitions_assigned", partitions=sorted(parts))
-            if parts:
+            if parts and router.exactly_once:
+                for p in sorted(parts):
+                    await router.run_transaction(self._sweep(p), p, None)
+                self._ready.set()
+            elif parts:
                 await router.run_step(lambda now: router.core.sweep(set(parts), now))
                 self._ready.set()
+
+    def _sweep(self, partition: int) -> Callable[[str], list[Out]]:
+        core = self._router.core
+        return lambda now: core.sweep({partition}, now)
 
     async def _caught_up(self) -> bool:
         """Whether every assigned ``iban.state`` partition was read to its high watermark.
@@ -282,6 +307,61 @@ class BatchPump:
         loop = asyncio.get_running_loop()
         if self.first_read is None:
             self.first_read = loop.time()
+        if self._router.exactly_once:
+            await self._process_in_transactions(batch)
+        elif not await self._process_at_least_once(batch):
+            return
+        self.batches += 1
+        received = self._router.topics.received
+        self.records += sum(len(records) for tp, records in batch.items() if tp.topic == received)
+        self.last_ack = loop.time()
+
+    async def _process_in_transactions(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        """One transaction per input partition of the batch, run side by side.
+
+        A partition's states are applied before its statements, as in one step; the
+        partitions are independent (co-partitioning: a statement's state, held entries
+        and changelog records all live on its own partition number).
+        """
+        core = self._router.core
+        state_topic = self._router.topics.iban_state
+        by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord]]] = {}
+        for tp, records in batch.items():
+            by_partition.setdefault(tp.partition, {})[tp] = records
+
+        def route(part: dict[TopicPartition, list[ConsumerRecord]]) -> Callable[[str], list[Out]]:
+            def step(now: str) -> list[Out]:
+                outs: list[Out] = []
+                for tp, records in part.items():
+                    if tp.topic == state_topic:
+                        for r in records:
+                            outs += core.on_state(r, now)
+                for tp, records in part.items():
+                    if tp.topic != state_topic:
+                        for r in records:
+                            outs += core.on_statement(r, now)
+                return outs
+
+            return step
+
+        forwarded = core.stats["forwarded"]
+        await asyncio.gather(
+            *(
+                self._router.run_transaction(
+                    route(part), p, {tp: records[-1].offset + 1 for tp, records in part.items()}
+                )
+                for p, part in sorted(by_partition.items())
+            )
+        )
+        forwarded = core.stats["forwarded"] - forwarded
+        if forwarded:
+            log.info("statements_forwarded", count=forwarded, reason="off their key's partition")
+
+    async def _process_at_least_once(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> bool:
         core = self._router.core
         state_topic = self._router.topics.iban_state
         states = [records for tp, records in batch.items() if tp.topic == state_topic]
@@ -300,10 +380,8 @@ class BatchPump:
         forwarded = core.stats["forwarded"]
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         if not await self._router.run_step(route, offsets, self._commit):
-            return
+            return False
         forwarded = core.stats["forwarded"] - forwarded
         if forwarded:
             log.info("statements_forwarded", count=forwarded, reason="off their key's partition")
-        self.batches += 1
-        self.records += sum(len(records) for records in statements)
-        self.last_ack = loop.time()
+        return True

@@ -5,24 +5,26 @@ Tables (with their queue of changelog records) and a sink, so the unit tests dri
 and :class:`~routing.router.core.RouterCore` through it, with in-memory fakes
 (``DictTables``, ``MemorySink``), without faust.
 
-It is also the one place a transactional producer goes on Kafka (exactly-once, issue 12
-item 4): a step's routed outputs, its changelog records *and* its input offsets (the
-pump hands them to :meth:`Stepper.run_step` with its commit function) all leave from
-here, so "begin_transaction; send outputs and changelog; send_offsets_to_transaction;
-commit_transaction" replaces the body of ``run_step`` without touching the pump or the
-core.
+It is also where the transactions go on Kafka with ``KAFKA_EXACTLY_ONCE``:
+:meth:`Stepper.run_transaction` runs one input partition's step as one transaction of that
+partition's producer (``routing.router.transactions`` says why per partition): routed
+outputs, changelog records and input offsets commit together, or are aborted together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from aiokafka import TopicPartition
+
 from routing.router.core import TableAccess
 from routing.router.emit import Out
 from routing.router.sink import Sink
+from routing.router.transactions import PartitionProducers
 
 
 class RouterCrashed(RuntimeError):
@@ -55,9 +57,15 @@ async def _acked(futures: list[Any]) -> None:
 class Stepper:
     """Runs routing steps under one lock and makes their records durable, in order."""
 
-    def __init__(self, tables: ChangelogTables, sink: Callable[[], Sink]) -> None:
+    def __init__(
+        self,
+        tables: ChangelogTables,
+        sink: Callable[[], Sink],
+        transactions: PartitionProducers | None = None,
+    ) -> None:
         self.tables = tables
         self._get_sink = sink
+        self.transactions = transactions
         self.lock = asyncio.Lock()
         self.fatal_error: BaseException | None = None
 
@@ -117,3 +125,54 @@ class Stepper:
         if offsets and commit is not None:
             return await commit(offsets)
         return True
+
+    async def run_transaction(
+        self,
+        step: Callable[[str], list[Out]],
+        partition: int,
+        offsets: dict[TopicPartition, int] | None,
+        group_id: str,
+    ) -> None:
+        """Route one input partition's records as one transaction of its producer.
+
+        Outputs and changelog records go in one round: nothing of the transaction is
+        visible to a ``read_committed`` reader (the adapters, faust's recovery, the pump
+        itself) before the commit, so a tombstone can never be seen without the released
+        statements. The input ``offsets`` join the transaction (to faust's group), so a
+        replay after a crash starts exactly after the last committed step. Any failure
+        aborts the transaction and is fatal, as in :meth:`run_step` (the in-memory Tables
+        are then ahead of their changelog); a router whose producer was fenced by a new
+        owner of the partition stops on ``ProducerFenced`` without having committed.
+        """
+        transactions = self.transactions
+        if transactions is None:
+            raise RuntimeError("run_transaction needs the router's transactional producers")
+        if partition not in transactions.partitions:
+            await transactions.fence([partition])
+        sink = transactions.sink(partition)
+        producer = sink.producer
+        async with transactions.lock(partition):
+            begun = False
+            try:
+                async with self.lock:
+                    if self.fatal_error is not None:
+                        raise RouterCrashed(f"router stopping: {self.fatal_error!r}")
+                    await producer.begin_transaction()
+                    begun = True
+                    outs = step(utc_now())
+                    changelog = self.tables.take_changelog()
+                    records = [*outs, *changelog]
+                    acks = await sink.send_many(records) if records else []
+                await _acked(acks)
+                if offsets:
+                    await producer.send_offsets_to_transaction(offsets, group_id)
+                await producer.commit_transaction()
+            except BaseException:
+                if begun:
+                    with contextlib.suppress(Exception):
+                        await producer.abort_transaction()
+                raise
+        if changelog:
+            # Only once committed: an aborted changelog record is never recovered.
+            self.tables.changelog_persisted([ack.result() for ack in acks])
+            self.tables.count_changelog(changelog)

@@ -129,11 +129,15 @@ async def approve(producer: AIOKafkaProducer, topics: Topics, pending: Iterable[
     await producer.flush()
 
 
-async def final_copies(bootstrap: str, topics: Topics) -> dict[str, list[tuple[str, str]]]:
-    """Every copy of every statement in a final destination, minus ``decided_at``."""
+async def final_copies(
+    bootstrap: str, topics: Topics, *, isolation_level: str = "read_uncommitted"
+) -> dict[str, list[tuple[str, str]]]:
+    """Every copy of every statement in a final destination, minus ``decided_at``
+    (``read_committed``: only those of committed transactions)."""
     copies: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for topic in (topics.partner("acd"), topics.global_file):
-        for record in await read_topic(bootstrap, topic, timeout=60):
+        records = await read_topic(bootstrap, topic, timeout=60, isolation_level=isolation_level)
+        for record in records:
             doc = json.loads(record.value)
             doc["routing"].pop("decided_at")
             copies[doc["statement_id"]].append((topic, json.dumps(doc, sort_keys=True)))

@@ -19,8 +19,10 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.stores.rocksdb import Store as RocksStore
+from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
@@ -69,6 +71,16 @@ def test_the_internals_the_glue_uses_exist() -> None:
     assert "self.generation" in coordinator_init and "self.member_id" in coordinator_init
     monitor = inspect.getattr_static(faust.App, "monitor")
     assert isinstance(monitor, property) and monitor.fset is not None
+    # Exactly-once recovery: faust's worker consumer, built by the thread's factory, whose
+    # isolation level aiokafka reads at start (from the attribute the glue sets).
+    create = inspect.getsource(AIOKafkaConsumerThread._create_worker_consumer)
+    assert "isolation_level=isolation_level" in create
+    assert "self._create_worker_consumer(" in inspect.getsource(
+        AIOKafkaConsumerThread._create_consumer
+    )
+    assert "isolation_level=self._isolation_level" in inspect.getsource(AIOKafkaConsumer.start)
+    # faust's recovery waits for "highwater - 1" read through consumer.highwaters.
+    assert "consumer.highwaters(" in inspect.getsource(Recovery._build_highwaters)
 
 
 @pytest.fixture(params=["memory://", "rocksdb://"])

@@ -119,6 +119,9 @@ class FakeHost:
     tables: DictTables = field(default_factory=DictTables)
     active: frozenset[int] = frozenset()
     fatal_errors: list[BaseException] = field(default_factory=list)
+    exactly_once: bool = False
+    transactions: list[tuple[int, dict[TopicPartition, int] | None]] = field(default_factory=list)
+    consumer: FakeConsumer | None = None
 
     def __post_init__(self) -> None:
         self.core = RouterCore(
@@ -128,6 +131,15 @@ class FakeHost:
 
     async def run_step(self, step: Any, offsets: Any = None, commit: Any = None) -> bool:
         return await self.stepper.run_step(step, offsets, commit)
+
+    async def run_transaction(
+        self, step: Any, partition: int, offsets: dict[TopicPartition, int] | None
+    ) -> None:
+        """A transaction's bookkeeping: the step alone, then its offsets with it."""
+        self.transactions.append((partition, offsets))
+        assert self.consumer is not None
+        commit = self.consumer.commit
+        await self.stepper.run_step(step, offsets, lambda o: _committed(commit, o))
 
     async def fatal(self, exc: BaseException, where: str) -> None:
         self.fatal_errors.append(exc)
@@ -139,6 +151,11 @@ class FakeHost:
 
     def membership(self) -> Membership | None:
         return self.member
+
+
+async def _committed(commit: Any, offsets: dict[TopicPartition, int]) -> bool:
+    await commit(offsets)
+    return True
 
 
 def ids(sink: MemorySink, topic: str) -> list[str]:
@@ -262,3 +279,38 @@ async def test_a_fenced_commit_drops_the_partitions_until_the_next_assignment(
     await eventually(lambda: consumer.committed.get(received) == 2, "s1 committed")
     assert generations[-1] == 5
     assert ids(host.sink, TOPICS.partner("acd")) == ["s0", "s1", "s1"]  # a duplicate, no loss
+
+
+async def test_exactly_once_makes_one_transaction_per_input_partition() -> None:
+    """Each partition's states and statements, and only its offsets, in one transaction."""
+    consumer = FakeConsumer()
+    host = FakeHost(MemorySink(), exactly_once=True, consumer=consumer)
+    pump = BatchPump(host, consumer, poll_timeout_ms=5)  # type: ignore[arg-type]
+    other = (P + 1) % TOPICS.partitions
+    await pump.start()
+    try:
+        for n in range(3):
+            consumer.append(TOPICS.received, P, IBAN_A.encode(), statement(f"s{n}", IBAN_A))
+        consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+        consumer.append(TOPICS.received, other, IBAN_A.encode(), statement("off", IBAN_A))
+        host.active = frozenset({P, other})
+        await pump.on_rebalance_complete(None)
+        received = TopicPartition(TOPICS.received, P)
+        await eventually(lambda: consumer.committed.get(received) == 3, "P committed")
+        await eventually(
+            lambda: consumer.committed.get(TopicPartition(TOPICS.received, other)) == 1,
+            "the other partition committed",
+        )
+    finally:
+        await pump.stop()
+    # The sweep of each partition first (no offsets), then one transaction per partition.
+    assert sorted(p for p, offsets in host.transactions if offsets is None) == sorted({P, other})
+    committed = [(p, offsets) for p, offsets in host.transactions if offsets]
+    # (The statement off its key's partition is forwarded to P and read there again.)
+    assert {p for p, _ in committed} == {P, other}
+    for p, offsets in committed:
+        assert offsets is not None and {tp.partition for tp in offsets} == {p}
+    # States before statements within the partition: none held.
+    assert ids(host.sink, TOPICS.partner("acd"))[:3] == ["s0", "s1", "s2"]
+    assert host.sink.on(TOPICS.held) == []
+    assert host.fatal_errors == []
