@@ -31,7 +31,8 @@ def variable_name(name: str, info: FieldInfo) -> str:
 
 
 def _bounds(info: FieldInfo) -> str:
-    low = high = None
+    low: Any = None
+    high: Any = None
     low_word = ""
     for item in info.metadata:
         if isinstance(item, annotated_types.Ge):
@@ -61,8 +62,10 @@ def _core_type(annotation: Any) -> Any:
 def expected_form(info: FieldInfo) -> str:
     """The form a setting takes, from its declaration (or its ``json_schema_extra``)."""
     extra = info.json_schema_extra
-    if isinstance(extra, dict) and isinstance(extra.get("expected"), str):
-        return extra["expected"]
+    if isinstance(extra, dict):
+        given = extra.get("expected")
+        if isinstance(given, str):
+            return given
     kind = _core_type(info.annotation)
     if get_origin(kind) is Literal:
         return "one of " + ", ".join(str(v) for v in get_args(kind)) + " (any case)"
