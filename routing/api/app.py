@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.catalogue import ConnectorSpec
 from routing.api.bodies import Gate, TokenThenBody, principal_of
+from routing.api.docs import add_docs
 from routing.api.errors import install_error_handlers
 from routing.api.methods import AllowedMethods
 from routing.api.models import (
@@ -54,7 +55,10 @@ def create_app(
         title="statement-router",
         version="1",
         summary="Routes bank statements to partner connectors or to the cabinet's global file.",
+        docs_url=None,  # served by add_docs, with local assets (no CDN)
+        redoc_url=None,
     )
+    add_docs(app, title=app.title)
     install_error_handlers(app, unavailable)
 
     async def user_gate(token: str | None) -> Actor:
