@@ -14,8 +14,7 @@ from routing.api.models import ErrorOut
 
 _WHEN: dict[int, str] = {
     400: "The body is not JSON (not UTF-8, or not parsable): `invalid_json`.",
-    401: "No token, an unknown token, or (under /ops) not the operator token: "
-    "`unauthenticated`.",
+    401: "No token, an unknown token, or (under /ops) not the operator token: `unauthenticated`.",
     403: "The caller's profile lacks the right, or the cabinet is not the caller's.",
     404: "Unknown, or another cabinet's (answered alike).",
     409: "A rule refuses the change (the detail says which).",

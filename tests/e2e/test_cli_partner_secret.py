@@ -26,7 +26,12 @@ def partner_secret(cwd: Path) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("statement-router")
     return subprocess.run(
         [str(script), "partner", "secret"],
-        env=dict(os.environ), cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        env=dict(os.environ),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -72,6 +77,8 @@ async def test_a_standard_webhooks_receiver_accepts_the_generated_secret(
     assert await deliver((old,), "stmt-secret-4") == "permanent"
 
     assert [(h.webhook_id, h.verified) for h in receiver.of("acd")] == [
-        ("stmt-secret-1", True), ("stmt-secret-2", True), ("stmt-secret-3", True),
+        ("stmt-secret-1", True),
+        ("stmt-secret-2", True),
+        ("stmt-secret-3", True),
         ("stmt-secret-4", False),
     ]

@@ -49,8 +49,9 @@ async def api_url(sqlite_url: str, serve: ServeApp) -> AsyncIterator[str]:
             catalogue,
             global_file=SqlGlobalFileStore(store.engine),
             ledger=SqlDeliveryLedger(store.engine),
-            ops=ops_router(Topics("docs"), catalogue, bootstrap_servers=None,
-                           operator_token_sha256=None),
+            ops=ops_router(
+                Topics("docs"), catalogue, bootstrap_servers=None, operator_token_sha256=None
+            ),
         )
         yield (await serve(app)).url
     finally:
@@ -87,8 +88,9 @@ async def test_swagger_ui_renders_every_operation_offline(api_url: str, offline:
     await page.goto(f"{api_url}/docs")
     operations = page.locator(".opblock")
     await expect(operations).to_have_count(expected)
-    await expect(page.locator(".opblock-summary-path", has_text="/ibans/{iban}/diagnosis"))\
-        .to_be_visible()
+    await expect(
+        page.locator(".opblock-summary-path", has_text="/ibans/{iban}/diagnosis")
+    ).to_be_visible()
     await expect(page.locator(".info .title")).to_contain_text("statement-router")
     assert offline.refused == []
     assert f"{api_url}/docs/assets/swagger-ui/swagger-ui-bundle.js" in offline.served

@@ -141,16 +141,29 @@ async def served(tmp_path: Path, tansu_broker: BrokerProcess) -> AsyncIterator[S
             catalogue,
             global_file=files,
             ledger=ledger,
-            ops=ops_router(topics, catalogue, bootstrap_servers=servers,
-                           operator_token_sha256=digest),
+            ops=ops_router(
+                topics, catalogue, bootstrap_servers=servers, operator_token_sha256=digest
+            ),
         )
-        mount_console(app, store, catalogue, global_file=files, ledger=ledger,
-                      ops=OpsConsole(topics, catalogue, servers, digest))
+        mount_console(
+            app,
+            store,
+            catalogue,
+            global_file=files,
+            ledger=ledger,
+            ops=OpsConsole(topics, catalogue, servers, digest),
+        )
         recorder = Recorder(app, list(app.openapi()["paths"]))
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(recorder, host="127.0.0.1", port=port, log_config=None,
-                           access_log=False, lifespan="off")
+            uvicorn.Config(
+                recorder,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
         )
         task = asyncio.create_task(server.serve())
         try:
@@ -176,13 +189,26 @@ async def test_schemathesis_finds_no_mismatch(served: Served, tmp_path: Path) ->
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli",
-        "--config-file", str(HERE / "schemathesis.toml"),
-        "run", f"{served.url}/openapi.json",
-        "--checks", "all", "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES),
-        "--workers", "1", "--no-color",
-        cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(HERE / "schemathesis.toml"),
+        "run",
+        f"{served.url}/openapi.json",
+        "--checks",
+        "all",
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--workers",
+        "1",
+        "--no-color",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output = (await child.communicate())[0].decode(errors="replace")
     assert child.returncode == 0, output
@@ -205,8 +231,9 @@ async def test_schemathesis_finds_no_mismatch(served: Served, tmp_path: Path) ->
         wanted = (404,) if path.endswith("/replay") else range(200, 300)
         assert any(s in wanted for s in statuses), (method, path, sorted(set(statuses)))
     # OPTIONS was asked, and answered from the schema's methods (204, never 405).
-    options = {(path, s) for (method, path), found in answers.items() if method == "OPTIONS"
-               for s in found}
+    options = {
+        (path, s) for (method, path), found in answers.items() if method == "OPTIONS" for s in found
+    }
     assert options and {s for _, s in options} == {204}, sorted(options)
 
 
