@@ -49,10 +49,11 @@ ConnectorIdPath = Annotated[
 ]
 ConnectorId = Annotated[str, Field(json_schema_extra=ID_SCHEMA), _allowed("connector")]
 
-#: An IBAN as a path segment: compact (no spaces), any case. The check digits (mod 97) and
+#: An IBAN as a path segment, any case, compact or with single spaces as printed
+#: (``FR76 3000 6000 …``, sent as ``%20``). The check digits (mod 97) and
 #: the national rules (the French RIB key) cannot be said by a pattern: ``format: iban``
 #: names them, and the server answers 422 ``invalid_iban`` when they fail.
-IBAN_PATTERN = r"^[A-Za-z]{2}[0-9]{2}[A-Za-z0-9]{11,30}$"
+IBAN_PATTERN = r"^[A-Za-z]{2}[0-9]{2}( ?[A-Za-z0-9]){11,30}$"
 _IBAN = re.compile(IBAN_PATTERN)
 IBAN_SCHEMA: dict[str, Any] = {"pattern": IBAN_PATTERN, "format": "iban"}
 
@@ -61,9 +62,10 @@ def iban_path(
     iban: Annotated[
         str,
         Path(
-            description="An IBAN (ISO 13616), without spaces, any case: 2 letters, 2 check "
-            "digits, 11 to 30 letters or digits. Its mod-97 check digits and national "
-            "check (the French RIB key) must be right (422 `invalid_iban` otherwise).",
+            description="An IBAN (ISO 13616), any case: 2 letters, 2 check digits, then 11 "
+            "to 30 letters or digits, each optionally preceded by one space (the printed "
+            "form). Its mod-97 check digits and national check (the French RIB key) must "
+            "be right (422 `invalid_iban` otherwise).",
             examples=["FR7630006000011234567890189"],
             json_schema_extra=IBAN_SCHEMA,
         ),
@@ -73,8 +75,8 @@ def iban_path(
     pattern, so the schema and the server agree on every string."""
     if not _IBAN.fullmatch(iban):
         raise InvalidIban(
-            f"IBAN {mask_iban(iban)} is malformed: give it without spaces, as 2 letters, "
-            "2 check digits, then 11 to 30 letters or digits"
+            f"IBAN {mask_iban(iban)} is malformed: give 2 letters, 2 check digits, then "
+            "11 to 30 letters or digits, with at most single spaces between them"
         )
     return iban
 

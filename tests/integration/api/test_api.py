@@ -194,6 +194,15 @@ async def test_binding_and_unbinding_change_the_state(api: Seed) -> None:
     assert unbound.json()["connector_id"] is None
 
 
+async def test_an_iban_path_may_be_printed_with_single_spaces_and_in_lower_case(
+    api: Seed,
+) -> None:
+    for written in ("FR76 3000 6000 0112 3456 7890 189", BOUND.lower()):
+        response = await api.client.get(f"/ibans/{written}", headers=api.admin)
+        assert response.status_code == 200, written
+        assert response.json()["iban"] == BOUND
+
+
 async def test_unknown_iban_is_404(api: Seed) -> None:
     unknown = "FR7611315000010891234567896"
     for method, path, body in (
@@ -284,7 +293,8 @@ async def test_malformed_bodies_get_422_with_a_reason(
         "FR7630006000011234567890188",  # the declared pattern, wrong check digits
         "NOTANIBAN",
         "FR76",
-        "FR76 3000 6000 0112 3456 7890 189",  # spaces: outside the declared pattern
+        "FR76  3000 6000 0112 3456 7890 189",  # two spaces: outside the declared pattern
+        " FR7630006000011234567890189",  # a leading space, too
         "FR76300060000112345678901890000000",  # 35 characters
     ],
 )
