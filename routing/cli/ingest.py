@@ -21,10 +21,9 @@ is checked first, because a send to a missing topic would auto-create it with th
 partition count.
 
 Exit codes: 0 all published (or, with ``--dry-run``, all readable); 7 at least one file
-refused (the others were published);
-8 the broker is unreachable or failed (files not yet acknowledged stay where they were;
-ingesting them again republishes the same statement ids); 1 no broker configured; 2 bad
-usage.
+refused (the others were published); 8 no broker configured, or the broker is unreachable
+or failed (files not yet acknowledged stay where they were; ingesting them again
+republishes the same statement ids); 1 a file could not be read or moved; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -57,7 +56,9 @@ from routing.cli.common import (
     EXIT_UNAVAILABLE,
     fail,
     print_json,
+    require_reachable,
     run,
+    running_up_broker,
     settings,
 )
 from routing.cli.pipeline import topic_catalogue
@@ -90,11 +91,17 @@ def _choice(fmt: IngestFormat) -> FormatChoice:
 def _bootstrap(cfg: Settings, option: str | None) -> str:
     servers = option or cfg.kafka_bootstrap_servers
     if not servers:
+        running = running_up_broker(cfg)
+        where = (
+            f"the `statement-router up` running on DATA_DIR={cfg.data_dir} has its broker at "
+            f"{running}: pass --bootstrap {running}"
+            if running is not None
+            else "pass --bootstrap HOST:PORT (the embedded broker's address, printed by "
+            "`statement-router up`) or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"
+        )
         fail(
-            "no Kafka to publish to: KAFKA_BOOTSTRAP_SERVERS is not set. Pass --bootstrap "
-            "HOST:PORT (the embedded broker's address, printed by `statement-router up`) or "
-            "point KAFKA_BOOTSTRAP_SERVERS at a running Kafka",
-            EXIT_REFUSED,
+            f"no Kafka to publish to: KAFKA_BOOTSTRAP_SERVERS is not set; {where}",
+            EXIT_UNAVAILABLE,
         )
     return servers
 
@@ -382,6 +389,7 @@ def ingest(
         return
     cfg = settings()
     servers = _bootstrap(cfg, bootstrap)
+    require_reachable(servers, "publishing bank files")
     if watch_dir is not None:
         _watch(
             cfg,

@@ -14,9 +14,17 @@ from config.settings import Settings
 from events.schemas import SCHEMAS
 from events.topics import Topics
 from routing.bootstrap import catalogue, open_store
-from routing.cli.common import EXIT_UNAVAILABLE, fail, run, settings
+from routing.cli.common import (
+    EXIT_UNAVAILABLE,
+    fail,
+    require_broker,
+    require_reachable,
+    run,
+    run_role,
+    settings,
+)
 from routing.metrics import metrics_endpoint
-from routing.runtime import require_bootstrap, until_signalled
+from routing.runtime import until_signalled
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -36,9 +44,9 @@ def topics_create() -> None:
 
     cfg = settings()
     specs = topic_catalogue(cfg).specs(catalogue(cfg))
-    created = run(
-        ensure_topics(require_bootstrap(cfg), specs, cfg.topic_replication_factor)
-    )
+    bootstrap = require_broker(cfg)
+    require_reachable(bootstrap, "creating topics")
+    created = run(ensure_topics(bootstrap, specs, cfg.topic_replication_factor))
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         typer.echo(f"{state:<8} {spec.name}  partitions={spec.partitions} cleanup={spec.cleanup}")
@@ -84,18 +92,18 @@ def relay() -> None:
     from routing.relay import OutboxRelay
 
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg), open_store(cfg, migrate=False) as store:
             producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id="relay")
-            await producer.start()
             try:
+                await producer.start()
                 await OutboxRelay(store, producer, topic_catalogue(cfg)).run(stop)
             finally:
                 await producer.stop()
 
-    run(until_signalled(main))
+    run_role("relay", bootstrap, main)
 
 
 def router() -> None:
@@ -103,7 +111,7 @@ def router() -> None:
     from routing.router import RouterCrashed, run_router
 
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg):
@@ -111,7 +119,7 @@ def router() -> None:
                              bootstrap_servers=bootstrap)
 
     try:
-        run(until_signalled(main))
+        run_role("router", bootstrap, main)
     except RouterCrashed as exc:
         # Nothing was committed past the failure: restarting resumes safely.
         fail(f"{exc}; nothing was committed past it, restart the router to resume")

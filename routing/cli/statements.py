@@ -25,8 +25,10 @@ from routing.cli.common import (
     EXIT_NOT_FOUND,
     fail,
     print_json,
+    require_broker,
     require_database,
     run,
+    run_role,
     settings,
     token_or_fail,
 )
@@ -35,7 +37,6 @@ from routing.domain.errors import DomainError
 from routing.domain.model import Actor
 from routing.metrics import metrics_endpoint
 from routing.ports import StatementTrace, StateStore, UnknownStatement
-from routing.runtime import require_bootstrap, until_signalled
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
@@ -117,10 +118,10 @@ def download(
     typer.echo(f"wrote {result.statements} statement(s) to {path}")
 
 
-def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
+def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
     """Run a consumer role (builder or ledger) on the state store until a signal."""
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         await _migrate_embedded(cfg)
@@ -133,7 +134,7 @@ def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
                 bootstrap_servers=bootstrap,
             )
 
-    run(until_signalled(main))
+    run_role(role, bootstrap, main)
 
 
 @global_file_app.command("build")
@@ -141,7 +142,7 @@ def build() -> None:
     """Run the global-file builder: store each routed statement in its cabinet's file."""
     from adapters.global_file import run_global_file_builder
 
-    _run_role(run_global_file_builder)
+    _run_role("global-file builder", run_global_file_builder)
 
 
 def trace(
@@ -254,7 +255,7 @@ def ledger() -> None:
     """Run the delivery ledger: record every delivery outcome, once."""
     from routing.ledger import run_ledger
 
-    _run_role(run_ledger)
+    _run_role("ledger", run_ledger)
 
 
 async def _migrate_embedded(cfg: Settings) -> None:
