@@ -90,7 +90,11 @@ def download(
     end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")],
     output: Annotated[
         Path,
-        typer.Option("--output", help="File to write; a directory gets the default name."),
+        typer.Option(
+            "--output",
+            help="File to write (.txt or .zip, as the period's format; no extension: the "
+            "right one is added); an existing directory gets the default name.",
+        ),
     ],
     token: TokenOpt = None,
 ) -> None:
@@ -103,6 +107,9 @@ def download(
     first, last = _date(start, "--from"), _date(end, "--to")
     if first > last:
         fail(f"the period ends ({last}) before it starts ({first})", EXIT_INVALID)
+    if not output.is_dir() and not output.parent.is_dir():
+        fail(f"--output {output}: the directory {output.parent} does not exist; create it "
+             "first, or give an existing directory", EXIT_INVALID)
     cfg = settings()
     secret = token_or_fail(token, cfg)
 
@@ -113,9 +120,34 @@ def download(
         return build_download(cabinet, first, last, entries)
 
     result = run(action())
-    path = output / result.filename if output.is_dir() else output
-    path.write_bytes(result.content)
+    path = _output_path(output, result.filename)
+    try:
+        path.write_bytes(result.content)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
     typer.echo(f"wrote {result.statements} statement(s) to {path}")
+
+
+_FORMATS = {
+    ".txt": "a CFONB 120 text file (.txt): every statement of the period is CFONB 120",
+    ".zip": "a ZIP archive (.zip): the period holds camt.053 or MT940 statements",
+}
+
+
+def _output_path(output: Path, filename: str) -> Path:
+    """Where the download goes: a directory gets the default name, a name without an
+    extension gets the format's, and a name with the other format's extension is refused
+    (a ZIP saved as .txt would be imported as CFONB by the cabinet's tool)."""
+    if output.is_dir():
+        return output / filename
+    suffix = Path(filename).suffix
+    if not output.suffix:
+        return output.with_name(output.name + suffix)
+    if output.suffix.lower() != suffix:
+        fail(f"--output {output}: the global file for this period is {_FORMATS[suffix]}; "
+             f"name it *{suffix}, or give a directory for the default name ({filename})",
+             EXIT_INVALID)
+    return output
 
 
 def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
