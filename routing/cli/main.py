@@ -26,6 +26,7 @@ from routing.cli.common import (
     settings,
     with_store,
 )
+from routing.cli.help import HumanTyper, version_option
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import StateStore
@@ -38,12 +39,23 @@ class LocalBrokerKind(StrEnum):
     kafka = "kafka"
 
 
-app = typer.Typer(
+app = HumanTyper(
     name="statement-router",
     help="Route bank statements to partner connectors or to the cabinet's global file.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool | None,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                     callback=version_option),
+    ] = None,
+) -> None:
+    """Route bank statements to partner connectors or to the cabinet's global file."""
 db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 cabinet_app = typer.Typer(help="Cabinets and their connectors.", no_args_is_help=True)
 cabinet_connectors_app = typer.Typer(
