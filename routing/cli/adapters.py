@@ -13,30 +13,16 @@ Exit codes follow docs/api.md#exit-codes: 5 unknown connector or dead letter, 6 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from adapters.delivery import DeliveryConfigError
-from adapters.dlq import (
-    AlreadyReplayed,
-    DeadLetterEntry,
-    DeadLetterError,
-    NoSuchDeadLetter,
-    ReplayReport,
-    list_dead_letters,
-    replay_dead_letters,
-)
-from adapters.endpoints import load_endpoints
-from adapters.worker import AdapterCrashed, run_adapters
-from config.settings import Settings
-from routing.bootstrap import catalogue
-from routing.broker.errors import BrokerError
 from routing.cli.common import (
     EXIT_CONFLICT,
     EXIT_INVALID,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
+    catalogue,
     fail,
     print_json,
     require_broker,
@@ -47,7 +33,10 @@ from routing.cli.common import (
     usage_error,
 )
 from routing.cli.pipeline import topic_catalogue
-from routing.metrics import metrics_endpoint
+
+if TYPE_CHECKING:
+    from adapters.dlq import DeadLetterEntry
+    from config.settings import Settings
 
 dlq_app = typer.Typer(help="Dead letters: list and replay failed partner deliveries.",
                       no_args_is_help=True)
@@ -77,6 +66,12 @@ def adapters(
     ] = None,
 ) -> None:
     """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE)."""
+    from adapters.delivery import DeliveryConfigError
+    from adapters.endpoints import load_endpoints
+    from adapters.worker import AdapterCrashed, run_adapters
+    from routing.broker.errors import BrokerError
+    from routing.metrics import metrics_endpoint
+
     cfg = settings()
     bootstrap = require_broker(cfg)
     for connector_id in connector or []:
@@ -118,6 +113,9 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List a connector's dead letters: statement, masked IBAN, reason, attempts, time."""
+    from adapters.dlq import list_dead_letters
+    from routing.broker.errors import BrokerError
+
     cfg = settings()
     bootstrap = _bootstrap(cfg, "listing dead letters")
     connector_id = _known(cfg, connector)
@@ -158,6 +156,15 @@ def dlq_replay(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-publish dead letters to the partner topic; the worker delivers them again."""
+    from adapters.dlq import (
+        AlreadyReplayed,
+        DeadLetterError,
+        NoSuchDeadLetter,
+        ReplayReport,
+        replay_dead_letters,
+    )
+    from routing.broker.errors import BrokerError
+
     if bool(statement) == replay_all:
         usage_error("give either --statement ID (repeatable) or --all")
     cfg = settings()

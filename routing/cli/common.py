@@ -10,13 +10,10 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from config.settings import Settings, SettingsError, get_settings, settings_warnings
-from routing.bootstrap import open_store, store_unavailable_errors
-from routing.broker.errors import BrokerError
 from routing.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -27,7 +24,15 @@ from routing.domain.errors import (
     PermissionDenied,
 )
 from routing.domain.model import Actor
-from routing.ports import StateStore
+
+if TYPE_CHECKING:
+    from config.catalogue import ConnectorSpec
+    from config.settings import Settings
+    from routing.ports import StateStore
+
+# The CLI's modules import the heavy libraries (aiokafka, SQLAlchemy, Alembic, asyncssh,
+# FastAPI, pydantic-settings) inside the commands that use them, so `--help` and the
+# light commands start without them (benchmarks/cli_startup.py, docs/performance.md).
 
 T = TypeVar("T")
 
@@ -50,6 +55,13 @@ _EXIT_CODES: tuple[tuple[type[DomainError], int], ...] = (
 )
 
 
+def catalogue(cfg: Settings) -> dict[str, ConnectorSpec]:
+    """The deployment's connector catalogue (``routing.bootstrap.catalogue``)."""
+    from routing.bootstrap import catalogue as deployment_catalogue
+
+    return deployment_catalogue(cfg)
+
+
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -69,6 +81,9 @@ def exit_code_for(exc: DomainError) -> int:
 
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine, turning refusals and outages into a message and an exit code."""
+    from routing.bootstrap import store_unavailable_errors
+    from routing.broker.errors import BrokerError
+
     try:
         return asyncio.run(_as_coroutine(coro))
     except DomainError as exc:
@@ -162,6 +177,7 @@ def run_role(
     The broker unreachable, at start or later, ends it with one line ``error: …`` and
     exit 8 (``adapters``' behaviour, docs/api.md#exit-codes), never a traceback.
     """
+    from routing.broker.errors import BrokerError
     from routing.runtime import until_signalled
 
     require_reachable(bootstrap, f"starting the {role}")
@@ -198,6 +214,8 @@ def with_store(
     ``create``: the embedded database may be created (``cabinet create``); otherwise a
     missing one is refused with "no such database" (``require_database``).
     """
+    from routing.bootstrap import open_store
+
     if not create:
         require_database(settings)
 
@@ -225,6 +243,8 @@ def settings() -> Settings:
     ``SystemExit`` rather than ``typer.Exit``: ``main`` reads the settings before typer
     runs (for the log level), where only a plain exit ends the process cleanly.
     """
+    from config.settings import SettingsError, get_settings, settings_warnings
+
     try:
         cfg = get_settings()
     except SettingsError as exc:

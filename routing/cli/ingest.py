@@ -32,24 +32,10 @@ import asyncio
 import functools
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters.ingest.dropfolder import QUARANTINE, DropResult, error_document, settle, watch
-from adapters.ingest.preview import FilePreview, preview_file
-from adapters.ingest.producer import (
-    MAX_SOURCE_LENGTH,
-    FormatChoice,
-    IngestReport,
-    producer_params,
-    publish_file,
-    require_received_topic,
-)
-from config.settings import Settings
-from events.topics import Topics
-from routing.broker.errors import BrokerError, kafka_errors
-from routing.broker.producer import make_producer
 from routing.cli.common import (
     EXIT_INVALID,
     EXIT_REFUSED,
@@ -62,7 +48,13 @@ from routing.cli.common import (
     settings,
 )
 from routing.cli.pipeline import topic_catalogue
-from routing.runtime import until_signalled
+
+if TYPE_CHECKING:
+    from adapters.ingest.dropfolder import DropResult
+    from adapters.ingest.preview import FilePreview
+    from adapters.ingest.producer import FormatChoice, IngestReport
+    from config.settings import Settings
+    from events.topics import Topics
 
 __all__ = ["IngestFormat", "ingest"]
 
@@ -108,6 +100,8 @@ def _bootstrap(cfg: Settings, option: str | None) -> str:
 
 def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
     """One file's result for ``--json``: ids, IBANs and periods, never the content."""
+    from adapters.ingest.dropfolder import error_document
+
     return {
         "file": str(report.path),
         "ok": report.ok,
@@ -172,6 +166,8 @@ def _echo_preview(preview: FilePreview) -> None:
 
 def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: bool) -> None:
     """Preview each file; exit 7 when one would be refused, 1 when one cannot be read."""
+    from adapters.ingest.preview import preview_file
+
     outcomes: list[dict[str, Any]] = []
     refused = unreadable = False
     for path in files:
@@ -196,6 +192,10 @@ def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: 
 
 async def _start_producer(cfg: Settings, bootstrap: str, topics: Topics) -> Any:
     """Check the topic, then start a producer (the caller stops it)."""
+    from adapters.ingest.producer import producer_params, require_received_topic
+    from routing.broker.errors import kafka_errors
+    from routing.broker.producer import make_producer
+
     await require_received_topic(bootstrap, topics)
     producer = make_producer(
         producer_params(cfg, bootstrap_servers=bootstrap, client_id=_CLIENT_ID)
@@ -226,6 +226,9 @@ async def _ingest_files(
 
     A refused file does not stop the others: each file is its own unit.
     """
+    from adapters.ingest.dropfolder import QUARANTINE, settle
+    from adapters.ingest.producer import publish_file
+
     topics = topic_catalogue(cfg)
     producer = await _start_producer(cfg, bootstrap, topics)
     refused = trouble = False
@@ -264,6 +267,11 @@ def _watch(
     poll_interval: float,
     as_json: bool,
 ) -> None:
+    from adapters.ingest.dropfolder import watch
+    from adapters.ingest.producer import publish_file
+    from routing.broker.errors import BrokerError
+    from routing.runtime import until_signalled
+
     topics = topic_catalogue(cfg)
 
     def echo(result: DropResult) -> None:
@@ -376,6 +384,9 @@ def ingest(
             "--quarantine, --done and --keep are for FILEs; --watch DIR always uses "
             "DIR/done/ and DIR/quarantine/"
         )
+    from adapters.ingest.producer import MAX_SOURCE_LENGTH
+    from routing.broker.errors import BrokerError
+
     if source is not None and not 1 <= len(source) <= MAX_SOURCE_LENGTH:
         raise typer.BadParameter(f"--source must be 1 to {MAX_SOURCE_LENGTH} characters")
     if dry_run:

@@ -8,11 +8,10 @@ User-level operations (the FAQ's) authenticate with a user's token (``--token`` 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
@@ -20,6 +19,7 @@ from routing.cli.common import (
     EXIT_CONFLICT,
     EXIT_INVALID,
     as_user,
+    catalogue,
     fail,
     print_json,
     run,
@@ -29,7 +29,9 @@ from routing.cli.common import (
 from routing.cli.help import HumanTyper, version_option
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
-from routing.ports import StateStore
+
+if TYPE_CHECKING:
+    from routing.ports import StateStore
 
 
 class LocalBrokerKind(StrEnum):
@@ -416,13 +418,18 @@ def up(
 
 
 def main() -> None:
-    from routing.logs import configure_logging
-    from routing.runtime import tune_gc
+    import sys
 
-    cfg = settings()
-    configure_logging(cfg.log_format, cfg.log_level)
-    tune_gc()
+    if sys.argv[1:] and not {"--help", "--version"} & set(sys.argv[1:]):
+        # Only for a command that runs: help and the version need no settings, logging
+        # or collector tuning, and start faster without them.
+        from routing.logs import configure_logging
+        from routing.runtime import tune_gc
+
+        cfg = settings()
+        configure_logging(cfg.log_format, cfg.log_level)
+        tune_gc()
     app()
 
 
-__all__ = ["app", "main", "open_store"]
+__all__ = ["app", "main"]

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config.settings import Settings
-from events.schemas import SCHEMAS
 from events.topics import Topics
-from routing.bootstrap import catalogue, open_store
 from routing.cli.common import (
     EXIT_UNAVAILABLE,
+    catalogue,
     fail,
     require_broker,
     require_reachable,
@@ -23,11 +21,11 @@ from routing.cli.common import (
     run_role,
     settings,
 )
-from routing.metrics import metrics_endpoint
-from routing.runtime import until_signalled
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
+
+    from config.settings import Settings
 
 topics_app = typer.Typer(help="The Kafka topics of the pipeline.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
@@ -62,6 +60,8 @@ def topics_list() -> None:
 
 def export_schemas(directory: Path) -> list[Path]:
     """Write one JSON Schema file per event schema; return the paths written."""
+    from events.schemas import SCHEMAS
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in SCHEMAS.items():
@@ -88,7 +88,9 @@ def schemas_export(
 
 def relay() -> None:
     """Run the outbox relay: publish committed IBAN states to iban.state, in order."""
+    from routing.bootstrap import open_store
     from routing.broker.producer import make_producer
+    from routing.metrics import metrics_endpoint
     from routing.relay import OutboxRelay
 
     cfg = settings()
@@ -108,6 +110,7 @@ def relay() -> None:
 
 def router() -> None:
     """Run one router worker; start more processes to share the partitions."""
+    from routing.metrics import metrics_endpoint
     from routing.router import RouterCrashed, run_router
 
     cfg = settings()
@@ -182,6 +185,7 @@ def topics_tail(
     Joins no consumer group and commits nothing.
     """
     from routing.domain.iban import normalise_iban
+    from routing.runtime import until_signalled
 
     cfg = settings()
     servers = _bootstrap_or_running_up(cfg, bootstrap)

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config.settings import Settings
-from routing.bootstrap import open_store
 from routing.cli.common import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
@@ -35,19 +33,17 @@ from routing.cli.common import (
 from routing.cli.pipeline import topic_catalogue
 from routing.domain.errors import DomainError
 from routing.domain.model import Actor
-from routing.metrics import metrics_endpoint
 from routing.ports import StatementTrace, StateStore, UnknownStatement
-from routing.store.global_file import SqlGlobalFileStore
-from routing.store.ledger import SqlDeliveryLedger
-from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore
 
 if TYPE_CHECKING:
     from adapters.global_file import Download
+    from config.settings import Settings
     from routing.api.statements import StatementTraceOut
+    from routing.store.global_file import SqlGlobalFileStore
+    from routing.store.ledger import SqlDeliveryLedger
 
-# The heavier modules (the builder, the API models) are imported inside the commands, so
-# that every other command of the CLI starts as fast as before.
+# The heavier modules (the stores, the builder, the API models) are imported inside the
+# commands, so that every other command of the CLI starts without them.
 global_file_app = typer.Typer(
     help="The cabinets' global files (« Relevés »): download, and the builder role.",
     no_args_is_help=True,
@@ -69,6 +65,11 @@ class Services:
 @asynccontextmanager
 async def open_services(cfg: Settings) -> AsyncIterator[Services]:
     """The state store, the global file and the ledger on one engine (one pool)."""
+    from routing.bootstrap import open_store
+    from routing.store.global_file import SqlGlobalFileStore
+    from routing.store.ledger import SqlDeliveryLedger
+    from routing.store.sql import SqlStateStore
+
     require_database(cfg)
     async with open_store(cfg) as store:
         if not isinstance(store, SqlStateStore):  # pragma: no cover - the only store today
@@ -152,6 +153,8 @@ def _output_path(output: Path, filename: str) -> Path:
 
 def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
     """Run a consumer role (builder or ledger) on the state store until a signal."""
+    from routing.metrics import metrics_endpoint
+
     cfg = settings()
     bootstrap = require_broker(cfg)
 
@@ -293,6 +296,8 @@ def ledger() -> None:
 async def _migrate_embedded(cfg: Settings) -> None:
     """The embedded SQLite file migrates itself (as ``open_store`` does); PostgreSQL only
     through ``db upgrade``."""
+    from routing.store.migrate import upgrade
+
     if not cfg.database_url:
         await upgrade(cfg.effective_database_url)
 

@@ -83,3 +83,28 @@ def test_no_command_help_shows_a_python_type(capsys: pytest.CaptureFixture[str])
         out = capsys.readouterr().out
         assert "Usage: statement-router" in out, path
         assert not PYTHON_TYPE.search(out), (path, out)
+
+
+HEAVY = ("aiokafka", "sqlalchemy", "alembic", "fastapi", "asyncssh", "aiohttp", "uvicorn")
+PROBE = """
+import sys
+sys.argv = ["statement-router", *{args!r}]
+from routing.cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+print("LOADED", " ".join(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["connectors"], ["iban", "--help"]])
+def test_help_and_light_commands_import_no_heavy_library(args: list[str], tmp_path: Path) -> None:
+    """The CLI starts without Kafka, SQL, HTTP or SSH clients unless the command uses one
+    (benchmarks/cli_startup.py measures what that saves)."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    loaded = result.stderr.strip().splitlines()[-1]
+    assert loaded == "LOADED", result.stderr[-2000:]
