@@ -55,7 +55,8 @@ def topics_list() -> None:
     """Print the topic catalogue: name, key, schema, cleanup and who writes and reads it."""
     cfg = settings()
     for spec in topic_catalogue(cfg).specs(catalogue(cfg)):
-        typer.echo(f"{spec.name:<48} key={spec.key:<22} {spec.schema:<32} {spec.cleanup}")
+        typer.echo(f"{spec.name:<48} key={spec.key:<22} {spec.schema:<32} {spec.cleanup:<8} "
+                   f"{spec.description}")
 
 
 def export_schemas(directory: Path) -> list[Path]:
