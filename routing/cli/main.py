@@ -405,12 +405,15 @@ def up(
     from routing.up import run_up
     from routing.up_lock import UpRefused
 
+    cfg = settings()
+    if demo and "log_level" not in cfg.model_fields_set:
+        # The demo's report is for a person to read: the roles' info lines would interleave
+        # with it. Warnings and errors still show; LOG_LEVEL=INFO brings the rest back.
+        from routing.logs import configure_logging
+
+        configure_logging(cfg.log_format, "WARNING")
     try:
-        run(
-            run_up(
-                settings(), demo=demo, exit_after_demo=exit_after_demo, broker=broker.value
-            )
-        )
+        run(run_up(cfg, demo=demo, exit_after_demo=exit_after_demo, broker=broker.value))
     except UpRefused as exc:
         fail(str(exc), EXIT_CONFLICT)
     except DeliveryConfigError as exc:  # the message and exit code of `adapters`

@@ -50,3 +50,22 @@ def test_topics_list_says_who_writes_and_reads_each_topic(env: dict[str, str]) -
         assert lines[f"sobank.{topic}"].rstrip().endswith(who), (topic, who)
     assert lines["sobank.statements.partner.acd"].rstrip().endswith(
         "router → adapter worker for acd")
+
+
+def test_diagnose_of_an_unbound_pending_iban_says_held_not_global_file(
+    env: dict[str, str],
+) -> None:
+    iban = "FR7630006000011234567890189"
+    assert cli(env, "cabinet", "create", "cab-a", "--name", "A").returncode == 0
+    user = cli(env, "user", "create", "--cabinet", "cab-a", "--profile", "collaborateur")
+    token = user.stdout.strip().splitlines()[-1]
+    assert cli(env, "iban", "add", iban, "--cabinet", "cab-a").returncode == 0
+
+    result = cli(env, "diagnose", iban, "--token", token)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("2. [NOK]") and lines[2].startswith("3. [NOK]"), lines
+    assert "une fois le mandat approuvé" in lines[1]
+    assert "mis en attente" in lines[2]
+    assert "vont dans le fichier global" not in result.stdout
