@@ -62,9 +62,11 @@ def main() -> None:
         try:
             runs = [timed([str(script), *extra], env) for _ in range(args.runs)]
         except subprocess.CalledProcessError as exc:
-            last = exc.stderr.decode(errors="replace").strip().splitlines()[-2:]
+            lines = [line.strip("│╭╮╰╯─ ") for line in exc.stderr.decode(errors="replace")
+                     .splitlines()]
             print(json.dumps({"benchmark": "cli_startup", "command": name,
-                              "error": " ".join(last)}))
+                              "error": " ".join(line for line in lines[-3:] if line)},
+                             ensure_ascii=False))
             continue
         times = [wall for wall, _ in runs]
         print(json.dumps({
