@@ -536,7 +536,7 @@ class RouterCore:
 
     def _invalid(self, rec: InRecord, reason: str, statement_id: str | None, now: str) -> list[Out]:
         self.stats["invalid"] += 1
-        log.info(
+        log.warning(
             "record_invalid",
             topic=rec.topic,
             partition=rec.partition,
