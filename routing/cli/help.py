@@ -29,6 +29,7 @@ PANELS: dict[str, str] = {
     "user": BACK_OFFICE,
     "mandate": BACK_OFFICE,
     "operator": BACK_OFFICE,
+    "partner": BACK_OFFICE,
     "dlq": BACK_OFFICE,
     "monitor": BACK_OFFICE,
     "topics": BACK_OFFICE,
