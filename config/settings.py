@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.limits import MAX_STATEMENT_BYTES
+
 
 class Settings(BaseSettings):
     """Frozen runtime configuration.
@@ -85,12 +87,15 @@ class Settings(BaseSettings):
         ),
     )
     max_statement_bytes: int = Field(
-        default=1_000_000,
+        default=MAX_STATEMENT_BYTES,
         ge=1,
+        le=MAX_STATEMENT_BYTES,
         description=(
-            "The largest statement.received value the router routes, in bytes; a larger one "
-            "goes to statements.invalid with its size, referred to by topic, partition and "
-            "offset rather than copied."
+            "The largest statement accepted, in bytes of content (decoded, before base64): "
+            "ingest refuses a larger one (exit 7, statement_too_large) and the router sends "
+            "one produced by others to statements.invalid with its size. It may lower the "
+            "size rule's limit (1 MiB, docs/operations.md#limits), not raise it: the topics "
+            "and producers are sized for that limit."
         ),
     )
     table_store: str = Field(
