@@ -18,9 +18,9 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.problems import SettingsError, describe, unknown_prefixed
+from events.limits import MAX_STATEMENT_BYTES
 
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_warnings"]
-from events.limits import MAX_STATEMENT_BYTES
 
 
 class Settings(BaseSettings):
