@@ -1,0 +1,256 @@
+"""The global-file builder and the ledger never stall on a record they cannot copy.
+
+A malformed record of 0.9 MB on ``statements.global-file`` or ``deliveries.outcomes``:
+its ``statements.invalid`` record refers to it (topic, partition, offset, size) instead of
+copying it, it is counted, and the valid records of the same batch, in every partition,
+are stored. If even that record cannot be written (Kafka, a hand-made ``statements.invalid``
+with a tiny ``max.message.bytes``), the input is logged and counted as unwritable and the
+consumer moves on instead of retrying the batch for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from sqlalchemy import select
+
+from adapters.global_file import run_global_file_builder
+from config.settings import Settings
+from events.schemas import DeliveryOutcome, StatementInvalid
+from events.topics import Topics
+from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.domain.model import Actor, Profile
+from routing.ledger import run_ledger
+from routing.store.engine import create_store_engine
+from routing.store.global_file import SqlGlobalFileStore
+from routing.store.migrate import upgrade
+from routing.store.tables import delivery_ledger
+from tests.eventually import eventually
+from tests.integration.global_file.factories import iban
+from tests.integration.global_file.helpers import global_file_event
+from tests.integration.limits.helpers import AT_LIMIT, MALFORMED, parked
+
+CAB_A = Actor("usr-a", "cab-a", Profile.COLLABORATEUR)
+JANUARY = (date(2026, 1, 1), date(2026, 1, 31))
+
+Runner = Callable[[Settings, Topics, str, asyncio.Event], Awaitable[dict[str, int]]]
+
+
+@dataclass
+class Consumer:
+    """One consumer role (builder or ledger) running against this test's topics."""
+
+    bootstrap: str
+    topics: Topics
+    url: str
+    producer: AIOKafkaProducer
+    settings: Settings
+
+    def start(self, run: Runner) -> tuple[asyncio.Event, asyncio.Task[dict[str, int]]]:
+        stop = asyncio.Event()
+        return stop, asyncio.create_task(run(self.settings, self.topics, self.url, stop))
+
+    async def invalid(self, count: int) -> list[StatementInvalid]:
+        records = await eventually(
+            lambda: read_topic(self.bootstrap, self.topics.invalid, timeout=30),
+            f"{count} invalid records",
+            done=lambda found: len(found) >= count,
+        )
+        return [StatementInvalid.model_validate_json(r.value) for r in records]
+
+
+@pytest.fixture
+async def consumer(
+    kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str, tmp_path: Path
+) -> AsyncIterator[Consumer]:
+    await upgrade(sqlite_url)
+    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
+    await producer.start()
+    try:
+        yield Consumer(kafka_broker.bootstrap_servers, topics, sqlite_url, producer,
+                       Settings(data_dir=tmp_path))
+    finally:
+        await producer.stop()
+
+
+def builder(bootstrap: str) -> Runner:
+    def run(settings: Settings, topics: Topics, url: str, stop: asyncio.Event) -> Awaitable[
+        dict[str, int]
+    ]:
+        return run_global_file_builder(settings, topics, url, stop, bootstrap_servers=bootstrap)
+
+    return run
+
+
+def ledger(bootstrap: str) -> Runner:
+    def run(settings: Settings, topics: Topics, url: str, stop: asyncio.Event) -> Awaitable[
+        dict[str, int]
+    ]:
+        return run_ledger(settings, topics, url, stop, bootstrap_servers=bootstrap)
+
+    return run
+
+
+async def stored_statements(url: str) -> list[str]:
+    files = SqlGlobalFileStore.from_url(url)
+    try:
+        return sorted(e.statement_id for e in await files.statements(CAB_A, "cab-a", *JANUARY))
+    finally:
+        await files.close()
+
+
+async def ledger_ids(url: str) -> list[str]:
+    engine = create_store_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(delivery_ledger.c.statement_id))
+            return sorted(row[0] for row in rows)
+    finally:
+        await engine.dispose()
+
+
+def outcome(statement_id: str) -> bytes:
+    return DeliveryOutcome(
+        statement_id=statement_id, outcome="delivered", at=datetime(2026, 1, 6, tzinfo=UTC),
+        iban=iban(1), cabinet_id="cab-a", connector_id="acd", attempt=1,
+    ).to_json()
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+async def test_the_global_file_builder_parks_a_large_malformed_record_and_stores_the_rest(
+    consumer: Consumer, kind: str
+) -> None:
+    t = consumer.topics
+    before = parked("global-file", "referred")
+    value = MALFORMED[kind]()
+    send = consumer.producer.send_and_wait
+    # Several keys, so the valid records sit in other partitions as well as in the same one.
+    await send(t.global_file, global_file_event("g1", iban(1)).to_json(), key=b"cab-a")
+    await send(t.global_file, value, key=b"cab-a")
+    await send(t.global_file, global_file_event("g2", iban(2)).to_json(), key=b"cab-a")
+    await send(t.global_file, value, key=b"cab-b")
+    await send(t.global_file, global_file_event("at-limit", iban(3), content=AT_LIMIT).to_json(),
+               key=b"cab-c")
+    stop, task = consumer.start(builder(consumer.bootstrap))
+    try:
+        await eventually(lambda: stored_statements(consumer.url), "the valid statements stored",
+                         done=lambda ids: ids == ["at-limit", "g1", "g2"])
+        refused = await consumer.invalid(2)
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 60)
+    assert stats["stored"] == 3 and stats["invalid"] == 2
+    for event in refused:
+        assert event.detected_by == "global-file-builder"
+        assert event.payload_omitted and event.raw_b64 == ""
+        assert event.payload_bytes == len(value) and event.source_topic == t.global_file
+        assert "is not copied here: read it at" in event.reason
+    assert parked("global-file", "referred") - before == 2
+    files = SqlGlobalFileStore.from_url(consumer.url)
+    try:
+        [entry] = [e for e in await files.statements(CAB_A, "cab-a", *JANUARY)
+                   if e.statement_id == "at-limit"]
+    finally:
+        await files.close()
+    assert entry.content == AT_LIMIT
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+async def test_the_ledger_parks_a_large_malformed_record_and_records_the_rest(
+    consumer: Consumer, kind: str
+) -> None:
+    t = consumer.topics
+    before = parked("ledger", "referred")
+    value = MALFORMED[kind]()
+    send = consumer.producer.send_and_wait
+    await send(t.outcomes, outcome("o1"), key=b"o1")
+    await send(t.outcomes, value, key=b"o1")
+    await send(t.outcomes, outcome("o2"), key=b"o2")
+    await send(t.outcomes, value, key=b"o3")
+    await send(t.outcomes, outcome("o3"), key=b"o3")
+    stop, task = consumer.start(ledger(consumer.bootstrap))
+    try:
+        await eventually(lambda: ledger_ids(consumer.url), "the valid outcomes recorded",
+                         done=lambda ids: ids == ["o1", "o2", "o3"])
+        refused = await consumer.invalid(2)
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 60)
+    assert stats["recorded"] == 3 and stats["invalid"] == 2
+    for event in refused:
+        assert event.detected_by == "ledger" and event.source_topic == t.outcomes
+        assert event.payload_omitted and event.payload_bytes == len(value)
+        assert event.raw_b64 == "" and len(event.reason) < 2_500
+    assert parked("ledger", "referred") - before == 2
+
+
+async def test_a_small_malformed_record_is_still_copied_whole(consumer: Consumer) -> None:
+    t = consumer.topics
+    await consumer.producer.send_and_wait(t.outcomes, b"{not json", key=b"k")
+    await consumer.producer.send_and_wait(t.outcomes, outcome("o1"), key=b"o1")
+    stop, task = consumer.start(ledger(consumer.bootstrap))
+    try:
+        [event] = await consumer.invalid(1)
+        await eventually(lambda: ledger_ids(consumer.url), "o1 recorded",
+                         done=lambda ids: ids == ["o1"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    assert not event.payload_omitted and base64.b64decode(event.raw_b64) == b"{not json"
+    assert event.payload_bytes == 9 and event.raw_key == "k"
+
+
+async def shrink_invalid_topic(bootstrap: str, topic: str, size: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([
+            ConfigResource(ConfigResourceType.TOPIC, topic,
+                           configs={"cleanup.policy": "delete", "max.message.bytes": str(size)})
+        ])
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("role", ["global-file", "ledger"])
+async def test_an_invalid_record_the_broker_refuses_is_logged_and_counted_not_retried_for_ever(
+    consumer: Consumer, broker_kind: str, role: str
+) -> None:
+    """Kafka only: Tansu enforces no size, so it never refuses the record. Here
+    ``statements.invalid`` takes 200 bytes at most: the copy is refused, then the reference;
+    the input is parked unwritten, and the valid records behind it are stored all the same."""
+    if broker_kind != "kafka":
+        pytest.skip("Tansu enforces no record size: nothing to refuse")
+    t = consumer.topics
+    await shrink_invalid_topic(consumer.bootstrap, t.invalid, 200)
+    component = "global-file" if role == "global-file" else "ledger"
+    before = parked(component, "unwritable")
+    send = consumer.producer.send_and_wait
+    if role == "global-file":
+        await send(t.global_file, b"{not json", key=b"cab-a")
+        await send(t.global_file, global_file_event("g1", iban(1)).to_json(), key=b"cab-a")
+        run, probe, want = builder(consumer.bootstrap), stored_statements, ["g1"]
+    else:
+        await send(t.outcomes, b"{not json", key=b"o1")
+        await send(t.outcomes, outcome("o1"), key=b"o1")
+        run, probe, want = ledger(consumer.bootstrap), ledger_ids, ["o1"]
+    stop, task = consumer.start(run)
+    try:
+        await eventually(lambda: probe(consumer.url), "the valid record stored",
+                         done=lambda ids: ids == want)
+        await eventually(lambda: parked(component, "unwritable") - before,
+                         "the unwritable invalid record counted", done=lambda n: n == 1)
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 60)
+    assert stats["invalid"] == 1
+    assert await read_topic(consumer.bootstrap, t.invalid) == []
