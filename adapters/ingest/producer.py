@@ -47,7 +47,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.ingest.detect import detect_format, parse_file
-from adapters.ingest.errors import BankFileError
+from adapters.ingest.errors import BankFileError, StatementTooLarge
 from adapters.ingest.model import BankFormat, ParsedStatement
 from config.settings import Settings
 from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
@@ -115,12 +115,6 @@ class InvalidEvent(BankFileError):
     """A parsed statement cannot form a valid ``statement.received/v1`` event."""
 
     code = "invalid_event"
-
-
-class StatementTooLarge(BankFileError):
-    """A statement is over the size rule's limit (``MAX_STATEMENT_BYTES`` of content)."""
-
-    code = "statement_too_large"
 
 
 class PublishFailed(BrokerError):

@@ -35,3 +35,35 @@ def parked(component: str, how: str) -> float:
         "statement_router_parked_total", {"component": component, "how": how}
     )
     return value or 0.0
+
+
+_CAMT_HEAD = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">
+  <BkToCstmrStmt>
+    <GrpHdr><MsgId>LIMITS</MsgId><CreDtTm>2025-03-04T20:00:00+01:00</CreDtTm></GrpHdr>
+    <Stmt>
+      <Id>STMT-LIMITS</Id>
+      <CreDtTm>2025-03-03T20:00:00+01:00</CreDtTm>
+      <Acct><Id><IBAN>%s</IBAN></Id><Ccy>EUR</Ccy></Acct>
+      <Bal><Tp><CdOrPrtry><Cd>OPBD</Cd></CdOrPrtry></Tp><Amt Ccy="EUR">100.00</Amt>
+        <CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2025-03-03</Dt></Dt></Bal>
+      <Bal><Tp><CdOrPrtry><Cd>CLBD</Cd></CdOrPrtry></Tp><Amt Ccy="EUR">110.00</Amt>
+        <CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2025-03-03</Dt></Dt></Bal>
+      <Ntry>
+        <Amt Ccy="EUR">10.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2025-03-03</Dt></BookgDt><ValDt><Dt>2025-03-03</Dt></ValDt>
+        <AddtlNtryInf>"""
+_CAMT_TAIL = b"""</AddtlNtryInf>
+      </Ntry>
+    </Stmt>
+  </BkToCstmrStmt>
+</Document>
+"""
+
+
+def camt053_of_size(size: int, iban: str = "FR7630003036200002041234504") -> bytes:
+    """A camt.053 file of exactly ``size`` bytes holding one statement, which is therefore
+    ``size`` bytes itself (a one-``Stmt`` document is its own ``raw``): its one entry's
+    label is padded."""
+    head = _CAMT_HEAD % iban.encode()
+    return head + b"P" * (size - len(head) - len(_CAMT_TAIL)) + _CAMT_TAIL

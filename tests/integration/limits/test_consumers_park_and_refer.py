@@ -13,21 +13,23 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from adapters.global_file import run_global_file_builder
+from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.broker.admin import ensure_topics
 from routing.domain.model import Actor, Profile
 from routing.ledger import run_ledger
 from routing.store.engine import create_store_engine
@@ -35,6 +37,7 @@ from routing.store.global_file import SqlGlobalFileStore
 from routing.store.migrate import upgrade
 from routing.store.tables import delivery_ledger
 from tests.eventually import eventually
+from tests.fixtures.broker import TEST_PARTITIONS, unique_prefix
 from tests.integration.global_file.factories import iban
 from tests.integration.global_file.helpers import global_file_event
 from tests.integration.limits.helpers import AT_LIMIT, MALFORMED, parked
@@ -209,16 +212,23 @@ async def test_a_small_malformed_record_is_still_copied_whole(consumer: Consumer
     assert event.payload_bytes == 9 and event.raw_key == "k"
 
 
-async def shrink_invalid_topic(bootstrap: str, topic: str, size: int) -> None:
+async def topics_with_a_small_invalid_topic(bootstrap: str, size: int) -> Topics:
+    """Fresh topics whose ``statements.invalid`` was made by hand with ``max.message.bytes``
+    of ``size``, at creation: a later ``alter_configs`` reaches the partition's log a moment
+    after the admin call returns, so a record sent just after could still be accepted."""
+    topics = Topics(prefix=unique_prefix(), partitions=TEST_PARTITIONS)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.alter_configs([
-            ConfigResource(ConfigResourceType.TOPIC, topic,
-                           configs={"cleanup.policy": "delete", "max.message.bytes": str(size)})
+        await admin.create_topics([
+            NewTopic(topics.invalid, TEST_PARTITIONS, 1, topic_configs={
+                "cleanup.policy": "delete", "max.message.bytes": str(size)})
         ])
     finally:
         await admin.close()
+    specs = [s for s in topics.specs(default_catalogue()) if s.name != topics.invalid]
+    await ensure_topics(bootstrap, specs)
+    return topics
 
 
 @pytest.mark.parametrize("role", ["global-file", "ledger"])
@@ -227,30 +237,38 @@ async def test_an_invalid_record_the_broker_refuses_is_logged_and_counted_not_re
 ) -> None:
     """Kafka only: Tansu enforces no size, so it never refuses the record. Here
     ``statements.invalid`` takes 200 bytes at most: the copy is refused, then the reference;
-    the input is parked unwritten, and the valid records behind it are stored all the same."""
+    the input is parked unwritten (logged once, counted), and the valid records behind it
+    are stored all the same."""
     if broker_kind != "kafka":
         pytest.skip("Tansu enforces no record size: nothing to refuse")
-    t = consumer.topics
-    await shrink_invalid_topic(consumer.bootstrap, t.invalid, 200)
+    t = await topics_with_a_small_invalid_topic(consumer.bootstrap, 200)
+    consumer = replace(consumer, topics=t)
     component = "global-file" if role == "global-file" else "ledger"
     before = parked(component, "unwritable")
     send = consumer.producer.send_and_wait
     if role == "global-file":
-        await send(t.global_file, b"{not json", key=b"cab-a")
+        source = await send(t.global_file, b"{not json", key=b"cab-a")
         await send(t.global_file, global_file_event("g1", iban(1)).to_json(), key=b"cab-a")
         run, probe, want = builder(consumer.bootstrap), stored_statements, ["g1"]
     else:
-        await send(t.outcomes, b"{not json", key=b"o1")
+        source = await send(t.outcomes, b"{not json", key=b"o1")
         await send(t.outcomes, outcome("o1"), key=b"o1")
         run, probe, want = ledger(consumer.bootstrap), ledger_ids, ["o1"]
-    stop, task = consumer.start(run)
-    try:
-        await eventually(lambda: probe(consumer.url), "the valid record stored",
-                         done=lambda ids: ids == want)
-        await eventually(lambda: parked(component, "unwritable") - before,
-                         "the unwritable invalid record counted", done=lambda n: n == 1)
-    finally:
-        stop.set()
-        stats = await asyncio.wait_for(task, 60)
+    with capture_logs() as logs:
+        stop, task = consumer.start(run)
+        try:
+            await eventually(lambda: probe(consumer.url), "the valid record stored",
+                             done=lambda ids: ids == want)
+            await eventually(lambda: parked(component, "unwritable") - before,
+                             "the unwritable invalid record counted", done=lambda n: n == 1)
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, 60)
     assert stats["invalid"] == 1
     assert await read_topic(consumer.bootstrap, t.invalid) == []
+    [line] = [e for e in logs if e["event"] == "invalid_record_unwritable"]
+    assert line["log_level"] == "error" and line["component"] == component
+    assert (line["topic"], line["partition"], line["offset"], line["payload_bytes"]) == (
+        source.topic, source.partition, source.offset, 9
+    )
+    assert "MessageSizeTooLarge" in line["error"] or "RecordListTooLarge" in line["error"]
