@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
@@ -128,6 +130,33 @@ def outcome(statement_id: str) -> bytes:
     ).to_json()
 
 
+def assert_referred(
+    refused: list[StatementInvalid], sources: list[RecordMetadata], size: int, by: str
+) -> None:
+    """Each refer-record names its input's topic, partition, offset and size, copies none of
+    it, and the reference finds the input."""
+    assert sorted((e.source_topic, e.source_partition, e.source_offset) for e in refused) == (
+        sorted((m.topic, m.partition, m.offset) for m in sources)
+    )
+    for event in refused:
+        assert event.detected_by == by
+        assert event.payload_omitted and event.raw_b64 == "" and event.payload_bytes == size
+        assert (
+            f"(the value, {size} bytes, is not copied here: read it at {event.source_topic} "
+            f"partition {event.source_partition} offset {event.source_offset})"
+        ) in event.reason
+
+
+def assert_logged_once(
+    logs: list[dict[str, Any]], event: str, sources: list[RecordMetadata], size: int
+) -> None:
+    lines = [e for e in logs if e["event"] == event]
+    assert sorted((e["partition"], e["offset"]) for e in lines) == sorted(
+        (m.partition, m.offset) for m in sources
+    )
+    assert all(e["payload_bytes"] == size for e in lines)
+
+
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 async def test_the_global_file_builder_parks_a_large_malformed_record_and_stores_the_rest(
     consumer: Consumer, kind: str
@@ -136,27 +165,32 @@ async def test_the_global_file_builder_parks_a_large_malformed_record_and_stores
     before = parked("global-file", "referred")
     value = MALFORMED[kind]()
     send = consumer.producer.send_and_wait
-    # Several keys, so the valid records sit in other partitions as well as in the same one.
-    await send(t.global_file, global_file_event("g1", iban(1)).to_json(), key=b"cab-a")
-    await send(t.global_file, value, key=b"cab-a")
-    await send(t.global_file, global_file_event("g2", iban(2)).to_json(), key=b"cab-a")
-    await send(t.global_file, value, key=b"cab-b")
-    await send(t.global_file, global_file_event("at-limit", iban(3), content=AT_LIMIT).to_json(),
-               key=b"cab-c")
-    stop, task = consumer.start(builder(consumer.bootstrap))
-    try:
-        await eventually(lambda: stored_statements(consumer.url), "the valid statements stored",
-                         done=lambda ids: ids == ["at-limit", "g1", "g2"])
-        refused = await consumer.invalid(2)
-    finally:
-        stop.set()
-        stats = await asyncio.wait_for(task, 60)
+    # Keys of two partitions (cab-a: 2, cab-b and cab-d: 0 of 3): in each, a valid record
+    # waits behind a malformed one.
+    valid = [await send(t.global_file, global_file_event("g1", iban(1)).to_json(), key=b"cab-a")]
+    bad = [await send(t.global_file, value, key=b"cab-a")]
+    valid.append(
+        await send(t.global_file, global_file_event("g2", iban(2)).to_json(), key=b"cab-a")
+    )
+    bad.append(await send(t.global_file, value, key=b"cab-b"))
+    valid.append(await send(
+        t.global_file, global_file_event("at-limit", iban(3), content=AT_LIMIT).to_json(),
+        key=b"cab-d",
+    ))
+    assert len({m.partition for m in valid}) > 1
+    with capture_logs() as logs:
+        stop, task = consumer.start(builder(consumer.bootstrap))
+        try:
+            await eventually(lambda: stored_statements(consumer.url),
+                             "the valid statements stored",
+                             done=lambda ids: ids == ["at-limit", "g1", "g2"])
+            refused = await consumer.invalid(2)
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, 60)
     assert stats["stored"] == 3 and stats["invalid"] == 2
-    for event in refused:
-        assert event.detected_by == "global-file-builder"
-        assert event.payload_omitted and event.raw_b64 == ""
-        assert event.payload_bytes == len(value) and event.source_topic == t.global_file
-        assert "is not copied here: read it at" in event.reason
+    assert_referred(refused, bad, len(value), "global-file-builder")
+    assert_logged_once(logs, "invalid_global_file_event", bad, len(value))
     assert parked("global-file", "referred") - before == 2
     files = SqlGlobalFileStore.from_url(consumer.url)
     try:
@@ -175,24 +209,25 @@ async def test_the_ledger_parks_a_large_malformed_record_and_records_the_rest(
     before = parked("ledger", "referred")
     value = MALFORMED[kind]()
     send = consumer.producer.send_and_wait
-    await send(t.outcomes, outcome("o1"), key=b"o1")
-    await send(t.outcomes, value, key=b"o1")
-    await send(t.outcomes, outcome("o2"), key=b"o2")
-    await send(t.outcomes, value, key=b"o3")
-    await send(t.outcomes, outcome("o3"), key=b"o3")
-    stop, task = consumer.start(ledger(consumer.bootstrap))
-    try:
-        await eventually(lambda: ledger_ids(consumer.url), "the valid outcomes recorded",
-                         done=lambda ids: ids == ["o1", "o2", "o3"])
-        refused = await consumer.invalid(2)
-    finally:
-        stop.set()
-        stats = await asyncio.wait_for(task, 60)
+    valid = [await send(t.outcomes, outcome("o1"), key=b"o1")]
+    bad = [await send(t.outcomes, value, key=b"o1")]
+    valid.append(await send(t.outcomes, outcome("o2"), key=b"o2"))
+    bad.append(await send(t.outcomes, value, key=b"o3"))
+    valid.append(await send(t.outcomes, outcome("o3"), key=b"o3"))
+    assert len({m.partition for m in valid}) > 1
+    with capture_logs() as logs:
+        stop, task = consumer.start(ledger(consumer.bootstrap))
+        try:
+            await eventually(lambda: ledger_ids(consumer.url), "the valid outcomes recorded",
+                             done=lambda ids: ids == ["o1", "o2", "o3"])
+            refused = await consumer.invalid(2)
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, 60)
     assert stats["recorded"] == 3 and stats["invalid"] == 2
-    for event in refused:
-        assert event.detected_by == "ledger" and event.source_topic == t.outcomes
-        assert event.payload_omitted and event.payload_bytes == len(value)
-        assert event.raw_b64 == "" and len(event.reason) < 2_500
+    assert_referred(refused, bad, len(value), "ledger")
+    assert all(len(event.reason) < 2_500 for event in refused)
+    assert_logged_once(logs, "invalid_outcome", bad, len(value))
     assert parked("ledger", "referred") - before == 2
 
 

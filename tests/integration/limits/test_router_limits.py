@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import RecordMetadata
+from structlog.testing import capture_logs
 
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import (
     StatementGlobalFile,
+    StatementHeld,
     StatementInvalid,
     StatementPartnerDelivery,
 )
@@ -61,8 +64,8 @@ class Router:
 
         await eventually(applied, f"state v{version} of {iban} applied")
 
-    async def raw(self, topic: str, value: bytes, key: bytes) -> None:
-        await self.producer.send_and_wait(topic, value, key=key)
+    async def raw(self, topic: str, value: bytes, key: bytes) -> RecordMetadata:
+        return await self.producer.send_and_wait(topic, value, key=key)
 
     async def statement(self, sid: str, iban: str, content: bytes | None = None) -> None:
         extra = {} if content is None else {"content": content}
@@ -136,16 +139,24 @@ async def test_statements_at_the_limit_are_routed_whole_and_one_byte_over_is_ref
     assert len(source.value) == refused.payload_bytes  # the reference finds the input
 
 
-async def test_a_statement_held_at_the_limit_is_released_whole(router: Router) -> None:
+@pytest.mark.parametrize("reason", ["mandate_pending", "unknown_iban"])
+async def test_a_statement_held_at_the_limit_is_released_whole(
+    router: Router, reason: str
+) -> None:
+    """Held while its mandate is pending, or while its IBAN is unknown (no state yet), then
+    released when the mandate is approved or the IBAN added: the whole 1 MiB goes out."""
     t = router.topics
-    await router.state(PENDING, connector_id="cegid", mandate_status="pending")
+    if reason == "mandate_pending":
+        await router.state(PENDING, connector_id="cegid", mandate_status="pending")
     await router.statement("held-at-limit", PENDING, AT_LIMIT)
-    await router.records(t.held, 1)
+    [held] = await router.records(t.held, 1)
+    assert StatementHeld.model_validate_json(held.value).routing.reason == reason
     await router.state(PENDING, version=2, connector_id="cegid", mandate_status="approved")
     [released] = await router.records(t.partner("cegid"), 1)
     delivery = StatementPartnerDelivery.model_validate_json(released.value)
     assert delivery.statement_id == "held-at-limit"
     assert base64.b64decode(delivery.content_b64) == AT_LIMIT
+    assert len(released.value) <= MAX_RECORD_BYTES
     assert await read_topic(router.bootstrap, t.invalid) == []
 
 
@@ -190,19 +201,31 @@ async def test_a_malformed_record_of_0_9_mb_on_each_input_is_parked_and_referred
     before = parked("router", "referred")
     value = MALFORMED[kind]()
     await router.state(BOUND, connector_id="acd")
-    await router.raw(t.received, value, BOUND.encode())
-    await router.raw(t.iban_state, value, UNBOUND.encode())
-    await router.statement("behind", BOUND)
-    await router.state(UNBOUND, connector_id=None)
-    await router.statement("behind-too", UNBOUND)
+    with capture_logs() as logs:
+        bad = [await router.raw(t.received, value, BOUND.encode()),
+               await router.raw(t.iban_state, value, UNBOUND.encode())]
+        await router.statement("behind", BOUND)
+        await router.state(UNBOUND, connector_id=None)
+        await router.statement("behind-too", UNBOUND)
 
-    await router.records(t.partner("acd"), 1)
-    await router.records(t.global_file, 1)
-    refused = await router.invalid(2)
-    assert {r.source_topic for r in refused} == {t.received, t.iban_state}
+        await router.records(t.partner("acd"), 1)
+        await router.records(t.global_file, 1)
+        refused = await router.invalid(2)
+    assert sorted((r.source_topic, r.source_partition, r.source_offset) for r in refused) == (
+        sorted((m.topic, m.partition, m.offset) for m in bad)
+    )
     for event in refused:
         assert event.payload_omitted and event.payload_bytes == len(value)
         assert event.raw_b64 == ""
-        assert f"is not copied here: read it at {event.source_topic} partition" in event.reason
+        assert (
+            f"(the value, {len(value)} bytes, is not copied here: read it at "
+            f"{event.source_topic} partition {event.source_partition} offset "
+            f"{event.source_offset})"
+        ) in event.reason
     assert all(len(r.value) < 4_000 for r in await read_topic(router.bootstrap, t.invalid))
     assert parked("router", "referred") - before == 2
+    lines = [e for e in logs if e["event"] == "record_invalid"]
+    assert sorted((e["topic"], e["partition"], e["offset"]) for e in lines) == sorted(
+        (m.topic, m.partition, m.offset) for m in bad
+    )
+    assert all(e["payload_bytes"] == len(value) for e in lines)
