@@ -64,9 +64,14 @@ from zoneinfo import ZoneInfo
 
 from pycamt.parser import Camt053Parser
 
-from adapters.ingest.errors import InvalidAccount, MalformedRecord, StatementTooLarge, UnsafeXml
-from adapters.ingest.model import Movement, ParsedStatement, check_balance, statement_period
-from events.limits import MAX_STATEMENT_BYTES
+from adapters.ingest.errors import InvalidAccount, MalformedRecord, UnsafeXml
+from adapters.ingest.model import (
+    Movement,
+    ParsedStatement,
+    check_balance,
+    check_size,
+    statement_period,
+)
 from routing.domain.errors import InvalidIban
 from routing.domain.iban import mask_iban, normalise_iban
 
@@ -180,29 +185,12 @@ def parse(data: bytes) -> list[ParsedStatement]:
     first_line = spans[0].line
     raws = [prefix + data[span.start : span.end] + suffix for span in spans]
     for raw, span in zip(raws, spans, strict=True):
-        _check_size(raw, span.line)
+        check_size(raw, "camt.053", span.line)
     return [
         _statement(raw, line_offset=span.line - first_line, line=span.line)
         for raw, span in zip(raws, spans, strict=True)
     ]
 
-
-def _check_size(raw: bytes, line: int) -> None:
-    """Refuse a statement over the size rule before ``pycamt`` reads it.
-
-    ``pycamt`` takes minutes over a 20 MB statement of many entries, and ``lxml`` refuses
-    a text node over 10 MB as a syntax error: either way the real fault, the size, would
-    be reported late or not at all. The caller's own check (``MAX_STATEMENT_BYTES`` as
-    configured, which may be lower) still applies to every statement this lets through.
-    """
-    if len(raw) > MAX_STATEMENT_BYTES:
-        raise StatementTooLarge(
-            f"the camt.053 statement is {len(raw):,} bytes, over the limit of "
-            f"{MAX_STATEMENT_BYTES:,} bytes for one statement (MAX_STATEMENT_BYTES, "
-            "docs/operations.md#limits); it is refused unread: split the statement or send "
-            "it by another channel",
-            line,
-        )
 
 
 def _statement(raw: bytes, line_offset: int, line: int) -> ParsedStatement:
