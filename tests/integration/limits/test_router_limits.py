@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -36,7 +37,7 @@ from tests.integration.limits.helpers import (
     TWENTY_MB,
     parked,
 )
-from tests.unit.router.factories import make_iban, state, statement
+from tests.unit.router.factories import make_iban, state, statement, statement_doc
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 BOUND = make_iban(7001)
@@ -229,3 +230,32 @@ async def test_a_malformed_record_of_0_9_mb_on_each_input_is_parked_and_referred
         (m.topic, m.partition, m.offset) for m in bad
     )
     assert all(e["payload_bytes"] == len(value) for e in lines)
+
+
+async def test_a_record_one_byte_over_the_record_limit_is_refused_by_reference(
+    router: Router,
+) -> None:
+    """On both brokers (Kafka takes it: it is under the topics' 2 MiB): a statement within
+    the content limit whose record is padded one byte over 1,463,640 is refused unparsed,
+    referred to, and the router goes on."""
+    t = router.topics
+    await router.state(BOUND, connector_id="acd")
+    doc = statement_doc("padded", BOUND, content=AT_LIMIT)
+    bare = len(orjson.dumps({**doc, "padding": ""}))
+    value = orjson.dumps({**doc, "padding": "p" * (MAX_RECORD_BYTES + 1 - bare)})
+    assert len(value) == MAX_RECORD_BYTES + 1
+    source = await router.raw(t.received, value, BOUND.encode())
+    await router.statement("after", BOUND)
+
+    [refused] = await router.invalid(1)
+    assert refused.reason.startswith(
+        f"statement record of {MAX_RECORD_BYTES + 1} bytes is over the limit of "
+        f"{MAX_RECORD_BYTES} bytes for a statements.received record"
+    )
+    assert refused.statement_id == "padded" and refused.payload_omitted
+    assert refused.payload_bytes == MAX_RECORD_BYTES + 1 and refused.raw_b64 == ""
+    assert (refused.source_topic, refused.source_partition, refused.source_offset) == (
+        source.topic, source.partition, source.offset
+    )
+    [delivered] = await router.records(t.partner("acd"), 1)
+    assert StatementPartnerDelivery.model_validate_json(delivered.value).statement_id == "after"
