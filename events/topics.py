@@ -77,7 +77,7 @@ class Topics:
             TopicSpec(self.held, n, "delete", "IBAN", "statement.held/v1",
                       "router → operators (audit of parking)"),
             TopicSpec(self.invalid, n, "delete", "original key or empty",
-                      "statement.invalid/v1", "router, ingest → operators"),
+                      "statement.invalid/v1", "router, consumers → operators"),
             TopicSpec(self.outcomes, n, "delete", "statement id", "delivery.outcome/v1",
                       "router, adapters, global-file builder → ledger, monitor"),
         ]

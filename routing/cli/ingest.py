@@ -21,9 +21,11 @@ is checked first, because a send to a missing topic would auto-create it with th
 partition count.
 
 Exit codes: 0 all published (or, with ``--dry-run``, all readable); 7 at least one file
-refused (the others were published); 8 no broker configured, or the broker is unreachable
-or failed (files not yet acknowledged stay where they were; ingesting them again
-republishes the same statement ids); 1 a file could not be read or moved; 2 bad usage.
+refused (the others were published), a statement over the size limit among them
+(``statement_too_large``: its size and the limit, ``MAX_STATEMENT_BYTES``); 8 no broker
+configured, or the broker is unreachable or failed (files not yet acknowledged stay where
+they were; ingesting them again republishes the same statement ids); 1 a file could not be
+read or moved; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -177,7 +179,13 @@ def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: 
             unreadable = True
             typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
             continue
-        preview = preview_file(data, filename=path.name, fmt=_choice(fmt), source=source)
+        preview = preview_file(
+            data,
+            filename=path.name,
+            fmt=_choice(fmt),
+            source=source,
+            max_statement_bytes=settings().max_statement_bytes,
+        )
         refused = refused or not preview.ok
         outcomes.append({**preview.as_json(), "file": str(path)})
         if not as_json:
@@ -235,7 +243,14 @@ async def _ingest_files(
     try:
         for path in files:
             try:
-                report = await publish_file(producer, topics, path, fmt=_choice(fmt), source=source)
+                report = await publish_file(
+                    producer,
+                    topics,
+                    path,
+                    fmt=_choice(fmt),
+                    source=source,
+                    max_statement_bytes=cfg.max_statement_bytes,
+                )
             except OSError as exc:
                 trouble = True
                 typer.echo(f"error: cannot read {path}: {exc}", err=True)
@@ -289,7 +304,12 @@ def _watch(
                 err=True,
             )
             publish = functools.partial(
-                publish_file, producer, topics, fmt=_choice(fmt), source=source
+                publish_file,
+                producer,
+                topics,
+                fmt=_choice(fmt),
+                source=source,
+                max_statement_bytes=cfg.max_statement_bytes,
             )
             await watch(directory, publish, stop, poll_interval, on_result=echo)
         finally:
