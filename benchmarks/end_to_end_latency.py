@@ -180,6 +180,7 @@ class Receiver:
 
     received: dict[str, float] = field(default_factory=dict)  # statement_id -> latency s
     routed: dict[str, float] = field(default_factory=dict)  # statement_id -> decided - sent
+    sent: dict[str, float] = field(default_factory=dict)  # statement_id -> received_at (epoch s)
     duplicates: int = 0
     runner: web.AppRunner | None = None
     url: str = ""
@@ -193,6 +194,7 @@ class Receiver:
         else:
             sent = datetime.fromisoformat(doc["received_at"]).timestamp()
             self.received[sid] = arrived - sent
+            self.sent[sid] = sent
             decided = datetime.fromisoformat(doc["routing"]["decided_at"]).timestamp()
             self.routed[sid] = decided - sent
         return web.Response(status=200)
@@ -262,9 +264,9 @@ async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, byt
         await producer.stop()
 
 
-async def stored_latencies(url: str, prefix: str) -> dict[str, tuple[float, float]]:
-    """statement_id -> (stored_at - received_at, routed_at - received_at), for the
-    global-file rows of ``prefix``."""
+async def stored_latencies(url: str, prefix: str) -> dict[str, tuple[float, float, float]]:
+    """statement_id -> (stored_at - received_at, routed_at - received_at, received_at as
+    epoch seconds), for the global-file rows of ``prefix``."""
     engine = create_store_engine(url)
     try:
         async with engine.connect() as conn:
@@ -275,10 +277,29 @@ async def stored_latencies(url: str, prefix: str) -> dict[str, tuple[float, floa
                        global_file_statements.c.routed_at)
                 .where(global_file_statements.c.statement_id.like(f"{prefix}%")))
             return {sid: ((stored - received).total_seconds(),
-                          (routed - received).total_seconds())
+                          (routed - received).total_seconds(),
+                          _aware(received).timestamp())
                     for sid, received, stored, routed in rows}
     finally:
         await engine.dispose()
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def per_minute(samples: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """p99 per minute of the run, by the minute each statement was produced in, to show
+    whether latency grows as the broker fills (``samples``: (received_at epoch s, latency s))."""
+    if not samples:
+        return []
+    start = min(at for at, _ in samples)
+    buckets: dict[int, list[float]] = {}
+    for at, latency in samples:
+        buckets.setdefault(int((at - start) // 60), []).append(latency)
+    return [{"minute": minute + 1, **percentiles(buckets[minute])}
+            for minute in sorted(buckets)]
 
 
 async def stored_count(url: str, prefix: str) -> int:
@@ -432,9 +453,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         webhook_after = [v - receiver.routed[s] for s, v in receiver.received.items()
                          if s.startswith("m-")]
         stored = list((await stored_latencies(database_url, "m-")).values())
-        stored_lat = [total for total, _ in stored]
-        stored_routed = [routed for _, routed in stored]
-        stored_after = [total - routed for total, routed in stored]
+        stored_lat = [total for total, _, _ in stored]
+        stored_routed = [routed for _, routed, _ in stored]
+        stored_after = [total - routed for total, routed, _ in stored]
+        timeline = ([(receiver.sent[s], v) for s, v in receiver.received.items()
+                     if s.startswith("m-")]
+                    + [(at, total) for total, _, at in stored])
     finally:
         await asyncio.gather(*(stop_child(child) for child in children))
         child_log.close()
@@ -467,6 +491,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "decision_to_webhook": percentiles(webhook_after),
             "decision_to_global_file": percentiles(stored_after),
         },
+        "per_minute": per_minute(timeline),
         "p99_ms": p99,
         "target_p99_ms": TARGET_P99_MS,
         "meets_target": p99 is not None and p99 < TARGET_P99_MS and missing == 0,

@@ -7,12 +7,19 @@ down from the composition root instead.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.problems import SettingsError, describe, unknown_prefixed
+
+__all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_warnings"]
 
 
 class Settings(BaseSettings):
@@ -158,13 +165,38 @@ class Settings(BaseSettings):
     )
     operator_token_sha256: str | None = Field(
         default=None,
-        pattern=r"^[0-9a-f]{64}$",
         description=(
             "Lower-case hex SHA-256 of the operator token that the /ops API accepts "
             "(`statement-router operator token` makes one). Unset: the /ops API refuses "
             "everyone."
         ),
     )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        """``debug`` means DEBUG: the case of a level or format name carries nothing."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("operator_token_sha256", mode="before")
+    @classmethod
+    def _a_hash_not_a_token(cls, value: object) -> object:
+        """Only the token's hash is configured; the token itself pasted here is refused
+        with a message saying so (and the value is never repeated)."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        if not value:
+            return None
+        if re.fullmatch(r"[0-9a-f]{64}", value) is None:
+            raise ValueError(
+                "the hex SHA-256 of the operator token (64 hex characters), not the token "
+                "itself: `statement-router operator token` prints both"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -190,7 +222,21 @@ class Settings(BaseSettings):
         return not self.kafka_bootstrap_servers
 
 
+def load_settings() -> Settings:
+    """The settings from the environment; ``SettingsError`` (one line, naming each bad
+    variable and the form it expects, never its value) instead of pydantic's report."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc, Settings.model_fields)) from None
+
+
+def settings_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Variables that look like settings but are none (``STATEMENT_ROUTER_LOG_LEVEL``)."""
+    return unknown_prefixed(os.environ if environ is None else environ, Settings.model_fields)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    return load_settings()

@@ -73,6 +73,22 @@ def _describe(endpoint: PartnerEndpoint) -> str:
     return endpoint.kind
 
 
+def _origin(connector_id: str, configured: dict[str, PartnerEndpoint], demo: bool) -> str:
+    """Where a connector's endpoint comes from, so the banner hides no substitution."""
+    if connector_id in configured:
+        return "CONNECTORS_FILE"
+    if demo and connector_id == "acd":
+        return "the demo's webhook receiver"
+    return "embedded drop"
+
+
+def _demo_operator_token() -> tuple[str, str]:
+    """A fresh operator token for the demo's /ops routes, and its hash for the settings."""
+    from routing.api.ops import new_operator_token
+
+    return new_operator_token()
+
+
 async def _restore_broker(
     bootstrap: str, broker_dir: Path, print_line: Callable[[str], None]
 ) -> bool:
@@ -235,10 +251,14 @@ async def _run_up(
     broker: Literal["tansu", "kafka"],
     on_broker: Callable[[str], None],
 ) -> None:
+    operator_token: str | None = None
     if demo:
         demo_dir = settings.data_dir / "demo"
         shutil.rmtree(demo_dir, ignore_errors=True)
-        settings = settings.model_copy(update={"data_dir": demo_dir, "database_url": ""})
+        update: dict[str, object] = {"data_dir": demo_dir, "database_url": ""}
+        if not settings.operator_token_sha256:
+            operator_token, update["operator_token_sha256"] = _demo_operator_token()
+        settings = settings.model_copy(update=update)
     data_dir = settings.data_dir
     connectors = catalogue(settings)
     topics = Topics(prefix=settings.topic_prefix, partitions=settings.topic_partitions)
@@ -296,8 +316,9 @@ async def _run_up(
         )
         endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, connectors)
         endpoints.update(configured)
-        if demo:
-            # The demo's acd partner is a real webhook receiver, signatures checked.
+        if demo and "acd" not in configured:
+            # The demo's acd partner is a real webhook receiver, signatures checked. A
+            # CONNECTORS_FILE that configures acd wins: the demo never replaces it.
             secret = new_secret()
             partner_port = _free_port(settings.api_host)
             partner = demo_partner(secret, data_dir / "partners" / "acd-webhook", partner_port)
@@ -317,7 +338,6 @@ async def _run_up(
                 stop,
                 bootstrap_servers=bootstrap,
                 stats=adapter_stats,
-                schedule=RetrySchedule.short() if demo else None,
             ),
         )
         roles.start(
@@ -347,7 +367,14 @@ async def _run_up(
             print_line(f"CLI        DATA_DIR={data_dir.resolve()} statement-router …")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
         for connector_id, endpoint in endpoints.items():
-            print_line(f"partner    {connector_id:<10} {_describe(endpoint)}")
+            origin = _origin(connector_id, configured, demo)
+            print_line(f"partner    {connector_id:<10} {_describe(endpoint)}  ({origin})")
+        schedule = RetrySchedule.from_settings(settings)
+        print_line(
+            f"retries    {schedule.max_attempts} attempts, waits up to "
+            f"{schedule.base_seconds:g} s doubling to {schedule.max_seconds:g} s, then the DLQ "
+            "(DELIVERY_* settings)"
+        )
         print_line(f"global     {api_url}/cabinets/<cabinet>/global-file?from=…&to=…")
         print_line(f"console    {api_url}/console  (operators: {api_url}/console/ops)")
         if seed is not None:
@@ -355,6 +382,11 @@ async def _run_up(
 
             print_line(f"demo admin token        {seed.admin_token}")
             print_line(f"demo collaborator token {seed.collaborator_token}")
+            if operator_token is not None:
+                print_line(f"demo operator token     {operator_token}  ({api_url}/ops, "
+                           f"{api_url}/console/ops)")
+            else:
+                print_line("demo operator token     yours: OPERATOR_TOKEN_SHA256 is set")
 
             async def demo_run() -> None:
                 await asyncio.wait_for(router_started.wait(), timeout=60)

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from config.settings import Settings, get_settings
+from config.settings import Settings, SettingsError, get_settings, settings_warnings
 from routing.bootstrap import open_store, store_unavailable_errors
 from routing.broker.errors import BrokerError
 from routing.domain.errors import (
@@ -136,7 +136,25 @@ def as_user(token: str | None, action: Callable[[StateStore, Actor], Awaitable[T
 
 
 def settings() -> Settings:
-    return get_settings()
+    """The settings; a bad value ends the process with one line and exit 7, no traceback.
+
+    ``SystemExit`` rather than ``typer.Exit``: ``main`` reads the settings before typer
+    runs (for the log level), where only a plain exit ends the process cleanly.
+    """
+    try:
+        cfg = get_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    global _warned
+    if not _warned:
+        _warned = True
+        for warning in settings_warnings():
+            typer.echo(f"warning: {warning}", err=True)
+    return cfg
+
+
+_warned = False
 
 
 def token_or_fail(token: str | None, cfg: Settings) -> str:
