@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.global_file import member_name
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from tests.integration.global_file.factories import cfonb_content, entry, iban, outcome
@@ -94,7 +95,9 @@ def test_download_and_trace_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     archive_path = out_dir / "releves-cab-a-2026-01-01-2026-01-31.zip"
     with zipfile.ZipFile(io.BytesIO(archive_path.read_bytes())) as archive:
         assert archive.namelist() == [
-            "releves-cab-a-2026-01-01-2026-01-31.txt", "2026-01-07_client-1_x1.xml",
+            "releves-cab-a-2026-01-01-2026-01-31.txt",
+            member_name(entry("x1", fmt="camt053", content=b"<Document/>",
+                              period=("2026-01-07",) * 2)),
         ]
 
     refused = cli("global-file", "download", "--cabinet", "cab-a", *period,
