@@ -170,7 +170,7 @@ class AmbiguousStatement(Conflict):
         super().__init__(
             f"statement id {statement_id} names {len(candidates)} statements (several "
             "accounts use it, or one re-used it for another content): choose one by its "
-            "key (?key=…)"
+            "key (?key=… on the API, --key with the trace command)"
         )
         self.statement_id = statement_id
         self.candidates = tuple(candidates)
