@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from routing.domain.errors import Conflict, NotFound
+from routing.domain.identity import statement_key
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 
 
@@ -202,6 +203,12 @@ class GlobalFileEntry:
     kafka_partition: int
     kafka_offset: int
     stored_at: datetime | None = None  # set when read back from the store
+
+    @property
+    def key(self) -> str:
+        """Its statement key (``routing.domain.identity``): which statement, when an id is
+        shared by two accounts or reused for other content."""
+        return statement_key(self.iban, self.statement_id, self.content_sha256)
 
 
 @dataclass(frozen=True, slots=True)
