@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from routing.domain.errors import UnknownIban
-from routing.domain.model import Actor, MandateStatus, Profile
 from routing.domain.identity import statement_key
+from routing.domain.model import Actor, MandateStatus, Profile
 from routing.ports import AmbiguousStatement, LedgerEntry, UnknownStatement, statement_status
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger, dedupe_key
