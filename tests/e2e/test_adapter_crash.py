@@ -128,7 +128,7 @@ async def test_sigkill_mid_batch_loses_no_delivery(
     assert proc.returncode == 0, tail(log)
 
     hits = receiver.delivered("acd")
-    assert all(h.verified and h.webhook_id == h.statement_id for h in hits)
+    assert all(h.verified and h.webhook_statement == h.statement_id for h in hits)
     delivered = {h.statement_id for h in hits}
     lost = expected - delivered
     duplicates = len(hits) - len(delivered)
