@@ -370,9 +370,13 @@ class SqlDeliveryLedger(DeliveryLedger):
             ).all()
             stored = [entry_of(row) for row in rows]
             accounts = {e.iban for e in entries if e.iban} | {g.iban for g in stored}
-            registered = {}
-            for iban in sorted(accounts):
-                registered[iban] = await self._iban_cabinet(conn, iban)
+            # One query whatever the number of accounts, none included: the same
+            # statements are read whether the id is another cabinet's or nobody's.
+            found = await conn.execute(
+                select(ibans.c.iban, ibans.c.cabinet_id).where(ibans.c.iban.in_(sorted(accounts)))
+            )
+            registered: dict[str, str | None] = dict.fromkeys(accounts)
+            registered.update({row.iban: row.cabinet_id for row in found})
         return statements_of(statement_id, entries, stored, registered)
 
     async def statement_ids_starting(self, prefix: str, limit: int = 10) -> list[str]:

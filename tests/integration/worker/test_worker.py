@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint
+from adapters.delivery.naming import delivery_file_name
 from adapters.dlq import list_dead_letters, replay_dead_letters
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
@@ -288,7 +289,7 @@ async def test_a_directory_drop_connector_writes_each_statement_once(
     async with running(kafka_broker, topics, {"quadra": DirectoryEndpoint(drop)}) as pool:
         await wait_until(lambda: pool.stats["quadra"].delivered == 11, what="the drops")
 
-    assert sorted(p.name for p in drop.iterdir()) == sorted(f"q-{i}.txt" for i in range(10))
+    assert sorted(p.name for p in drop.iterdir()) == sorted(delivery_file_name(d) for d in sent)
 
 
 async def test_a_malformed_record_goes_to_invalid_and_is_committed(
