@@ -18,6 +18,7 @@ from adapters.global_file import run_global_file_builder
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
+from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.domain.model import Actor, Profile
 from routing.store.global_file import SqlGlobalFileStore
@@ -172,6 +173,14 @@ async def test_a_shared_or_reused_statement_id_loses_no_statement(harness: Harne
     b_own = global_file_event("stmt-1", iban(2), cabinet_id="cab-b",
                               content=b"01 B".ljust(120))
     a_reused = global_file_event("stmt-1", iban(1), content=b"01 A corrected".ljust(120))
+
+    def counted(result: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "statement_router_global_file_statements_total", {"result": result}
+        )
+        return value or 0.0
+
+    before = {r: counted(r) for r in ("stored", "id_reused", "duplicate")}
     running = harness.start()
     try:
         with capture_logs() as logs:
@@ -185,6 +194,10 @@ async def test_a_shared_or_reused_statement_id_loses_no_statement(harness: Harne
     finally:
         stats = await running.finish()
     assert stats["stored"] == 3 and stats["duplicates"] == 1
+    # Counted in the builder's process (this one): the reused id apart from the others.
+    assert {r: counted(r) - before[r] for r in before} == {
+        "stored": 2, "id_reused": 1, "duplicate": 1,
+    }
     theirs = await harness.files.statements(cab_b, "cab-b", *JANUARY)
     assert [(e.statement_id, e.iban, e.content_sha256) for e in theirs] == [
         ("stmt-1", iban(2), b_own.content_sha256)
