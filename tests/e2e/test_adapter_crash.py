@@ -133,7 +133,7 @@ async def test_sigkill_mid_batch_loses_no_delivery(
     lost = expected - delivered
     duplicates = len(hits) - len(delivered)
     assert lost == set()
-    assert sorted(files()) == sorted(f"{d.statement_id}.txt" for d in drop_sent)
+    assert sorted(files()) == sorted(delivery_file_name(d) for d in drop_sent)
     leftovers = [p.name for p in drop.iterdir() if is_temporary_name(p.name)]
     print(f"adapter crash: sent {N} webhook + {N} drop; killed after {at_kill[0]} webhook "
           f"requests and {at_kill[1]} files; webhook delivered {len(delivered)} unique, "
