@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.delivery.naming import is_temporary_name
+from adapters.delivery.naming import delivery_file_name, is_temporary_name
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from tests.integration.worker.conftest import produce
