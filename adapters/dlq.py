@@ -24,10 +24,18 @@ is the place to answer it.
 
 A statement dead-lettered twice while open (a crash between its dead letter and the
 commit) is replayed once, and that one outcome closes both places.
+
+**Parked dead letters** (``parked`` instead of ``delivery``: the copy could not be written,
+or the worker crashed on the record ``ADAPTER_MAX_CRASHES`` times) refer to the record in
+the partner topic. Replay re-reads it there, by partition and offset, and re-publishes its
+value byte for byte, like a copy. If the topic no longer holds it (retention deleted it),
+replaying that statement fails with ``RecordGone``, which says so plainly; ``--all`` skips
+such dead letters and reports them (``gone``), leaving them open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Collection
@@ -36,11 +44,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.structs import TopicPartition
 
-from events.schemas import DeliveryOutcome, StatementDeadLetter
+from events.schemas import (
+    DeliveryOutcome,
+    ParkedRecord,
+    StatementDeadLetter,
+    StatementPartnerDelivery,
+)
 from events.topics import Topics
 from events.wire import InvalidEvent, decode
 from routing.broker import ProducerParams, make_producer, read_topic, require_topics
+from routing.broker._reader import assigned_consumer
 from routing.broker.errors import kafka_errors
 from routing.domain.iban import mask_iban
 
@@ -68,6 +83,12 @@ class AlreadyReplayed(DeadLetterError):
     code = "already_replayed"
 
 
+class RecordGone(DeadLetterError):
+    """A parked dead letter whose record the partner topic no longer holds."""
+
+    code = "dead_letter_record_gone"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetterEntry:
     """One record of a connector's DLQ topic, and whether it was replayed since."""
@@ -88,10 +109,16 @@ class DeadLetterEntry:
     def summary(self) -> dict[str, Any]:
         """What an operator lists: no statement content, the IBAN masked."""
         last = self.letter.attempts[-1] if self.letter.attempts else None
+        delivery, parked = self.letter.delivery, self.letter.parked
+        if delivery is not None:
+            iban, cabinet_id = mask_iban(delivery.iban), delivery.cabinet_id
+        else:
+            assert parked is not None
+            iban, cabinet_id = parked.iban or "", parked.cabinet_id or ""
         return {
             "statement_id": self.statement_id,
-            "iban": mask_iban(self.letter.delivery.iban),
-            "cabinet_id": self.letter.delivery.cabinet_id,
+            "iban": iban,
+            "cabinet_id": cabinet_id,
             "reason": self.letter.reason,
             "attempts": len(self.letter.attempts),
             "last_status_code": last.status_code if last else None,
@@ -99,6 +126,11 @@ class DeadLetterEntry:
             "partition": self.partition,
             "offset": self.offset,
             "replayed_at": self.replayed_at.isoformat() if self.replayed_at else None,
+            "parked": (
+                {"topic": parked.topic, "partition": parked.partition, "offset": parked.offset,
+                 "payload_bytes": parked.payload_bytes}
+                if parked is not None else None
+            ),
         }
 
 
@@ -107,6 +139,7 @@ class ReplayReport:
     connector_id: str
     replayed: list[str]
     dead_letters: int
+    gone: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +147,7 @@ class ReplayReport:
             "replayed": self.replayed,
             "count": len(self.replayed),
             "dead_letters_closed": self.dead_letters,
+            "gone": list(self.gone or []),
         }
 
 
@@ -194,6 +228,58 @@ def _select(
     return chosen
 
 
+async def read_parked(bootstrap_servers: str, parked: ParkedRecord) -> bytes | None:
+    """The parked record's value, re-read from its topic; None if it is no longer there."""
+    counts = await require_topics(bootstrap_servers, [parked.topic])
+    tp = TopicPartition(parked.topic, parked.partition)
+    action = f"re-reading {parked.topic} partition {parked.partition} offset {parked.offset}"
+    async with (assigned_consumer(bootstrap_servers, {parked.topic: counts[parked.topic]},
+                                  action=action, client_id="dlq-replay",
+                                  isolation_level="read_committed") as (consumer, _),
+                kafka_errors(action, bootstrap_servers)):
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not first <= parked.offset < end:
+            return None
+        consumer.seek(tp, parked.offset)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset == parked.offset:
+                        value: bytes | None = record.value
+                        return value
+                    if record.offset > parked.offset:
+                        return None  # compacted away, or of an aborted transaction
+                if await consumer.position(tp) >= end:
+                    return None
+
+
+async def _delivery_of(
+    bootstrap_servers: str, letter: StatementDeadLetter
+) -> tuple[bytes, StatementPartnerDelivery]:
+    """The bytes to re-publish and their delivery: the copy, or the re-read record."""
+    if letter.delivery is not None:
+        return letter.delivery.to_json(), letter.delivery
+    parked = letter.parked
+    assert parked is not None
+    value = await read_parked(bootstrap_servers, parked)
+    if value is None:
+        raise RecordGone(
+            f"statement {letter.statement_id} was parked at {parked.topic} partition "
+            f"{parked.partition} offset {parked.offset}, and that record is gone from the "
+            "topic (deleted by retention): it cannot be replayed; ask its producer to send "
+            "it again"
+        )
+    try:
+        return value, decode(value, StatementPartnerDelivery, where=parked.topic)
+    except InvalidEvent as exc:
+        raise DeadLetterError(
+            f"statement {letter.statement_id}: the parked record at {parked.topic} partition "
+            f"{parked.partition} offset {parked.offset} is not a valid delivery: {exc.reason}"
+        ) from exc
+
+
 async def replay_dead_letters(
     bootstrap_servers: str,
     topics: Topics,
@@ -215,6 +301,20 @@ async def replay_dead_letters(
     if not chosen:
         return ReplayReport(connector_id, [], 0)
     dlq = topics.partner_dlq(connector_id)
+    originals: dict[str, tuple[bytes, StatementPartnerDelivery]] = {}
+    gone: list[str] = []
+    for sid, dead in chosen.items():
+        try:
+            originals[sid] = await _delivery_of(bootstrap_servers, dead[-1].letter)
+        except RecordGone as exc:
+            if statement_ids is not None:
+                raise
+            log.warning("dead_letter_record_gone", connector_id=connector_id,
+                        statement_id=sid, detail=exc.message)
+            gone.append(sid)
+    chosen = {sid: dead for sid, dead in chosen.items() if sid in originals}
+    if not chosen:
+        return ReplayReport(connector_id, [], 0, gone)
     producer = make_producer(ProducerParams(bootstrap_servers, client_id="dlq-replay"))
     async with kafka_errors(f"replaying {dlq}", bootstrap_servers):
         await producer.start()
@@ -222,16 +322,15 @@ async def replay_dead_letters(
             # The newest dead letter of each statement carries its delivery; publish them
             # in DLQ order (per IBAN, the order they failed in), and only then the markers.
             deliveries = [
-                await producer.send(topics.partner(connector_id),
-                                    dead[-1].letter.delivery.to_json(),
-                                    key=dead[-1].letter.delivery.iban.encode())
-                for dead in chosen.values()
+                await producer.send(topics.partner(connector_id), originals[sid][0],
+                                    key=originals[sid][1].iban.encode())
+                for sid in chosen
             ]
             for future in deliveries:
                 await future
             markers = []
             for sid, dead in chosen.items():
-                delivery = dead[-1].letter.delivery
+                delivery = originals[sid][1]
                 outcome = DeliveryOutcome(
                     statement_id=sid,
                     outcome="replayed",
@@ -249,9 +348,10 @@ async def replay_dead_letters(
             await producer.stop()
     for sid, dead in chosen.items():
         log.info("dead_letter_replayed", connector_id=connector_id, statement_id=sid,
-                 cabinet_id=dead[-1].letter.delivery.cabinet_id,
-                 iban=mask_iban(dead[-1].letter.delivery.iban), dead_letters=len(dead))
-    return ReplayReport(connector_id, list(chosen), sum(len(d) for d in chosen.values()))
+                 cabinet_id=originals[sid][1].cabinet_id,
+                 iban=mask_iban(originals[sid][1].iban), dead_letters=len(dead),
+                 parked=dead[-1].letter.parked is not None)
+    return ReplayReport(connector_id, list(chosen), sum(len(d) for d in chosen.values()), gone)
 
 
 def entries_json(entries: list[DeadLetterEntry]) -> str:
