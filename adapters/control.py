@@ -42,6 +42,7 @@ __all__ = [
     "listen_for_enable",
     "read_control",
     "request_enable",
+    "wait_for_running",
     "worker_states",
 ]
 
@@ -175,3 +176,20 @@ async def listen_for_enable(
                         yield command.connector_id
     finally:
         await consumer.stop()
+
+
+async def wait_for_running(
+    bootstrap_servers: str, topics: Topics, command: AdapterControl, *, within: float
+) -> AdapterControl | None:
+    """The worker state published after ``command`` (its worker's restart), or None if no
+    adapters process reported one within ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        state = worker_states(await read_control(bootstrap_servers, topics)).get(
+            command.connector_id)
+        if state is not None and state.at >= command.at and state.state == "running":
+            return state
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(0.5)
