@@ -298,7 +298,6 @@ class ConnectorWorker:
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
         )
         self._consumer = consumer
-        failure: BaseException | None = None
         try:
             async with kafka_errors(f"starting the {self.connector_id} adapter", self._bootstrap):
                 await consumer.start()
@@ -328,11 +327,10 @@ class ConnectorWorker:
                 for tp, records in batches.items():
                     if records and tp in assignment:
                         self._enqueue(tp, records)
-        except BaseException as exc:
-            failure = exc
-            raise
         finally:
-            await self._shutdown(flush=failure is None)
+            # Also after a failure: what the lanes finished is committed (its acks are
+            # awaited first), so a restart begins at the record the worker failed on.
+            await self._shutdown(flush=True)
             self._consumer = None
             self._log.info("adapter_stopped", **self.stats.as_dict())
 
@@ -422,7 +420,8 @@ class ConnectorWorker:
             try:
                 async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
                     await self._commit(list(self._checkpoints))
-            except (KafkaError, BrokerError, TimeoutError) as exc:
+            except (KafkaError, BrokerError, TimeoutError, AdapterCrashed) as exc:
+                # A failed produce: nothing is committed, the records are redelivered.
                 self._log.warning("final_commit_failed", error=repr(exc))
         self._checkpoints.clear()
         self._buffers.clear()
@@ -658,6 +657,11 @@ class ConnectorWorker:
         if mark is not None and mark[0] < record.offset:
             del self._marks[tp.partition]
             mark = None
+        if mark is not None and mark[0] > record.offset:
+            # A redelivery of a record finished before a later one crashed: the count that
+            # matters is the later one's, which counting this start would overwrite.
+            self._fresh.discard(tp)
+            return 0
         crashes = mark[1] if mark is not None and mark[0] == record.offset else 0
         if crashes >= self._max_crashes:
             return crashes
