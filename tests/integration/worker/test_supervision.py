@@ -29,14 +29,22 @@ from config.settings import Settings
 from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import ParkedRecord, StatementDeadLetter, StatementPartnerDelivery
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, make_producer
+from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.metrics import REGISTRY
 from routing.monitor import monitor_service
 from tests.eventually import eventually
 from tests.integration.ops_api import Ops
 from tests.unit.delivery.factories import make_delivery
 
-from .conftest import SHORT, committed_total, dead_letters, outcomes, produce, webhook
+from .conftest import (
+    SHORT,
+    committed_total,
+    dead_letters,
+    outcomes,
+    produce,
+    produce_raw,
+    webhook,
+)
 from .receiver import Reply, WebhookReceiver
 from .test_cli import acli
 
@@ -209,8 +217,6 @@ async def test_a_statement_at_the_limit_is_dead_lettered_whole_and_replayed(
 
 
 async def _dlq_records(kafka_broker: EmbeddedBroker, topics: Topics) -> list[bytes]:
-    from routing.broker import read_topic
-
     records = await read_topic(kafka_broker.bootstrap_servers, topics.partner_dlq("acd"))
     return [r.value for r in records if r.value is not None]
 
@@ -241,6 +247,32 @@ async def test_replaying_a_parked_dead_letter_whose_record_is_gone_says_so(
     assert report.replayed == [] and report.gone == ["st-gone"]
     [entry] = await list_dead_letters(bootstrap, topics, "acd")
     assert entry.open and entry.summary()["iban"] == "FR76 **** 189"
+
+
+async def test_a_0_9_mb_malformed_record_is_referred_and_the_ones_behind_it_delivered(
+    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver
+) -> None:
+    """Its statements.invalid record refers to it (no 0.9 MB copy, no base64 over the
+    producer's limit), and the valid statements of its partition go on."""
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    delivery = make_delivery("st-after-junk")
+    junk = b'{"statement_id": "st-junk", "content_b64": "' + b"A" * 900_000 + b'"'
+    referred_before = parked_total("referred")
+    await produce_raw(bootstrap, topics.partner("acd"), junk, delivery.iban.encode())
+    await produce(bootstrap, topics, "acd", [delivery])
+
+    async with pool_running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
+        await eventually(lambda: receiver.delivered("acd"), "the statement behind it")
+        assert pool.stats["acd"].invalid == 1
+
+    [record] = await read_topic(bootstrap, topics.invalid)
+    invalid = json.loads(record.value)
+    assert invalid["payload_omitted"] is True and invalid["payload_bytes"] == len(junk)
+    assert (invalid["source_topic"], invalid["source_offset"]) == (topics.partner("acd"), 0)
+    assert invalid["detected_by"] == "adapter:acd"
+    assert len(record.value) < 10_000
+    assert parked_total("referred") == referred_before + 1
 
 
 # ------------------------------------------------------------------ crashes
