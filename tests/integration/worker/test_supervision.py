@@ -33,6 +33,7 @@ from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_t
 from routing.metrics import REGISTRY
 from routing.monitor import monitor_service
 from tests.eventually import eventually
+from tests.fixtures.broker import TopicsFactory
 from tests.integration.ops_api import Ops
 from tests.unit.delivery.factories import make_delivery
 
@@ -273,6 +274,85 @@ async def test_a_0_9_mb_malformed_record_is_referred_and_the_ones_behind_it_deli
     assert invalid["detected_by"] == "adapter:acd"
     assert len(record.value) < 10_000
     assert parked_total("referred") == referred_before + 1
+
+
+async def _topics_with_a_small_dlq(
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, max_message_bytes: int
+) -> Topics:
+    """Topics for acd whose DLQ was created by hand with a smaller ``max.message.bytes``."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from routing.broker.admin import ensure_topics
+
+    topics = await make_topics(connector_ids=[])
+    [partner] = [t for t in topics.specs(["acd"]) if t.name == topics.partner("acd")]
+    await ensure_topics(kafka_broker.bootstrap_servers, [partner])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(
+            topics.partner_dlq("acd"), topics.partitions, 1,
+            topic_configs={"max.message.bytes": str(max_message_bytes)})])
+    finally:
+        await admin.close()
+    return topics
+
+
+async def test_a_dead_letter_the_broker_refuses_for_its_size_is_parked(
+    kafka_broker: EmbeddedBroker, broker_kind: str, make_topics: TopicsFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """A DLQ topic created by hand with a 100 KB max.message.bytes: the 270 KB copy is
+    refused by the broker, the parked dead letter (a few hundred bytes) is written instead."""
+    if broker_kind == "tansu":
+        pytest.skip("Tansu does not enforce max.message.bytes")
+    topics = await _topics_with_a_small_dlq(kafka_broker, make_topics, 100_000)
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    acd.script(Reply(400))
+    big = make_delivery("st-200k", content=content_of(200_000, "200k"))
+    await produce(bootstrap, topics, "acd", [big, make_delivery("st-behind")])
+
+    async with pool_running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
+        await eventually(lambda: receiver.delivered("acd"), "the one behind it")
+        assert pool.stats["acd"].parked == 1
+
+    [letter] = await dead_letters(bootstrap, topics, "acd")
+    assert letter["delivery"] is None and letter["parked"]["offset"] == 0
+    assert "the broker refused its" in letter["reason"]
+
+
+async def test_a_dead_letter_that_cannot_be_written_at_all_stops_then_parks_unwritten(
+    kafka_broker: EmbeddedBroker, broker_kind: str, make_topics: TopicsFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """A DLQ that refuses even the parked form (max.message.bytes=200): the worker stops
+    (a fatal error), and the next start, ADAPTER_MAX_CRASHES=1 later, parks the record
+    unwritten (logged, counted how="unwritable") and delivers the rest."""
+    if broker_kind == "tansu":
+        pytest.skip("Tansu does not enforce max.message.bytes")
+    topics = await _topics_with_a_small_dlq(kafka_broker, make_topics, 200)
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    acd.script(Reply(400))
+    settings = Settings(adapter_max_crashes=1)
+    await produce(bootstrap, topics, "acd",
+                  [make_delivery("st-refused"), make_delivery("st-then")])
+    unwritable_before = parked_total("unwritable")
+
+    pool, _, _ = start_pool(kafka_broker, topics, {"acd": webhook(acd)}, settings=settings)
+    with pytest.raises(AdapterCrashed, match="parked dead letter"):
+        await asyncio.wait_for(pool.task, 60)
+    async with pool_running(kafka_broker, topics, {"acd": webhook(acd)},
+                            settings=settings) as pool:
+        await eventually(lambda: receiver.delivered("acd"), "the statement behind it")
+        assert pool.stats["acd"].parked == 1
+
+    assert parked_total("unwritable") == unwritable_before + 1
+    assert await dead_letters(bootstrap, topics, "acd") == []
+    assert [h.statement_id for h in receiver.of("acd")] == ["st-refused", "st-then"]
+    found = [o for o in await outcomes(bootstrap, topics) if o["statement_id"] == "st-refused"]
+    assert [o["outcome"] for o in found] == ["dead_lettered"]
 
 
 # ------------------------------------------------------------------ crashes
