@@ -39,6 +39,7 @@ __all__ = [
     "CrashMark",
     "control_key",
     "crash_marks",
+    "enabled_reason",
     "listen_for_enable",
     "read_control",
     "request_enable",
@@ -110,6 +111,12 @@ async def send_control(producer: AIOKafkaProducer, topics: Topics, record: Adapt
     await (await producer.send(topics.adapters_control, record.to_json(), key=key))
 
 
+def enabled_reason(command: AdapterControl) -> str:
+    """The ``reason`` of the ``running`` state that answers an enable command: it names the
+    command's own time, so its sender recognises the answer whatever the hosts' clocks."""
+    return f"enabled ({command.requested_by or 'operator'}, request of {command.at.isoformat()})"
+
+
 def state_record(connector_id: str, state: WorkerState, reason: str | None) -> AdapterControl:
     return AdapterControl(kind="worker_state", connector_id=connector_id, at=now(),
                           state=state, reason=reason)
@@ -143,8 +150,8 @@ async def request_enable(
 async def listen_for_enable(
     bootstrap_servers: str, topics: Topics, connector_ids: Mapping[str, object],
     ready: asyncio.Event | None = None,
-) -> AsyncIterator[str]:
-    """Yield the connector id of each ``enable`` command for ``connector_ids``, from now on.
+) -> AsyncIterator[AdapterControl]:
+    """Yield each ``enable`` command for ``connector_ids``, from now on.
 
     Assigned to every partition at its end (no group: every process sees every command).
     """
@@ -173,7 +180,7 @@ async def listen_for_enable(
                     except InvalidEvent:
                         continue
                     if command.kind == "enable" and command.connector_id in connector_ids:
-                        yield command.connector_id
+                        yield command
     finally:
         await consumer.stop()
 
@@ -186,10 +193,11 @@ async def wait_for_running(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
-        state = worker_states(await read_control(bootstrap_servers, topics)).get(
-            command.connector_id)
-        if state is not None and state.at >= command.at and state.state == "running":
-            return state
+        answer = enabled_reason(command)
+        for state in await read_control(bootstrap_servers, topics):
+            if (state.kind == "worker_state" and state.connector_id == command.connector_id
+                    and state.state == "running" and state.reason == answer):
+                return state
         if loop.time() >= deadline:
             return None
         await asyncio.sleep(0.5)

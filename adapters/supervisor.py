@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.backoff import RetrySchedule
 from adapters.control import (
     crash_marks,
+    enabled_reason,
     listen_for_enable,
     read_control,
     send_control,
@@ -48,7 +49,7 @@ from adapters.worker import (
     default_deliverer,
 )
 from config.settings import Settings
-from events.schemas import WorkerState
+from events.schemas import AdapterControl, WorkerState
 from events.topics import Topics
 from routing import metrics
 from routing.broker import ProducerParams, make_producer, require_topics
@@ -120,7 +121,7 @@ class _Supervisor:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def start(self, slot: _Slot) -> None:
+    async def start(self, slot: _Slot, reason: str | None = None) -> None:
         """Start a fresh worker for the slot, with the crash counts the topic holds."""
         marks = crash_marks(await read_control(self.bootstrap, self.topics), slot.connector_id)
         slot.stop = asyncio.Event()
@@ -136,7 +137,7 @@ class _Supervisor:
         slot.worker = worker
         slot.task = asyncio.create_task(worker.run(slot.stop),
                                         name=f"adapter-{slot.connector_id}")
-        await self.publish(slot, "running", None)
+        await self.publish(slot, "running", reason)
 
     async def stopped(self, slot: _Slot) -> None:
         """The slot's task ended on its own: a fatal error of that worker only."""
@@ -149,16 +150,18 @@ class _Supervisor:
                          f"statement-router adapters enable {slot.connector_id}")
         await self.publish(slot, "stopped", reason)
 
-    async def enable(self, connector_id: str) -> None:
-        slot = self.slots[connector_id]
-        log.info("connector_enable", connector_id=connector_id, was=slot.state)
+    async def enable(self, command: AdapterControl) -> None:
+        """Restart the connector's worker (a running one too: it commits what it finished)."""
+        slot = self.slots[command.connector_id]
+        log.info("connector_enable", connector_id=slot.connector_id, was=slot.state,
+                 requested_by=command.requested_by)
         if slot.running:
             assert slot.task is not None
             slot.stop.set()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_STOP_TIMEOUT):
                     await asyncio.gather(slot.task, return_exceptions=True)
-        await self.start(slot)
+        await self.start(slot, enabled_reason(command))
 
     async def stop_all(self) -> list[BaseException]:
         for slot in self.slots.values():
@@ -214,12 +217,12 @@ async def supervise(
         max_crashes=settings.adapter_max_crashes,
     )
     del settings
-    enables: asyncio.Queue[str] = asyncio.Queue()
+    enables: asyncio.Queue[AdapterControl] = asyncio.Queue()
     listening = asyncio.Event()
 
     async def listen() -> None:
-        async for cid in listen_for_enable(bootstrap_servers, topics, slots, listening):
-            enables.put_nowait(cid)
+        async for command in listen_for_enable(bootstrap_servers, topics, slots, listening):
+            enables.put_nowait(command)
 
     listener: asyncio.Task[None] | None = None
     try:
@@ -249,14 +252,14 @@ async def supervise(
 async def _run(
     sup: _Supervisor,
     stop_event: asyncio.Event,
-    enables: asyncio.Queue[str],
+    enables: asyncio.Queue[AdapterControl],
     listener: asyncio.Task[None],
     listening: asyncio.Event,
     started: asyncio.Event | None,
 ) -> None:
     """Watch the workers until ``stop_event``; restart enabled ones; stop when all stopped."""
     stopping = asyncio.create_task(stop_event.wait())
-    next_enable: asyncio.Task[str] = asyncio.create_task(enables.get())
+    next_enable: asyncio.Task[AdapterControl] = asyncio.create_task(enables.get())
     ready = asyncio.create_task(_ready(list(sup.slots.values()), listening))
     try:
         while not stop_event.is_set():
