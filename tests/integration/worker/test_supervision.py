@@ -123,6 +123,11 @@ async def pool_running(
         await asyncio.wait_for(pool.task, 60)
 
 
+def cli_env(bootstrap: str, topics: Topics) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_PREFIX": topics.prefix,
+            "TOPIC_PARTITIONS": str(topics.partitions)}
+
+
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -179,6 +184,10 @@ async def test_a_413_on_a_statement_whose_dead_letter_exceeds_the_limit_parks_it
 
     [entry] = await list_dead_letters(bootstrap, topics, "acd")
     assert entry.summary()["parked"]["offset"] == 0 and entry.open
+    listed = await acli("dlq", "list", "--connector", "acd", env=cli_env(bootstrap, topics))
+    assert listed.returncode == 0, listed.stderr
+    assert (f"parked: not copied; the record is {topics.partner('acd')} partition "
+            f"{parked['partition']} offset 0 ({parked['payload_bytes']} bytes)") in listed.stdout
     acd.max_body = None  # the partner raised its limit: the replay goes through
     report = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["st-big"])
     assert report.replayed == ["st-big"]
@@ -244,6 +253,11 @@ async def test_replaying_a_parked_dead_letter_whose_record_is_gone_says_so(
 
     with pytest.raises(RecordGone, match="gone from the topic"):
         await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["st-gone"])
+    refused = await acli("dlq", "replay", "--connector", "acd", "--statement", "st-gone",
+                         env=cli_env(bootstrap, topics))
+    assert refused.returncode == 5, refused.stderr
+    assert "gone from the topic (deleted by retention)" in refused.stderr
+    assert "Traceback" not in refused.stderr
     report = await replay_dead_letters(bootstrap, topics, "acd")
     assert report.replayed == [] and report.gone == ["st-gone"]
     [entry] = await list_dead_letters(bootstrap, topics, "acd")
@@ -442,9 +456,7 @@ async def test_one_poisoned_connector_stops_alone_and_enable_resumes_it(
         assert by_id["pennylane"].worker == "running"
 
         result = await acli("adapters", "enable", "acd", "--wait", "60",
-                            env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                                 "TOPIC_PREFIX": topics.prefix,
-                                 "TOPIC_PARTITIONS": str(topics.partitions)})
+                            env=cli_env(bootstrap, topics))
         assert result.returncode == 0, result.stderr
         assert "acd: worker running again" in result.stdout
         await eventually(lambda: len(receiver.delivered("acd")) == 5, "acd's other 5")
