@@ -26,10 +26,18 @@ A statement dead-lettered twice while open (a crash between its dead letter and 
 commit) is replayed once, and that one outcome closes both places. "A statement" is its
 account, id and content (its statement key, ``routing.domain.identity``): two accounts'
 statements that share an id are two statements, each replayed with its own delivery.
+
+**Parked dead letters** (``parked`` instead of ``delivery``: the copy could not be written,
+or the worker crashed on the record ``ADAPTER_MAX_CRASHES`` times) refer to the record in
+the partner topic. Replay re-reads it there, by partition and offset, and re-publishes its
+value byte for byte, like a copy. If the topic no longer holds it (retention deleted it),
+replaying that statement fails with ``RecordGone``, which says so plainly; ``--all`` skips
+such dead letters and reports them (``gone``), leaving them open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Collection
@@ -38,11 +46,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.structs import TopicPartition
 
-from events.schemas import DeliveryOutcome, StatementDeadLetter
+from events.schemas import (
+    DeliveryOutcome,
+    ParkedRecord,
+    StatementDeadLetter,
+    StatementPartnerDelivery,
+)
 from events.topics import Topics
 from events.wire import InvalidEvent, decode
 from routing.broker import ProducerParams, make_producer, read_topic, require_topics
+from routing.broker._reader import assigned_consumer
 from routing.broker.errors import kafka_errors
 from routing.domain.iban import mask_iban
 from routing.domain.identity import statement_key
@@ -71,6 +86,12 @@ class AlreadyReplayed(DeadLetterError):
     code = "already_replayed"
 
 
+class RecordGone(DeadLetterError):
+    """A parked dead letter whose record the partner topic no longer holds."""
+
+    code = "dead_letter_record_gone"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetterEntry:
     """One record of a connector's DLQ topic, and whether it was replayed since."""
@@ -86,9 +107,13 @@ class DeadLetterEntry:
 
     @property
     def key(self) -> str:
-        """The statement key: which statement, when two share an id."""
+        """The statement key: which statement, when two share an id (a parked dead letter
+        carries it, its delivery not being copied)."""
         delivery = self.letter.delivery
-        return statement_key(delivery.iban, delivery.statement_id, delivery.content_sha256)
+        if delivery is not None:
+            return statement_key(delivery.iban, delivery.statement_id, delivery.content_sha256)
+        assert self.letter.parked is not None
+        return self.letter.parked.key
 
     @property
     def open(self) -> bool:
@@ -97,11 +122,17 @@ class DeadLetterEntry:
     def summary(self) -> dict[str, Any]:
         """What an operator lists: no statement content, the IBAN masked."""
         last = self.letter.attempts[-1] if self.letter.attempts else None
+        delivery, parked = self.letter.delivery, self.letter.parked
+        if delivery is not None:
+            iban, cabinet_id = mask_iban(delivery.iban), delivery.cabinet_id
+        else:
+            assert parked is not None
+            iban, cabinet_id = parked.iban or "", parked.cabinet_id or ""
         return {
             "statement_id": self.statement_id,
             "key": self.key,
-            "iban": mask_iban(self.letter.delivery.iban),
-            "cabinet_id": self.letter.delivery.cabinet_id,
+            "iban": iban,
+            "cabinet_id": cabinet_id,
             "reason": self.letter.reason,
             "attempts": len(self.letter.attempts),
             "last_status_code": last.status_code if last else None,
@@ -109,6 +140,11 @@ class DeadLetterEntry:
             "partition": self.partition,
             "offset": self.offset,
             "replayed_at": self.replayed_at.isoformat() if self.replayed_at else None,
+            "parked": (
+                {"topic": parked.topic, "partition": parked.partition, "offset": parked.offset,
+                 "payload_bytes": parked.payload_bytes}
+                if parked is not None else None
+            ),
         }
 
 
@@ -117,6 +153,7 @@ class ReplayReport:
     connector_id: str
     replayed: list[str]
     dead_letters: int
+    gone: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +161,7 @@ class ReplayReport:
             "replayed": self.replayed,
             "count": len(self.replayed),
             "dead_letters_closed": self.dead_letters,
+            "gone": list(self.gone or []),
         }
 
 
@@ -206,6 +244,58 @@ def _select(
     return chosen
 
 
+async def read_parked(bootstrap_servers: str, parked: ParkedRecord) -> bytes | None:
+    """The parked record's value, re-read from its topic; None if it is no longer there."""
+    counts = await require_topics(bootstrap_servers, [parked.topic])
+    tp = TopicPartition(parked.topic, parked.partition)
+    action = f"re-reading {parked.topic} partition {parked.partition} offset {parked.offset}"
+    async with (assigned_consumer(bootstrap_servers, {parked.topic: counts[parked.topic]},
+                                  action=action, client_id="dlq-replay",
+                                  isolation_level="read_committed") as (consumer, _),
+                kafka_errors(action, bootstrap_servers)):
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not first <= parked.offset < end:
+            return None
+        consumer.seek(tp, parked.offset)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset == parked.offset:
+                        value: bytes | None = record.value
+                        return value
+                    if record.offset > parked.offset:
+                        return None  # compacted away, or of an aborted transaction
+                if await consumer.position(tp) >= end:
+                    return None
+
+
+async def _delivery_of(
+    bootstrap_servers: str, letter: StatementDeadLetter
+) -> tuple[bytes, StatementPartnerDelivery]:
+    """The bytes to re-publish and their delivery: the copy, or the re-read record."""
+    if letter.delivery is not None:
+        return letter.delivery.to_json(), letter.delivery
+    parked = letter.parked
+    assert parked is not None
+    value = await read_parked(bootstrap_servers, parked)
+    if value is None:
+        raise RecordGone(
+            f"statement {letter.statement_id} was parked at {parked.topic} partition "
+            f"{parked.partition} offset {parked.offset}, and that record is gone from the "
+            "topic (deleted by retention): it cannot be replayed; ask its producer to send "
+            "it again"
+        )
+    try:
+        return value, decode(value, StatementPartnerDelivery, where=parked.topic)
+    except InvalidEvent as exc:
+        raise DeadLetterError(
+            f"statement {letter.statement_id}: the parked record at {parked.topic} partition "
+            f"{parked.partition} offset {parked.offset} is not a valid delivery: {exc.reason}"
+        ) from exc
+
+
 async def replay_dead_letters(
     bootstrap_servers: str,
     topics: Topics,
@@ -227,6 +317,20 @@ async def replay_dead_letters(
     if not chosen:
         return ReplayReport(connector_id, [], 0)
     dlq = topics.partner_dlq(connector_id)
+    originals: dict[tuple[str, str], tuple[bytes, StatementPartnerDelivery]] = {}
+    gone: list[str] = []
+    for (sid, key), dead in chosen.items():
+        try:
+            originals[(sid, key)] = await _delivery_of(bootstrap_servers, dead[-1].letter)
+        except RecordGone as exc:
+            if statement_ids is not None:
+                raise
+            log.warning("dead_letter_record_gone", connector_id=connector_id,
+                        statement_id=sid, detail=exc.message)
+            gone.append(sid)
+    chosen = {place: dead for place, dead in chosen.items() if place in originals}
+    if not chosen:
+        return ReplayReport(connector_id, [], 0, gone)
     producer = make_producer(ProducerParams(bootstrap_servers, client_id="dlq-replay"))
     async with kafka_errors(f"replaying {dlq}", bootstrap_servers):
         await producer.start()
@@ -234,16 +338,15 @@ async def replay_dead_letters(
             # The newest dead letter of each statement carries its delivery; publish them
             # in DLQ order (per IBAN, the order they failed in), and only then the markers.
             deliveries = [
-                await producer.send(topics.partner(connector_id),
-                                    dead[-1].letter.delivery.to_json(),
-                                    key=dead[-1].letter.delivery.iban.encode())
-                for dead in chosen.values()
+                await producer.send(topics.partner(connector_id), originals[place][0],
+                                    key=originals[place][1].iban.encode())
+                for place in chosen
             ]
             for future in deliveries:
                 await future
             markers = []
-            for (sid, _), dead in chosen.items():
-                delivery = dead[-1].letter.delivery
+            for (sid, key), dead in chosen.items():
+                delivery = originals[(sid, key)][1]
                 outcome = DeliveryOutcome(
                     statement_id=sid,
                     outcome="replayed",
@@ -260,13 +363,13 @@ async def replay_dead_letters(
                 await future
         finally:
             await producer.stop()
-    for (sid, _), dead in chosen.items():
+    for (sid, key), dead in chosen.items():
         log.info("dead_letter_replayed", connector_id=connector_id, statement_id=sid,
-                 cabinet_id=dead[-1].letter.delivery.cabinet_id,
-                 iban=mask_iban(dead[-1].letter.delivery.iban), dead_letters=len(dead))
-    return ReplayReport(
-        connector_id, [sid for sid, _ in chosen], sum(len(d) for d in chosen.values())
-    )
+                 cabinet_id=originals[(sid, key)][1].cabinet_id,
+                 iban=mask_iban(originals[(sid, key)][1].iban), dead_letters=len(dead),
+                 parked=dead[-1].letter.parked is not None)
+    return ReplayReport(connector_id, [sid for sid, _ in chosen],
+                        sum(len(d) for d in chosen.values()), gone)
 
 
 def entries_json(entries: list[DeadLetterEntry]) -> str:

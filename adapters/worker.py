@@ -45,7 +45,27 @@ the whole connector: every partition is paused, nothing more is committed (the s
 that met the 410 and everything behind it stay on the topic), an ``connector_disabled``
 error is logged and ``ConnectorStats.disabled`` is set. Dead-lettering statement after
 statement would bury a configuration problem under thousands of dead letters. The worker
-keeps its group membership; restart it once the endpoint is fixed.
+keeps its group membership; once the endpoint is fixed, ``statement-router adapters enable``
+(or the operator API) restarts it without restarting the process (``adapters.supervisor``).
+
+**Parked.** A dead letter copies the delivery. When that copy cannot be written (it would
+exceed the size rule's ``MAX_RECORD_BYTES``, or the broker refuses it for its size), the
+worker writes a *parked* dead letter instead: one that refers to the record by topic,
+partition, offset and size (``parked``), which ``dlq replay`` re-reads from the partner
+topic. It is counted (``statement_router_parked_total{component="adapters"}``), logged
+once (``statement_parked``) and the worker moves on. If even that cannot be written, the
+worker stops (a fatal error, below).
+
+**Crashes.** Any other error escaping a record (the broker refusing a produce, a bug) is
+fatal for the worker only (``adapters.supervisor`` keeps the process's other connectors
+going). So that no record can crash-loop a connector, the worker keeps a crash count per
+partition in the control topic (``adapters.control``): before the first record of a
+partition after a start (the one a crash would bring back), it writes "started once more"
+and awaits the ack; a record finished resets it; an error on a record counts it. When a
+start finds ``max_crashes`` (``ADAPTER_MAX_CRASHES``) for the record it is about to
+handle, it parks it (parked dead letter, or if even that fails, a log line and
+``statement_router_parked_total{how="unwritable"}``) and moves on. A process killed while
+handling that record (``kill -9``, out of memory) counts as a crash too.
 
 **Malformed records** (not a valid ``statement.partner-delivery/v1``) cannot be delivered
 and are never skipped silently: they go to ``statements.invalid`` with the reason and raw
@@ -66,26 +86,35 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from adapters.backoff import RetrySchedule
+from adapters.control import CrashMark, crash_record, send_control
 from adapters.delivery import Deliverer, DeliveryResult, PartnerEndpoint, make_deliverer
 from config.catalogue import ConnectorSpec
 from config.settings import Settings
+from events.limits import MAX_RECORD_BYTES
 from events.schemas import (
     DeliveryAttempt,
     DeliveryOutcome,
     OutcomeKind,
+    ParkedRecord,
     StatementDeadLetter,
     StatementPartnerDelivery,
 )
 from events.topics import Topics
-from events.wire import InvalidEvent, SourceRef, decode, encode_invalid
+from events.wire import InvalidEvent, decode
 from routing import metrics
-from routing.broker import ProducerParams, make_producer, require_topics
 from routing.broker.errors import BrokerError, kafka_errors
 from routing.domain.iban import mask_iban
+from routing.domain.identity import statement_key
+from routing.parking import Refused, write_invalid
 
 log = structlog.get_logger("adapters.worker")
 
@@ -106,6 +135,11 @@ _MAX_BUFFERED = 1_000
 _FETCH_MAX_WAIT_MS = 20
 _SHUTDOWN_FLUSH_TIMEOUT = 10.0
 _STATEMENT_FIELDS = ("statement_id", "cabinet_id", "connector_id")
+# Default of ADAPTER_MAX_CRASHES (config.settings).
+_MAX_CRASHES = 3
+_MARK_TIMEOUT = 10.0
+PARK_COMPONENT = "adapters"
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 
 class AdapterCrashed(Exception):
@@ -137,6 +171,8 @@ class ConnectorStats:
     retries: int = 0
     dead_lettered: int = 0
     invalid: int = 0
+    parked: int = 0
+    state: str = "running"
     disabled: bool = False
     disabled_reason: str | None = None
     assigned_partitions: list[int] = field(default_factory=list)
@@ -149,6 +185,8 @@ class ConnectorStats:
             "retries": self.retries,
             "dead_lettered": self.dead_lettered,
             "invalid": self.invalid,
+            "parked": self.parked,
+            "state": self.state,
             "disabled": self.disabled,
             "disabled_reason": self.disabled_reason,
             "assigned_partitions": list(self.assigned_partitions),
@@ -205,6 +243,9 @@ class ConnectorWorker:
         max_buffered: int = _MAX_BUFFERED,
         session_timeout_ms: int = 10_000,
         fetch_max_wait_ms: int = _FETCH_MAX_WAIT_MS,
+        max_crashes: int = _MAX_CRASHES,
+        crash_marks: Mapping[int, CrashMark] | None = None,
+        on_disabled: Callable[[str], None] | None = None,
     ) -> None:
         self.connector_id = connector_id
         self.topic = topics.partner(connector_id)
@@ -229,6 +270,14 @@ class ConnectorWorker:
         self._commit_soon = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._disabled = False
+        self._max_crashes = max(1, max_crashes)
+        # partition -> (offset, crashes): read from the control topic at start, then ours.
+        self._marks: dict[int, CrashMark] = dict(crash_marks or {})
+        # Partitions whose next record is the first since they were assigned.
+        self._fresh: set[TopicPartition] = set()
+        # partition -> (offset, crashes before): a record counted as started, unfinished.
+        self._armed: dict[TopicPartition, CrashMark] = {}
+        self._on_disabled = on_disabled
         self.ready = asyncio.Event()
         self._log = log.bind(connector_id=connector_id)
 
@@ -250,7 +299,6 @@ class ConnectorWorker:
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 5),
         )
         self._consumer = consumer
-        failure: BaseException | None = None
         try:
             async with kafka_errors(f"starting the {self.connector_id} adapter", self._bootstrap):
                 await consumer.start()
@@ -280,11 +328,10 @@ class ConnectorWorker:
                 for tp, records in batches.items():
                     if records and tp in assignment:
                         self._enqueue(tp, records)
-        except BaseException as exc:
-            failure = exc
-            raise
         finally:
-            await self._shutdown(flush=failure is None)
+            # Also after a failure: what the lanes finished is committed (its acks are
+            # awaited first), so a restart begins at the record the worker failed on.
+            await self._shutdown(flush=True)
             self._consumer = None
             self._log.info("adapter_stopped", **self.stats.as_dict())
 
@@ -327,10 +374,17 @@ class ConnectorWorker:
             ) from exc
 
     async def _cancel(self, partitions: Iterable[TopicPartition]) -> None:
-        tasks = [self._tasks.pop(tp) for tp in list(partitions) if tp in self._tasks]
+        """Stop the partitions' lanes; a record they were on was interrupted, not crashed on,
+        so its crash count goes back to what it was."""
+        partitions = list(partitions)
+        tasks = [self._tasks.pop(tp) for tp in partitions if tp in self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for tp in partitions:
+            armed = self._armed.pop(tp, None)
+            if armed is not None:
+                await self._write_mark(tp, armed[0], armed[1], wait=True)
 
     async def _release(self, revoked: list[TopicPartition]) -> None:
         """Before the group moves partitions: stop their lanes, commit what they finished.
@@ -351,6 +405,7 @@ class ConnectorWorker:
 
     def _assigned(self, assigned: list[TopicPartition]) -> None:
         self.stats.assigned_partitions = sorted(tp.partition for tp in assigned)
+        self._fresh.update(assigned)
         if self._disabled and assigned and self._consumer is not None:
             self._consumer.pause(*assigned)
         self._log.info("partitions_assigned", partitions=self.stats.assigned_partitions)
@@ -366,7 +421,8 @@ class ConnectorWorker:
             try:
                 async with asyncio.timeout(_SHUTDOWN_FLUSH_TIMEOUT):
                     await self._commit(list(self._checkpoints))
-            except (KafkaError, BrokerError, TimeoutError) as exc:
+            except (KafkaError, BrokerError, TimeoutError, AdapterCrashed) as exc:
+                # A failed produce: nothing is committed, the records are redelivered.
                 self._log.warning("final_commit_failed", error=repr(exc))
         self._checkpoints.clear()
         self._buffers.clear()
@@ -381,8 +437,20 @@ class ConnectorWorker:
         checkpoint = self._checkpoints.setdefault(tp, _Checkpoint())
         while buffer:
             record = buffer[0]
-            if self._disabled or not await self._handle(tp, record, checkpoint):
-                return  # disabled: this record and the rest stay uncommitted
+            if self._disabled:
+                return
+            try:
+                crashes = await self._arm(tp, record)
+                if crashes >= self._max_crashes:
+                    await self._park_crashed(record, checkpoint, crashes)
+                elif not await self._handle(tp, record, checkpoint):
+                    return  # disabled: this record and the rest stay uncommitted
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                await self._count_crash(tp, record, exc)
+                raise
+            self._disarm(tp, record, checkpoint)
             buffer.popleft()
             checkpoint.next_offset = record.offset + 1
             checkpoint.since_commit += 1
@@ -548,7 +616,7 @@ class ConnectorWorker:
                     f"permanent failure: {result.detail}" if result.kind == "permanent"
                     else f"gave up after {attempt} attempts; last: {result.detail}"
                 )
-                await self._dead_letter(delivery, reason, attempts, checkpoint)
+                await self._dead_letter(delivery, reason, attempts, checkpoint, record=record)
                 slog.warning("statement_dead_lettered", attempts=attempt, reason=reason,
                              status_code=result.status_code)
                 return True
@@ -563,13 +631,102 @@ class ConnectorWorker:
             await self._checkpoint(tp)
             await asyncio.sleep(delay)
 
+    # ------------------------------------------------------------------- crash counts
+
+    async def _write_mark(self, tp: TopicPartition, offset: int, crashes: int, *,
+                          wait: bool, reason: str | None = None) -> None:
+        """Record the partition's crash count in the control topic.
+
+        ``wait``: await the ack (before a record a crash may follow); otherwise best effort.
+        A failure is logged, never raised: the count is a safety net, not the delivery.
+        """
+        self._marks[tp.partition] = (offset, crashes)
+        record = crash_record(self.connector_id, tp.partition, offset, crashes, reason)
+        try:
+            if wait:
+                async with asyncio.timeout(_MARK_TIMEOUT):
+                    await send_control(self._producer, self._topics, record)
+            else:
+                await self._producer.send(self._topics.adapters_control, record.to_json(),
+                                          key=f"crash/{self.connector_id}/{tp.partition}".encode())
+        except (KafkaError, TimeoutError) as exc:
+            self._log.warning("crash_count_not_written", partition=tp.partition, offset=offset,
+                              crashes=crashes, error=repr(exc))
+
+    async def _arm(self, tp: TopicPartition, record: ConsumerRecord) -> int:
+        """The record's crash count so far; counts this start when a crash may follow it."""
+        mark = self._marks.get(tp.partition)
+        if mark is not None and mark[0] < record.offset:
+            del self._marks[tp.partition]
+            mark = None
+        if mark is not None and mark[0] > record.offset:
+            # A redelivery of a record finished before a later one crashed: the count that
+            # matters is the later one's, which counting this start would overwrite.
+            self._fresh.discard(tp)
+            return 0
+        crashes = mark[1] if mark is not None and mark[0] == record.offset else 0
+        if crashes >= self._max_crashes:
+            return crashes
+        if tp in self._fresh or crashes:
+            self._fresh.discard(tp)
+            await self._write_mark(tp, record.offset, crashes + 1, wait=True)
+            self._armed[tp] = (record.offset, crashes)
+        return crashes
+
+    def _disarm(self, tp: TopicPartition, record: ConsumerRecord, checkpoint: _Checkpoint) -> None:
+        """The record is done: a counted start of it was no crash."""
+        self._fresh.discard(tp)
+        if self._armed.pop(tp, None) is not None:
+            mark = crash_record(self.connector_id, tp.partition, record.offset, 0)
+            self._marks[tp.partition] = (record.offset, 0)
+            checkpoint.pending.append(asyncio.ensure_future(
+                send_control(self._producer, self._topics, mark)))
+
+    async def _count_crash(self, tp: TopicPartition, record: ConsumerRecord,
+                           exc: BaseException) -> None:
+        """An error escaped the record: count it (unless its start was counted already)."""
+        self.stats.last_error = repr(exc)
+        if self._armed.pop(tp, None) is not None:
+            return
+        mark = self._marks.get(tp.partition)
+        crashes = mark[1] if mark is not None and mark[0] == record.offset else 0
+        await self._write_mark(tp, record.offset, crashes + 1, wait=True,
+                               reason=repr(exc)[:500])
+
+    async def _park_crashed(
+        self, record: ConsumerRecord, checkpoint: _Checkpoint, crashes: int
+    ) -> None:
+        """The worker crashed ``crashes`` times on this record: park it and move on."""
+        try:
+            delivery = decode(record.value, StatementPartnerDelivery, where=record.topic)
+        except InvalidEvent as exc:
+            await self._invalid(record, checkpoint, exc)
+            return
+        reason = (f"parked: the worker crashed {crashes} times on this record "
+                  f"(ADAPTER_MAX_CRASHES={self._max_crashes})")
+        await self._dead_letter(delivery, reason, [], checkpoint, record=record, park=True)
+
+    # ------------------------------------------------------------------- dead letters
+
+    async def _send_now(self, topic: str, value: bytes, key: str) -> None:
+        await (await self._producer.send(topic, value, key=key.encode()))
+
     async def _dead_letter(
         self,
         delivery: StatementPartnerDelivery,
         reason: str,
         attempts: list[DeliveryAttempt],
         checkpoint: _Checkpoint,
+        *,
+        record: ConsumerRecord,
+        park: bool = False,
     ) -> None:
+        """Dead-letter a copy of the delivery, or a parked reference to its record.
+
+        Awaited (not left to the commit), so that a copy the broker refuses for its size
+        is known here and written again as a reference.
+        """
+        dlq = self._topics.partner_dlq(self.connector_id)
         letter = StatementDeadLetter(
             connector_id=self.connector_id,
             statement_id=delivery.statement_id,
@@ -578,12 +735,78 @@ class ConnectorWorker:
             dead_lettered_at=_now(),
             delivery=delivery,
         )
-        await self._send(checkpoint, self._topics.partner_dlq(self.connector_id),
-                         letter.to_json(), delivery.iban)
+        value = letter.to_json()
+        why: str | None = "the worker crashed on it" if park else None
+        if why is None and len(value) > MAX_RECORD_BYTES:
+            why = (f"its dead letter would be {len(value)} bytes, over the "
+                   f"{MAX_RECORD_BYTES}-byte record limit")
+        if why is None:
+            try:
+                await self._send_now(dlq, value, delivery.iban)
+            except SIZE_ERRORS as exc:
+                why = f"the broker refused its {len(value)}-byte dead letter ({type(exc).__name__})"
+            except KafkaError as exc:
+                raise AdapterCrashed(f"producing to {dlq} failed: {exc!r}") from exc
+        if why is not None:
+            await self._park(delivery, reason, attempts, record, dlq, why, crashed=park)
         self.stats.dead_lettered += 1
         metrics.DEAD_LETTERS.labels(self.connector_id).inc()
         await self._emit(checkpoint, self._outcome(
-            delivery, "dead_lettered", attempt=len(attempts), detail=reason))
+            delivery, "dead_lettered", attempt=len(attempts) or None,
+            detail=reason if why is None else f"{reason}; {why}"))
+
+    async def _park(
+        self,
+        delivery: StatementPartnerDelivery,
+        reason: str,
+        attempts: list[DeliveryAttempt],
+        record: ConsumerRecord,
+        dlq: str,
+        why: str,
+        *,
+        crashed: bool,
+    ) -> None:
+        """Write a parked dead letter; if it cannot be, stop (or, after crashes, log it)."""
+        payload = len(record.value or b"")
+        letter = StatementDeadLetter(
+            connector_id=self.connector_id,
+            statement_id=delivery.statement_id,
+            reason=f"{reason}; not copied: {why}" if not crashed else reason,
+            attempts=tuple(attempts),
+            dead_lettered_at=_now(),
+            parked=ParkedRecord(
+                topic=record.topic, partition=record.partition, offset=record.offset,
+                payload_bytes=payload, iban=mask_iban(delivery.iban),
+                cabinet_id=delivery.cabinet_id,
+                key=statement_key(delivery.iban, delivery.statement_id,
+                                  delivery.content_sha256)),
+        )
+        how = "referred"
+        try:
+            await self._send_now(dlq, letter.to_json(), delivery.iban)
+        except KafkaError as exc:
+            if not crashed:
+                raise AdapterCrashed(
+                    f"producing a parked dead letter to {dlq} failed: {exc!r}") from exc
+            how = "unwritable"
+            why = f"{why}; its parked dead letter could not be written either: {exc!r}"
+        self.stats.parked += 1
+        metrics.PARKED.labels(PARK_COMPONENT, how).inc()
+        self._log.error(
+            "statement_parked",
+            how=how,
+            statement_id=delivery.statement_id,
+            cabinet_id=delivery.cabinet_id,
+            iban=mask_iban(delivery.iban),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            payload_bytes=payload,
+            reason=reason,
+            why=why,
+            action=f"the record stays at {record.topic} partition {record.partition} offset "
+                   f"{record.offset}; dlq replay re-reads it from there while it is retained",
+        )
 
     async def _disable(
         self,
@@ -598,11 +821,14 @@ class ConnectorWorker:
         self.stats.disabled_reason = result.detail
         if self._consumer is not None and self._consumer.assignment():
             self._consumer.pause(*self._consumer.assignment())
+        if self._on_disabled is not None:
+            self._on_disabled(result.detail)
         # The ledger learns why the statement waits; it is retried once the worker restarts.
         await self._emit(checkpoint, self._outcome(
             delivery, "retrying", attempt=attempt,
             detail=f"connector disabled, deliveries paused until its endpoint is fixed and "
-                   f"the adapter restarted: {result.detail}"))
+                   f"the connector enabled (statement-router adapters enable) or the adapters "
+                   f"restarted: {result.detail}"))
         self._log.error(
             "connector_disabled",
             statement_id=delivery.statement_id,
@@ -615,18 +841,14 @@ class ConnectorWorker:
     async def _invalid(
         self, record: ConsumerRecord, checkpoint: _Checkpoint, exc: InvalidEvent
     ) -> None:
-        key = (record.key or b"").decode("utf-8", errors="replace")
+        """Write its ``statement.invalid`` (referring to a large record, never raising for
+        its size: ``routing.parking``), awaited, then move on."""
         reason = f"not a valid statement.partner-delivery/v1: {exc.reason}"
-        value = encode_invalid(
-            value=record.value,
-            key=record.key,
-            reason=reason,
-            source=SourceRef(record.topic, record.partition, record.offset),
-            detected_at=_now().isoformat(),
-            statement_id=exc.statement_id,
-            detected_by=f"adapter:{self.connector_id}",
+        await write_invalid(
+            self._producer, self._topics.invalid,
+            [Refused(record, reason, exc.statement_id)],
+            component=PARK_COMPONENT, detected_by=f"adapter:{self.connector_id}",
         )
-        await self._send(checkpoint, self._topics.invalid, value, key)
         self.stats.invalid += 1
         metrics.INVALID.labels("adapter").inc()
         self._log.error("invalid_delivery_record", partition=record.partition,
@@ -660,66 +882,14 @@ async def run_adapters(
     groups' session timeout; Tansu holds a first join for about half of it, so tests pass
     a short one (a real Kafka refuses less than its ``group.min.session.timeout.ms``, 6 s).
 
-    A worker that fails (the broker, not a partner: partner failures are outcomes) stops
-    every worker of the process, and ``AdapterCrashed`` is raised: a supervisor restarts
-    the process, which resumes from the committed offsets.
+    A worker that fails (the broker, a bug; not a partner: partner failures are outcomes)
+    stops that worker only (``adapters.supervisor``); ``AdapterCrashed`` is raised once
+    every worker of the process has stopped, so that a supervisor restarts the process,
+    which resumes from the committed offsets.
     """
-    ids = list(endpoints) if connector_ids is None else list(connector_ids)
-    missing = [cid for cid in ids if cid not in endpoints]
-    if missing:
-        raise AdapterCrashed(f"no partner endpoint configured for: {', '.join(missing)}")
-    if not ids:
-        raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
-    schedule = schedule or RetrySchedule.from_settings(settings)
-    fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    producer_params = ProducerParams.from_settings(
-        settings, bootstrap_servers=bootstrap_servers, client_id="adapters"
-    )
-    del settings  # everything else comes through the arguments
-    needed = [t for cid in ids for t in (topics.partner(cid), topics.partner_dlq(cid))]
-    await require_topics(bootstrap_servers, [*needed, topics.outcomes, topics.invalid])
+    from adapters.supervisor import supervise  # the supervisor builds on this module
 
-    live: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
-    deliverers = {cid: deliverer_factory(cid, endpoints[cid]) for cid in ids}
-    producer = make_producer(producer_params)
-    inner_stop = asyncio.Event()
-    try:
-        async with kafka_errors("starting the adapters' producer", bootstrap_servers):
-            await producer.start()
-        workers = []
-        for cid in ids:
-            live[cid] = ConnectorStats(cid)
-            workers.append(ConnectorWorker(
-                cid, deliverers[cid], producer, topics, schedule,
-                bootstrap_servers=bootstrap_servers, stats=live[cid],
-                session_timeout_ms=session_timeout_ms, fetch_max_wait_ms=fetch_max_wait_ms))
-        tasks = [asyncio.create_task(w.run(inner_stop), name=f"adapter-{w.connector_id}")
-                 for w in workers]
-        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop_event.wait())]
-        if started is not None:
-            waiters.append(asyncio.create_task(_all_ready(workers, started)))
-        try:
-            await asyncio.wait([*tasks, waiters[0]], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            inner_stop.set()
-            for waiter in waiters:
-                waiter.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*waiters, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            first = errors[0]
-            if isinstance(first, AdapterCrashed):
-                raise first
-            raise AdapterCrashed(f"an adapter worker failed: {first!r}") from first
-    finally:
-        await producer.stop()
-        for deliverer in deliverers.values():
-            with contextlib.suppress(Exception):
-                await deliverer.close()
-    return dict(live)
-
-
-async def _all_ready(workers: Sequence[ConnectorWorker], started: asyncio.Event) -> None:
-    await asyncio.gather(*(w.ready.wait() for w in workers))
-    started.set()
+    return await supervise(
+        settings, topics, endpoints, stop_event, bootstrap_servers=bootstrap_servers,
+        connector_ids=connector_ids, schedule=schedule, deliverer_factory=deliverer_factory,
+        stats=stats, started=started, session_timeout_ms=session_timeout_ms)

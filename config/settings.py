@@ -159,6 +159,15 @@ class Settings(BaseSettings):
             "dead-lettered."
         ),
     )
+    adapter_max_crashes: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "Adapter workers: after this many crashes on the same record (a fatal error, or "
+            "the process killed while handling it), the next start parks the record instead."
+        ),
+    )
     connectors_file: Path | None = Field(
         default=None,
         description=(

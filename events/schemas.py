@@ -191,8 +191,30 @@ class DeliveryAttempt(Event):
     status_code: int | None = None
 
 
+class ParkedRecord(Event):
+    """Where a parked record is: it was not copied (too large, or unwritable as a copy)."""
+
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    payload_bytes: int = Field(ge=0, description="The size of the record's value.")
+    iban: str | None = Field(default=None, description="Masked.")
+    cabinet_id: str | None = None
+    key: str = Field(
+        pattern=r"^[0-9a-f]{16}$",
+        description="The statement key (IBAN, id and content: docs/delivery.md), which "
+        "tells two statements under one id apart without the copy.",
+    )
+
+
 class StatementDeadLetter(Event):
-    """``statement.dead-letter/v1``: a delivery that failed for good, with every attempt."""
+    """``statement.dead-letter/v1``: a delivery that failed for good, with every attempt.
+
+    Either ``delivery`` (a copy of the record, replayed as is) or ``parked`` (a reference
+    to it in its partner topic, for a record that could not be copied: its dead letter
+    would exceed the size rule, the broker refused the copy, or the worker crashed on it
+    ``ADAPTER_MAX_CRASHES`` times). Exactly one of the two is set.
+    """
 
     schema_: Literal["statement.dead-letter/v1"] = Field(
         default="statement.dead-letter/v1", alias="schema"
@@ -202,7 +224,19 @@ class StatementDeadLetter(Event):
     reason: str
     attempts: tuple[DeliveryAttempt, ...]
     dead_lettered_at: AwareDatetime
-    delivery: StatementPartnerDelivery
+    delivery: StatementPartnerDelivery | None = Field(
+        default=None, description="The failed delivery, byte for byte; absent when parked."
+    )
+    parked: ParkedRecord | None = Field(
+        default=None,
+        description="Set instead of delivery: where the record is; replay re-reads it there.",
+    )
+
+    @model_validator(mode="after")
+    def _copy_or_reference(self) -> StatementDeadLetter:
+        if (self.delivery is None) == (self.parked is None):
+            raise ValueError("a dead letter has exactly one of delivery and parked")
+        return self
 
 
 OutcomeKind = Literal[
@@ -278,6 +312,32 @@ class IbanStateEvent(Event):
         )
 
 
+AdapterControlKind = Literal["enable", "worker_state", "crash_count"]
+WorkerState = Literal["running", "stopped", "disabled"]
+
+
+class AdapterControl(Event):
+    """``adapter.control/v1``: the adapters' control topic (``adapters.supervisor``).
+
+    * ``enable``: an operator asks the adapters process running ``connector_id`` to
+      restart its worker (after a 410 or a fatal error);
+    * ``worker_state``: a worker's state, as its process last reported it;
+    * ``crash_count``: how many times a worker started handling ``partition``/``offset``
+      and never finished (the crash count behind ``ADAPTER_MAX_CRASHES``).
+    """
+
+    schema_: Literal["adapter.control/v1"] = Field(default="adapter.control/v1", alias="schema")
+    kind: AdapterControlKind
+    connector_id: ConnectorId
+    at: AwareDatetime
+    state: WorkerState | None = None
+    reason: str | None = None
+    partition: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+    crashes: int | None = Field(default=None, ge=0)
+    requested_by: str | None = None
+
+
 SCHEMAS: dict[str, type[Event]] = {
     "statement.received/v1": StatementReceived,
     "iban.state/v1": IbanStateEvent,
@@ -287,4 +347,5 @@ SCHEMAS: dict[str, type[Event]] = {
     "statement.invalid/v1": StatementInvalid,
     "statement.dead-letter/v1": StatementDeadLetter,
     "delivery.outcome/v1": DeliveryOutcome,
+    "adapter.control/v1": AdapterControl,
 }

@@ -58,6 +58,10 @@ class Topics:
     def outcomes(self) -> str:
         return self._name("deliveries.outcomes")
 
+    @property
+    def adapters_control(self) -> str:
+        return self._name("adapters.control")
+
     def partner(self, connector_id: str) -> str:
         return self._name(f"statements.partner.{connector_id}")
 
@@ -80,6 +84,9 @@ class Topics:
                       "statement.invalid/v1", "router, consumers → operators"),
             TopicSpec(self.outcomes, n, "delete", "statement id", "delivery.outcome/v1",
                       "router, adapters, global-file builder → ledger, monitor"),
+            TopicSpec(self.adapters_control, n, "compact", "kind/connector id[/partition]",
+                      "adapter.control/v1",
+                      "CLI, API → adapters (enable); adapters → monitor (worker state)"),
         ]
         for connector_id in connector_ids:
             specs.append(TopicSpec(self.partner(connector_id), n, "delete", "IBAN",

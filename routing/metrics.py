@@ -207,6 +207,14 @@ ATTEMPT_DURATION = Histogram(
     buckets=ATTEMPT_BUCKETS,
     registry=REGISTRY,
 )
+WORKER_UP = Gauge(
+    "statement_router_connector_worker_up",
+    "1 while the connector's adapter worker runs (disabled after a 410 included), 0 once a "
+    "fatal error stopped it: it stays stopped until `statement-router adapters enable` or "
+    "a restart of the adapters process (docs/operations.md).",
+    ["connector"],
+    registry=REGISTRY,
+)
 CONNECTOR_DISABLED = Gauge(
     "statement_router_connector_disabled",
     "1 while a connector's worker is paused because its endpoint answered HTTP 410 Gone.",
@@ -253,8 +261,8 @@ LEDGER_OUTCOMES = Counter(
 #: Every metric this module defines (the faust sensor's come from ``faust_metrics()``).
 METRICS: tuple[Counter | Gauge | Histogram | LoopCounter, ...] = (
     ROUTED, INVALID, PARKED, DELIVERY_ATTEMPTS, DELIVERED, DELIVERY_FAILURES, DEAD_LETTERS,
-    DELIVERY_LATENCY, ATTEMPT_DURATION, CONNECTOR_DISABLED, OUTBOX_PUBLISHED, OUTBOX_BACKLOG,
-    GLOBAL_FILE_STATEMENTS, GLOBAL_FILE_LATENCY, LEDGER_OUTCOMES,
+    DELIVERY_LATENCY, ATTEMPT_DURATION, CONNECTOR_DISABLED, WORKER_UP, OUTBOX_PUBLISHED,
+    OUTBOX_BACKLOG, GLOBAL_FILE_STATEMENTS, GLOBAL_FILE_LATENCY, LEDGER_OUTCOMES,
 )
 
 
@@ -282,6 +290,7 @@ def init_connector(connector: str) -> None:
     for kind in ("retry", "permanent", "disabled"):
         DELIVERY_FAILURES.labels(connector, kind)
     CONNECTOR_DISABLED.labels(connector).set(0)
+    WORKER_UP.labels(connector).set(1)
 
 def record_attempt(
     connector: str, kind: str, duration: float, received_at: datetime

@@ -54,7 +54,9 @@ from aiokafka.structs import TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from adapters.control import read_control, worker_states
 from adapters.dlq import list_dead_letters
+from events.schemas import AdapterControl
 from events.topics import Topics
 from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import describe_topics
@@ -212,6 +214,11 @@ class ConnectorStatus:
     held: int | None
     dead_letters: int | None  # records in the DLQ topic (replayed or not)
     dead_letters_open: int | None  # not replayed yet
+    # The worker's state as its adapters process last published it (adapters.control):
+    # running, stopped (a fatal error; reason says which) or disabled (a 410); None: never.
+    worker: str | None = None
+    worker_reason: str | None = None
+    worker_since: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -219,6 +226,9 @@ class ConnectorStatus:
             "held": self.held,
             "dead_letters": self.dead_letters,
             "dead_letters_open": self.dead_letters_open,
+            "worker": self.worker,
+            "worker_reason": self.worker_reason,
+            "worker_since": self.worker_since,
         }
 
 
@@ -423,6 +433,7 @@ class Monitor:
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
         self._held_cache: tuple[Any, HeldStatus] | None = None
         self._dlq_cache: dict[str, tuple[Any, int]] = {}
+        self._workers_cache: tuple[Any, Mapping[str, AdapterControl]] | None = None
 
     @property
     def held_changelog(self) -> str:
@@ -490,15 +501,20 @@ class Monitor:
         if not counts:
             return snapshot
         held = await self._held(offsets)
+        workers = await self._workers(offsets)
         connectors = []
         for connector_id in self.connector_ids:
             total, still_open = await self._dead_letters(connector_id, offsets)
+            worker = workers.get(connector_id)
             connectors.append(
                 ConnectorStatus(
                     connector_id,
                     held.by_connector.get(connector_id, 0) if held.available else None,
                     total,
                     still_open,
+                    worker.state if worker is not None else None,
+                    worker.reason if worker is not None else None,
+                    worker.at.isoformat() if worker is not None else None,
                 )
             )
         return MonitorSnapshot(
@@ -670,6 +686,19 @@ class Monitor:
         status = held_status(self.held_changelog, held, connector_of, audit)
         self._held_cache = (key, status)
         return status
+
+    async def _workers(self, offsets: _Offsets) -> Mapping[str, AdapterControl]:
+        """Each connector's worker state, from the adapters' control topic (cached until
+        the topic grows)."""
+        topic = self.topics.adapters_control
+        if not offsets.records(topic):
+            return {}
+        key = offsets.ends_of(topic)
+        if self._workers_cache is not None and self._workers_cache[0] == key:
+            return self._workers_cache[1]
+        states = worker_states(await read_control(self.bootstrap_servers, self.topics))
+        self._workers_cache = (key, states)
+        return states
 
     async def _dead_letters(
         self, connector_id: str, offsets: _Offsets

@@ -85,12 +85,18 @@ def connectors_table(snap: MonitorSnapshot) -> Table:
     table.add_column("held now", justify="right")
     table.add_column("dead letters open", justify="right")
     table.add_column("dead letters total", justify="right")
+    table.add_column("worker")
     for connector in snap.connectors or ():
+        worker = Text(connector.worker or "-")
+        if connector.worker in ("stopped", "disabled"):
+            worker = Text.assemble((connector.worker, "bold red"),
+                                   f": {connector.worker_reason or ''}"[:120])
         table.add_row(
             connector.connector_id,
             _num(connector.held),
             _num(connector.dead_letters_open),
             _num(connector.dead_letters),
+            worker,
         )
     return table
 

@@ -23,10 +23,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.control import read_control, request_enable, worker_states
 from adapters.dlq import (
     AlreadyReplayed,
     DeadLetterError,
     NoSuchDeadLetter,
+    RecordGone,
     list_dead_letters,
     replay_dead_letters,
 )
@@ -34,7 +36,7 @@ from config.catalogue import ConnectorSpec
 from events.topics import Topics
 from routing.api.bodies import Gate
 from routing.api.errors import error_body
-from routing.api.models import ConnectorIdPath
+from routing.api.models import ConnectorIdPath, ErrorOut
 from routing.api.responses import error_responses
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
@@ -106,6 +108,11 @@ class DeadLetterOut(BaseModel):
     partition: int
     offset: int
     replayed_at: str | None
+    parked: dict[str, Any] | None = Field(
+        default=None,
+        description="Set for a parked dead letter (not copied): topic, partition, offset and "
+        "payload_bytes of the record in the partner topic, which replay re-reads.",
+    )
 
 
 class DeadLettersOut(BaseModel):
@@ -150,11 +157,26 @@ class ReplayOut(BaseModel):
     replayed: list[str]
     count: int
     dead_letters_closed: int
+    gone: list[str] = Field(
+        default_factory=list,
+        description="With all: parked dead letters whose record the topic no longer holds.",
+    )
+
+
+class EnableOut(BaseModel):
+    connector_id: str
+    requested_at: str
+    worker: str | None = Field(
+        description="The worker's state as last published before this request (running, "
+        "stopped, disabled; null: never reported). The restart shows in GET /ops/topics."
+    )
 
 
 def _dlq_error(exc: DeadLetterError) -> JSONResponse:
     status = 404 if isinstance(exc, NoSuchDeadLetter) else 409
-    if not isinstance(exc, NoSuchDeadLetter | AlreadyReplayed):
+    if isinstance(exc, RecordGone):
+        status = 410
+    elif not isinstance(exc, NoSuchDeadLetter | AlreadyReplayed):
         status = 400
     return JSONResponse(error_body(exc.code, exc.message), status_code=status)
 
@@ -261,6 +283,9 @@ def ops_router(
                 "replayed (the detail says why).",
                 _409="Already replayed (use force).",
             ),
+            410: {"model": ErrorOut,
+                  "description": "A parked dead letter whose record is gone from its topic "
+                  "(`dead_letter_record_gone`): it cannot be replayed."},
         },
     )
     async def replay(connector_id: ConnectorIdPath, body: ReplayIn) -> ReplayOut | JSONResponse:
@@ -276,5 +301,25 @@ def ops_router(
         except BrokerError as exc:
             return _broker_error(exc)
         return ReplayOut(**report.as_dict())
+
+    @router.post(
+        "/connectors/{connector_id}/enable",
+        response_model=EnableOut,
+        status_code=202,
+        responses=responses,
+    )
+    async def enable(connector_id: ConnectorIdPath) -> EnableOut | JSONResponse:
+        """Resume a connector whose worker was stopped by a fatal error or disabled by a 410,
+        without restarting the adapters process (docs/operations.md): an enable command on
+        the adapters' control topic; its process restarts the worker from its committed
+        offset."""
+        try:
+            cid = known(connector_id)
+            before = worker_states(await read_control(broker(), topics)).get(cid)
+            command = await request_enable(broker(), topics, cid, requested_by="api")
+        except BrokerError as exc:
+            return _broker_error(exc)
+        return EnableOut(connector_id=cid, requested_at=command.at.isoformat(),
+                         worker=before.state if before is not None else None)
 
     return router

@@ -2,6 +2,9 @@
 
 * ``statement-router adapters [--connector X ...]``: deliver to the partners configured in
   ``CONNECTORS_FILE`` (all of them by default), one isolated worker per connector;
+* ``statement-router adapters enable X``: restart connector X's worker in the running
+  adapters process (after a 410, or a fatal error that stopped it), through the control
+  topic (``adapters.control``);
 * ``statement-router dlq list --connector X`` and ``dlq replay --connector X
   (--statement ID ... | --all) [--force]``;
 * ``statement-router operator token``: a new operator token for the ``/ops`` API.
@@ -38,6 +41,11 @@ if TYPE_CHECKING:
     from adapters.dlq import DeadLetterEntry
     from config.settings import Settings
 
+adapters_app = typer.Typer(
+    help="Deliver partner statements (one isolated worker per connector); enable a stopped "
+         "or disabled connector.",
+    invoke_without_command=True,
+)
 dlq_app = typer.Typer(help="Dead letters: list and replay failed partner deliveries.",
                       no_args_is_help=True)
 operator_app = typer.Typer(help="Operator access to the /ops API.", no_args_is_help=True)
@@ -59,13 +67,17 @@ def _known(cfg: Settings, connector_id: str) -> str:
     return connector_id
 
 
+@adapters_app.callback()
 def adapters(
+    ctx: typer.Context,
     connector: Annotated[
         list[str] | None,
         typer.Option("--connector", help="Run only this connector (repeatable). Default: all."),
     ] = None,
 ) -> None:
     """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from adapters.delivery import DeliveryConfigError
     from adapters.endpoints import load_endpoints
     from adapters.worker import AdapterCrashed, run_adapters
@@ -98,12 +110,58 @@ def adapters(
         fail(str(exc), EXIT_UNAVAILABLE)
 
 
+@adapters_app.command("enable")
+def adapters_enable(
+    connector: Annotated[str, typer.Argument(help="The connector to resume, e.g. acd.")],
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Seconds to wait for its worker to report running "
+                                    "(0: do not wait)."),
+    ] = 30.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume a connector stopped by a fatal error or disabled by a 410, without a restart.
+
+    Publishes an enable command on the adapters' control topic; the adapters process
+    running the connector restarts its worker, which resumes from its committed offset.
+    """
+    from adapters.control import request_enable, wait_for_running
+    from routing.broker.errors import BrokerError
+
+    cfg = settings()
+    bootstrap = _bootstrap(cfg, "enabling a connector")
+    connector_id = _known(cfg, connector)
+    topics = topic_catalogue(cfg)
+    try:
+        command = run(request_enable(bootstrap, topics, connector_id, requested_by="cli"))
+        state = (run(wait_for_running(bootstrap, topics, command, within=wait))
+                 if wait > 0 else None)
+    except BrokerError as exc:
+        fail(exc.message, EXIT_UNAVAILABLE)
+    if as_json:
+        print_json({"connector_id": connector_id, "requested_at": command.at.isoformat(),
+                    "worker": state.state if state is not None else None,
+                    "worker_since": state.at.isoformat() if state is not None else None})
+    elif state is not None:
+        typer.echo(f"{connector_id}: worker running again since {state.at.isoformat()}")
+    else:
+        typer.echo(f"{connector_id}: enable requested at {command.at.isoformat()}")
+    if wait > 0 and state is None:
+        fail(f"no adapters process reported {connector_id}'s worker running within {wait:g} s: "
+             "is `statement-router adapters` running for it? (a process that starts later "
+             "starts every worker anyway)", EXIT_UNAVAILABLE)
+
+
 def _echo_entry(entry: DeadLetterEntry) -> None:
     s = entry.summary()
     status = "open" if entry.open else f"replayed {s['replayed_at']}"
     code = s["last_status_code"] if s["last_status_code"] is not None else "-"
     typer.echo(f"{s['dead_lettered_at']}  {s['statement_id']}  {s['iban']}  "
                f"attempts={s['attempts']} status={code}  [{status}]\n    {s['reason']}")
+    if (parked := s["parked"]) is not None:
+        typer.echo(f"    parked: not copied; the record is {parked['topic']} partition "
+                   f"{parked['partition']} offset {parked['offset']} "
+                   f"({parked['payload_bytes']} bytes)")
 
 
 @dlq_app.command("list")
@@ -160,6 +218,7 @@ def dlq_replay(
         AlreadyReplayed,
         DeadLetterError,
         NoSuchDeadLetter,
+        RecordGone,
         ReplayReport,
         replay_dead_letters,
     )
@@ -178,6 +237,8 @@ def dlq_replay(
         fail(exc.message, EXIT_NOT_FOUND)
     except AlreadyReplayed as exc:
         fail(exc.message, EXIT_CONFLICT)
+    except RecordGone as exc:
+        fail(exc.message, EXIT_NOT_FOUND)
     except DeadLetterError as exc:
         fail(exc.message)
     except BrokerError as exc:
@@ -187,6 +248,9 @@ def dlq_replay(
         return
     for sid in report.replayed:
         typer.echo(f"replayed {sid}")
+    for sid in report.gone or []:
+        typer.echo(f"not replayed {sid}: its parked record is gone from the partner topic "
+                   "(retention); ask its producer to send it again")
     typer.echo(f"{len(report.replayed)} statement(s) replayed to {connector_id}")
 
 

@@ -79,7 +79,7 @@ app.command("relay")(pipeline.relay)
 app.command("router")(pipeline.router)
 app.command("ingest")(ingest.ingest)
 statements.register(app)  # global-file download/build, trace, ledger
-app.command("adapters")(adapters_cli.adapters)
+app.add_typer(adapters_cli.adapters_app, name="adapters")
 app.add_typer(adapters_cli.dlq_app, name="dlq")
 app.add_typer(adapters_cli.operator_app, name="operator")
 app.add_typer(partner_cli.partner_app, name="partner")

@@ -426,7 +426,9 @@ def check_commands_exist(doc: Doc) -> list[str]:
             args = invocation[1:]
             while hasattr(command, "commands") and args and args[0] in command.commands:
                 command, args = command.commands[args[0]], args[1:]
-            if hasattr(command, "commands"):
+            # A group runs only if it runs without a subcommand (``adapters``, which has one).
+            if hasattr(command, "commands") and not getattr(command, "invoke_without_command",
+                                                            False):
                 problems.append(f"{name}: {' '.join(invocation)} is not a command")
                 continue
             try:

@@ -143,6 +143,13 @@ CASES = (
         401,
         body={"all": True},
     ),
+    Case(
+        "POST /ops/connectors/{connector_id}/enable",
+        "POST",
+        "/ops/connectors/acd/enable",
+        "/ops/connectors/nope/enable",
+        401,
+    ),
 )
 
 

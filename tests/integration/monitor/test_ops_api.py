@@ -50,7 +50,8 @@ async def test_topics_and_lag_for_the_operator(
     assert body["held"]["available"] is False  # no router has run on these topics
     assert [c["connector_id"] for c in body["connectors"]] == list(default_catalogue())
     assert body["connectors"][0] == {"connector_id": "acd", "held": None, "dead_letters": 0,
-                                     "dead_letters_open": 0}
+                                     "dead_letters_open": 0, "worker": None,
+                                     "worker_reason": None, "worker_since": None}
 
     lag = await ops.client.get("/ops/lag", headers=ops.operator)
     assert lag.status_code == 200, lag.text

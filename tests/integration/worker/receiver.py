@@ -22,6 +22,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from routing.domain.identity import statement_key
 from tests.unit.delivery.factories import make_webhook_secret
 
+_DEFAULT_MAX_BODY = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -64,6 +66,9 @@ class Partner:
         self.url = f"{base_url}/partners/{name}"
         self.secret = make_webhook_secret()
         self.default = Reply()
+        # Bodies over this many bytes are answered 413, as aiohttp's default limit (1 MiB)
+        # answers them on a real partner; None accepts any size.
+        self.max_body: int | None = _DEFAULT_MAX_BODY
         self._script: deque[Reply] = deque()
 
     def script(self, *replies: Reply) -> None:
@@ -104,7 +109,12 @@ class WebhookReceiver:
             verified = True
         except WebhookVerificationError:
             verified = False
-        reply = partner.next_reply() if verified else Reply(401)
+        if not verified:
+            reply = Reply(401)
+        elif partner.max_body is not None and len(body) > partner.max_body:
+            reply = Reply(413)
+        else:
+            reply = partner.next_reply()
         doc = json.loads(body)
         msg_id = headers.get("webhook-id", "")
         self.hits.append(Hit(
@@ -119,7 +129,7 @@ class WebhookReceiver:
         return web.Response(status=reply.status, headers=reply.headers)
 
     async def start(self, port: int = 0) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/partners/{name}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()

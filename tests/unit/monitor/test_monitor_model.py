@@ -119,7 +119,8 @@ def test_snapshot_documents() -> None:
     assert (received["end_offset"], received["records"], received["rate"]) == (15, 14, 2.0)
     assert topics["missing_topics"] == ["p.deliveries.outcomes"]
     assert topics["connectors"] == [{"connector_id": "acd", "held": 0, "dead_letters": 2,
-                                     "dead_letters_open": 1}]
+                                     "dead_letters_open": 1, "worker": None,
+                                     "worker_reason": None, "worker_since": None}]
     lag = snap.lag_dict()
     assert lag["total_lag"] == 7
     assert lag["groups"][0]["committed"] is True
