@@ -81,12 +81,14 @@ class Topics:
             TopicSpec(self.held, n, "delete", "IBAN", "statement.held/v1",
                       "router → operators (audit of parking)"),
             TopicSpec(self.invalid, n, "delete", "original key or empty",
-                      "statement.invalid/v1", "router, consumers → operators"),
+                      "statement.invalid/v1",
+                      "router, global-file builder, ledger, adapters → operators"),
             TopicSpec(self.outcomes, n, "delete", "statement id", "delivery.outcome/v1",
                       "router, adapters, global-file builder → ledger, monitor"),
             TopicSpec(self.adapters_control, n, "compact", "kind/connector id[/partition]",
                       "adapter.control/v1",
-                      "CLI, API → adapters (enable); adapters → monitor (worker state)"),
+                      "CLI, API → adapters (enable); adapters → monitor, /ops (worker state, "
+                      "crash counts)"),
         ]
         for connector_id in connector_ids:
             specs.append(TopicSpec(self.partner(connector_id), n, "delete", "IBAN",

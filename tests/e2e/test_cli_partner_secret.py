@@ -76,7 +76,7 @@ async def test_a_standard_webhooks_receiver_accepts_the_generated_secret(
     # A secret the partner does not hold is refused by its verifier (401, permanent).
     assert await deliver((old,), "stmt-secret-4") == "permanent"
 
-    assert [(h.webhook_id, h.verified) for h in receiver.of("acd")] == [
+    assert [(h.webhook_statement, h.verified) for h in receiver.of("acd")] == [
         ("stmt-secret-1", True),
         ("stmt-secret-2", True),
         ("stmt-secret-3", True),
