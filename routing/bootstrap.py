@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from config.catalogue import ConnectorSpec, default_catalogue
+from config.catalogue import Catalogue
 from config.settings import Settings
 from routing.ports import DeliveryLedger, GlobalFileStore
 from routing.store.engine import create_store_engine
@@ -19,10 +19,15 @@ from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
 
-def catalogue(settings: Settings) -> dict[str, ConnectorSpec]:
-    """The connectors this deployment knows (the default catalogue for now)."""
-    del settings
-    return default_catalogue()
+def catalogue(settings: Settings) -> Catalogue:
+    """The connectors this deployment knows: those ``CONNECTORS_FILE`` declares (the
+    shipped catalogue without it), kept current as the file changes.
+
+    Raises ``CatalogueError`` when the file does not declare a valid catalogue. Every role
+    reads the same file, so a binding the API accepts names a connector the router and
+    the adapters know too.
+    """
+    return Catalogue.from_file(settings.connectors_file)
 
 
 def store_unavailable_errors() -> tuple[type[Exception], ...]:
@@ -41,7 +46,7 @@ async def open_store(
     if migrate if migrate is not None else not settings.database_url:
         await upgrade(url)
     engine = create_store_engine(url)
-    store = SqlStateStore(engine, catalogue=list(catalogue(settings)))
+    store = SqlStateStore(engine, catalogue=catalogue(settings))
     try:
         yield store
     finally:

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, WebhookEndpoint
-from adapters.endpoints import embedded_endpoints, load_endpoints
+from adapters.endpoints import embedded_endpoints, load_connectors
 from adapters.global_file import run_global_file_builder
 from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
@@ -216,7 +216,7 @@ async def run_up(
     (the message ``adapters`` gives), ``UpRefused`` when another ``up`` runs on the data
     directory or the API port is taken.
     """
-    configured = load_endpoints(settings, catalogue(settings))  # a bad file fails here
+    configured = load_connectors(settings).endpoints  # a bad file fails here
     stop = stop or stop_on_signals()
     lock = lock_path(settings.data_dir, demo=demo)
     facts = {
@@ -349,6 +349,9 @@ async def _run_up(
         roles.start(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
+        # GET /connectors reports the adapter each connector really uses here: the embedded
+        # drops stand in for the partners the file does not configure.
+        connectors.use_adapters({cid: endpoint.kind for cid, endpoint in endpoints.items()})
         server = api_server(
             store,
             settings,
@@ -356,6 +359,7 @@ async def _run_up(
             settings.api_port,
             bootstrap_servers=bootstrap,
             handle_signals=False,
+            catalogue=connectors,
         )
         roles.start("api", server.serve())
         stack.callback(lambda: setattr(server, "should_exit", True))

@@ -1,7 +1,8 @@
 """The adapter workers' commands: run them, list and replay dead letters, operator tokens.
 
 * ``statement-router adapters [--connector X ...]``: deliver to the partners configured in
-  ``CONNECTORS_FILE`` (all of them by default), one isolated worker per connector;
+  ``CONNECTORS_FILE`` (all of them by default), one isolated worker per connector,
+  following the file as it changes (``adapters.catalogue_reload``);
 * ``statement-router dlq list --connector X`` and ``dlq replay --connector X
   (--statement ID ... | --all) [--force]``;
 * ``statement-router operator token``: a new operator token for the ``/ops`` API.
@@ -17,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from adapters.catalogue_reload import ReloadingAdapters
 from adapters.delivery import DeliveryConfigError
 from adapters.dlq import (
     AlreadyReplayed,
@@ -27,8 +29,8 @@ from adapters.dlq import (
     list_dead_letters,
     replay_dead_letters,
 )
-from adapters.endpoints import load_endpoints
-from adapters.worker import AdapterCrashed, run_adapters
+from adapters.endpoints import load_connectors
+from adapters.worker import AdapterCrashed
 from config.settings import Settings
 from routing.bootstrap import catalogue
 from routing.broker.errors import BrokerError
@@ -75,15 +77,18 @@ def adapters(
         typer.Option("--connector", help="Run only this connector (repeatable). Default: all."),
     ] = None,
 ) -> None:
-    """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE)."""
+    """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE).
+
+    Connectors added to, changed in or removed from the file are picked up while it runs.
+    """
     cfg = settings()
     bootstrap = _bootstrap(cfg)
-    for connector_id in connector or []:
-        _known(cfg, connector_id)
     try:
-        endpoints = load_endpoints(cfg, catalogue(cfg))
+        endpoints = load_connectors(cfg).endpoints
     except DeliveryConfigError as exc:
         fail(str(exc), EXIT_INVALID)
+    for connector_id in connector or []:
+        _known(cfg, connector_id)
     ids = list(connector) if connector else list(endpoints)
     missing = [c for c in ids if c not in endpoints]
     if missing or not ids:
@@ -91,10 +96,14 @@ def adapters(
         fail(f"no partner endpoint for {', '.join(missing) or 'any connector'} in {where}; "
              "see docs/delivery.md", EXIT_INVALID)
 
+    path = cfg.connectors_file
+    assert path is not None  # no file: no endpoint, refused above
+
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg):
-            await run_adapters(cfg, topic_catalogue(cfg), endpoints, stop,
-                               bootstrap_servers=bootstrap, connector_ids=ids)
+            pool = ReloadingAdapters(cfg, topic_catalogue(cfg), path,
+                                     bootstrap_servers=bootstrap, connector_ids=connector)
+            await pool.run(stop)
 
     try:
         run(until_signalled(main))

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from config.catalogue import CatalogueError
 from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
@@ -410,7 +411,11 @@ def main() -> None:
     cfg = settings()
     configure_logging(cfg.log_format, cfg.log_level)
     tune_gc()
-    app()
+    try:
+        app()
+    except CatalogueError as exc:  # CONNECTORS_FILE declares no valid catalogue
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
 
 
 __all__ = ["app", "main", "open_store"]
