@@ -40,7 +40,7 @@ def test_the_shipped_catalogue_is_a_file_not_code() -> None:
 
 def test_a_new_partner_is_a_table_with_its_adapter(tmp_path: Path) -> None:
     secret = make_webhook_secret()
-    path = write(tmp_path, f"""
+    path = write(tmp_path, """
 [connectors.sage]
 name = "Sage"
 adapter = "directory"
