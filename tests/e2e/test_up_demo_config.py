@@ -44,6 +44,15 @@ async def test_demo_prints_an_operator_token_that_opens_ops(tmp_path: Path) -> N
             assert as_user.status_code == 401, as_user.text
             anonymous = await client.get("/ops/dlq/acd")
             assert anonymous.status_code == 401
+            # GET /connectors reports the adapter actually used: the demo's webhook
+            # receiver for acd, an embedded drop for every other partner (issue 14 #10).
+            connectors = await client.get(
+                "/connectors", headers={"Authorization": f"Bearer {user_token}"}
+            )
+            assert {c["connector_id"]: c["adapter"] for c in connectors.json()} == {
+                "acd": "webhook", "cegid": "directory", "quadra": "directory",
+                "pennylane": "directory",
+            }, connectors.text
         assert await up.interrupt() == 0, up.report()
     finally:
         up.stop_if_running()
