@@ -27,7 +27,12 @@ import structlog
 from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
-from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, WebhookEndpoint
+from adapters.delivery import (
+    DeliveryConfigError,
+    DirectoryEndpoint,
+    PartnerEndpoint,
+    WebhookEndpoint,
+)
 from adapters.endpoints import embedded_endpoints, load_connectors
 from adapters.global_file import run_global_file_builder
 from adapters.worker import ConnectorStats, run_adapters
@@ -213,10 +218,21 @@ async def run_up(
     whose data stays under ``<data_dir>/kafka``.
 
     Raises before starting anything: ``DeliveryConfigError`` for a bad connectors file
-    (the message ``adapters`` gives), ``UpRefused`` when another ``up`` runs on the data
-    directory or the API port is taken.
+    (the message ``adapters`` gives) or one that lacks the demo's connectors, ``UpRefused``
+    when another ``up`` runs on the data directory or the API port is taken.
     """
-    configured = load_connectors(settings).endpoints  # a bad file fails here
+    connectors = load_connectors(settings)  # a bad file fails here
+    configured = connectors.endpoints
+    if demo:
+        from routing.demo import DEMO_CONNECTORS
+
+        missing = [c for c in DEMO_CONNECTORS if c not in connectors.catalogue]
+        if missing:
+            raise DeliveryConfigError(
+                f"the demo binds IBANs to {' and '.join(DEMO_CONNECTORS)}, but the connectors "
+                f"file {settings.connectors_file} does not declare {', '.join(missing)}; add "
+                "their tables (config/connectors.default.toml has them) or unset "
+                "CONNECTORS_FILE")
     stop = stop or stop_on_signals()
     lock = lock_path(settings.data_dir, demo=demo)
     facts = {
