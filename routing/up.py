@@ -241,6 +241,12 @@ async def run_up(
         "demo": demo,
     }
     with hold_up_lock(lock, facts) as held:
+
+        def remember(**more: object) -> None:
+            """Tell the CLI (through the lock file) what this ``up`` runs."""
+            held.update(more)
+            save_lock(lock, held)
+
         problem = api_port_problem(settings.api_host, settings.api_port)
         if problem:
             raise UpRefused(problem)
@@ -252,7 +258,8 @@ async def run_up(
             print_line=print_line,
             configured=configured,
             broker=broker,
-            on_broker=lambda address: save_lock(lock, {**held, "broker": address}),
+            on_broker=lambda address: remember(broker=address),
+            on_adapters=lambda used: remember(adapters=used),
         )
 
 
@@ -266,6 +273,7 @@ async def _run_up(
     configured: dict[str, PartnerEndpoint],
     broker: Literal["tansu", "kafka"],
     on_broker: Callable[[str], None],
+    on_adapters: Callable[[dict[str, str]], None] = lambda used: None,
 ) -> None:
     operator_token: str | None = None
     if demo:
@@ -367,7 +375,9 @@ async def _run_up(
         )
         # GET /connectors reports the adapter each connector really uses here: the embedded
         # drops stand in for the partners the file does not configure.
-        connectors.use_adapters({cid: endpoint.kind for cid, endpoint in endpoints.items()})
+        used = {cid: endpoint.kind for cid, endpoint in endpoints.items()}
+        connectors.use_adapters(used)
+        on_adapters(dict(used))  # the CLI's `connectors` reports the same as the API
         server = api_server(
             store,
             settings,

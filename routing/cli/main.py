@@ -17,6 +17,7 @@ from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
+from routing.cli.catalogue import catalogue_in_use
 from routing.cli.common import (
     EXIT_CONFLICT,
     EXIT_INVALID,
@@ -177,8 +178,8 @@ def mandate_set(
 # --- the FAQ operations, as a user -----------------------------------------------------
 @app.command("connectors")
 def connectors(as_json: JsonOpt = False) -> None:
-    """List the connector catalogue."""
-    specs = catalogue(settings()).values()
+    """List the connector catalogue and the adapter each connector uses."""
+    specs = catalogue_in_use(settings()).values()
     if as_json:
         print_json(
             [{"connector_id": s.connector_id, "name": s.name, "adapter": s.adapter} for s in specs]
@@ -201,7 +202,7 @@ def cabinet_connectors_list(
 
     ids = as_user(token, action)
     if as_json:  # the body of GET /cabinets/{id}/connectors
-        specs = catalogue(settings())
+        specs = catalogue_in_use(settings())
         print_json(
             {
                 "cabinet_id": cabinet_id,
