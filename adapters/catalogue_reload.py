@@ -52,7 +52,7 @@ from config.catalogue import ConnectorSpec
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import ProducerParams, ensure_topics, make_producer, require_topics
-from routing.broker.errors import kafka_errors
+from routing.broker.errors import BrokerError, kafka_errors
 
 log = structlog.get_logger("adapters.catalogue_reload")
 
@@ -303,14 +303,20 @@ class ReloadingAdapters:
             if error is not None:
                 log.warning("adapter_stopped_with_error", connector_id=cid, error=repr(error))
         if report.added:
-            await ensure_topics(
-                self.bootstrap_servers,
-                [spec for spec in self.topics.specs(report.added)
-                 if spec.name in {n for cid in report.added
-                                  for n in (self.topics.partner(cid),
-                                            self.topics.partner_dlq(cid))}],
-                self.replication_factor,
-            )
+            names = {n for cid in report.added
+                     for n in (self.topics.partner(cid), self.topics.partner_dlq(cid))}
+            try:
+                await ensure_topics(
+                    self.bootstrap_servers,
+                    [spec for spec in self.topics.specs(report.added) if spec.name in names],
+                    self.replication_factor,
+                )
+            except BrokerError as exc:
+                # The others keep running; the new ones wait, and the next look retries.
+                self._seen = None
+                self.refused = f"topics of {', '.join(report.added)}: {exc}"
+                log.error("connector_topics_failed", connectors=report.added, error=str(exc))
+                report.added = []
         for cid in [*report.restarted, *report.added]:
             spec, endpoint = wanted[cid]
             self._start(spec, endpoint)

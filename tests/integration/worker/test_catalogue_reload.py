@@ -14,7 +14,7 @@ from pathlib import Path
 from adapters.catalogue_reload import ReloadingAdapters
 from config.settings import Settings
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, describe_topics
+from routing.broker import EmbeddedBroker, describe_topics, ensure_topics
 from tests.eventually import eventually
 from tests.unit.delivery.factories import make_delivery
 
@@ -143,6 +143,39 @@ async def test_a_changed_endpoint_restarts_that_connector_only(
             make_delivery("q-1", connector_id="quadra")])
         await eventually(lambda: list(quadra_b.iterdir()), "the file in the new drop")
         assert not list(quadra_a.iterdir())
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def test_a_new_connector_whose_topic_is_wrong_waits_and_the_others_run(
+    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    # sage's topic exists already with the wrong partition count: the reload must not
+    # start a worker on it, nor stop anything else.
+    wrong = Topics(topics.prefix, topics.partitions + 1)
+    await ensure_topics(bootstrap, [s for s in wrong.specs(["sage"])
+                                    if s.name == wrong.partner("sage")])
+    path = tmp_path / "connectors.toml"
+    write(path, acd_table(acd.url))
+    pool = ReloadingAdapters(
+        Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
+        session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
+    stop = asyncio.Event()
+    task = asyncio.create_task(pool.run(stop))
+    try:
+        await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
+        before = pool.workers["acd"]
+        write(path, acd_table(acd.url) + f'[connectors.sage]\nadapter = "directory"\n'
+                                         f'path = "{tmp_path}"\n')
+        reason = await eventually(lambda: pool.refused, "the refused topics")
+        assert reason.startswith("topics of sage: ") and "partitions" in reason, reason
+        assert pool.workers == {"acd": before} and not before.task.done()
+        await produce(bootstrap, topics, "acd", [make_delivery("acd-after")])
+        await eventually(lambda: [h.statement_id for h in receiver.delivered("acd")],
+                         "acd still delivering", done=lambda ids: ids == ["acd-after"])
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
