@@ -11,7 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.catalogue import ConnectorSpec
 from routing.api.bodies import Gate, TokenThenBody, principal_of
+from routing.api.docs import add_docs
 from routing.api.errors import install_error_handlers
+from routing.api.methods import AllowedMethods
 from routing.api.models import (
     AddConnector,
     BindConnector,
@@ -22,10 +24,11 @@ from routing.api.models import (
     ConnectorIdPath,
     ConnectorOut,
     DiagnosisOut,
-    ErrorOut,
+    IbanPath,
     IbanStateOut,
 )
 from routing.api.ops import OpsRouter
+from routing.api.responses import AUTHENTICATED, error_responses
 from routing.api.statements import statements_router
 from routing.domain.decide import Verdict, diagnose
 from routing.domain.errors import AuthenticationFailed, ConnectorNotOnCabinet, NotFound
@@ -33,10 +36,6 @@ from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, StateStore
 
 _bearer = HTTPBearer(auto_error=False, description="A user's token (statement-router user create).")
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)
-}
 
 
 def create_app(
@@ -56,8 +55,10 @@ def create_app(
         title="statement-router",
         version="1",
         summary="Routes bank statements to partner connectors or to the cabinet's global file.",
-        responses=_ERRORS,
+        docs_url=None,  # served by add_docs, with local assets (no CDN)
+        redoc_url=None,
     )
+    add_docs(app, title=app.title)
     install_error_handlers(app, unavailable)
 
     async def user_gate(token: str | None) -> Actor:
@@ -72,6 +73,8 @@ def create_app(
     app.add_middleware(
         TokenThenBody, paths=lambda: app.openapi()["paths"], gates=gates, unavailable=unavailable
     )
+    # Outside the token gate: OPTIONS and a method the path does not serve need no token.
+    app.add_middleware(AllowedMethods, routes=lambda: app.router.routes)
 
     async def current_actor(
         request: Request,
@@ -92,16 +95,20 @@ def create_app(
             return ConnectorOut(connector_id=connector_id, name=connector_id, adapter="unknown")
         return ConnectorOut(connector_id=spec.connector_id, name=spec.name, adapter=spec.adapter)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], responses=error_responses(413))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/connectors", tags=["connectors"])
+    @app.get("/connectors", tags=["connectors"], responses=error_responses(*AUTHENTICATED))
     async def list_connectors(_: ActorDep) -> list[ConnectorOut]:
         """The connector catalogue: what a cabinet may add."""
         return [spec_out(connector_id) for connector_id in catalogue]
 
-    @app.get("/cabinets/{cabinet_id}/connectors", tags=["connectors"])
+    @app.get(
+        "/cabinets/{cabinet_id}/connectors",
+        tags=["connectors"],
+        responses=error_responses(*AUTHENTICATED, 403, 422),
+    )
     async def cabinet_connectors(
         cabinet_id: CabinetIdPath, actor: ActorDep
     ) -> CabinetConnectorsOut:
@@ -112,7 +119,10 @@ def create_app(
         "/cabinets/{cabinet_id}/connectors",
         tags=["connectors"],
         status_code=status.HTTP_201_CREATED,
-        responses={200: {"model": CabinetConnectorAdded, "description": "Already there."}},
+        responses={
+            200: {"model": CabinetConnectorAdded, "description": "Already there."},
+            **error_responses(*AUTHENTICATED, 400, 403, 404, 422),
+        },
     )
     async def add_cabinet_connector(
         cabinet_id: CabinetIdPath, body: AddConnector, actor: ActorDep, response: Response
@@ -129,6 +139,10 @@ def create_app(
         "/cabinets/{cabinet_id}/connectors/{connector_id}",
         tags=["connectors"],
         status_code=status.HTTP_204_NO_CONTENT,
+        responses=error_responses(
+            *AUTHENTICATED, 403, 404, 409, 422,
+            _409="IBANs of the cabinet are still bound to it (`bound_ibans` says how many).",
+        ),
     )
     async def remove_cabinet_connector(
         cabinet_id: CabinetIdPath, connector_id: ConnectorIdPath, actor: ActorDep
@@ -140,23 +154,38 @@ def create_app(
             raise NotFound(exc.message) from None
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.get("/cabinets/{cabinet_id}/ibans", tags=["ibans"])
-    async def cabinet_ibans(cabinet_id: str, actor: ActorDep) -> CabinetIbansOut:
+    @app.get(
+        "/cabinets/{cabinet_id}/ibans",
+        tags=["ibans"],
+        responses=error_responses(*AUTHENTICATED, 403, 404, 422),
+    )
+    async def cabinet_ibans(cabinet_id: CabinetIdPath, actor: ActorDep) -> CabinetIbansOut:
         """The cabinet's IBANs with their connector and mandate (the FAQ's « page IBAN »)."""
         states = await store.list_ibans(actor, cabinet_id)
         return CabinetIbansOut(cabinet_id=cabinet_id, ibans=[IbanStateOut.of(s) for s in states])
 
-    @app.get("/ibans/{iban}", tags=["ibans"])
-    async def get_iban(iban: str, actor: ActorDep) -> IbanStateOut:
+    @app.get("/ibans/{iban}", tags=["ibans"], responses=error_responses(*AUTHENTICATED, 404, 422))
+    async def get_iban(iban: IbanPath, actor: ActorDep) -> IbanStateOut:
         return IbanStateOut.of(await store.get_iban(actor, iban))
 
-    @app.put("/ibans/{iban}/connector", tags=["ibans"])
-    async def bind_iban(iban: str, body: BindConnector, actor: ActorDep) -> IbanStateOut:
+    @app.put(
+        "/ibans/{iban}/connector",
+        tags=["ibans"],
+        responses=error_responses(
+            *AUTHENTICATED, 400, 404, 409, 422,
+            _409="The connector has not been added to the IBAN's cabinet.",
+        ),
+    )
+    async def bind_iban(iban: IbanPath, body: BindConnector, actor: ActorDep) -> IbanStateOut:
         """Rules 3 and 4: bind to a connector of the cabinet, or null for « Aucun connecteur »."""
         return IbanStateOut.of(await store.bind_iban(actor, iban, body.connector_id))
 
-    @app.get("/ibans/{iban}/diagnosis", tags=["ibans"])
-    async def diagnosis(iban: str, actor: ActorDep) -> DiagnosisOut:
+    @app.get(
+        "/ibans/{iban}/diagnosis",
+        tags=["ibans"],
+        responses=error_responses(*AUTHENTICATED, 404, 422),
+    )
+    async def diagnosis(iban: IbanPath, actor: ActorDep) -> DiagnosisOut:
         """The FAQ checklist « mes relevés ne sont pas récupérés dans mon outil de production »."""
         state = await store.get_iban(actor, iban)
         result = diagnose(state, catalogue)

@@ -67,6 +67,22 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+NOT_JSON = "the request body is not valid JSON"
+_BODY_NOT_READ = "There was an error parsing the body"  # FastAPI's 400
+
+
+def _unparsable(exc: RequestValidationError) -> str | None:
+    """The reason a body could not be parsed at all (400), or None when it parsed and only
+    failed validation (422): a client must fix its encoder in one case, its data in the
+    other."""
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error") or "JSON decode error"
+            where = error.get("loc", ())[1:]
+            return f"{NOT_JSON}: {reason} (at character {where[0]})" if where else NOT_JSON
+    return None
+
+
 def install_error_handlers(app: FastAPI, unavailable: tuple[type[Exception], ...]) -> None:
     """Map domain refusals, validation errors and store outages to JSON answers."""
 
@@ -76,12 +92,18 @@ def install_error_handlers(app: FastAPI, unavailable: tuple[type[Exception], ...
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        unparsable = _unparsable(exc)
+        if unparsable is not None:
+            return JSONResponse(error_body("invalid_json", unparsable), status_code=400)
         return JSONResponse(
             error_body("invalid_request", _describe_validation(exc)), status_code=422
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.detail == _BODY_NOT_READ:  # FastAPI could not decode the body (not UTF-8, say)
+            detail = f"{NOT_JSON}: it could not be decoded as UTF-8 JSON"
+            return JSONResponse(error_body("invalid_json", detail), status_code=400)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers

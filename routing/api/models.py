@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Path
+from fastapi import Depends, Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from routing.domain.decide import Check, Diagnosis
+from routing.domain.errors import InvalidIban
+from routing.domain.iban import mask_iban
 from routing.domain.ids import ID_MAX_LENGTH, ID_PATTERN, ID_RULE, IdKind, id_problem
 from routing.domain.model import IbanState, MandateStatus
 from routing.ports import StatementSummary
@@ -32,15 +35,53 @@ ID_SCHEMA: dict[str, Any] = {"pattern": ID_PATTERN, "minLength": 1, "maxLength":
 
 CabinetIdPath = Annotated[
     str,
-    Path(description=f"A cabinet id: {ID_RULE}.", json_schema_extra=ID_SCHEMA),
+    Path(
+        description=f"A cabinet id: {ID_RULE}.",
+        examples=["cab-demo"],
+        json_schema_extra=ID_SCHEMA,
+    ),
     _allowed("cabinet"),
 ]
 ConnectorIdPath = Annotated[
     str,
-    Path(description=f"A connector id: {ID_RULE}.", json_schema_extra=ID_SCHEMA),
+    Path(description=f"A connector id: {ID_RULE}.", examples=["acd"], json_schema_extra=ID_SCHEMA),
     _allowed("connector"),
 ]
 ConnectorId = Annotated[str, Field(json_schema_extra=ID_SCHEMA), _allowed("connector")]
+
+#: An IBAN as a path segment, any case, compact or with single spaces as printed
+#: (``FR76 3000 6000 …``, sent as ``%20``). The check digits (mod 97) and
+#: the national rules (the French RIB key) cannot be said by a pattern: ``format: iban``
+#: names them, and the server answers 422 ``invalid_iban`` when they fail.
+IBAN_PATTERN = r"^[A-Za-z]{2}[0-9]{2}( ?[A-Za-z0-9]){11,30}$"
+_IBAN = re.compile(IBAN_PATTERN)
+IBAN_SCHEMA: dict[str, Any] = {"pattern": IBAN_PATTERN, "format": "iban"}
+
+
+def iban_path(
+    iban: Annotated[
+        str,
+        Path(
+            description="An IBAN (ISO 13616), any case: 2 letters, 2 check digits, then 11 "
+            "to 30 letters or digits, each optionally preceded by one space (the printed "
+            "form). Its mod-97 check digits and national check (the French RIB key) must "
+            "be right (422 `invalid_iban` otherwise).",
+            examples=["FR7630006000011234567890189"],
+            json_schema_extra=IBAN_SCHEMA,
+        ),
+    ],
+) -> str:
+    """The IBAN path segment, refused with ``invalid_iban`` (422) outside the declared
+    pattern, so the schema and the server agree on every string."""
+    if not _IBAN.fullmatch(iban):
+        raise InvalidIban(
+            f"IBAN {mask_iban(iban)} is malformed: give 2 letters, 2 check digits, then "
+            "11 to 30 letters or digits, with at most single spaces between them"
+        )
+    return iban
+
+
+IbanPath = Annotated[str, Depends(iban_path)]
 
 
 class Body(BaseModel):
@@ -180,3 +221,7 @@ def _check(step: int, check: Check) -> CheckOut:
 class ErrorOut(BaseModel):
     error: str = Field(description="Stable machine-readable code.")
     detail: str = Field(description="What went wrong, for a person.")
+    bound_ibans: int | None = Field(
+        default=None,
+        description="On `connector_still_bound` (409) only: how many IBANs are bound.",
+    )

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.dlq import (
     AlreadyReplayed,
@@ -35,6 +35,7 @@ from events.topics import Topics
 from routing.api.bodies import Gate
 from routing.api.errors import error_body
 from routing.api.models import ConnectorIdPath
+from routing.api.responses import error_responses
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
 from routing.monitor import MonitorService, monitor_service
@@ -110,7 +111,24 @@ class DeadLettersOut(BaseModel):
 
 
 class ReplayIn(BaseModel):
-    """Exactly one of ``statement_id`` or ``all``; ``force`` resends a replayed one."""
+    """Exactly one of ``statement_id`` or ``all``; ``force`` resends a replayed one.
+
+    The ``oneOf`` says the same in the schema, so a generated client cannot send both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["statement_id"],
+                    "properties": {"statement_id": {"type": "string"}, "all": {"const": False}},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"all": {"const": True}, "statement_id": {"type": "null"}},
+                },
+            ]
+        }
+    )
 
     statement_id: str | None = None
     all: bool = False
@@ -183,11 +201,11 @@ def ops_router(
             monitors.append(monitor_service(broker(), topics, list(catalogue)))
         return monitors[0]
 
-    monitor_responses: dict[int | str, dict[str, Any]] = {
-        code: {"description": text}
-        for code, text in ((401, "Not the operator token."),
-                           (503, "The broker is unavailable (JSON error, reason in detail)."))
-    }
+    monitor_responses = error_responses(
+        401, 413, 503,
+        _401="Not the operator token.",
+        _503="The broker is unavailable (`broker_unavailable`, the reason in detail).",
+    )
 
     @router.get("/topics", response_model=None, responses=monitor_responses)
     async def topic_status() -> dict[str, Any] | JSONResponse:
@@ -208,11 +226,12 @@ def ops_router(
             return _broker_error(exc)
         return snapshot.lag_dict()
 
-    responses: dict[int | str, dict[str, Any]] = {
-        code: {"description": text}
-        for code, text in ((401, "Not the operator token."), (404, "Unknown connector."),
-                           (503, "The broker is unavailable."))
-    }
+    responses = error_responses(
+        401, 404, 413, 422, 503,
+        _401="Not the operator token.",
+        _404="Unknown connector, or (replay) no such dead letter.",
+        _503="The broker is unavailable (`broker_unavailable`, the reason in detail).",
+    )
 
     @router.get("/dlq/{connector_id}", response_model=DeadLettersOut, responses=responses)
     async def dead_letters(connector_id: ConnectorIdPath) -> DeadLettersOut | JSONResponse:
@@ -230,7 +249,15 @@ def ops_router(
     @router.post(
         "/dlq/{connector_id}/replay",
         response_model=ReplayOut,
-        responses={**responses, 409: {"description": "Already replayed (use force)."}},
+        responses={
+            **responses,
+            **error_responses(
+                400, 409,
+                _400="The body is not JSON (`invalid_json`), or the dead letter cannot be "
+                "replayed (the detail says why).",
+                _409="Already replayed (use force).",
+            ),
+        },
     )
     async def replay(connector_id: ConnectorIdPath, body: ReplayIn) -> ReplayOut | JSONResponse:
         """Re-publish dead letters to the partner topic (same statement id, same key)."""

@@ -22,10 +22,11 @@ from pydantic import BaseModel, Field
 
 from adapters.global_file import build_download
 from routing.api.models import CabinetIdPath
+from routing.api.responses import AUTHENTICATED, error_responses
 from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 ActorDependency = Callable[..., Awaitable[Actor]]
 
@@ -165,7 +166,7 @@ def parse_period(start: str, end: str) -> tuple[date, date]:
     parsed: dict[str, date] = {}
     for name, text in (("from", start), ("to", end)):
         try:
-            if not _DATE.match(text):
+            if not _DATE.fullmatch(text):
                 raise ValueError("expected a date as YYYY-MM-DD")
             parsed[name] = date.fromisoformat(text)
         except ValueError as exc:
@@ -200,7 +201,14 @@ async def global_file_download(
     )
 
 
+_DAY_SCHEMA: dict[str, Any] = {"format": "date"}
+
 _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **error_responses(
+        *AUTHENTICATED, 403, 422,
+        _422="A malformed cabinet id, a `from` or `to` that is not a date (YYYY-MM-DD), or a "
+        "period that ends before it starts (`invalid_request`).",
+    ),
     200: {
         "description": "The global file for the period: a CFONB 120 .txt (records joined "
         "with CRLF), or a .zip when other formats are present. Empty .txt if none.",
@@ -240,9 +248,23 @@ def statements_router(
             cabinet_id: CabinetIdPath,
             actor: ActorDep,
             start: Annotated[
-                str, Query(alias="from", description="First day (YYYY-MM-DD), inclusive.")
+                str,
+                Query(
+                    alias="from",
+                    description="First day (YYYY-MM-DD), inclusive; not after `to`.",
+                    json_schema_extra=_DAY_SCHEMA,
+                    examples=["2026-11-01"],
+                ),
             ],
-            end: Annotated[str, Query(alias="to", description="Last day (YYYY-MM-DD), inclusive.")],
+            end: Annotated[
+                str,
+                Query(
+                    alias="to",
+                    description="Last day (YYYY-MM-DD), inclusive; not before `from`.",
+                    json_schema_extra=_DAY_SCHEMA,
+                    examples=["2026-11-30"],
+                ),
+            ],
         ) -> Response:
             """« Relevés » → « Télécharger »: the cabinet's statements whose period overlaps
             [from, to]. Any profile, own cabinet only (403 otherwise)."""
@@ -252,9 +274,15 @@ def statements_router(
     if ledger is not None:
         book = ledger
 
-        @router.get("/statements/{statement_id}", tags=["statements"])
+        @router.get(
+            "/statements/{statement_id}",
+            tags=["statements"],
+            responses=error_responses(*AUTHENTICATED, 404, 422),
+        )
         async def statement_trace(
-            statement_id: Annotated[str, Path(min_length=1, max_length=200)],
+            statement_id: Annotated[
+                str, Path(min_length=1, max_length=200, examples=["stmt-2026-11-0001"])
+            ],
             actor: ActorDep,
         ) -> StatementTraceOut:
             """Where a statement is and why: its routing trace, every recorded step in time

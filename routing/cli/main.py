@@ -17,6 +17,7 @@ from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
+from routing.cli import partner as partner_cli
 from routing.cli.catalogue import catalogue_in_use
 from routing.cli.common import (
     EXIT_CONFLICT,
@@ -69,6 +70,7 @@ statements.register(app)  # global-file download/build, trace, ledger
 app.command("adapters")(adapters_cli.adapters)
 app.add_typer(adapters_cli.dlq_app, name="dlq")
 app.add_typer(adapters_cli.operator_app, name="operator")
+app.add_typer(partner_cli.partner_app, name="partner")
 app.command("monitor")(monitor_cli.monitor)
 
 TokenOpt = Annotated[

@@ -194,6 +194,15 @@ async def test_binding_and_unbinding_change_the_state(api: Seed) -> None:
     assert unbound.json()["connector_id"] is None
 
 
+async def test_an_iban_path_may_be_printed_with_single_spaces_and_in_lower_case(
+    api: Seed,
+) -> None:
+    for written in ("FR76 3000 6000 0112 3456 7890 189", BOUND.lower()):
+        response = await api.client.get(f"/ibans/{written}", headers=api.admin)
+        assert response.status_code == 200, written
+        assert response.json()["iban"] == BOUND
+
+
 async def test_unknown_iban_is_404(api: Seed) -> None:
     unknown = "FR7611315000010891234567896"
     for method, path, body in (
@@ -209,7 +218,56 @@ async def test_unknown_iban_is_404(api: Seed) -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        (b"{not json", "JSON decode error"),
+        (b"{not json", "not valid JSON: Expecting property name enclosed in double quotes"),
+        (b'{"connector_id": "acd"', "not valid JSON: Expecting ',' delimiter"),
+        (b'{"connector_id": "\xff"}', "not valid JSON: it could not be decoded as UTF-8"),
+    ],
+)
+async def test_unparsable_bodies_get_400_invalid_json(
+    api: Seed, content: bytes, fragment: str
+) -> None:
+    """A body that is not JSON at all is the client's encoder's fault (400), not its data's
+    (422): both are JSON errors the schema documents."""
+    response = await api.client.put(
+        f"/ibans/{BOUND}/connector",
+        content=content,
+        headers={**api.admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_json"
+    assert fragment in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/cabinets/cab-a/connectors", "GET, OPTIONS, POST"),
+        ("/cabinets/cab-a/connectors/acd", "DELETE, OPTIONS"),
+        (f"/ibans/{BOUND}", "GET, OPTIONS"),
+        (f"/ibans/{BOUND}/connector", "OPTIONS, PUT"),
+        ("/healthz", "GET, OPTIONS"),
+    ],
+)
+async def test_options_and_unserved_methods_list_every_method_of_the_path(
+    api: Seed, path: str, allow: str
+) -> None:
+    """Starlette answered with the Allow of the first route matching the path only
+    (``OPTIONS /cabinets/x/connectors`` said ``GET``): now OPTIONS is 204 and any other
+    unserved method 405 JSON, both with every method of the path, without a token."""
+    options = await api.client.options(path)
+    assert options.status_code == 204
+    assert options.headers["Allow"] == allow
+    assert options.content == b""
+    refused = await api.client.request("PATCH", path)
+    assert refused.status_code == 405
+    assert refused.headers["Allow"] == allow
+    assert refused.json()["error"] == "method_not_allowed"
+    assert (await api.client.options("/no/such/path")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
         (b"{}", "connector_id: Field required"),
         (b'{"connector_id": 12}', "connector_id"),
         (b'{"connector_id": "acd", "extra": 1}', "extra: Extra inputs are not permitted"),
@@ -229,7 +287,17 @@ async def test_malformed_bodies_get_422_with_a_reason(
     assert fragment in response.json()["detail"]
 
 
-@pytest.mark.parametrize("iban", ["FR7630006000011234567890188", "NOTANIBAN", "FR76"])
+@pytest.mark.parametrize(
+    "iban",
+    [
+        "FR7630006000011234567890188",  # the declared pattern, wrong check digits
+        "NOTANIBAN",
+        "FR76",
+        "FR76  3000 6000 0112 3456 7890 189",  # two spaces: outside the declared pattern
+        " FR7630006000011234567890189",  # a leading space, too
+        "FR76300060000112345678901890000000",  # 35 characters
+    ],
+)
 async def test_malformed_ibans_get_422(api: Seed, iban: str) -> None:
     response = await api.client.get(f"/ibans/{iban}", headers=api.admin)
     assert response.status_code == 422

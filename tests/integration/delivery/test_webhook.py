@@ -60,6 +60,7 @@ async def test_a_2xx_is_delivered_with_verified_signature_exact_body_and_headers
     assert json.loads(request.body)["schema"] == "statement.partner-delivery/v1"
     assert request.headers["webhook-id"] == "stmt-ok-1"
     assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == "statement-router-webhook/1"  # docs/delivery.md
     assert before <= int(request.headers["webhook-timestamp"]) <= int(time.time())
     assert request.headers["webhook-signature"].startswith("v1,")
 
