@@ -19,10 +19,14 @@ place without anyone to send a signal, and a stat every two seconds costs nothin
 secret *file* changed without the connectors file changing is not noticed: touch the
 connectors file after a rotation.
 
-Why a module of its own with small ``start_worker`` / ``stop_worker`` functions: the
-supervision of the workers (what happens when one crashes) is ``adapters.worker``'s; this
-module only decides which workers should run. A worker that crashes on the broker still
-stops the process (``AdapterCrashed``), as with ``run_adapters``.
+Why a module of its own, in pieces: the supervision of the workers (what happens when one
+crashes) is not this module's business; it only decides which workers should run. The
+pieces a supervisor needs to follow the file are separate: ``ConnectorsFileWatch`` (has
+the file changed, its validated new version, the refusal logged), ``plan_reload`` (pure:
+what to add, remove, restart, leave alone), ``ensure_connector_topics``, and the small
+``start_worker`` / ``stop_worker`` that ``ReloadingAdapters`` applies the plan with. Here
+a worker that crashes on the broker still stops the process (``AdapterCrashed``), as
+with ``run_adapters``.
 """
 
 from __future__ import annotations
@@ -143,6 +147,77 @@ class ReloadReport:
     unchanged: list[str] = field(default_factory=list)
 
 
+Wanted = Mapping[str, tuple[ConnectorSpec, PartnerEndpoint]]
+
+
+async def ensure_connector_topics(
+    bootstrap_servers: str, topics: Topics, connector_ids: Sequence[str],
+    replication_factor: int,
+) -> None:
+    """Create the partner topic and dead-letter topic of new connectors (``BrokerError``,
+    e.g. ``TopicMismatch`` for an existing topic with another partition count)."""
+    names = {n for cid in connector_ids
+             for n in (topics.partner(cid), topics.partner_dlq(cid))}
+    await ensure_topics(bootstrap_servers,
+                        [spec for spec in topics.specs(connector_ids) if spec.name in names],
+                        replication_factor)
+
+
+def plan_reload(running: Wanted, wanted: Wanted) -> ReloadReport:
+    """Which workers to stop, start and restart to go from ``running`` to ``wanted``.
+
+    Pure, so any supervisor can apply it: a connector whose adapter and endpoint are
+    unchanged is ``unchanged`` (a new display name included), never restarted.
+    """
+    report = ReloadReport()
+    for cid, (spec, endpoint) in running.items():
+        if cid not in wanted:
+            report.removed.append(cid)
+        elif (spec.adapter, endpoint) != (wanted[cid][0].adapter, wanted[cid][1]):
+            report.restarted.append(cid)
+        else:
+            report.unchanged.append(cid)
+    report.added = [cid for cid in wanted if cid not in running]
+    return report
+
+
+class ConnectorsFileWatch:
+    """The connectors file as a process follows it: has it changed, and its new version.
+
+    ``changed()`` compares modification time, size and inode with the last read;
+    ``read()`` validates the whole file (``DeliveryConfigError``); ``refresh()`` reads a
+    changed file and logs a refusal (``connectors_file_refused``), returning None then.
+    """
+
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.environ = environ
+        self.refused: str | None = None
+        self._seen: tuple[int, int, int] | None = None
+
+    def changed(self) -> bool:
+        return _fingerprint(self.path) != self._seen
+
+    def retry(self) -> None:
+        """Make the next ``changed()`` true, to apply the same file again."""
+        self._seen = None
+
+    def read(self) -> ConnectorsConfig:
+        self._seen = _fingerprint(self.path)
+        return read_connectors(self.path, self.environ)
+
+    def refresh(self, running: Sequence[str] = ()) -> ConnectorsConfig | None:
+        try:
+            config = self.read()
+        except DeliveryConfigError as exc:
+            self.refused = str(exc)
+            log.error("connectors_file_refused", path=str(self.path), reason=str(exc),
+                      running=sorted(running))
+            return None
+        self.refused = None
+        return config
+
+
 class ReloadingAdapters:
     """The workers of a connectors file, kept in line with it while the process runs.
 
@@ -179,14 +254,11 @@ class ReloadingAdapters:
         self.producer_params = ProducerParams.from_settings(
             settings, bootstrap_servers=bootstrap_servers, client_id="adapters")
         self.reload_interval = reload_interval
-        self.environ = environ
+        self.watch = ConnectorsFileWatch(path, environ)
         self.stats: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
         self.workers: dict[str, RunningWorker] = {}
-        self.refused: str | None = None
         self.reloads = 0
         self.started = asyncio.Event()
-        self._seen: tuple[int, int, int] | None = None
-        self._changed = asyncio.Event()
         self._params: WorkerParams | None = None
 
     def _wanted(self, config: ConnectorsConfig) -> dict[str, tuple[ConnectorSpec, PartnerEndpoint]]:
@@ -196,13 +268,14 @@ class ReloadingAdapters:
             if self.only is None or cid in self.only
         }
 
-    def _read(self) -> ConnectorsConfig:
-        self._seen = _fingerprint(self.path)
-        return read_connectors(self.path, self.environ)
+    @property
+    def refused(self) -> str | None:
+        """Why the last version of the file was refused, until a valid one."""
+        return self.watch.refused
 
     async def run(self, stop_event: asyncio.Event) -> dict[str, ConnectorStats]:
         """Run until ``stop_event``; ``AdapterCrashed`` when a worker fails on the broker."""
-        config = self._read()  # DeliveryConfigError: the caller refuses to start
+        config = self.watch.read()  # DeliveryConfigError: the caller refuses to start
         wanted = self._wanted(config)
         if not wanted:
             raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
@@ -268,33 +341,21 @@ class ReloadingAdapters:
                 await asyncio.wait(waiting, timeout=self.reload_interval,
                                    return_when=asyncio.FIRST_COMPLETED)
                 self._raise_crashed()
-                if not stop_event.is_set() and _fingerprint(self.path) != self._seen:
+                if not stop_event.is_set() and self.watch.changed():
                     await self.reload()
         finally:
             stopped.cancel()
 
     async def reload(self) -> ReloadReport | None:
         """Read the file and apply the difference; None when the file was refused."""
-        try:
-            config = self._read()
-        except DeliveryConfigError as exc:
-            self.refused = str(exc)
-            log.error("connectors_file_refused", path=str(self.path), reason=str(exc),
-                      running=sorted(self.workers))
+        config = self.watch.refresh(list(self.workers))
+        if config is None:
             return None
-        self.refused = None
         wanted = self._wanted(config)
-        report = ReloadReport()
-        for cid, running in list(self.workers.items()):
-            if cid not in wanted:
-                report.removed.append(cid)
-            elif (running.spec.adapter, running.endpoint) != (wanted[cid][0].adapter,
-                                                              wanted[cid][1]):
-                report.restarted.append(cid)
-            else:
-                running.spec = wanted[cid][0]  # a new display name needs no restart
-                report.unchanged.append(cid)
-        report.added = [cid for cid in wanted if cid not in self.workers]
+        report = plan_reload(
+            {cid: (r.spec, r.endpoint) for cid, r in self.workers.items()}, wanted)
+        for cid in report.unchanged:
+            self.workers[cid].spec = wanted[cid][0]  # a new display name needs no restart
         for cid in [*report.removed, *report.restarted]:
             running = self.workers.pop(cid)
             error = await stop_worker(running)
@@ -303,18 +364,13 @@ class ReloadingAdapters:
             if error is not None:
                 log.warning("adapter_stopped_with_error", connector_id=cid, error=repr(error))
         if report.added:
-            names = {n for cid in report.added
-                     for n in (self.topics.partner(cid), self.topics.partner_dlq(cid))}
             try:
-                await ensure_topics(
-                    self.bootstrap_servers,
-                    [spec for spec in self.topics.specs(report.added) if spec.name in names],
-                    self.replication_factor,
-                )
+                await ensure_connector_topics(self.bootstrap_servers, self.topics, report.added,
+                                              self.replication_factor)
             except BrokerError as exc:
                 # The others keep running; the new ones wait, and the next look retries.
-                self._seen = None
-                self.refused = f"topics of {', '.join(report.added)}: {exc}"
+                self.watch.retry()
+                self.watch.refused = f"topics of {', '.join(report.added)}: {exc}"
                 log.error("connector_topics_failed", connectors=report.added, error=str(exc))
                 report.added = []
         for cid in [*report.restarted, *report.added]:

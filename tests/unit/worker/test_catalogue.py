@@ -143,3 +143,19 @@ def test_a_live_catalogue_follows_its_file_and_refuses_a_bad_version(tmp_path: P
 def test_the_first_read_of_a_bad_file_fails(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match="cannot read the connectors file"):
         Catalogue.from_file(tmp_path / "absent.toml")
+
+
+def test_a_reload_plan_restarts_only_what_changed(tmp_path: Path) -> None:
+    from adapters.catalogue_reload import plan_reload
+
+    drop_a, drop_b = DirectoryEndpoint(tmp_path / "a"), DirectoryEndpoint(tmp_path / "b")
+    quadra = ConnectorSpec("quadra", "Quadra", "directory")
+    running = {"quadra": (quadra, drop_a), "gone": (ConnectorSpec("gone", "G", "directory"),
+                                                     drop_a),
+               "moved": (ConnectorSpec("moved", "M", "directory"), drop_a)}
+    wanted = {"quadra": (ConnectorSpec("quadra", "Quadra Compta", "directory"), drop_a),
+              "moved": (ConnectorSpec("moved", "M", "directory"), drop_b),
+              "sage": (ConnectorSpec("sage", "Sage", "directory"), drop_b)}
+    plan = plan_reload(running, wanted)
+    assert (plan.added, plan.removed, plan.restarted, plan.unchanged) == (
+        ["sage"], ["gone"], ["moved"], ["quadra"])
