@@ -37,7 +37,7 @@ def store_unavailable_errors() -> tuple[type[Exception], ...]:
 
 @asynccontextmanager
 async def open_store(
-    settings: Settings, *, migrate: bool | None = None
+    settings: Settings, *, migrate: bool | None = None, connectors: Catalogue | None = None
 ) -> AsyncIterator[SqlStateStore]:
     """Open the state store. The embedded SQLite database is migrated on first use, so the
     embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
@@ -46,7 +46,10 @@ async def open_store(
     if migrate if migrate is not None else not settings.database_url:
         await upgrade(url)
     engine = create_store_engine(url)
-    store = SqlStateStore(engine, catalogue=catalogue(settings))
+    # ``connectors``: the API's own catalogue, so a binding and GET /connectors never see
+    # two versions of the file.
+    store = SqlStateStore(
+        engine, catalogue=connectors if connectors is not None else catalogue(settings))
     try:
         yield store
     finally:

@@ -99,8 +99,9 @@ async def serve_api(
     settings: Settings, host: str, port: int, stop: asyncio.Event | None = None
 ) -> None:
     """Serve until interrupted (or until ``stop`` is set)."""
-    async with open_store(settings) as store:
-        server = api_server(store, settings, host, port)
+    connectors = connector_catalogue(settings)
+    async with open_store(settings, connectors=connectors) as store:
+        server = api_server(store, settings, host, port, catalogue=connectors)
         if stop is None:
             await server.serve()
             return

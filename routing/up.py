@@ -311,7 +311,7 @@ async def _run_up(
                     stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
         on_broker(bootstrap)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
-        store = await stack.enter_async_context(open_store(settings))
+        store = await stack.enter_async_context(open_store(settings, connectors=connectors))
         await _rebuild_from_store(store, bootstrap, topics, lost_run, print_line)
         seed = None
         if demo:
