@@ -21,8 +21,9 @@ left for the adapters to validate; here only the catalogue part (id, name, adapt
 
 ``Catalogue`` is a live, read-only mapping: it re-reads its file when the file changes
 (checked at most every ``check_interval`` seconds, on access), so a connector added to
-the file can be bound through the API without a restart. A changed file that does not
-validate is refused with a logged reason and the previous set stays in force.
+the file can be bound through the API without a restart (the router follows it too:
+``routing.router.catalogue_follow``). A changed file that does not validate is refused
+with a logged reason (``connectors_file_refused``) and the previous set stays in force.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class Catalogue(Mapping[str, ConnectorSpec]):
     """The connector set of a file, kept current: a read-only mapping of id to spec.
 
     Every access may look at the file (at most every ``check_interval`` seconds); a
-    changed file is re-read, and replaces the set only if it validates. ``adapters``
+    changed file is re-read, and replaces the set only if it validates. ``use_adapters``
     overrides the adapter reported for some connectors: the embedded mode stands a
     directory drop in for every partner, and ``GET /connectors`` reports what is used.
     """
