@@ -13,7 +13,8 @@ The builder consumes ``statements.global-file`` in consumer group
 
 A crash anywhere re-reads the batch: step 1 then changes nothing, and step 2 re-sends
 outcomes whose ``at`` is the time of the *first* write, i.e. the very same records, which
-the ledger recognises as duplicates. Invalid records go to ``statements.invalid``.
+the ledger recognises as duplicates. Invalid records go to ``statements.invalid``, referred
+to rather than copied when large, and never fail the batch (``routing.parking``).
 
 Downloading
 -----------
@@ -55,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementGlobalFile
 from events.topics import Topics
-from events.wire import decode
+from events.wire import cut_reason, decode
 from routing import metrics
 from routing.broker.producer import make_producer
 from routing.ledger import (
@@ -63,11 +64,11 @@ from routing.ledger import (
     committing_consumer,
     consume_committing,
     engine_for,
-    invalid_value,
     resolve_bootstrap,
     send_all,
     sqlite_writer_lock,
 )
+from routing.parking import Refused, write_invalid
 from routing.ports import GlobalFileEntry, GlobalFileStore
 from routing.store.global_file import SqlGlobalFileStore
 
@@ -211,6 +212,7 @@ class GlobalFileBuilder:
     async def handle(self, records: list[ConsumerRecord]) -> None:
         entries: list[GlobalFileEntry] = []
         messages: list[tuple[str, bytes | None, bytes | None]] = []
+        invalid: list[Refused] = []
         for record in records:
             try:
                 entries.append(global_file_entry(record))
@@ -218,12 +220,12 @@ class GlobalFileBuilder:
                 log.warning(
                     "invalid_global_file_event",
                     statement_id=exc.statement_id,
-                    reason=exc.reason,
+                    reason=cut_reason(exc.reason),
                     partition=record.partition,
                     offset=record.offset,
+                    payload_bytes=len(record.value) if record.value is not None else None,
                 )
-                value = invalid_value(record, exc, "global-file-builder")
-                messages.append((self._topics.invalid, record.key or b"", value))
+                invalid.append(Refused(record, exc.reason, exc.statement_id))
         async with sqlite_writer_lock(self._engine):
             stored = await self._store.store(entries)
         by_id = {e.statement_id: e for e in entries}
@@ -241,6 +243,14 @@ class GlobalFileBuilder:
                 (self._topics.outcomes, result.statement_id.encode(), outcome.to_json())
             )
         await send_all(self._producer, messages)
+        # Never fails the batch (park and refer): the valid statements above are stored.
+        await write_invalid(
+            self._producer,
+            self._topics.invalid,
+            invalid,
+            component="global-file",
+            detected_by="global-file-builder",
+        )
         for result in stored:
             # One line per statement, like the adapters' statement_delivered: the trace an
             # operator greps for. No connector: the global file is where unbound IBANs go.

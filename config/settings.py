@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.problems import SettingsError, describe, unknown_prefixed
+from events.limits import MAX_STATEMENT_BYTES
 
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_warnings"]
 
@@ -92,12 +93,15 @@ class Settings(BaseSettings):
         ),
     )
     max_statement_bytes: int = Field(
-        default=1_000_000,
+        default=MAX_STATEMENT_BYTES,
         ge=1,
+        le=MAX_STATEMENT_BYTES,
         description=(
-            "The largest statement.received value the router routes, in bytes; a larger one "
-            "goes to statements.invalid with its size, referred to by topic, partition and "
-            "offset rather than copied."
+            "The largest statement accepted, in bytes of content (decoded, before base64): "
+            "ingest refuses a larger one (exit 7, statement_too_large) and the router sends "
+            "one produced by others to statements.invalid with its size. It may lower the "
+            "size rule's limit (1 MiB, docs/operations.md#limits), not raise it: the topics "
+            "and producers are sized for that limit."
         ),
     )
     table_store: str = Field(

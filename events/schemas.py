@@ -158,7 +158,9 @@ class StatementInvalid(Event):
         default="statement.invalid/v1", alias="schema"
     )
     reason: str = Field(description="A precise, human-readable reason.")
-    raw_b64: str = Field(description="The rejected value's bytes, base64.")
+    raw_b64: str = Field(
+        description="The rejected value's bytes, base64; empty when payload_omitted."
+    )
     raw_key: str | None = Field(default=None, description="The rejected record's key, if any.")
     source_topic: str | None = None
     source_partition: int | None = None
@@ -166,6 +168,20 @@ class StatementInvalid(Event):
     statement_id: str | None = Field(default=None, description="When it could be read.")
     detected_at: AwareDatetime
     detected_by: str = Field(description="The process that rejected it: router, ingest, …")
+    payload_bytes: int | None = Field(
+        default=None, ge=0, description="The rejected value's size in bytes; null for none."
+    )
+    payload_omitted: bool = Field(
+        default=False,
+        description=(
+            "True when the value was too large to copy (park and refer): raw_b64 is empty, "
+            "read the value at source_topic, source_partition, source_offset."
+        ),
+    )
+    key_omitted: bool = Field(
+        default=False,
+        description="True when the key was too large to copy: raw_key is null.",
+    )
 
 
 class DeliveryAttempt(Event):

@@ -71,15 +71,15 @@ class Topics:
             TopicSpec(self.received, n, "delete", "IBAN", "statement.received/v1",
                       "bank feeds, ingest → router"),
             TopicSpec(self.iban_state, n, "compact", "IBAN", "iban.state/v1",
-                      "outbox relay, others → router"),
+                      "outbox relay, other systems → router"),
             TopicSpec(self.global_file, n, "delete", "cabinet id", "statement.global-file/v1",
                       "router → global-file builder"),
             TopicSpec(self.held, n, "delete", "IBAN", "statement.held/v1",
                       "router → operators (audit of parking)"),
             TopicSpec(self.invalid, n, "delete", "original key or empty",
-                      "statement.invalid/v1", "router, ingest → operators"),
+                      "statement.invalid/v1", "router, consumers → operators"),
             TopicSpec(self.outcomes, n, "delete", "statement id", "delivery.outcome/v1",
-                      "adapters, global-file builder → ledger, monitor"),
+                      "router, adapters, global-file builder → ledger, monitor"),
         ]
         for connector_id in connector_ids:
             specs.append(TopicSpec(self.partner(connector_id), n, "delete", "IBAN",

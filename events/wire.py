@@ -12,17 +12,21 @@ most fundamental first: no value, not UTF-8, not JSON (including JSON nested dee
 the parser reads: a fault of the input, never an internal error), not a JSON object,
 missing or unexpected ``schema``, then at most three failing fields.
 
-:func:`encode_invalid` builds the ``statement.invalid/v1`` record for a refused input.
-It copies the raw value only up to :data:`MAX_INVALID_COPY_BYTES`: base64 makes a copy a
-third larger than its source, and a copy too large for the producer would fail the very
-record meant to report the fault. A larger value is referred to by its topic, partition
-and offset instead, and the reason says so with its size.
+:func:`encode_invalid` builds the ``statement.invalid/v1`` record for a refused input,
+and it always fits the size rule (``events.limits``): base64 makes a copy a third larger
+than its source, and a copy too large for the producer would fail the very record meant to
+report the fault. So it copies the raw value only up to
+:data:`~events.limits.MAX_INVALID_COPY_BYTES`; a larger value is referred to by its topic,
+partition, offset and size instead ("park and refer": ``payload_omitted``), and the reason
+says so. A key over :data:`~events.limits.MAX_INVALID_KEY_BYTES` is not copied either, and
+the reason is cut to :data:`~events.limits.MAX_REASON_CHARS`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, TypeVar, cast
@@ -30,15 +34,13 @@ from typing import Any, Literal, TypeVar, cast
 import orjson
 from pydantic import Field, ValidationError, create_model
 
+from events.limits import MAX_INVALID_COPY_BYTES, MAX_INVALID_KEY_BYTES, MAX_REASON_CHARS
 from events.schemas import SCHEMAS, Event
 
 E = TypeVar("E", bound=Event)
 
 INVALID_SCHEMA = "statement.invalid/v1"
 
-MAX_INVALID_COPY_BYTES = 512 * 1024
-"""The largest raw value a ``statement.invalid/v1`` record copies (its base64, 683 KiB,
-plus the envelope stays under aiokafka's default 1 MiB ``max_request_size``)."""
 
 _MAX_FIELD_ERRORS = 3  # a reason names at most this many failing fields
 
@@ -95,6 +97,25 @@ def statement_id_of(value: bytes | None) -> str | None:
     return None
 
 
+_STATEMENT_ID_FIELD = re.compile(rb'"statement_id"\s*:\s*"([A-Za-z0-9._:\-]{1,200})"')
+_SCAN_BYTES = 65_536
+
+
+def statement_id_of_large(value: bytes | None) -> str | None:
+    """The statement id of a value too large to parse, found in its first or last 64 KiB.
+
+    A value over the size rule is refused unparsed (parsing 20 MB to report it costs what
+    the rule is there to avoid), but the id still tells an operator which statement it was.
+    """
+    if not value:
+        return None
+    for part in (value[:_SCAN_BYTES], value[-_SCAN_BYTES:]):
+        found = _STATEMENT_ID_FIELD.search(part)
+        if found is not None:
+            return found.group(1).decode("ascii")
+    return None
+
+
 def _schema_reason(doc: Any, expected: str, where: str) -> str | None:
     if not isinstance(doc, dict):
         return None
@@ -105,7 +126,10 @@ def _schema_reason(doc: Any, expected: str, where: str) -> str | None:
         return None
     if isinstance(schema, str) and schema in SCHEMAS:
         return f"schema {schema!r} is not accepted on {where} (expected {expected!r})"
-    return f"unknown schema {schema!r} (expected {expected!r})"
+    shown = repr(schema)
+    if len(shown) > 100:  # a hostile value may be megabytes long
+        shown = f"{shown[:80]}… ({len(shown)} characters)"
+    return f"unknown schema {shown} (expected {expected!r})"
 
 
 def _reason_of(exc: ValidationError, value: bytes, expected: str, where: str) -> str:
@@ -190,6 +214,13 @@ class SourceRef:
     offset: int
 
 
+def cut_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``reason`` cut to ``limit`` characters, saying how much was left out."""
+    if len(reason) <= limit:
+        return reason
+    return f"{reason[: limit - 40]}… ({len(reason) - limit + 40} more characters)"
+
+
 def encode_invalid(
     *,
     value: bytes | None,
@@ -205,16 +236,21 @@ def encode_invalid(
 
     A key that is not UTF-8 is kept as base64 in ``raw_key`` with a ``base64:`` prefix,
     since the contract's keys are text. A value over ``copy_limit`` bytes is not copied
-    (``raw_b64`` is empty): the reason gives its size and where to read it.
+    (``raw_b64`` is empty, ``payload_omitted`` true): the reason gives its size and where
+    to read it, and ``payload_bytes`` its size. A key over ``MAX_INVALID_KEY_BYTES`` is not
+    copied either (``key_omitted``). Use :func:`invalid_key` as the record's own key.
     """
     raw_key: str | None
-    if key is None:
+    key_omitted = key is not None and len(key) > MAX_INVALID_KEY_BYTES
+    if key is None or key_omitted:
         raw_key = None
     else:
         text = key_text(key)
         raw_key = text if text is not None else "base64:" + base64.b64encode(key).decode()
+    reason = cut_reason(reason)
     raw = value or b""
-    if len(raw) > copy_limit:
+    omitted = len(raw) > copy_limit
+    if omitted:
         reason = (
             f"{reason} (the value, {len(raw)} bytes, is not copied here: read it at "
             f"{source.topic} partition {source.partition} offset {source.offset})"
@@ -222,6 +258,9 @@ def encode_invalid(
         raw_b64 = ""
     else:
         raw_b64 = binascii.b2a_base64(raw, newline=False).decode("ascii")
+    if key_omitted:
+        assert key is not None
+        reason = f"{reason} (the key, {len(key)} bytes, is not copied here)"
     return orjson.dumps(
         {
             "schema": INVALID_SCHEMA,
@@ -234,5 +273,16 @@ def encode_invalid(
             "statement_id": statement_id,
             "detected_at": detected_at,
             "detected_by": detected_by,
+            "payload_bytes": None if value is None else len(value),
+            "payload_omitted": omitted,
+            "key_omitted": key_omitted,
         }
     )
+
+
+def invalid_key(key: bytes | None) -> bytes:
+    """The key of a ``statement.invalid/v1`` record: the refused record's own key when it
+    can be copied (so an operator finds it where the input's key would put it), else empty."""
+    if key is None or len(key) > MAX_INVALID_KEY_BYTES:
+        return b""
+    return key

@@ -1,22 +1,22 @@
 """The composition root: the one place that picks concrete adapters and wires them.
 
-Nothing in the code base connects at import time; commands call these builders.
+Nothing in the code base connects at import time; commands call these builders. The
+stores (SQLAlchemy, Alembic) are imported by the builders that make them, so reading the
+catalogue costs a CLI command none of that (docs/performance.md, CLI start-up).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from config.catalogue import Catalogue
-from config.settings import Settings
 from routing.ports import DeliveryLedger, GlobalFileStore
-from routing.store.engine import create_store_engine
-from routing.store.errors import StoreError
-from routing.store.global_file import SqlGlobalFileStore
-from routing.store.ledger import SqlDeliveryLedger
-from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from routing.store.sql import SqlStateStore
 
 
 def catalogue(settings: Settings) -> Catalogue:
@@ -32,6 +32,8 @@ def catalogue(settings: Settings) -> Catalogue:
 
 def store_unavailable_errors() -> tuple[type[Exception], ...]:
     """Errors that mean the store is out of reach (API: 503; CLI: exit 8)."""
+    from routing.store.errors import StoreError
+
     return (StoreError,)
 
 
@@ -42,6 +44,10 @@ async def open_store(
     """Open the state store. The embedded SQLite database is migrated on first use, so the
     embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
     """
+    from routing.store.engine import create_store_engine
+    from routing.store.migrate import upgrade
+    from routing.store.sql import SqlStateStore
+
     url = settings.effective_database_url
     if migrate if migrate is not None else not settings.database_url:
         await upgrade(url)
@@ -58,9 +64,13 @@ async def open_store(
 
 def global_file_store(store: SqlStateStore) -> GlobalFileStore:
     """The cabinets' global files, on the state store's database (engine shared)."""
+    from routing.store.global_file import SqlGlobalFileStore
+
     return SqlGlobalFileStore(store.engine)
 
 
 def delivery_ledger(store: SqlStateStore) -> DeliveryLedger:
     """The delivery ledger, on the state store's database (engine shared)."""
+    from routing.store.ledger import SqlDeliveryLedger
+
     return SqlDeliveryLedger(store.engine)

@@ -172,7 +172,11 @@ def _report(
             iban = event["iban"]
             routing = event["routing"]
             failed = [c["name"] for c in routing["checks"] if not c["ok"]]
-            why = routing["reason"] + (f" (failed: {', '.join(failed)})" if failed else "")
+            if topic == topics.global_file:
+                # Not a failure: an IBAN bound to no connector goes to the global file.
+                why = f"{routing['reason']} (no connector bound: the normal path)"
+            else:
+                why = routing["reason"] + (f" (failed: {', '.join(failed)})" if failed else "")
             print_line(f"  {event['statement_id']:<40} {mask_iban(iban):<34} -> {label}: "
                        f"{why}  [{CASES.get(iban, '')}]")
 

@@ -11,7 +11,9 @@ At least once, duplicates absorbed (DESIGN §5): offsets are committed only afte
 is in the database, and the ledger ignores a record it already holds, so a crash between
 the two re-reads the batch and adds nothing. A record that is not a valid
 ``delivery.outcome/v1`` never stops the consumer and is never skipped silently: it goes to
-``statements.invalid`` with the reason, like any other invalid input.
+``statements.invalid`` with the reason, like any other invalid input, referred to rather
+than copied when it is large, and logged and counted if even that cannot be written
+(``routing.parking``): the valid records of its batch are recorded all the same.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
+from events.limits import BROKER_MESSAGE_BYTES
 from events.schemas import DeliveryOutcome
 from events.topics import Topics
-from events.wire import InvalidEvent, SourceRef, decode, encode_invalid, key_text
+from events.wire import InvalidEvent, SourceRef, cut_reason, decode, encode_invalid, key_text
 from routing import metrics
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError
 from routing.broker.producer import make_producer
+from routing.parking import Refused, write_invalid
 from routing.ports import OutcomeRecord
 from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
@@ -98,7 +102,9 @@ def outcome_record(value: bytes | None) -> OutcomeRecord:
 
 
 def invalid_value(record: ConsumerRecord, exc: InvalidEvent, detected_by: str) -> bytes:
-    """The ``statement.invalid/v1`` for a record this consumer could not read."""
+    """The ``statement.invalid/v1`` for a record this consumer could not read (its
+    consumers write it with ``routing.parking.write_invalid``, which refers to a value too
+    large to copy and never lets a refusal of the broker stall the batch)."""
     return encode_invalid(
         value=record.value,
         key=record.key,
@@ -212,6 +218,8 @@ async def committing_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
+        # The largest record the size rule allows, whatever the broker's fetch behaviour.
+        max_partition_fetch_bytes=BROKER_MESSAGE_BYTES,
         # The routed topics are written in transactions with KAFKA_EXACTLY_ONCE: an
         # aborted record is never read (on a broker without transactions, a no-op).
         isolation_level="read_committed",
@@ -250,7 +258,7 @@ class LedgerConsumer:
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         outcomes: list[OutcomeRecord] = []
-        invalid: list[tuple[str, bytes | None, bytes | None]] = []
+        invalid: list[Refused] = []
         for record in records:
             try:
                 outcomes.append(outcome_record(record.value))
@@ -258,17 +266,19 @@ class LedgerConsumer:
                 log.warning(
                     "invalid_outcome",
                     statement_id=exc.statement_id,
-                    reason=exc.reason,
-                    key=key_text(record.key),
+                    reason=cut_reason(exc.reason),
+                    key=key_text(record.key) if record.key and len(record.key) <= 200 else None,
                     partition=record.partition,
                     offset=record.offset,
+                    payload_bytes=len(record.value) if record.value is not None else None,
                 )
-                invalid.append(
-                    (self._topics.invalid, record.key or b"", invalid_value(record, exc, "ledger"))
-                )
+                invalid.append(Refused(record, exc.reason, exc.statement_id))
         async with sqlite_writer_lock(self._engine):
             created = await self._ledger.record(outcomes)
-        await send_all(self._producer, invalid)
+        # Never fails the batch (park and refer): the valid outcomes above are recorded.
+        await write_invalid(
+            self._producer, self._topics.invalid, invalid, component="ledger", detected_by="ledger"
+        )
         self.stats["records"] += len(records)
         self.stats["recorded"] += created
         self.stats["duplicates"] += len(outcomes) - created

@@ -141,6 +141,15 @@ INVALID = Counter(
     ["component"],
     registry=REGISTRY,
 )
+PARKED = Counter(
+    "statement_router_parked",
+    "Records parked rather than copied or sent (park and refer, docs/operations.md#limits), "
+    "per component and how: referred (a statements.invalid record that refers to the input "
+    "by topic, partition, offset and size instead of copying it) or unwritable (even that "
+    "record could not be written: the input is only logged, at error level; alert on it).",
+    ["component", "how"],
+    registry=REGISTRY,
+)
 TABLE_CHANGELOG_RECORDS = Counter(
     "statement_router_table_changelog_records",
     "Records the router wrote to its Tables' changelog topics once acknowledged, per table "
@@ -242,7 +251,7 @@ LEDGER_OUTCOMES = Counter(
 
 #: Every metric this module defines (the faust sensor's come from ``faust_metrics()``).
 METRICS: tuple[Counter | Gauge | Histogram | LoopCounter, ...] = (
-    ROUTED, INVALID, DELIVERY_ATTEMPTS, DELIVERED, DELIVERY_FAILURES, DEAD_LETTERS,
+    ROUTED, INVALID, PARKED, DELIVERY_ATTEMPTS, DELIVERED, DELIVERY_FAILURES, DEAD_LETTERS,
     DELIVERY_LATENCY, ATTEMPT_DURATION, CONNECTOR_DISABLED, OUTBOX_PUBLISHED, OUTBOX_BACKLOG,
     GLOBAL_FILE_STATEMENTS, GLOBAL_FILE_LATENCY, LEDGER_OUTCOMES,
 )

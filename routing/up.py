@@ -3,7 +3,7 @@
 It starts a broker of its own unless ``KAFKA_BOOTSTRAP_SERVERS`` is set (the embedded
 Tansu by default, or Apache Kafka itself with ``--broker kafka``), creates the topics, and
 runs the API, the outbox relay, the router and the embedded sinks (a directory drop per
-connector, a global-file folder per cabinet) until Ctrl-C. ``--demo`` seeds a
+connector; the global files are kept in the state store) until Ctrl-C. ``--demo`` seeds a
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
 
@@ -338,14 +338,19 @@ async def _run_up(
                 started=router_started,
             ),
         )
-        endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, connectors)
+        # A directory drop only for the connectors nothing else delivers to: the configured
+        # ones and the demo's webhook partner get no empty folder beside theirs.
+        webhook_demo = demo and "acd" not in configured
+        dropped = {c: spec for c, spec in connectors.items()
+                   if c not in configured and not (webhook_demo and c == "acd")}
+        endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, dropped)
         endpoints.update(configured)
-        if demo and "acd" not in configured:
+        if webhook_demo:
             # The demo's acd partner is a real webhook receiver, signatures checked. A
             # CONNECTORS_FILE that configures acd wins: the demo never replaces it.
             secret = new_secret()
             partner_port = _free_port(settings.api_host)
-            partner = demo_partner(secret, data_dir / "partners" / "acd-webhook", partner_port)
+            partner = demo_partner(secret, data_dir / "partners" / "acd", partner_port)
             roles.start("demo-partner", partner.serve())
             stack.callback(lambda: setattr(partner, "should_exit", True))
             endpoints["acd"] = WebhookEndpoint(

@@ -12,6 +12,7 @@ from adapters.ingest.errors import (
     BankFileError,
     InvalidAccount,
     MalformedRecord,
+    StatementTooLarge,
     UnknownFormat,
     UnsafeXml,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "MalformedRecord",
     "Movement",
     "ParsedStatement",
+    "StatementTooLarge",
     "UnknownFormat",
     "UnsafeXml",
     "detect_format",

@@ -65,7 +65,13 @@ from zoneinfo import ZoneInfo
 from pycamt.parser import Camt053Parser
 
 from adapters.ingest.errors import InvalidAccount, MalformedRecord, UnsafeXml
-from adapters.ingest.model import Movement, ParsedStatement, check_balance, statement_period
+from adapters.ingest.model import (
+    Movement,
+    ParsedStatement,
+    check_balance,
+    check_size,
+    statement_period,
+)
 from routing.domain.errors import InvalidIban
 from routing.domain.iban import mask_iban, normalise_iban
 
@@ -177,14 +183,14 @@ def parse(data: bytes) -> list[ParsedStatement]:
         raise MalformedRecord("the camt.053 document holds no Stmt element", 1)
     prefix, suffix = data[: spans[0].start], data[spans[-1].end :]
     first_line = spans[0].line
+    raws = [prefix + data[span.start : span.end] + suffix for span in spans]
+    for raw, span in zip(raws, spans, strict=True):
+        check_size(raw, "camt.053", span.line)
     return [
-        _statement(
-            prefix + data[span.start : span.end] + suffix,
-            line_offset=span.line - first_line,
-            line=span.line,
-        )
-        for span in spans
+        _statement(raw, line_offset=span.line - first_line, line=span.line)
+        for raw, span in zip(raws, spans, strict=True)
     ]
+
 
 
 def _statement(raw: bytes, line_offset: int, line: int) -> ParsedStatement:

@@ -50,3 +50,9 @@ class UnknownFormat(BankFileError):
     """The bytes are none of the formats we carry (or the requested format is unknown)."""
 
     code = "unknown_format"
+
+
+class StatementTooLarge(BankFileError):
+    """A statement is over the size rule's limit (``MAX_STATEMENT_BYTES`` of content)."""
+
+    code = "statement_too_large"

@@ -54,7 +54,13 @@ import mt940
 import structlog
 
 from adapters.ingest.errors import InvalidAccount, MalformedRecord
-from adapters.ingest.model import Movement, ParsedStatement, check_balance, statement_period
+from adapters.ingest.model import (
+    Movement,
+    ParsedStatement,
+    check_balance,
+    check_size,
+    statement_period,
+)
 from routing.domain.errors import InvalidIban
 from routing.domain.iban import mask_iban, normalise_iban
 
@@ -233,6 +239,7 @@ def parse(data: bytes) -> list[ParsedStatement]:
 
 def _statement(block: _Block, data: bytes) -> ParsedStatement:
     raw = data[block.lines[0].start : block.lines[-1].end]
+    check_size(raw, "MT940", block.first_line)
     text = _decode(raw)
     _route_library_logs()
     try:

@@ -31,6 +31,7 @@ from adapters.ingest.producer import (
     resolve_format,
     validate_events,
 )
+from events.limits import MAX_STATEMENT_BYTES
 from routing.domain.iban import mask_iban
 
 __all__ = ["FilePreview", "PreviewRefusal", "StatementPreview", "preview_file"]
@@ -128,6 +129,7 @@ def preview_file(
     fmt: FormatChoice = "auto",
     source: str | None = None,
     now: datetime | None = None,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
 ) -> FilePreview:
     """Read a bank file as ``ingest`` would, and report it without publishing anything."""
     detected: BankFormat | None = None
@@ -138,6 +140,7 @@ def preview_file(
             statements,
             source=source if source is not None else default_source(filename),
             now=now or datetime.now(UTC),
+            max_statement_bytes=max_statement_bytes,
         )
     except BankFileError as exc:
         return FilePreview(

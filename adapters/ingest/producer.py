@@ -16,10 +16,11 @@ collision between different statements practically impossible, while keeping the
 
 A file is all-or-nothing. Everything that can refuse it happens *before* the first send:
 detection, parsing, building and validating every ``StatementReceived`` model, and the
-size of every serialised event (a value larger than :data:`MAX_EVENT_BYTES` would be
-refused by the producer mid-file). Only when every statement of the file has an event does
-publishing start, and a file is reported as published only once every send has been
-acknowledged (``acks=all``).
+size of every statement (one over :data:`~events.limits.MAX_STATEMENT_BYTES` of content
+is refused with its size and the limit, code ``statement_too_large``: the size rule of
+``events.limits``, which every later record is sized from). Only when every statement of
+the file has an event does publishing start, and a file is reported as published only once
+every send has been acknowledged (``acks=all``).
 
 The one partial outcome left is a broker failing mid-file: some events may then be
 acknowledged and others not. :class:`PublishFailed` says so, the caller leaves the file
@@ -46,9 +47,10 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.ingest.detect import detect_format, parse_file
-from adapters.ingest.errors import BankFileError
+from adapters.ingest.errors import BankFileError, StatementTooLarge
 from adapters.ingest.model import BankFormat, ParsedStatement
 from config.settings import Settings
+from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import StatementReceived
 from events.topics import Topics
 from routing.broker.admin import require_topics
@@ -88,14 +90,10 @@ log = structlog.get_logger(__name__)
 FormatChoice = Literal["auto", "cfonb120", "camt053", "mt940"]
 """What a caller may ask for: a format, or ``auto`` to detect it from the bytes."""
 
-MAX_EVENT_BYTES = 1_000_000
-"""The largest serialised event value we send.
-
-aiokafka refuses a record above its ``max_request_size`` (1 MiB by default) and Kafka's
-default ``message.max.bytes`` is about the same; the margin covers the key and the record
-batch overhead. A statement whose event is larger (about 730 KB of raw bytes, because
-base64 adds a third) refuses its file before anything is sent, instead of failing mid-file.
-"""
+MAX_EVENT_BYTES = MAX_RECORD_BYTES
+"""The largest serialised event value we send: the size rule's record limit
+(``events.limits``). A statement within :data:`~events.limits.MAX_STATEMENT_BYTES` always
+makes a smaller event; the check stays as the last guard before the producer."""
 
 MAX_SOURCE_LENGTH = 200
 """``statement.received/v1``'s limit on ``source``."""
@@ -117,12 +115,6 @@ class InvalidEvent(BankFileError):
     """A parsed statement cannot form a valid ``statement.received/v1`` event."""
 
     code = "invalid_event"
-
-
-class StatementTooLarge(BankFileError):
-    """A statement's event would exceed :data:`MAX_EVENT_BYTES`."""
-
-    code = "statement_too_large"
 
 
 class PublishFailed(BrokerError):
@@ -218,29 +210,49 @@ def _event(statement: ParsedStatement, source: str, received_at: datetime) -> St
 
 
 def _events(
-    statements: Iterable[ParsedStatement], source: str, received_at: datetime
+    statements: Iterable[ParsedStatement],
+    source: str,
+    received_at: datetime,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
 ) -> Iterator[tuple[ParsedStatement, StatementReceived, bytes]]:
-    """Each statement with its event and the event's serialised value, size-checked."""
+    """Each statement with its event and the event's serialised value, size-checked.
+
+    The statement's own size is checked first, before its base64 is built: a 20 MB
+    statement is refused for what it is, without making a 27 MB event to measure.
+    """
     for statement in statements:
+        size = len(statement.raw)
+        if size > max_statement_bytes:
+            raise StatementTooLarge(
+                f"{_where(statement)} is {size:,} bytes, over the limit of "
+                f"{max_statement_bytes:,} bytes for one statement (MAX_STATEMENT_BYTES, "
+                "docs/operations.md#limits); split the statement or send it by another channel",
+                statement.first_line,
+            )
         event = _event(statement, source, received_at)
         value = event.to_json()
         if len(value) > MAX_EVENT_BYTES:
             raise StatementTooLarge(
-                f"{_where(statement)} makes a {len(value):,} byte event, above the "
-                f"{MAX_EVENT_BYTES:,} bytes a Kafka record may carry; split the statement "
-                "or send it by another channel",
+                f"{_where(statement)} makes a {len(value):,} byte event, over the limit of "
+                f"{MAX_EVENT_BYTES:,} bytes for any record (docs/operations.md#limits)",
                 statement.first_line,
             )
         yield statement, event, value
 
 
-def validate_events(statements: Iterable[ParsedStatement], *, source: str, now: datetime) -> None:
+def validate_events(
+    statements: Iterable[ParsedStatement],
+    *,
+    source: str,
+    now: datetime,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
+) -> None:
     """Build, validate and size-check every statement's event, as publishing would.
 
     For a parse-only preview (``ingest --dry-run``): it refuses exactly what
     ``prepare_file`` would refuse, without keeping the events.
     """
-    for _ in _events(statements, source, _utc(now)):
+    for _ in _events(statements, source, _utc(now), max_statement_bytes):
         pass
 
 
@@ -260,6 +272,7 @@ def build_events(
     source: str | None = None,
     filename: str | None = None,
     now: datetime,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
 ) -> list[StatementReceived]:
     """Every ``statement.received/v1`` event of a bank file, or a ``BankFileError``.
 
@@ -271,7 +284,9 @@ def build_events(
     received_at = _utc(now)
     statements = parse_file(data, _resolve_format(data, fmt, filename), filename)
     src = source if source is not None else default_source(filename)
-    return [event for _, event, _ in _events(statements, src, received_at)]
+    return [
+        event for _, event, _ in _events(statements, src, received_at, max_statement_bytes)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +316,7 @@ def prepare_file(
     source: str | None = None,
     filename: str | None = None,
     now: datetime,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
 ) -> PreparedFile:
     """What ``publish_file`` sends: like ``build_events`` but keeping only the bytes.
 
@@ -320,7 +336,7 @@ def prepare_file(
             period_start=event.period_start,
             period_end=event.period_end,
         )
-        for _, event, value in _events(statements, src, received_at)
+        for _, event, value in _events(statements, src, received_at, max_statement_bytes)
     )
     return PreparedFile(detected, records)
 
@@ -424,6 +440,7 @@ async def publish_file(
     fmt: FormatChoice = "auto",
     source: str | None = None,
     now: datetime | None = None,
+    max_statement_bytes: int = MAX_STATEMENT_BYTES,
 ) -> IngestReport:
     """Publish every statement of the file at ``path``, all of them or none.
 
@@ -453,7 +470,13 @@ async def publish_file(
     try:
         detected = _resolve_format(data, fmt, path.name)
         prepared = await asyncio.to_thread(
-            prepare_file, data, fmt=detected, source=src, filename=path.name, now=received_at
+            prepare_file,
+            data,
+            fmt=detected,
+            source=src,
+            filename=path.name,
+            now=received_at,
+            max_statement_bytes=max_statement_bytes,
         )
     except BankFileError as exc:
         refusal = Refusal.from_error(exc, detected, datetime.now(UTC))

@@ -14,6 +14,12 @@ Why this is stricter than "create if missing":
   one broker are all "created"), so the inputs are checked here before they are sent, and
   the result is checked after creation.
 
+Every topic is created with the size rule's ``max.message.bytes`` (``events.limits``): 2 MiB
+where Kafka's default is about 1 MB, so a statement at the limit, in base64 with its
+envelope, is accepted on every topic it travels. Both brokers accept the setting; Kafka
+enforces it, Tansu stores and reports it without enforcing any size. An existing topic
+that reports a smaller one is refused, with the command that raises it.
+
 Tansu stores and reports ``cleanup.policy`` (``compact`` for ``iban.state``) but its memory
 store never compacts; a real Kafka does. Existing topics are checked for a cleanup policy
 that would lose data: ``iban.state`` without ``compact`` eventually forgets IBAN states,
@@ -32,6 +38,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 from aiokafka.structs import TopicPartition
 
+from events.limits import BROKER_MESSAGE_BYTES, TOPIC_CONFIGS
 from events.topics import TopicSpec
 from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.errors import BrokerError, TopicMismatch, UnknownTopic, kafka_errors
@@ -115,16 +122,31 @@ async def require_topics(
     return counts
 
 
+_CHECKED_CONFIGS = ("cleanup.policy", "max.message.bytes")
+
+
 async def _cleanup_policies(
     admin: AIOKafkaAdminClient, names: Sequence[str], bootstrap_servers: str
 ) -> dict[str, str]:
+    configs = await _topic_configs(admin, names, bootstrap_servers)
+    return {
+        name: found["cleanup.policy"]
+        for name, found in configs.items()
+        if "cleanup.policy" in found
+    }
+
+
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, names: Sequence[str], bootstrap_servers: str
+) -> dict[str, dict[str, str]]:
+    """The checked configs (``_CHECKED_CONFIGS``) of each topic, as the broker reports them."""
     if not names:
         return {}
     # configs=None asks for every config: Tansu 0.6 cannot decode a DescribeConfigs request
     # that names the configs it wants (it drops the connection, "StringWithoutLength").
     resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs=None) for name in names]
     responses = await admin.describe_configs(resources)
-    policies: dict[str, str] = {}
+    configs: dict[str, dict[str, str]] = {}
     for response in responses:
         for error_code, error_message, _type, name, entries, *_ in response.resources:
             if error_code:
@@ -132,10 +154,11 @@ async def _cleanup_policies(
                     f"Kafka at {bootstrap_servers} cannot describe the configuration of topic "
                     f"{name}: {error_message or for_code(error_code).__name__}"
                 )
+            found = configs.setdefault(str(name), {})
             for entry in entries:
-                if entry[0] == "cleanup.policy":
-                    policies[str(name)] = str(entry[1])
-    return policies
+                if entry[0] in _CHECKED_CONFIGS and entry[1] is not None:
+                    found[str(entry[0])] = str(entry[1])
+    return configs
 
 
 async def describe_cleanup_policies(
@@ -228,7 +251,7 @@ async def ensure_topics(
                     s.name,
                     s.partitions,
                     replication_factor,
-                    topic_configs={"cleanup.policy": s.cleanup},
+                    topic_configs={"cleanup.policy": s.cleanup, **TOPIC_CONFIGS},
                 )
                 for s in missing
             ],
@@ -278,14 +301,28 @@ async def _verify_existing(
             problems.append(_partition_mismatch(spec, actual))
     if problems:
         raise TopicMismatch("; ".join(problems) + ". " + _CO_PARTITIONING)
-    policies = await _cleanup_policies(admin, [s.name for s in specs], bootstrap_servers)
+    configs = await _topic_configs(admin, [s.name for s in specs], bootstrap_servers)
     for spec in specs:
-        policy = policies.get(spec.name)
+        found = configs.get(spec.name, {})
+        policy = found.get("cleanup.policy")
         mismatch = _cleanup_mismatch(spec, policy) if policy is not None else None
         if mismatch:
             problems.append(mismatch)
+        size = found.get("max.message.bytes")
+        if size is not None and size.isdigit() and int(size) < BROKER_MESSAGE_BYTES:
+            problems.append(_size_mismatch(spec, int(size)))
     if problems:
         raise TopicMismatch("; ".join(problems))
+
+
+def _size_mismatch(spec: TopicSpec, actual: int) -> str:
+    return (
+        f"topic {spec.name} has max.message.bytes={actual} but the size rule needs "
+        f"{BROKER_MESSAGE_BYTES} (docs/operations.md#limits): a statement at the limit would "
+        "be refused by the broker. Raise it with kafka-configs.sh --bootstrap-server … --alter "
+        f"--entity-type topics --entity-name {spec.name} "
+        f"--add-config max.message.bytes={BROKER_MESSAGE_BYTES}"
+    )
 
 
 async def end_offsets(

@@ -142,8 +142,15 @@ def _run_maven(maven: str, output_dir: Path) -> subprocess.CompletedProcess[str]
 
 
 def _new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in URL-safe base64 without padding, as Kafka's."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in URL-safe base64 without padding, as Kafka's.
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool
+    would read it as an option (``--cluster-id: expected one argument``).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _read_cluster_id(data_dir: Path) -> str | None:

@@ -15,7 +15,11 @@ settings (DESIGN §5) live in one place:
 * a small ``linger_ms`` so sends made in the same moment share a batch without adding
   noticeable latency (the p99 target is 250 ms end to end);
 * no compression: the values are small JSON documents and, on loopback, compression costs
-  more CPU than it saves.
+  more CPU than it saves;
+* ``max_request_size`` is the size rule's broker limit (``events.limits``), the
+  ``max.message.bytes`` every topic is created with: a record one role may write, the
+  broker takes and every consumer can fetch. aiokafka's default (1 MiB) would refuse a
+  statement at the limit once in base64.
 
 Messages are sent as bytes; (de)serialisation belongs to ``events.schemas``.
 """
@@ -29,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from config.settings import Settings
+from events.limits import BROKER_MESSAGE_BYTES
 from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError, ReadTimeout, kafka_errors
@@ -48,6 +53,7 @@ class ProducerParams:
     request_timeout_ms: int = 30_000
     transactional_id: str | None = None
     transaction_timeout_ms: int = 10_000
+    max_request_size: int = BROKER_MESSAGE_BYTES
 
     @classmethod
     def from_settings(
@@ -118,6 +124,7 @@ def make_producer(
         compression_type=None,
         max_batch_size=params.max_batch_size,
         request_timeout_ms=params.request_timeout_ms,
+        max_request_size=params.max_request_size,
     )
 
 

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from events.limits import TOPIC_CONFIGS
 from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import describe_cleanup_policies, describe_topics
 from routing.broker.errors import BrokerError, kafka_errors
@@ -269,7 +270,11 @@ async def restore_snapshot(bootstrap_servers: str, broker_dir: Path) -> Snapshot
                     t["name"],
                     int(t["partitions"]),
                     1,
-                    topic_configs={"cleanup.policy": t["cleanup"]} if t.get("cleanup") else None,
+                    # The size rule's max.message.bytes too, as topics create would set it.
+                    topic_configs={
+                        **({"cleanup.policy": t["cleanup"]} if t.get("cleanup") else {}),
+                        **TOPIC_CONFIGS,
+                    },
                 )
                 for t in topics
                 if t["name"] not in existing

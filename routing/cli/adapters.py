@@ -7,47 +7,37 @@
   (--statement ID ... | --all) [--force]``;
 * ``statement-router operator token``: a new operator token for the ``/ops`` API.
 
-Exit codes follow docs/cli.md: 5 unknown connector or dead letter, 6 already replayed,
+Exit codes follow docs/api.md#exit-codes: 5 unknown connector or dead letter, 6 already replayed,
 7 invalid configuration, 8 broker unavailable (or a worker crashed on it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from adapters.catalogue_reload import ReloadingAdapters
-from adapters.delivery import DeliveryConfigError
-from adapters.dlq import (
-    AlreadyReplayed,
-    DeadLetterEntry,
-    DeadLetterError,
-    NoSuchDeadLetter,
-    ReplayReport,
-    list_dead_letters,
-    replay_dead_letters,
-)
-from adapters.endpoints import load_connectors
-from adapters.worker import AdapterCrashed
-from config.settings import Settings
-from routing.bootstrap import catalogue
-from routing.broker.errors import BrokerError
 from routing.cli.common import (
     EXIT_CONFLICT,
     EXIT_INVALID,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
+    catalogue,
     fail,
     print_json,
+    require_broker,
+    require_reachable,
     run,
+    run_role,
     settings,
+    usage_error,
 )
 from routing.cli.pipeline import topic_catalogue
-from routing.domain.errors import DomainError
-from routing.metrics import metrics_endpoint
-from routing.runtime import require_bootstrap, until_signalled
+
+if TYPE_CHECKING:
+    from adapters.dlq import DeadLetterEntry
+    from config.settings import Settings
 
 dlq_app = typer.Typer(help="Dead letters: list and replay failed partner deliveries.",
                       no_args_is_help=True)
@@ -57,11 +47,10 @@ ConnectorOpt = Annotated[str, typer.Option("--connector", help="The connector, e
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _bootstrap(cfg: Settings) -> str:
-    try:
-        return require_bootstrap(cfg)
-    except DomainError as exc:
-        fail(exc.message, EXIT_UNAVAILABLE)
+def _bootstrap(cfg: Settings, action: str) -> str:
+    bootstrap = require_broker(cfg)
+    require_reachable(bootstrap, action)
+    return bootstrap
 
 
 def _known(cfg: Settings, connector_id: str) -> str:
@@ -81,8 +70,15 @@ def adapters(
 
     Connectors added to, changed in or removed from the file are picked up while it runs.
     """
+    from adapters.catalogue_reload import ReloadingAdapters
+    from adapters.delivery import DeliveryConfigError
+    from adapters.endpoints import load_connectors
+    from adapters.worker import AdapterCrashed
+    from routing.broker.errors import BrokerError
+    from routing.metrics import metrics_endpoint
+
     cfg = settings()
-    bootstrap = _bootstrap(cfg)
+    bootstrap = require_broker(cfg)
     try:
         endpoints = load_connectors(cfg).endpoints
     except DeliveryConfigError as exc:
@@ -106,7 +102,7 @@ def adapters(
             await pool.run(stop)
 
     try:
-        run(until_signalled(main))
+        run_role("adapters", bootstrap, main)
     except (AdapterCrashed, BrokerError) as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
 
@@ -126,8 +122,11 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List a connector's dead letters: statement, masked IBAN, reason, attempts, time."""
+    from adapters.dlq import list_dead_letters
+    from routing.broker.errors import BrokerError
+
     cfg = settings()
-    bootstrap = _bootstrap(cfg)
+    bootstrap = _bootstrap(cfg, "listing dead letters")
     connector_id = _known(cfg, connector)
     try:
         entries = run(list_dead_letters(bootstrap, topic_catalogue(cfg), connector_id))
@@ -166,10 +165,19 @@ def dlq_replay(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-publish dead letters to the partner topic; the worker delivers them again."""
+    from adapters.dlq import (
+        AlreadyReplayed,
+        DeadLetterError,
+        NoSuchDeadLetter,
+        ReplayReport,
+        replay_dead_letters,
+    )
+    from routing.broker.errors import BrokerError
+
     if bool(statement) == replay_all:
-        fail("give either --statement ID (repeatable) or --all", EXIT_INVALID)
+        usage_error("give either --statement ID (repeatable) or --all")
     cfg = settings()
-    bootstrap = _bootstrap(cfg)
+    bootstrap = _bootstrap(cfg, "replaying dead letters")
     connector_id = _known(cfg, connector)
     try:
         report: ReplayReport = run(replay_dead_letters(

@@ -11,10 +11,13 @@ the CLI and its API twin agree.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.catalogue import ADAPTER_KINDS, AdapterKind, Catalogue
-from config.settings import Settings
 from routing.bootstrap import catalogue
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 def _up_adapters(data_dir: Path) -> dict[str, AdapterKind] | None:

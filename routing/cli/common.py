@@ -10,13 +10,10 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from config.settings import Settings, SettingsError, get_settings, settings_warnings
-from routing.bootstrap import open_store, store_unavailable_errors
-from routing.broker.errors import BrokerError
 from routing.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -27,11 +24,20 @@ from routing.domain.errors import (
     PermissionDenied,
 )
 from routing.domain.model import Actor
-from routing.ports import StateStore
+
+if TYPE_CHECKING:
+    from config.catalogue import Catalogue
+    from config.settings import Settings
+    from routing.ports import StateStore
+
+# The CLI's modules import the heavy libraries (aiokafka, SQLAlchemy, Alembic, asyncssh,
+# FastAPI, pydantic-settings) inside the commands that use them, so `--help` and the
+# light commands start without them (benchmarks/cli_startup.py, docs/performance.md).
 
 T = TypeVar("T")
 
 EXIT_REFUSED = 1
+EXIT_USAGE = 2
 EXIT_UNAUTHENTICATED = 3
 EXIT_FORBIDDEN = 4
 EXIT_NOT_FOUND = 5
@@ -49,9 +55,21 @@ _EXIT_CODES: tuple[tuple[type[DomainError], int], ...] = (
 )
 
 
+def catalogue(cfg: Settings) -> Catalogue:
+    """The deployment's connector catalogue (``routing.bootstrap.catalogue``)."""
+    from routing.bootstrap import catalogue as deployment_catalogue
+
+    return deployment_catalogue(cfg)
+
+
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def usage_error(message: str) -> NoReturn:
+    """A command given the wrong options: exit 2, as the options' own parser does."""
+    raise typer.BadParameter(message)
 
 
 def exit_code_for(exc: DomainError) -> int:
@@ -63,6 +81,9 @@ def exit_code_for(exc: DomainError) -> int:
 
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine, turning refusals and outages into a message and an exit code."""
+    from routing.bootstrap import store_unavailable_errors
+    from routing.broker.errors import BrokerError
+
     try:
         return asyncio.run(_as_coroutine(coro))
     except DomainError as exc:
@@ -93,6 +114,85 @@ def require_database(cfg: Settings) -> None:
          EXIT_UNAVAILABLE)
 
 
+def require_broker(cfg: Settings) -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS``, or exit 8 saying where a broker is.
+
+    While a ``statement-router up`` runs on ``DATA_DIR`` the advice is its broker's
+    address, not "run `statement-router up`" (which would be refused: one runs already).
+    """
+    if cfg.kafka_bootstrap_servers:
+        return cfg.kafka_bootstrap_servers
+    running = running_up_broker(cfg)
+    if running is not None:
+        fail(
+            "KAFKA_BOOTSTRAP_SERVERS is not set; the `statement-router up` running on "
+            f"DATA_DIR={cfg.data_dir} has its broker at {running}: set "
+            f"KAFKA_BOOTSTRAP_SERVERS={running}",
+            EXIT_UNAVAILABLE,
+        )
+    fail(
+        "KAFKA_BOOTSTRAP_SERVERS is not set: run `statement-router up` for the embedded "
+        "broker, or point it at a running Kafka",
+        EXIT_UNAVAILABLE,
+    )
+
+
+def running_up_broker(cfg: Settings) -> str | None:
+    from routing.up_lock import lock_path, running_up
+
+    for demo in (False, True):
+        running = running_up(lock_path(cfg.data_dir, demo=demo))
+        if running and running.get("broker"):
+            return str(running["broker"])
+    return None
+
+
+def require_reachable(bootstrap: str, action: str) -> None:
+    """Exit 8 with one line when no bootstrap server accepts a TCP connection.
+
+    Checked before a role builds its Kafka clients: an aiokafka client whose ``start``
+    fails is left unclosed and logs about it at exit, so failing first keeps the
+    refusal to the one line every role prints.
+    """
+    import socket
+
+    reasons = []
+    for server in bootstrap.split(","):
+        address = server.strip().rpartition("://")[2]
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), 5):
+                return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{address}: {getattr(exc, 'strerror', None) or exc}")
+    fail(f"cannot reach Kafka at {bootstrap} while {action} ({'; '.join(reasons)})",
+         EXIT_UNAVAILABLE)
+
+
+def run_role(
+    role: str, bootstrap: str, main: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run a long-running role until SIGINT/SIGTERM, as every role runs.
+
+    The broker unreachable, at start or later, ends it with one line ``error: …`` and
+    exit 8 (``adapters``' behaviour, docs/api.md#exit-codes), never a traceback.
+    """
+    from routing.broker.errors import BrokerError
+    from routing.runtime import until_signalled
+
+    require_reachable(bootstrap, f"starting the {role}")
+
+    async def guarded(stop: asyncio.Event) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            await main(stop)
+        except KafkaError as exc:
+            raise BrokerError(f"Kafka at {bootstrap} failed in the {role}: {exc}") from exc
+
+    run(until_signalled(guarded))
+
+
 def _where_data_is(cfg: Settings) -> str:
     from routing.up_lock import lock_path, running_up
 
@@ -114,6 +214,8 @@ def with_store(
     ``create``: the embedded database may be created (``cabinet create``); otherwise a
     missing one is refused with "no such database" (``require_database``).
     """
+    from routing.bootstrap import open_store
+
     if not create:
         require_database(settings)
 
@@ -141,6 +243,8 @@ def settings() -> Settings:
     ``SystemExit`` rather than ``typer.Exit``: ``main`` reads the settings before typer
     runs (for the log level), where only a plain exit ends the process cleanly.
     """
+    from config.settings import SettingsError, get_settings, settings_warnings
+
     try:
         cfg = get_settings()
     except SettingsError as exc:

@@ -21,10 +21,11 @@ is checked first, because a send to a missing topic would auto-create it with th
 partition count.
 
 Exit codes: 0 all published (or, with ``--dry-run``, all readable); 7 at least one file
-refused (the others were published);
-8 the broker is unreachable or failed (files not yet acknowledged stay where they were;
-ingesting them again republishes the same statement ids); 1 no broker configured; 2 bad
-usage.
+refused (the others were published), a statement over the size limit among them
+(``statement_too_large``: its size and the limit, ``MAX_STATEMENT_BYTES``); 8 no broker
+configured, or the broker is unreachable or failed (files not yet acknowledged stay where
+they were; ingesting them again republishes the same statement ids); 1 a file could not be
+read or moved; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -33,35 +34,29 @@ import asyncio
 import functools
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters.ingest.dropfolder import QUARANTINE, DropResult, error_document, settle, watch
-from adapters.ingest.preview import FilePreview, preview_file
-from adapters.ingest.producer import (
-    MAX_SOURCE_LENGTH,
-    FormatChoice,
-    IngestReport,
-    producer_params,
-    publish_file,
-    require_received_topic,
-)
-from config.settings import Settings
-from events.topics import Topics
-from routing.broker.errors import BrokerError, kafka_errors
-from routing.broker.producer import make_producer
 from routing.cli.common import (
     EXIT_INVALID,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
     fail,
     print_json,
+    require_reachable,
     run,
+    running_up_broker,
     settings,
 )
 from routing.cli.pipeline import topic_catalogue
-from routing.runtime import until_signalled
+
+if TYPE_CHECKING:
+    from adapters.ingest.dropfolder import DropResult
+    from adapters.ingest.preview import FilePreview
+    from adapters.ingest.producer import FormatChoice, IngestReport
+    from config.settings import Settings
+    from events.topics import Topics
 
 __all__ = ["IngestFormat", "ingest"]
 
@@ -90,17 +85,25 @@ def _choice(fmt: IngestFormat) -> FormatChoice:
 def _bootstrap(cfg: Settings, option: str | None) -> str:
     servers = option or cfg.kafka_bootstrap_servers
     if not servers:
+        running = running_up_broker(cfg)
+        where = (
+            f"the `statement-router up` running on DATA_DIR={cfg.data_dir} has its broker at "
+            f"{running}: pass --bootstrap {running}"
+            if running is not None
+            else "pass --bootstrap HOST:PORT (the embedded broker's address, printed by "
+            "`statement-router up`) or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"
+        )
         fail(
-            "no Kafka to publish to: KAFKA_BOOTSTRAP_SERVERS is not set. Pass --bootstrap "
-            "HOST:PORT (the embedded broker's address, printed by `statement-router up`) or "
-            "point KAFKA_BOOTSTRAP_SERVERS at a running Kafka",
-            EXIT_REFUSED,
+            f"no Kafka to publish to: KAFKA_BOOTSTRAP_SERVERS is not set; {where}",
+            EXIT_UNAVAILABLE,
         )
     return servers
 
 
 def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
     """One file's result for ``--json``: ids, IBANs and periods, never the content."""
+    from adapters.ingest.dropfolder import error_document
+
     return {
         "file": str(report.path),
         "ok": report.ok,
@@ -165,6 +168,8 @@ def _echo_preview(preview: FilePreview) -> None:
 
 def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: bool) -> None:
     """Preview each file; exit 7 when one would be refused, 1 when one cannot be read."""
+    from adapters.ingest.preview import preview_file
+
     outcomes: list[dict[str, Any]] = []
     refused = unreadable = False
     for path in files:
@@ -174,7 +179,13 @@ def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: 
             unreadable = True
             typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
             continue
-        preview = preview_file(data, filename=path.name, fmt=_choice(fmt), source=source)
+        preview = preview_file(
+            data,
+            filename=path.name,
+            fmt=_choice(fmt),
+            source=source,
+            max_statement_bytes=settings().max_statement_bytes,
+        )
         refused = refused or not preview.ok
         outcomes.append({**preview.as_json(), "file": str(path)})
         if not as_json:
@@ -189,6 +200,10 @@ def _dry_run(files: list[Path], fmt: IngestFormat, source: str | None, as_json: 
 
 async def _start_producer(cfg: Settings, bootstrap: str, topics: Topics) -> Any:
     """Check the topic, then start a producer (the caller stops it)."""
+    from adapters.ingest.producer import producer_params, require_received_topic
+    from routing.broker.errors import kafka_errors
+    from routing.broker.producer import make_producer
+
     await require_received_topic(bootstrap, topics)
     producer = make_producer(
         producer_params(cfg, bootstrap_servers=bootstrap, client_id=_CLIENT_ID)
@@ -219,13 +234,23 @@ async def _ingest_files(
 
     A refused file does not stop the others: each file is its own unit.
     """
+    from adapters.ingest.dropfolder import QUARANTINE, settle
+    from adapters.ingest.producer import publish_file
+
     topics = topic_catalogue(cfg)
     producer = await _start_producer(cfg, bootstrap, topics)
     refused = trouble = False
     try:
         for path in files:
             try:
-                report = await publish_file(producer, topics, path, fmt=_choice(fmt), source=source)
+                report = await publish_file(
+                    producer,
+                    topics,
+                    path,
+                    fmt=_choice(fmt),
+                    source=source,
+                    max_statement_bytes=cfg.max_statement_bytes,
+                )
             except OSError as exc:
                 trouble = True
                 typer.echo(f"error: cannot read {path}: {exc}", err=True)
@@ -257,6 +282,11 @@ def _watch(
     poll_interval: float,
     as_json: bool,
 ) -> None:
+    from adapters.ingest.dropfolder import watch
+    from adapters.ingest.producer import publish_file
+    from routing.broker.errors import BrokerError
+    from routing.runtime import until_signalled
+
     topics = topic_catalogue(cfg)
 
     def echo(result: DropResult) -> None:
@@ -274,7 +304,12 @@ def _watch(
                 err=True,
             )
             publish = functools.partial(
-                publish_file, producer, topics, fmt=_choice(fmt), source=source
+                publish_file,
+                producer,
+                topics,
+                fmt=_choice(fmt),
+                source=source,
+                max_statement_bytes=cfg.max_statement_bytes,
             )
             await watch(directory, publish, stop, poll_interval, on_result=echo)
         finally:
@@ -369,6 +404,9 @@ def ingest(
             "--quarantine, --done and --keep are for FILEs; --watch DIR always uses "
             "DIR/done/ and DIR/quarantine/"
         )
+    from adapters.ingest.producer import MAX_SOURCE_LENGTH
+    from routing.broker.errors import BrokerError
+
     if source is not None and not 1 <= len(source) <= MAX_SOURCE_LENGTH:
         raise typer.BadParameter(f"--source must be 1 to {MAX_SOURCE_LENGTH} characters")
     if dry_run:
@@ -382,6 +420,7 @@ def ingest(
         return
     cfg = settings()
     servers = _bootstrap(cfg, bootstrap)
+    require_reachable(servers, "publishing bank files")
     if watch_dir is not None:
         _watch(
             cfg,

@@ -8,30 +8,31 @@ User-level operations (the FAQ's) authenticate with a user's token (``--token`` 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config.catalogue import CatalogueError
-from routing.bootstrap import catalogue, open_store
 from routing.cli import adapters as adapters_cli
 from routing.cli import ingest, pipeline, statements
 from routing.cli import monitor as monitor_cli
 from routing.cli import partner as partner_cli
-from routing.cli.catalogue import catalogue_in_use
 from routing.cli.common import (
     EXIT_CONFLICT,
     EXIT_INVALID,
     as_user,
+    catalogue,
     fail,
     print_json,
     run,
     settings,
     with_store,
 )
+from routing.cli.help import HumanTyper, version_option
 from routing.domain.decide import diagnose as diagnose_state
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
-from routing.ports import StateStore
+
+if TYPE_CHECKING:
+    from routing.ports import StateStore
 
 
 class LocalBrokerKind(StrEnum):
@@ -41,12 +42,23 @@ class LocalBrokerKind(StrEnum):
     kafka = "kafka"
 
 
-app = typer.Typer(
+app = HumanTyper(
     name="statement-router",
     help="Route bank statements to partner connectors or to the cabinet's global file.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool | None,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                     callback=version_option),
+    ] = None,
+) -> None:
+    """Route bank statements to partner connectors or to the cabinet's global file."""
 db_app = typer.Typer(help="The state store's schema.", no_args_is_help=True)
 cabinet_app = typer.Typer(help="Cabinets and their connectors.", no_args_is_help=True)
 cabinet_connectors_app = typer.Typer(
@@ -181,6 +193,8 @@ def mandate_set(
 @app.command("connectors")
 def connectors(as_json: JsonOpt = False) -> None:
     """List the connector catalogue and the adapter each connector uses."""
+    from routing.cli.catalogue import catalogue_in_use
+
     specs = catalogue_in_use(settings()).values()
     if as_json:
         print_json(
@@ -204,6 +218,8 @@ def cabinet_connectors_list(
 
     ids = as_user(token, action)
     if as_json:  # the body of GET /cabinets/{id}/connectors
+        from routing.cli.catalogue import catalogue_in_use
+
         specs = catalogue_in_use(settings())
         print_json(
             {
@@ -395,12 +411,15 @@ def up(
     from routing.up import run_up
     from routing.up_lock import UpRefused
 
+    cfg = settings()
+    if demo and "log_level" not in cfg.model_fields_set:
+        # The demo's report is for a person to read: the roles' info lines would interleave
+        # with it. Warnings and errors still show; LOG_LEVEL=INFO brings the rest back.
+        from routing.logs import configure_logging
+
+        configure_logging(cfg.log_format, "WARNING")
     try:
-        run(
-            run_up(
-                settings(), demo=demo, exit_after_demo=exit_after_demo, broker=broker.value
-            )
-        )
+        run(run_up(cfg, demo=demo, exit_after_demo=exit_after_demo, broker=broker.value))
     except UpRefused as exc:
         fail(str(exc), EXIT_CONFLICT)
     except DeliveryConfigError as exc:  # the message and exit code of `adapters`
@@ -408,12 +427,19 @@ def up(
 
 
 def main() -> None:
-    from routing.logs import configure_logging
-    from routing.runtime import tune_gc
+    import sys
 
-    cfg = settings()
-    configure_logging(cfg.log_format, cfg.log_level)
-    tune_gc()
+    if sys.argv[1:] and not {"--help", "--version"} & set(sys.argv[1:]):
+        # Only for a command that runs: help and the version need no settings, logging
+        # or collector tuning, and start faster without them.
+        from routing.logs import configure_logging
+        from routing.runtime import tune_gc
+
+        cfg = settings()
+        configure_logging(cfg.log_format, cfg.log_level)
+        tune_gc()
+    from config.catalogue import CatalogueError
+
     try:
         app()
     except CatalogueError as exc:  # CONNECTORS_FILE declares no valid catalogue
@@ -421,4 +447,4 @@ def main() -> None:
         raise SystemExit(EXIT_INVALID) from None
 
 
-__all__ = ["app", "main", "open_store"]
+__all__ = ["app", "main"]

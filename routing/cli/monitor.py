@@ -18,30 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, RenderableType
-from rich.live import Live
 
-from config.settings import Settings
-from routing.bootstrap import catalogue
-from routing.broker.errors import BrokerError
-from routing.cli.common import EXIT_UNAVAILABLE, fail, print_json, run, settings
+from routing.cli.common import catalogue, print_json, require_broker, run, settings, usage_error
 from routing.cli.pipeline import topic_catalogue
-from routing.domain.errors import DomainError
-from routing.monitor import Monitor, MonitorSnapshot
-from routing.monitor_view import compact, only, render, render_error
-from routing.runtime import require_bootstrap
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from config.settings import Settings
+    from routing.monitor import Monitor, MonitorSnapshot
 
 _TIMEOUT = 30.0
 
 
 def _monitor(cfg: Settings) -> Monitor:
-    try:
-        bootstrap = require_bootstrap(cfg)
-    except DomainError as exc:
-        fail(exc.message, EXIT_UNAVAILABLE)
+    from routing.monitor import Monitor
+
+    bootstrap = require_broker(cfg)
     # A person waits for this one: give a large deployment's changelog scans more time
     # than a server's 10 s (a dead broker still fails at once: the connection is refused).
     return Monitor(bootstrap, topic_catalogue(cfg), list(catalogue(cfg)), timeout=_TIMEOUT)
@@ -62,6 +58,11 @@ async def _watch(
     view: Callable[[MonitorSnapshot, str | None], RenderableType],
     narrow: Callable[[MonitorSnapshot], MonitorSnapshot],
 ) -> None:
+    from rich.live import Live
+
+    from routing.broker.errors import BrokerError
+    from routing.monitor_view import render_error
+
     last: MonitorSnapshot | None = None
     with Live(render_error("connecting"), console=console, auto_refresh=False,
               redirect_stderr=False) as live:
@@ -100,8 +101,14 @@ def monitor(
     ] = None,
 ) -> None:
     """Show topics (end offsets, rates), consumer-group lag, held/invalid/dead letters."""
+    from rich.console import Console
+
+    from routing.monitor_view import compact, only, render
+
     if watch and as_json:
-        fail("--watch and --json cannot be combined")
+        usage_error("--watch and --json cannot be combined")
+    if watch and interval <= 0:
+        usage_error("--watch needs an --interval above 0")
     cfg = settings()
     mon = _monitor(cfg)
 
@@ -109,8 +116,6 @@ def monitor(
         return only(snap, topic, group)
 
     if watch:
-        if interval <= 0:
-            fail("--watch needs an --interval above 0")
         view = render if full else compact
         with contextlib.suppress(KeyboardInterrupt):
             run(_watch(mon, interval, Console(), view, narrow))

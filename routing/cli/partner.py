@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import typer
 
-from adapters.delivery.partner_secret import new_webhook_secret
-
 partner_app = typer.Typer(help="Partners' webhook signing secrets.", no_args_is_help=True)
 
 
 @partner_app.command("secret")
 def partner_secret() -> None:
     """Make a webhook signing secret (whsec_<base64 of 32 random bytes>) for a partner."""
+    # Imported here: adapters.delivery loads the SFTP and HTTP clients, which a CLI call
+    # that only prints help must not pay for (tests/e2e/test_cli_help.py).
+    from adapters.delivery.partner_secret import new_webhook_secret
+
     secret = new_webhook_secret()
     typer.echo(
         "# A new webhook signing secret (stdout, shown once). Store it in the file or the\n"

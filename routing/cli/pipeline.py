@@ -10,16 +10,22 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config.settings import Settings
-from events.schemas import SCHEMAS
 from events.topics import Topics
-from routing.bootstrap import catalogue, open_store
-from routing.cli.common import EXIT_UNAVAILABLE, fail, run, settings
-from routing.metrics import metrics_endpoint
-from routing.runtime import require_bootstrap, until_signalled
+from routing.cli.common import (
+    EXIT_UNAVAILABLE,
+    catalogue,
+    fail,
+    require_broker,
+    require_reachable,
+    run,
+    run_role,
+    settings,
+)
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
+
+    from config.settings import Settings
 
 topics_app = typer.Typer(help="The Kafka topics of the pipeline.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The event contract as JSON Schema.", no_args_is_help=True)
@@ -36,9 +42,9 @@ def topics_create() -> None:
 
     cfg = settings()
     specs = topic_catalogue(cfg).specs(catalogue(cfg))
-    created = run(
-        ensure_topics(require_bootstrap(cfg), specs, cfg.topic_replication_factor)
-    )
+    bootstrap = require_broker(cfg)
+    require_reachable(bootstrap, "creating topics")
+    created = run(ensure_topics(bootstrap, specs, cfg.topic_replication_factor))
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         typer.echo(f"{state:<8} {spec.name}  partitions={spec.partitions} cleanup={spec.cleanup}")
@@ -49,11 +55,14 @@ def topics_list() -> None:
     """Print the topic catalogue: name, key, schema, cleanup and who writes and reads it."""
     cfg = settings()
     for spec in topic_catalogue(cfg).specs(catalogue(cfg)):
-        typer.echo(f"{spec.name:<48} key={spec.key:<22} {spec.schema:<32} {spec.cleanup}")
+        typer.echo(f"{spec.name:<48} key={spec.key:<22} {spec.schema:<32} {spec.cleanup:<8} "
+                   f"{spec.description}")
 
 
 def export_schemas(directory: Path) -> list[Path]:
     """Write one JSON Schema file per event schema; return the paths written."""
+    from events.schemas import SCHEMAS
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in SCHEMAS.items():
@@ -80,30 +89,33 @@ def schemas_export(
 
 def relay() -> None:
     """Run the outbox relay: publish committed IBAN states to iban.state, in order."""
+    from routing.bootstrap import open_store
     from routing.broker.producer import make_producer
+    from routing.metrics import metrics_endpoint
     from routing.relay import OutboxRelay
 
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg), open_store(cfg, migrate=False) as store:
             producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id="relay")
-            await producer.start()
             try:
+                await producer.start()
                 await OutboxRelay(store, producer, topic_catalogue(cfg)).run(stop)
             finally:
                 await producer.stop()
 
-    run(until_signalled(main))
+    run_role("relay", bootstrap, main)
 
 
 def router() -> None:
     """Run one router worker; start more processes to share the partitions."""
+    from routing.metrics import metrics_endpoint
     from routing.router import RouterCrashed, run_router
 
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg):
@@ -111,7 +123,7 @@ def router() -> None:
                              bootstrap_servers=bootstrap)
 
     try:
-        run(until_signalled(main))
+        run_role("router", bootstrap, main)
     except RouterCrashed as exc:
         # Nothing was committed past the failure: restarting resumes safely.
         fail(f"{exc}; nothing was committed past it, restart the router to resume")
@@ -174,6 +186,7 @@ def topics_tail(
     Joins no consumer group and commits nothing.
     """
     from routing.domain.iban import normalise_iban
+    from routing.runtime import until_signalled
 
     cfg = settings()
     servers = _bootstrap_or_running_up(cfg, bootstrap)

@@ -18,35 +18,32 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config.settings import Settings
-from routing.bootstrap import open_store
 from routing.cli.common import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
     fail,
     print_json,
+    require_broker,
     require_database,
     run,
+    run_role,
     settings,
     token_or_fail,
 )
 from routing.cli.pipeline import topic_catalogue
 from routing.domain.errors import DomainError
 from routing.domain.model import Actor
-from routing.metrics import metrics_endpoint
 from routing.ports import StatementTrace, StateStore, UnknownStatement
-from routing.runtime import require_bootstrap, until_signalled
-from routing.store.global_file import SqlGlobalFileStore
-from routing.store.ledger import SqlDeliveryLedger
-from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore
 
 if TYPE_CHECKING:
     from adapters.global_file import Download
+    from config.settings import Settings
     from routing.api.statements import StatementTraceOut
+    from routing.store.global_file import SqlGlobalFileStore
+    from routing.store.ledger import SqlDeliveryLedger
 
-# The heavier modules (the builder, the API models) are imported inside the commands, so
-# that every other command of the CLI starts as fast as before.
+# The heavier modules (the stores, the builder, the API models) are imported inside the
+# commands, so that every other command of the CLI starts without them.
 global_file_app = typer.Typer(
     help="The cabinets' global files (« Relevés »): download, and the builder role.",
     no_args_is_help=True,
@@ -68,6 +65,11 @@ class Services:
 @asynccontextmanager
 async def open_services(cfg: Settings) -> AsyncIterator[Services]:
     """The state store, the global file and the ledger on one engine (one pool)."""
+    from routing.bootstrap import open_store
+    from routing.store.global_file import SqlGlobalFileStore
+    from routing.store.ledger import SqlDeliveryLedger
+    from routing.store.sql import SqlStateStore
+
     require_database(cfg)
     async with open_store(cfg) as store:
         if not isinstance(store, SqlStateStore):  # pragma: no cover - the only store today
@@ -89,7 +91,11 @@ def download(
     end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")],
     output: Annotated[
         Path,
-        typer.Option("--output", help="File to write; a directory gets the default name."),
+        typer.Option(
+            "--output",
+            help="File to write (.txt or .zip, as the period's format; no extension: the "
+            "right one is added); an existing directory gets the default name.",
+        ),
     ],
     token: TokenOpt = None,
 ) -> None:
@@ -102,6 +108,9 @@ def download(
     first, last = _date(start, "--from"), _date(end, "--to")
     if first > last:
         fail(f"the period ends ({last}) before it starts ({first})", EXIT_INVALID)
+    if not output.is_dir() and not output.parent.is_dir():
+        fail(f"--output {output}: the directory {output.parent} does not exist; create it "
+             "first, or give an existing directory", EXIT_INVALID)
     cfg = settings()
     secret = token_or_fail(token, cfg)
 
@@ -112,15 +121,42 @@ def download(
         return build_download(cabinet, first, last, entries)
 
     result = run(action())
-    path = output / result.filename if output.is_dir() else output
-    path.write_bytes(result.content)
+    path = _output_path(output, result.filename)
+    try:
+        path.write_bytes(result.content)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
     typer.echo(f"wrote {result.statements} statement(s) to {path}")
 
 
-def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
+_FORMATS = {
+    ".txt": "a CFONB 120 text file (.txt): every statement of the period is CFONB 120",
+    ".zip": "a ZIP archive (.zip): the period holds camt.053 or MT940 statements",
+}
+
+
+def _output_path(output: Path, filename: str) -> Path:
+    """Where the download goes: a directory gets the default name, a name without an
+    extension gets the format's, and a name with the other format's extension is refused
+    (a ZIP saved as .txt would be imported as CFONB by the cabinet's tool)."""
+    if output.is_dir():
+        return output / filename
+    suffix = Path(filename).suffix
+    if not output.suffix:
+        return output.with_name(output.name + suffix)
+    if output.suffix.lower() != suffix:
+        fail(f"--output {output}: the global file for this period is {_FORMATS[suffix]}; "
+             f"name it *{suffix}, or give a directory for the default name ({filename})",
+             EXIT_INVALID)
+    return output
+
+
+def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
     """Run a consumer role (builder or ledger) on the state store until a signal."""
+    from routing.metrics import metrics_endpoint
+
     cfg = settings()
-    bootstrap = require_bootstrap(cfg)
+    bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         await _migrate_embedded(cfg)
@@ -133,7 +169,7 @@ def _run_role(runner: Callable[..., Awaitable[object]]) -> None:
                 bootstrap_servers=bootstrap,
             )
 
-    run(until_signalled(main))
+    run_role(role, bootstrap, main)
 
 
 @global_file_app.command("build")
@@ -141,7 +177,7 @@ def build() -> None:
     """Run the global-file builder: store each routed statement in its cabinet's file."""
     from adapters.global_file import run_global_file_builder
 
-    _run_role(run_global_file_builder)
+    _run_role("global-file builder", run_global_file_builder)
 
 
 def trace(
@@ -254,12 +290,14 @@ def ledger() -> None:
     """Run the delivery ledger: record every delivery outcome, once."""
     from routing.ledger import run_ledger
 
-    _run_role(run_ledger)
+    _run_role("ledger", run_ledger)
 
 
 async def _migrate_embedded(cfg: Settings) -> None:
     """The embedded SQLite file migrates itself (as ``open_store`` does); PostgreSQL only
     through ``db upgrade``."""
+    from routing.store.migrate import upgrade
+
     if not cfg.database_url:
         await upgrade(cfg.effective_database_url)
 

@@ -115,7 +115,10 @@ def _connector_check(connector_on_cabinet: bool, connector_id: str | None) -> Ch
     )
 
 
-def _binding_check(connector_id: str | None) -> Check:
+def _binding_check(connector_id: str | None, active: bool) -> Check:
+    """Check 2. Unbound, the statements go to the global file only once the IBAN is active:
+    with the mandate not approved they are held (check 3 says so), and saying both would
+    contradict it."""
     name = CheckName.IBAN_BOUND
     if connector_id is not None:
         return Check(
@@ -123,6 +126,15 @@ def _binding_check(connector_id: str | None) -> Check:
             True,
             f"L'IBAN est associé au connecteur {connector_id}.",
             f"The IBAN is bound to connector {connector_id}.",
+        )
+    if not active:
+        return Check(
+            name,
+            False,
+            "L'IBAN n'est associé à aucun connecteur : une fois le mandat approuvé, ses "
+            "relevés iront dans le fichier global des relevés du cabinet.",
+            "The IBAN is not bound to a connector: once the mandate is approved, its "
+            "statements will go to the cabinet's global file.",
         )
     return Check(
         name,
@@ -151,14 +163,16 @@ def _mandate_check(status: MandateStatus) -> Check:
     )
 
 
-def _catalogue_check(connector_id: str | None, configured: bool) -> Check:
+def _catalogue_check(connector_id: str | None, configured: bool, active: bool) -> Check:
     name = CheckName.CONNECTOR_CONFIGURED
     if connector_id is None:
         return Check(
             name,
             True,
-            "Aucun connecteur à configurer : les relevés vont dans le fichier global.",
-            "No connector to configure: statements go to the global file.",
+            "Aucun connecteur à configurer"
+            + (" : les relevés vont dans le fichier global." if active else "."),
+            "No connector to configure"
+            + (": statements go to the global file." if active else "."),
         )
     if configured:
         return Check(
@@ -193,11 +207,12 @@ def _checks(
     # The checks read these fields only, and they take few distinct values (the
     # connector catalogue times the mandate statuses), so they are built once per
     # combination: the router asks for them for each new IBAN it sees.
+    active = status is MandateStatus.APPROVED
     return (
         _connector_check(connector_on_cabinet, connector_id),
-        _binding_check(connector_id),
+        _binding_check(connector_id, active),
         _mandate_check(status),
-        _catalogue_check(connector_id, configured),
+        _catalogue_check(connector_id, configured, active),
     )
 
 

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from config.catalogue import Catalogue
 from config.settings import Settings
+from events.limits import BROKER_MESSAGE_BYTES, TOPIC_CONFIGS
 from events.topics import Topics
 from routing.broker.producer import ProducerParams, make_producer
 from routing.broker.transactions import broker_has_transactions
@@ -323,6 +324,9 @@ def create_router_app(
         broker_session_timeout=tuning.session_timeout,
         broker_heartbeat_interval=tuning.heartbeat_interval,
         broker_rebalance_timeout=tuning.rebalance_timeout,
+        # The size rule (events.limits): a held entry carries a statement at the limit.
+        consumer_max_fetch_size=BROKER_MESSAGE_BYTES,
+        producer_max_request_size=BROKER_MESSAGE_BYTES,
     )
     faust_glue.attach_monitor(app, faust_monitor())
     state_table = app.Table(
@@ -330,12 +334,14 @@ def create_router_app(
         key_type=str,
         partitions=topics.partitions,
         help="iban.state/v1 snapshots by IBAN (newest version wins)",
+        extra_topic_configs=TOPIC_CONFIGS,
     )
     held_table = app.Table(
         "held",
         key_type=str,
         partitions=topics.partitions,
         help="held statements, one record each keyed iban|partition|offset",
+        extra_topic_configs=TOPIC_CONFIGS,
     )
     tables = FaustTables(state_table, held_table)
     core = RouterCore(

@@ -50,16 +50,25 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from events.limits import (
+    MAX_INVALID_COPY_BYTES,
+    MAX_RECORD_BYTES,
+    MAX_STATEMENT_BYTES,
+    decoded_length,
+)
 from events.topics import Topics
+from events.wire import cut_reason, invalid_key, statement_id_of_large
 from routing import metrics
 from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
 from routing.domain.iban import key_difference, mask_iban
 from routing.domain.model import IbanState
 from routing.router.codec import (
+    RECEIVED_SCHEMA,
     InvalidInput,
     SourceRef,
     decode_key,
+    dumps,
     encode_invalid,
     key_fault,
     parse_state,
@@ -285,7 +294,7 @@ class RouterCore:
         tables: TableAccess,
         emit_outcomes: bool = True,
         detected_by: str = "router",
-        max_statement_bytes: int = 1_000_000,
+        max_statement_bytes: int = MAX_STATEMENT_BYTES,
     ) -> None:
         self.topics = topics
         self.max_statement_bytes = max_statement_bytes
@@ -341,15 +350,26 @@ class RouterCore:
 
     def _route_statement(self, rec: InRecord, now: str) -> list[Out]:
         size = len(rec.value) if rec.value is not None else 0
-        if size > self.max_statement_bytes:
+        if size > MAX_RECORD_BYTES:
+            # Before parsing (a 20 MB value is not parsed) and before forwarding (nor copied).
             raise InvalidInput(
-                f"statement of {size} bytes is over the limit of {self.max_statement_bytes} "
-                "bytes (MAX_STATEMENT_BYTES)"
+                f"statement record of {size} bytes is over the limit of {MAX_RECORD_BYTES} "
+                f"bytes for a statements.received record (a statement of at most "
+                f"{self.max_statement_bytes} bytes of content, in base64 with its fields; "
+                "MAX_STATEMENT_BYTES)",
+                statement_id_of_large(rec.value),
             )
         forward = self._misplaced(rec)
         if forward is not None:
             return [forward]
         stmt = parse_statement(rec.value)
+        content = decoded_length(stmt.content_b64)
+        if content > self.max_statement_bytes:
+            raise InvalidInput(
+                f"statement of {content} bytes of content is over the limit of "
+                f"{self.max_statement_bytes} bytes (MAX_STATEMENT_BYTES)",
+                stmt.statement_id,
+            )
         iban = stmt.iban
         key = decode_key(rec.key)
         if key != iban:
@@ -365,11 +385,11 @@ class RouterCore:
         fields = statement_fields(stmt)
         if decision.destination is Destination.HELD:
             return self._hold(rec, fields, decision, state, now)
+        # Built before any release: if it cannot be (too large), nothing else changes.
+        routed = self._routed(fields, decision, state, now)
         if self.tables.has_held(iban):
-            outs = self._release(iban, state, decision, rec.partition, now)
-            outs += self._routed(fields, decision, state, now)
-            return outs
-        return self._routed(fields, decision, state, now)
+            return self._release(iban, state, decision, rec.partition, now) + routed
+        return routed
 
     def _misplaced(self, rec: InRecord) -> Out | None:
         """The forward of a statement read off its key's partition, else None.
@@ -399,10 +419,28 @@ class RouterCore:
         now: str,
         detail: str | None = None,
     ) -> list[Out]:
-        self.stats[decision.destination] += 1
-        return build_routed(
+        """The routed records of one statement; ``InvalidInput`` if one breaks the size rule.
+
+        A statement within the limit always fits, but an envelope may not: the cabinet and
+        ``client_ref`` come from ``iban.state``, which any system may publish. Such a record
+        is never sent (the broker would refuse it, and a failed send stops the router): the
+        statement goes to ``statements.invalid`` instead, with the sizes.
+        """
+        outs = build_routed(
             fields, decision, state, self.topics, now, outcomes=self.emit_outcomes, detail=detail
         )
+        for out in outs:
+            size = len(out.value) if out.value is not None else 0
+            if size > MAX_RECORD_BYTES:
+                raise InvalidInput(
+                    f"the {decision.destination} record built for this statement would be "
+                    f"{size} bytes, over the limit of {MAX_RECORD_BYTES} bytes for any record "
+                    "(its envelope is too large: the cabinet id or client_ref of the IBAN's "
+                    "state)",
+                    fields["statement_id"],
+                )
+        self.stats[decision.destination] += 1
+        return outs
 
     def _hold(
         self,
@@ -419,8 +457,10 @@ class RouterCore:
             # held (the Table was recovered from its changelog); re-emit only the audit.
             self.stats["held_redelivered"] += 1
             return self._routed(fields, decision, state, now)
+        # The contract's fields only, re-encoded: a record's unknown fields are not kept, so
+        # the entry stays within the size rule whatever the producer added.
         entry = {
-            "raw": rec.value.decode("utf-8"),
+            "raw": dumps({"schema": RECEIVED_SCHEMA, **fields}).decode("utf-8"),
             "partition": rec.partition,
             "offset": rec.offset,
             "reason": decision.reason,
@@ -446,12 +486,13 @@ class RouterCore:
             source = Record(self.topics.received, entry["partition"], entry["offset"], None, raw)
             try:
                 stmt = parse_statement(raw)
-            except InvalidInput as exc:  # only if the contract changed under held data
-                outs += self._invalid(source, f"held statement: {exc.reason}", None, now)
-                continue
-            outs += self._routed(
-                statement_fields(stmt), decision, state, now, detail="released from held"
-            )
+                outs += self._routed(
+                    statement_fields(stmt), decision, state, now, detail="released from held"
+                )
+            except InvalidInput as exc:  # the contract changed under held data; too large
+                outs += self._invalid(
+                    source, f"held statement: {exc.reason}", exc.statement_id, now
+                )
         self.stats["released"] += len(held)
         log.info(
             "held_statements_released",
@@ -536,13 +577,14 @@ class RouterCore:
 
     def _invalid(self, rec: InRecord, reason: str, statement_id: str | None, now: str) -> list[Out]:
         self.stats["invalid"] += 1
-        log.info(
+        log.warning(
             "record_invalid",
             topic=rec.topic,
             partition=rec.partition,
             offset=rec.offset,
             statement_id=statement_id,
-            reason=reason,
+            reason=cut_reason(reason),
+            payload_bytes=len(rec.value) if rec.value is not None else None,
         )
         value = encode_invalid(
             value=rec.value,
@@ -553,7 +595,9 @@ class RouterCore:
             statement_id=statement_id,
             detected_by=self.detected_by,
         )
-        return [Out(self.topics.invalid, rec.key or b"", value)]
+        if rec.value is not None and len(rec.value) > MAX_INVALID_COPY_BYTES:
+            metrics.PARKED.labels("router", "referred").inc()
+        return [Out(self.topics.invalid, invalid_key(rec.key), value)]
 
     def _failed(self, rec: InRecord, exc: Exception, now: str) -> list[Out]:
         self.stats["errors"] += 1

@@ -132,7 +132,7 @@ async def test_bootstrap_can_be_given_on_the_command_line_and_is_required(
     )
 
     refused = await cli(str(path), env=no_broker)
-    assert refused.returncode == 1
+    assert refused.returncode == 8
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in refused.stderr
     assert "--bootstrap" in refused.stderr
 

@@ -62,7 +62,8 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path, broker:
     # The FAQ cases, each with its reason.
     assert len(line_for("-> partner acd: bound")) == 3
     assert len(line_for("-> partner quadra: bound")) == 2
-    assert len(line_for("-> global file: unbound (failed: iban_bound)")) == 3
+    assert len(line_for("-> global file: unbound (no connector bound: the normal path)")) == 3
+    assert "failed: iban_bound" not in out
     assert len(line_for("-> held: mandate_pending (failed: mandate_approved)")) == 2
     assert len(line_for("-> held: unknown_iban")) == 1
     invalid = line_for("-> invalid:")
@@ -73,6 +74,9 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path, broker:
     assert len(line_for("-> partner acd (released; state v")) == 2
     # The banner says where the web console is.
     assert len(line_for("/console  (operators: ")) == 1
+    # The report is not interleaved with the roles' info lines (LOG_LEVEL unset: warnings).
+    assert "[info" not in result.stderr
+    assert "record_invalid" in result.stderr  # the demo's invalid records are warnings
     # IBANs are masked, even in the report.
     assert "FR7630006000011234567890189" not in out + result.stderr
 
@@ -80,7 +84,9 @@ def test_up_demo_routes_every_faq_case_and_stops_cleanly(tmp_path: Path, broker:
     assert "partner acd: 5/5 statements delivered" in out
     assert "partner quadra: 2/2 statements delivered" in out
     # acd is a webhook (signatures checked by the demo partner), quadra a directory drop.
-    assert len(list((demo / "partners" / "acd-webhook").glob("*.json"))) == 5
+    assert len(list((demo / "partners" / "acd").glob("*.json"))) == 5
+    assert not (demo / "partners" / "acd-webhook").exists()  # acd's folder is partners/acd
+    assert not (demo / "global-file").exists()  # the global files are in the state store
     assert len(list((demo / "partners" / "quadra").glob("*.txt"))) == 2
     assert "downloaded the global file of cab-demo" in out
     (archive,) = demo.glob("releves-cab-demo-*.zip")  # mixed formats come as a zip

@@ -97,7 +97,7 @@ async def test_demo_honours_the_connectors_file_and_the_documented_retries(
         )
         assert all(hit.verified for hit in receiver.of("acd"))
         assert len({hit.webhook_id for hit in delivered}) == 5
-        assert not (tmp_path / "var" / "demo" / "partners" / "acd-webhook").exists()
+        assert not (tmp_path / "var" / "demo" / "partners" / "acd").exists()
         assert "partner acd: 5/5 statements delivered" in out
         assert await up.interrupt() == 0, up.report()
     finally:

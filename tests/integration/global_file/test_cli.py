@@ -126,3 +126,37 @@ def test_download_and_trace_through_the_cli(cli: Cli, tmp_path: Path) -> None:
         assert foreign.returncode == never.returncode == 5, foreign.stderr
         assert foreign.stderr.replace(iban(1), "<id>") == never.stderr.replace(iban(9), "<id>")
         assert "cab-a" not in foreign.stderr
+
+
+def test_download_output_is_checked_before_anything_is_written(cli: Cli, tmp_path: Path) -> None:
+    ok(cli("cabinet", "create", "cab-a", "--name", "Cabinet A"))
+    token = ok(cli("user", "create", "--cabinet", "cab-a", "--profile", "collaborateur"))
+    token = token.strip().splitlines()[-1]
+    ok(cli("iban", "add", iban(1), "--cabinet", "cab-a"))
+    db = tmp_path / "var" / "statement-router.db"
+    asyncio.run(seed(f"sqlite+aiosqlite:///{db}"))
+    january = ["--cabinet", "cab-a", "--from", "2026-01-01", "--to", "2026-01-31",
+               "--token", token]
+
+    missing = cli("global-file", "download", *january, "--output",
+                  str(tmp_path / "nowhere" / "out.zip"))
+    assert missing.returncode == 7, missing.stderr
+    assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
+    assert f"the directory {tmp_path / 'nowhere'} does not exist" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+    as_text = cli("global-file", "download", *january, "--output", str(tmp_path / "x.txt"))
+    assert as_text.returncode == 7, as_text.stderr
+    assert "is a ZIP archive (.zip)" in as_text.stderr and "*.zip" in as_text.stderr
+    assert not (tmp_path / "x.txt").exists()
+
+    printed = ok(cli("global-file", "download", *january, "--output", str(tmp_path / "x")))
+    assert str(tmp_path / "x.zip") in printed
+    assert zipfile.is_zipfile(tmp_path / "x.zip")
+    ok(cli("global-file", "download", *january, "--output", str(tmp_path / "y.ZIP")))
+    assert zipfile.is_zipfile(tmp_path / "y.ZIP")
+
+    one_day = ["--cabinet", "cab-a", "--from", "2026-01-05", "--to", "2026-01-05",
+               "--token", token]
+    as_zip = cli("global-file", "download", *one_day, "--output", str(tmp_path / "c.zip"))
+    assert as_zip.returncode == 7 and "CFONB 120 text file (.txt)" in as_zip.stderr

@@ -28,6 +28,7 @@ from adapters.ingest.producer import (
     prepare_file,
     statement_id,
 )
+from events.limits import MAX_STATEMENT_BYTES
 from events.schemas import StatementReceived
 from routing.domain.iban import mask_iban
 
@@ -208,7 +209,7 @@ def test_a_statement_that_cannot_form_an_event_refuses_the_file_by_line() -> Non
     assert "sss" not in refused.value.reason  # the input values stay out of the message
 
 
-def test_a_statement_too_large_for_a_kafka_record_refuses_the_file() -> None:
+def test_a_statement_over_the_size_limit_refuses_the_file() -> None:
     small = WStatement("30006", "00001", "12345678901", MON, TUE, 100)
     big = WStatement(
         "30004",
@@ -219,10 +220,12 @@ def test_a_statement_too_large_for_a_kafka_record_refuses_the_file() -> None:
         0,
         tuple(
             WMovement(TUE, TUE, 1, f"LINE {n}", f"REF{n:013d}", ("MORE TEXT",))
-            for n in range(3_500)
+            for n in range(4_500)
         ),
     )
     data, parsed = render([small, big])
+    size = len(parsed[1].raw)
+    assert size > MAX_STATEMENT_BYTES
     assert len(base64.b64encode(parsed[1].raw)) > MAX_EVENT_BYTES
 
     with pytest.raises(StatementTooLarge) as refused:
@@ -230,3 +233,6 @@ def test_a_statement_too_large_for_a_kafka_record_refuses_the_file() -> None:
     assert refused.value.line == parsed[1].first_line == 3
     assert mask_iban(IBAN_B) in refused.value.reason
     assert IBAN_B not in refused.value.reason
+    assert f"is {size:,} bytes, over the limit of 1,048,576 bytes for one statement" in (
+        refused.value.reason
+    )

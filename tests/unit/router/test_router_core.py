@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from config.catalogue import default_catalogue
+from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import (
     DeliveryOutcome,
     StatementGlobalFile,
@@ -305,7 +306,7 @@ async def test_a_deeply_nested_value_is_not_json_not_an_internal_error(h: Harnes
     assert h.router.core.stats["errors"] == 0
 
 
-async def test_a_statement_over_the_size_limit_is_invalid_with_its_size_and_not_copied(
+async def test_a_record_over_the_size_limit_is_invalid_with_its_size_and_not_copied(
     h: Harness,
 ) -> None:
     await h.state(IBAN_A, connector_id="acd")
@@ -313,24 +314,129 @@ async def test_a_statement_over_the_size_limit_is_invalid_with_its_size_and_not_
     await h.put_raw(big, key=IBAN_A.encode())
     reason, event = invalid_reason(h)
     assert reason.startswith(
-        f"statement of {len(big)} bytes is over the limit of 1000000 bytes (MAX_STATEMENT_BYTES)"
+        f"statement record of {len(big)} bytes is over the limit of {MAX_RECORD_BYTES} bytes "
+        "for a statements.received record (a statement of at most 1048576 bytes of content"
     )
     assert f"read it at {TOPICS.received} partition {P} offset" in reason
     assert event.raw_b64 == "" and event.source_offset is not None
+    assert event.payload_omitted and event.payload_bytes == len(big)
+    assert event.statement_id == "big"  # found without parsing the value
     assert len(h.on(TOPICS.invalid)[0].value or b"") < 2_000
     assert h.on(TOPICS.partner("acd")) == []
 
 
-async def test_a_statement_at_the_size_limit_is_routed(h: Harness) -> None:
+async def test_a_statement_at_the_size_limit_is_routed_and_one_byte_over_is_invalid(
+    h: Harness,
+) -> None:
     await h.state(IBAN_A, connector_id="acd")
-    h.router.core.max_statement_bytes = len(statement("s1", IBAN_A))
-    await h.statement("s1")
+    at_limit = statement("s1", IBAN_A, content=b"x" * MAX_STATEMENT_BYTES)
+    await h.put_raw(at_limit, key=IBAN_A.encode())
     assert h.ids(TOPICS.partner("acd")) == ["s1"]
-    h.router.core.max_statement_bytes -= 1
-    await h.statement("s2")
+    [routed] = h.on(TOPICS.partner("acd"))
+    assert len(routed.value or b"") <= MAX_RECORD_BYTES
+
+    over = statement("s2", IBAN_A, content=b"x" * (MAX_STATEMENT_BYTES + 1))
+    assert len(over) <= MAX_RECORD_BYTES  # refused for its content, not its record size
+    await h.put_raw(over, key=IBAN_A.encode())
     assert h.ids(TOPICS.partner("acd")) == ["s1"]
-    reason, _ = invalid_reason(h)
-    assert "over the limit" in reason
+    reason, event = invalid_reason(h)
+    assert reason.startswith(
+        f"statement of {MAX_STATEMENT_BYTES + 1} bytes of content is over the limit of "
+        f"{MAX_STATEMENT_BYTES} bytes (MAX_STATEMENT_BYTES)"
+    )
+    assert event.statement_id == "s2" and event.payload_omitted
+
+
+async def test_the_setting_lowers_the_limit(h: Harness) -> None:
+    await h.state(IBAN_A, connector_id="acd")
+    h.router.core.max_statement_bytes = 10
+    await h.put_raw(statement("s1", IBAN_A, content=b"x" * 10), key=IBAN_A.encode())
+    await h.put_raw(statement("s2", IBAN_A, content=b"x" * 11), key=IBAN_A.encode())
+    assert h.ids(TOPICS.partner("acd")) == ["s1"]
+    reason, event = invalid_reason(h)
+    assert reason == (
+        "statement of 11 bytes of content is over the limit of 10 bytes (MAX_STATEMENT_BYTES)"
+    )
+    assert not event.payload_omitted and base64.b64decode(event.raw_b64) == statement(
+        "s2", IBAN_A, content=b"x" * 11
+    )
+
+
+async def test_a_statement_held_at_the_limit_is_released_whole(h: Harness) -> None:
+    at_limit = statement("s1", IBAN_A, content=b"y" * MAX_STATEMENT_BYTES)
+    await h.put_raw(at_limit, key=IBAN_A.encode())  # unknown IBAN: held
+    assert h.ids(TOPICS.held) == ["s1"]
+    held = [r for r in h.sink.records if r.topic == h.router.tables.held_changelog_topic]
+    assert len(held) == 1 and len(held[0].value or b"") <= MAX_RECORD_BYTES
+    await h.state(IBAN_A, connector_id="acd")
+    [released] = h.on(TOPICS.partner("acd"))
+    event = StatementPartnerDelivery.model_validate_json(released.value or b"")
+    assert base64.b64decode(event.content_b64) == b"y" * MAX_STATEMENT_BYTES
+
+
+async def test_unknown_fields_of_a_held_statement_are_not_kept(h: Harness) -> None:
+    """A producer may add fields (readers ignore them); the held entry keeps the contract's
+    only, so a record within the size rule cannot make a larger changelog record."""
+    doc = {**statement_doc("s1", IBAN_A), "note": '"\\' * 100_000}
+    await h.put_raw(json.dumps(doc).encode(), key=IBAN_A.encode())
+    held = [r for r in h.sink.records if r.topic == h.router.tables.held_changelog_topic]
+    assert len(held[0].value or b"") < 2_000
+
+
+async def test_a_routed_record_over_the_size_rule_goes_to_invalid_not_to_the_broker(
+    h: Harness,
+) -> None:
+    """The envelope comes from iban.state, which anyone may publish: a 100 KB client_ref
+    would make the partner delivery of a statement at the limit too large to send."""
+    await h.state(IBAN_A, connector_id="acd", client_ref="c" * 100_000)
+    await h.put_raw(
+        statement("s1", IBAN_A, content=b"x" * MAX_STATEMENT_BYTES), key=IBAN_A.encode()
+    )
+    assert h.on(TOPICS.partner("acd")) == []
+    reason, event = invalid_reason(h)
+    assert reason.startswith("the partner record built for this statement would be ")
+    assert f"over the limit of {MAX_RECORD_BYTES} bytes for any record" in reason
+    assert event.statement_id == "s1" and event.payload_omitted
+    await h.statement("s2")  # a small one still fits: the router goes on
+    assert h.ids(TOPICS.partner("acd")) == ["s2"]
+
+
+async def test_a_released_statement_too_large_to_route_does_not_lose_the_others(
+    h: Harness,
+) -> None:
+    await h.put_raw(
+        statement("big", IBAN_A, content=b"x" * MAX_STATEMENT_BYTES), key=IBAN_A.encode()
+    )
+    await h.statement("small")
+    assert h.ids(TOPICS.held) == ["big", "small"]
+    await h.state(IBAN_A, connector_id="acd", client_ref="c" * 100_000)
+    assert h.ids(TOPICS.partner("acd")) == ["small"]
+    reason, event = invalid_reason(h)
+    assert reason.startswith("held statement: the partner record built for this statement")
+    assert event.statement_id == "big" and event.source_topic == TOPICS.received
+    assert h.router.tables.get_held(IBAN_A) is None
+
+
+async def test_a_large_malformed_record_is_referred_with_a_short_reason(h: Harness) -> None:
+    """0.9 MB whose `schema` is a long string of backslashes: quoted whole, its reason
+    alone would have been 1.8 MB of JSON."""
+    hostile = b'{"schema":"' + b"\\\\" * 450_000 + b'"}'
+    await h.put_raw(hostile, key=IBAN_A.encode())
+    reason, event = invalid_reason(h)
+    assert reason.startswith("unknown schema '")
+    assert "characters) (expected 'statement.received/v1')" in reason
+    assert event.payload_omitted and event.payload_bytes == len(hostile)
+    assert len(h.on(TOPICS.invalid)[0].value or b"") < 2_000
+
+
+async def test_an_oversized_key_is_not_copied(h: Harness) -> None:
+    await h.put_raw(b"junk", key=b"k" * 600_000)
+    out = h.on(TOPICS.invalid)
+    assert len(out) == 1 and out[0].key == b""
+    event = StatementInvalid.model_validate_json(out[0].value or b"")
+    assert event.key_omitted and event.raw_key is None
+    assert "(the key, 600000 bytes, is not copied here)" in event.reason
+    assert len(out[0].value or b"") < 2_000
 
 
 async def test_the_stream_goes_on_after_invalid_input(h: Harness) -> None:
