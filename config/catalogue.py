@@ -33,12 +33,12 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from routing.domain.ids import id_problem
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 AdapterKind = Literal["webhook", "sftp", "directory"]
 ADAPTER_KINDS: tuple[AdapterKind, ...] = ("webhook", "sftp", "directory")
@@ -52,7 +52,13 @@ CHECK_INTERVAL = 1.0
 #: Keys of a connector table that belong to the catalogue; the rest is its endpoint.
 CATALOGUE_KEYS = frozenset({"name", "adapter", "kind"})
 
-log = structlog.get_logger("config.catalogue")
+
+def _log() -> Any:
+    """structlog, imported when a reload has something to say: reading the catalogue is
+    on every CLI command's path (docs/performance.md, CLI start-up)."""
+    import structlog
+
+    return structlog.get_logger("config.catalogue")
 
 
 class CatalogueError(ValueError):
@@ -71,27 +77,6 @@ class ConnectorSpec:
         problem = id_problem("connector", self.connector_id)
         if problem is not None:
             raise ValueError(problem)
-
-
-class ConnectorDeclaration(BaseModel):
-    """One ``[connectors.<id>]`` table as the catalogue sees it; endpoint fields pass."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str | None = Field(default=None, min_length=1, max_length=80)
-    adapter: AdapterKind | None = None
-    kind: AdapterKind | None = None  # the old, informative spelling of ``adapter``
-
-    def declared_adapter(self) -> AdapterKind | None:
-        return self.adapter or self.kind
-
-
-class ConnectorsDocument(BaseModel):
-    """The whole connectors file: only ``[connectors.<id>]`` tables."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connectors: dict[str, ConnectorDeclaration] = Field(default_factory=dict)
 
 
 def _where(path: Path | None) -> str:
@@ -144,6 +129,10 @@ def parse_catalogue(
     catalogue's connectors, which it keeps whole. Otherwise every table must name its
     adapter and the file's tables are the catalogue.
     """
+    from pydantic import ValidationError
+
+    from config.catalogue_models import ConnectorsDocument
+
     try:
         model = ConnectorsDocument.model_validate(document)
     except ValidationError as exc:
@@ -253,14 +242,14 @@ class Catalogue(Mapping[str, ConnectorSpec]):
             specs = load_catalogue(self.source)
         except CatalogueError as exc:
             self.refused = str(exc)
-            log.warning("connectors_file_refused", path=str(self.source), reason=str(exc),
+            _log().warning("connectors_file_refused", path=str(self.source), reason=str(exc),
                         kept=list(self._specs))
             return False
         self.refused = None
         if specs == self._specs:
             return False
         self._specs = specs
-        log.info("connector_catalogue_reloaded", path=str(self.source), connectors=list(specs))
+        _log().info("connector_catalogue_reloaded", path=str(self.source), connectors=list(specs))
         return True
 
     def _current(self) -> dict[str, ConnectorSpec]:

@@ -438,11 +438,14 @@ def main() -> None:
         cfg = settings()
         configure_logging(cfg.log_format, cfg.log_level)
         tune_gc()
-    from config.catalogue import CatalogueError
-
     try:
         app()
-    except CatalogueError as exc:  # CONNECTORS_FILE declares no valid catalogue
+    except Exception as exc:
+        from config.catalogue import CatalogueError  # imported late: see CLI start-up
+
+        if not isinstance(exc, CatalogueError):
+            raise
+        # CONNECTORS_FILE declares no valid catalogue: one line, as for a bad setting.
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
 

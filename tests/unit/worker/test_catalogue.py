@@ -159,3 +159,10 @@ def test_a_reload_plan_restarts_only_what_changed(tmp_path: Path) -> None:
     plan = plan_reload(running, wanted)
     assert (plan.added, plan.removed, plan.restarted, plan.unchanged) == (
         ["sage"], ["gone"], ["moved"], ["quadra"])
+
+
+def test_an_empty_connectors_file_setting_means_the_shipped_catalogue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONNECTORS_FILE", "")
+    assert Settings().connectors_file is None
