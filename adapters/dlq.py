@@ -23,7 +23,9 @@ volumes; at production volume the delivery ledger, which consumes the same outco
 is the place to answer it.
 
 A statement dead-lettered twice while open (a crash between its dead letter and the
-commit) is replayed once, and that one outcome closes both places.
+commit) is replayed once, and that one outcome closes both places. "A statement" is its
+account, id and content (its statement key, ``routing.domain.identity``): two accounts'
+statements that share an id are two statements, each replayed with its own delivery.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from events.wire import InvalidEvent, decode
 from routing.broker import ProducerParams, make_producer, read_topic, require_topics
 from routing.broker.errors import kafka_errors
 from routing.domain.iban import mask_iban
+from routing.domain.identity import statement_key
 
 log = structlog.get_logger("adapters.dlq")
 
@@ -82,6 +85,12 @@ class DeadLetterEntry:
         return self.letter.statement_id
 
     @property
+    def key(self) -> str:
+        """The statement key: which statement, when two share an id."""
+        delivery = self.letter.delivery
+        return statement_key(delivery.iban, delivery.statement_id, delivery.content_sha256)
+
+    @property
     def open(self) -> bool:
         return self.replayed_at is None
 
@@ -90,6 +99,7 @@ class DeadLetterEntry:
         last = self.letter.attempts[-1] if self.letter.attempts else None
         return {
             "statement_id": self.statement_id,
+            "key": self.key,
             "iban": mask_iban(self.letter.delivery.iban),
             "cabinet_id": self.letter.delivery.cabinet_id,
             "reason": self.letter.reason,
@@ -168,13 +178,13 @@ async def list_dead_letters(
 
 def _select(
     entries: list[DeadLetterEntry], statement_ids: Collection[str] | None, force: bool
-) -> dict[str, list[DeadLetterEntry]]:
-    """The dead letters to replay, grouped by statement, in DLQ order."""
-    chosen: dict[str, list[DeadLetterEntry]] = {}
+) -> dict[tuple[str, str], list[DeadLetterEntry]]:
+    """The dead letters to replay, grouped by statement (id and key), in DLQ order."""
+    chosen: dict[tuple[str, str], list[DeadLetterEntry]] = {}
     if statement_ids is None:
         for entry in entries:
             if entry.open:
-                chosen.setdefault(entry.statement_id, []).append(entry)
+                chosen.setdefault((entry.statement_id, entry.key), []).append(entry)
         return chosen
     for sid in statement_ids:
         mine = [e for e in entries if e.statement_id == sid]
@@ -182,9 +192,11 @@ def _select(
             raise NoSuchDeadLetter(f"statement {sid} has no dead letter on this connector")
         open_ones = [e for e in mine if e.open]
         if open_ones:
-            chosen[sid] = open_ones
+            for entry in open_ones:
+                chosen.setdefault((sid, entry.key), []).append(entry)
         elif force:
-            chosen[sid] = [mine[-1]]
+            for key in dict.fromkeys(e.key for e in mine):
+                chosen[(sid, key)] = [[e for e in mine if e.key == key][-1]]
         else:
             when = max(e.replayed_at for e in mine if e.replayed_at is not None)
             raise AlreadyReplayed(
@@ -230,7 +242,7 @@ async def replay_dead_letters(
             for future in deliveries:
                 await future
             markers = []
-            for sid, dead in chosen.items():
+            for (sid, _), dead in chosen.items():
                 delivery = dead[-1].letter.delivery
                 outcome = DeliveryOutcome(
                     statement_id=sid,
@@ -240,6 +252,7 @@ async def replay_dead_letters(
                     cabinet_id=delivery.cabinet_id,
                     connector_id=connector_id,
                     detail=replay_detail(dlq, [(e.partition, e.offset) for e in dead]),
+                    content_sha256=delivery.content_sha256,
                 )
                 markers.append(await producer.send(topics.outcomes, outcome.to_json(),
                                                    key=sid.encode()))
@@ -247,11 +260,13 @@ async def replay_dead_letters(
                 await future
         finally:
             await producer.stop()
-    for sid, dead in chosen.items():
+    for (sid, _), dead in chosen.items():
         log.info("dead_letter_replayed", connector_id=connector_id, statement_id=sid,
                  cabinet_id=dead[-1].letter.delivery.cabinet_id,
                  iban=mask_iban(dead[-1].letter.delivery.iban), dead_letters=len(dead))
-    return ReplayReport(connector_id, list(chosen), sum(len(d) for d in chosen.values()))
+    return ReplayReport(
+        connector_id, [sid for sid, _ in chosen], sum(len(d) for d in chosen.values())
+    )
 
 
 def entries_json(entries: list[DeadLetterEntry]) -> str:

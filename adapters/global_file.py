@@ -6,7 +6,7 @@ The builder consumes ``statements.global-file`` in consumer group
 ``<prefix>.global-file``. For each batch it:
 
 1. stores every statement in its cabinet's global file (``GlobalFileStore.store``: one
-   transaction, idempotent on ``statement_id``);
+   transaction, idempotent on the statement's IBAN, id and content);
 2. sends one ``delivery.outcome/v1`` ``stored_global_file`` per statement to
    ``deliveries.outcomes`` and waits for the acks;
 3. commits the batch's offsets.
@@ -16,20 +16,30 @@ outcomes whose ``at`` is the time of the *first* write, i.e. the very same recor
 the ledger recognises as duplicates. Invalid records go to ``statements.invalid``, referred
 to rather than copied when large, and never fail the batch (``routing.parking``).
 
+A statement is (IBAN, ``statement_id``), and its ``content_sha256`` tells a redelivery
+from a reused id (``routing.domain.identity``). A redelivery is absorbed
+(``global_file_duplicate_ignored``). Another account's statement under the same id is
+simply another statement. Another content under the same IBAN and id is kept beside the
+first, both go into the download, and the builder says so: a warning
+(``global_file_statement_id_reused``, with both contents' SHA-256) and the outcome's
+``detail``, which the statement's trace shows its cabinet.
+
 Downloading
 -----------
 :func:`build_download` assembles the file for a period, as the staff use it:
 
 * only CFONB 120 statements: one ``.txt``, the statements' records concatenated in
-  (period_start, received_at, statement_id) order. Each statement is normalised first:
-  split into lines whatever its line breaks (CRLF, LF, CR or none at all), lines longer
-  than 120 characters cut every 120, blank records dropped, short records padded with
-  spaces to 120 (CFONB records are fixed-width), every record ended by CRLF;
+  (period_start, received_at, statement_id, IBAN, content) order. Each statement is
+  normalised first: split into lines whatever its line breaks (CRLF, LF, CR or none at
+  all), lines longer than 120 characters cut every 120, blank records dropped, short
+  records padded with spaces to 120 (CFONB records are fixed-width), every record ended
+  by CRLF;
 * any camt.053 or MT940 statement: a ``.zip`` holding that same CFONB ``.txt`` (when
   there are CFONB statements) plus one file per other statement, named
-  ``<period_start>_<client_ref or IBAN>_<statement_id>.<xml|sta>``, byte for byte as
-  the bank sent it. A CFONB statement is therefore in the archive exactly once (inside
-  the concatenated file), so importing everything never imports a statement twice;
+  ``<period_start>_<client_ref or IBAN>_<statement_id>.<statement key>.<xml|sta>``, byte
+  for byte as the bank sent it (the key keeps two statements that share an id apart). A
+  CFONB statement is therefore in the archive exactly once (inside the concatenated
+  file), so importing everything never imports a statement twice;
 * no statement in the period: an empty ``.txt`` (200, ``X-Statement-Count: 0``), since
   "nothing for that period" is an answer, not an error.
 
@@ -59,6 +69,8 @@ from events.topics import Topics
 from events.wire import cut_reason, decode
 from routing import metrics
 from routing.broker.producer import make_producer
+from routing.domain.iban import mask_iban
+from routing.domain.identity import statement_key
 from routing.ledger import (
     InvalidRecord,
     committing_consumer,
@@ -69,8 +81,8 @@ from routing.ledger import (
     sqlite_writer_lock,
 )
 from routing.parking import Refused, write_invalid
-from routing.ports import GlobalFileEntry, GlobalFileStore
-from routing.store.global_file import SqlGlobalFileStore
+from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
+from routing.store.global_file import SqlGlobalFileStore, identity_of
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +124,9 @@ def _safe(text: str) -> str:
 
 
 def member_name(entry: GlobalFileEntry) -> str:
-    """``<period_start>_<client_ref or IBAN>_<statement_id>.<ext>`` (safe characters).
+    """``<period_start>_<client_ref or IBAN>_<statement_id>.<statement key>.<ext>`` (safe
+    characters). The key (``routing.domain.identity``) tells apart two statements sharing
+    an id: two accounts of one client, or another content under a reused id.
 
     The statement id and the extension follow the file-drop adapters' naming (``.txt``,
     ``.xml``, ``.sta``; ids with ``:`` made safe and hashed), imported here only because
@@ -122,7 +136,9 @@ def member_name(entry: GlobalFileEntry) -> str:
 
     who = _safe(entry.client_ref or "") or entry.iban
     ext = EXTENSIONS.get(entry.format, "bin")  # type: ignore[call-overload]
-    return f"{entry.period_start.isoformat()}_{who}_{file_stem(entry.statement_id)}.{ext}"
+    key = statement_key(entry.iban, entry.statement_id, entry.content_sha256)
+    stem = file_stem(entry.statement_id)
+    return f"{entry.period_start.isoformat()}_{who}_{stem}.{key}.{ext}"
 
 
 def download_stem(cabinet_id: str, start: date, end: date) -> str:
@@ -168,6 +184,20 @@ def build_download(
 
 
 # --- the builder -----------------------------------------------------------------------
+
+
+def stored_detail(result: StoredStatement) -> str:
+    """The ``stored_global_file`` outcome's detail; for a reused id it names the other
+    contents, so the cabinet reading the trace learns that its file holds both."""
+    where = f"in the global file of cabinet {result.cabinet_id}"
+    if not result.other_contents:
+        return where
+    others = ", ".join(sha[:12] for sha in result.other_contents)
+    plural = "statement" if len(result.other_contents) == 1 else "statements"
+    return (
+        f"{where}, beside {len(result.other_contents)} other {plural} of this account under "
+        f"the same id with other content (SHA-256 {others}…): the id was reused, all are kept"
+    )
 
 
 def global_file_entry(record: ConsumerRecord) -> GlobalFileEntry:
@@ -228,16 +258,17 @@ class GlobalFileBuilder:
                 invalid.append(Refused(record, exc.reason, exc.statement_id))
         async with sqlite_writer_lock(self._engine):
             stored = await self._store.store(entries)
-        by_id = {e.statement_id: e for e in entries}
+        by_identity = {identity_of(e): e for e in entries}
         for result in stored:
-            entry = by_id[result.statement_id]
+            entry = by_identity[(result.iban, result.statement_id, result.content_sha256)]
             outcome = DeliveryOutcome(
                 statement_id=result.statement_id,
                 outcome="stored_global_file",
                 at=result.stored_at,
                 iban=entry.iban,
                 cabinet_id=result.cabinet_id,
-                detail=f"in the global file of cabinet {result.cabinet_id}",
+                detail=stored_detail(result),
+                content_sha256=result.content_sha256,
             )
             messages.append(
                 (self._topics.outcomes, result.statement_id.encode(), outcome.to_json())
@@ -254,25 +285,37 @@ class GlobalFileBuilder:
         for result in stored:
             # One line per statement, like the adapters' statement_delivered: the trace an
             # operator greps for. No connector: the global file is where unbound IBANs go.
-            log.info(
-                "statement_stored_global_file" if result.created
-                else "global_file_duplicate_ignored",
+            if not result.created:
+                event, level = "global_file_duplicate_ignored", log.info
+            elif result.other_contents:
+                event, level = "global_file_statement_id_reused", log.warning
+            else:
+                event, level = "statement_stored_global_file", log.info
+            level(
+                event,
                 statement_id=result.statement_id,
                 cabinet_id=result.cabinet_id,
+                iban=mask_iban(result.iban),
+                content_sha256=result.content_sha256,
+                other_contents=list(result.other_contents) or None,
                 connector_id=None,
             )
         created = sum(1 for r in stored if r.created)
+        reused = sum(1 for r in stored if r.created and r.other_contents)
         self.stats["records"] += len(records)
         self.stats["stored"] += created
         self.stats["duplicates"] += len(entries) - created
         self.stats["invalid"] += len(records) - len(entries)
-        metrics.GLOBAL_FILE_STATEMENTS.labels("stored").inc(created)
+        metrics.GLOBAL_FILE_STATEMENTS.labels("stored").inc(created - reused)
         metrics.GLOBAL_FILE_STATEMENTS.labels("duplicate").inc(len(entries) - created)
+        metrics.GLOBAL_FILE_STATEMENTS.labels("id_reused").inc(reused)
         metrics.INVALID.labels("global-file").inc(len(records) - len(entries))
         for result in stored:
             if result.created:
-                metrics.GLOBAL_FILE_LATENCY.observe(metrics.seconds_since(
-                    by_id[result.statement_id].received_at, result.stored_at))
+                entry = by_identity[(result.iban, result.statement_id, result.content_sha256)]
+                metrics.GLOBAL_FILE_LATENCY.observe(
+                    metrics.seconds_since(entry.received_at, result.stored_at)
+                )
 
 
 async def run_global_file_builder(

@@ -476,6 +476,7 @@ class ConnectorWorker:
             connector_id=self.connector_id,
             attempt=attempt,
             detail=detail,
+            content_sha256=delivery.content_sha256,
         )
 
     async def _emit(self, checkpoint: _Checkpoint, outcome: DeliveryOutcome) -> None:

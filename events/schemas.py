@@ -225,6 +225,13 @@ class DeliveryOutcome(Event):
     routing: RoutingTrace | None = Field(
         default=None, description="On routed and held outcomes: the router's decision trace."
     )
+    content_sha256: str | None = Field(
+        default=None,
+        description=(
+            "The statement's content_sha256: with the IBAN and the id, which statement the "
+            "step is about when an id is shared (two accounts, or a reused id)."
+        ),
+    )
 
 
 class IbanStateEvent(Event):

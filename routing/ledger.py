@@ -98,6 +98,7 @@ def outcome_record(value: bytes | None) -> OutcomeRecord:
         attempt=event.attempt,
         detail=event.detail,
         routing=routing,
+        content_sha256=event.content_sha256,
     )
 
 

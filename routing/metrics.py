@@ -232,7 +232,8 @@ OUTBOX_BACKLOG = Gauge(
 GLOBAL_FILE_STATEMENTS = Counter(
     "statement_router_global_file_statements",
     "Statements the global-file builder read, per result: stored (new in the cabinet's "
-    "file) or duplicate (already there, ignored).",
+    "file), id_reused (new, beside another content its account sent under the same id) "
+    "or duplicate (already there, ignored).",
     ["result"],
     registry=REGISTRY,
 )

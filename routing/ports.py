@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from routing.domain.errors import NotFound
+from routing.domain.errors import Conflict, NotFound
+from routing.domain.identity import statement_key
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 
 
@@ -149,6 +150,34 @@ class UnknownStatement(NotFound):
 
 
 @dataclass(frozen=True, slots=True)
+class StatementCandidate:
+    """One of the statements an ambiguous id names, as its own cabinet may see it."""
+
+    key: str | None
+    iban: str | None
+    content_sha256: str | None
+    status: str
+    first_seen: datetime | None
+
+
+class AmbiguousStatement(Conflict):
+    """The id names several statements the caller may see: several accounts of their
+    cabinet use it, or one account re-used it for another content (routing.domain.identity).
+    The caller chooses one by its statement key; ``candidates`` are theirs only."""
+
+    code = "ambiguous_statement"
+
+    def __init__(self, statement_id: str, candidates: Sequence[StatementCandidate]) -> None:
+        super().__init__(
+            f"statement id {statement_id} names {len(candidates)} statements (several "
+            "accounts use it, or one re-used it for another content): choose one by its "
+            "key (?key=… on the API, --key with the trace command)"
+        )
+        self.statement_id = statement_id
+        self.candidates = tuple(candidates)
+
+
+@dataclass(frozen=True, slots=True)
 class GlobalFileEntry:
     """One statement of a cabinet's global file, as the builder stores it.
 
@@ -175,10 +204,17 @@ class GlobalFileEntry:
     kafka_offset: int
     stored_at: datetime | None = None  # set when read back from the store
 
+    @property
+    def key(self) -> str:
+        """Its statement key (``routing.domain.identity``): which statement, when an id is
+        shared by two accounts or reused for other content."""
+        return statement_key(self.iban, self.statement_id, self.content_sha256)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredStatement:
-    """The result of storing one statement: ``created`` is False for a redelivery.
+    """The result of storing one statement: ``created`` is False for a redelivery (same
+    IBAN, id and content); ``other_contents`` is not empty for a reused id.
 
     ``stored_at`` is the time of the *first* write, so a builder that re-emits its
     ``stored_global_file`` outcome after a crash emits the very same record, which the
@@ -189,24 +225,31 @@ class StoredStatement:
     cabinet_id: str
     created: bool
     stored_at: datetime
+    iban: str = ""
+    content_sha256: str = ""
+    #: The other contents stored under the same (IBAN, statement_id): a reused id.
+    other_contents: tuple[str, ...] = ()
 
 
 class GlobalFileStore(ABC):
     """The cabinets' global files (« fichier global des relevés », page « Relevés »).
 
-    Idempotent on ``statement_id``: storing a statement again changes nothing.
+    Idempotent on the statement's identity and content, (IBAN, ``statement_id``,
+    ``content_sha256``): storing a statement again changes nothing, and a statement sharing
+    another's id is kept beside it (``routing.domain.identity``).
     """
 
     @abstractmethod
     async def store(self, entries: Sequence[GlobalFileEntry]) -> list[StoredStatement]:
-        """Store statements in one transaction; one result per distinct statement id."""
+        """Store statements in one transaction; one result per distinct (IBAN, id, content)."""
 
     @abstractmethod
     async def statements(
         self, actor: Actor, cabinet_id: str, start: date, end: date
     ) -> list[GlobalFileEntry]:
         """The statements of the actor's own cabinet whose period overlaps [start, end],
-        in file order: (period_start, received_at, statement_id). ``OtherCabinet`` for
+        in file order: (period_start, received_at, statement_id, iban, content_sha256).
+        ``OtherCabinet`` for
         another cabinet, whatever the profile."""
 
     @abstractmethod
@@ -233,6 +276,7 @@ class OutcomeRecord:
     attempt: int | None = None
     detail: str | None = None
     routing: dict[str, Any] | None = None
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +293,7 @@ class LedgerEntry:
     detail: str | None
     routing: dict[str, Any] | None
     recorded_at: datetime
+    content_sha256: str | None = None
 
 
 #: What ``statement_status`` answers, from the most to the least final.
@@ -296,7 +341,9 @@ class StatementTrace:
 
     ``routing`` is the best trace known (see ``DeliveryLedger.trace``), with ``source``
     saying where it came from; ``global_file`` holds the global-file facts when the
-    statement is in its cabinet's file.
+    statement is in its cabinet's file. ``key`` and ``content_sha256`` say which statement
+    it is when its id is shared (None when no record named its content);
+    ``other_contents`` are the other contents its account sent under the same id.
     """
 
     statement_id: str
@@ -306,6 +353,9 @@ class StatementTrace:
     routing: dict[str, Any] | None
     entries: tuple[LedgerEntry, ...]
     global_file: GlobalFileEntry | None
+    key: str | None = None
+    content_sha256: str | None = None
+    other_contents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +369,7 @@ class StatementSummary:
     connector_id: str | None
     attempt: int | None
     detail: str | None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,15 +401,25 @@ class DeliveryLedger(ABC):
         """Record outcomes in one transaction; return how many were new."""
 
     @abstractmethod
-    async def trace(self, actor: Actor, statement_id: str) -> StatementTrace:
+    async def trace(
+        self, actor: Actor, statement_id: str, key: str | None = None
+    ) -> StatementTrace:
         """The statement's trace, for a user of its cabinet; ``UnknownStatement`` otherwise,
-        whether nothing is known of it or it is another cabinet's (no existence oracle)."""
+        whether nothing is known of it or it is another cabinet's (no existence oracle).
+
+        Only the statements of the actor's cabinet count: when the id names several of
+        them (two accounts, or a reused id), ``AmbiguousStatement`` lists them and ``key``
+        (a statement key) chooses one; other cabinets' statements are never mentioned."""
 
     @abstractmethod
-    async def operator_trace(self, statement_id: str) -> StatementTrace | None:
+    async def operator_trace(
+        self, statement_id: str, key: str | None = None
+    ) -> StatementTrace | None:
         """The same trace for a So bank operator, whatever the cabinet (the operators'
         console and ``trace --operator``), a statement held for an unknown IBAN included
-        (``cabinet_id`` empty); None if the ledger has never seen it."""
+        (``cabinet_id`` empty); None if the ledger has never seen it;
+        ``AmbiguousStatement`` when the id names several statements and ``key`` does not
+        choose one."""
 
     @abstractmethod
     async def connector_deliveries(self, since: datetime) -> list[ConnectorDeliveries]:

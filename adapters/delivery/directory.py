@@ -4,8 +4,12 @@ The contract is the SFTP adapter's, on a file system: the partner's tool only ev
 complete files under their final, deterministic name (``adapters.delivery.naming``). Each
 file is written to a temporary name in the same directory, flushed and ``fsync``-ed, then
 ``os.replace``-d over the final name (atomic on POSIX and on Windows within one volume); the
-directory itself is then ``fsync``-ed so the rename survives a power cut. A redelivery
-replaces the earlier copy.
+directory itself is then ``fsync``-ed so the rename survives a power cut.
+
+A redelivery finds its statement's file already there (the name is the statement's own:
+its id and its statement key) and leaves it alone, so a tool that reacts to new or
+modified files does not import it twice. Only a file of that name with another size,
+which no delivery of ours wrote, is replaced.
 
 Classification: a directory that is missing or not writable is retried, since the usual
 cause is a network share that is briefly unmounted or remounted read-only, and a full disk
@@ -65,6 +69,15 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def already_delivered(directory: Path, file: FileToWrite) -> bool:
+    """Whether ``file`` is in ``directory`` already, as a delivery of ours left it."""
+    try:
+        found = os.stat(directory / file.name)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_size == len(file.content)
+
+
 def write_files(directory: Path, files: list[FileToWrite]) -> DeliveryResult:
     """Write the files in order and classify any failure; blocking."""
     try:
@@ -81,6 +94,10 @@ def write_files(directory: Path, files: list[FileToWrite]) -> DeliveryResult:
         return DeliveryResult.retry(f"drop directory {directory}: {_describe(exc)}")
     if not stat.S_ISDIR(mode):
         return DeliveryResult.permanent(f"drop path {directory} exists but is not a directory")
+    if already_delivered(directory, files[-1]):
+        return DeliveryResult.delivered(
+            f"{files[-1].name} is in {directory} already (a redelivery): left as it is"
+        )
     try:
         for file in files:
             write_atomically(directory, file.name, file.content)

@@ -1,10 +1,14 @@
 """Deterministic names and contents of the files the file-drop adapters (SFTP, directory) write.
 
-**One name per statement.** The final name derives from the statement id alone, so a
-redelivery (at-least-once, a replay from the dead-letter topic) overwrites the partner's
-copy instead of adding a second one: the file system is the idempotency key. The extension
-follows the format, because that is what production tools match on: ``.txt`` for CFONB 120,
-``.xml`` for camt.053, ``.sta`` for MT940.
+**One name per statement.** The final name is ``<statement id>.<statement key>.<ext>``:
+the id, for people looking for it, and the statement key
+(``routing.domain.identity``: 16 hex digits of the IBAN, the id and the content), because
+an id is only unique per account. Two feeds sending ``stmt-2`` for two accounts bound to
+one connector, or a feed re-using ``stmt-2`` for other content, get two files; the same
+statement delivered again (at-least-once, a replay from the dead-letter topic) gets the
+same name, which the adapters then leave alone: the file system is the idempotency key.
+The extension follows the format, because that is what production tools match on:
+``.txt`` for CFONB 120, ``.xml`` for camt.053, ``.sta`` for MT940.
 
 **Sanitising must stay injective.** Statement ids may hold ``:``, which Windows shares and
 many SFTP servers refuse, and a leading ``.`` or ``-`` would hide the file or read as an
@@ -34,6 +38,7 @@ import secrets
 from dataclasses import dataclass
 
 from events.schemas import StatementFormat, StatementPartnerDelivery
+from routing.domain.identity import statement_key
 
 EXTENSIONS: dict[StatementFormat, str] = {"cfonb120": "txt", "camt053": "xml", "mt940": "sta"}
 SIDECAR_SUFFIX = ".json"
@@ -66,9 +71,16 @@ def file_stem(statement_id: str) -> str:
     return f"{cleaned}-{digest}"
 
 
-def statement_file_name(statement_id: str, fmt: StatementFormat) -> str:
-    """The final, deterministic file name of a statement, e.g. ``stmt-1.txt``."""
-    return f"{file_stem(statement_id)}.{EXTENSIONS[fmt]}"
+def statement_file_name(statement_id: str, key: str, fmt: StatementFormat) -> str:
+    """The final, deterministic file name of a statement, e.g.
+    ``stmt-1.3f9a0c1d2e4b5a69.txt`` (``key``: its statement key)."""
+    return f"{file_stem(statement_id)}.{key}.{EXTENSIONS[fmt]}"
+
+
+def delivery_file_name(delivery: StatementPartnerDelivery) -> str:
+    """The final file name of a delivery's statement."""
+    key = statement_key(delivery.iban, delivery.statement_id, delivery.content_sha256)
+    return statement_file_name(delivery.statement_id, key, delivery.format)
 
 
 def sidecar_file_name(final_name: str) -> str:
@@ -100,7 +112,7 @@ def sidecar_content(delivery: StatementPartnerDelivery, final_name: str) -> byte
 
 def files_for(delivery: StatementPartnerDelivery, *, sidecar: bool) -> list[FileToWrite]:
     """What one delivery writes, in the order to write it (the statement file last)."""
-    final = statement_file_name(delivery.statement_id, delivery.format)
+    final = delivery_file_name(delivery)
     files: list[FileToWrite] = []
     if sidecar:
         files.append(FileToWrite(sidecar_file_name(final), sidecar_content(delivery, final)))

@@ -85,8 +85,10 @@ class Deliverer(Protocol):
     """Delivers statements to one connector's partner.
 
     ``deliver`` is at-least-once friendly: delivering the same statement twice leaves the
-    partner with one copy (a webhook carries the statement id as ``webhook-id``; file
-    drops overwrite the same deterministic name). It never raises for partner failures.
+    partner with one copy (a webhook carries the same ``webhook-id``; a file drop finds its
+    deterministic name taken and leaves it), and two statements that share an id get two
+    (their statement keys differ, ``routing.domain.identity``). It never raises for
+    partner failures.
     ``close`` releases connections; call it once, when the worker stops.
     """
 

@@ -10,8 +10,10 @@ bank statements to an unverified host is the one thing worse than not sending th
 remote directory, ``fsync``-ed when the server offers ``fsync@openssh.com``, then renamed
 over the final, deterministic name (``adapters.delivery.naming``) with
 ``posix-rename@openssh.com``, or SFTPv5+ overwrite, where the server has one, else
-remove-then-rename. A partner tool therefore never picks up a half-written file, and a
-redelivery overwrites the same file instead of adding a copy.
+remove-then-rename. A partner tool therefore never picks up a half-written file. The
+final name is the statement's own (its id and its statement key), so a redelivery finds
+it there already and leaves it alone rather than uploading it again; only a file of that
+name with another size, which no delivery of ours wrote, is replaced.
 
 **One connection per deliverer**, opened on first use and kept across deliveries. A
 connection found dead (the server restarted, a NAT dropped it) is replaced at once, and a
@@ -139,6 +141,11 @@ class SftpDeliverer:
         while True:
             try:
                 sftp = await self._session()
+                if await self._already_delivered(sftp, files[-1]):
+                    return DeliveryResult.delivered(
+                        f"{files[-1].name} is on {self._target} in "
+                        f"{self._endpoint.remote_directory} already (a redelivery): left as it is"
+                    )
                 await self._upload(sftp, files)
             except DeliveryFailed as failure:
                 await self._disconnect()
@@ -197,6 +204,14 @@ class SftpDeliverer:
             login_timeout=self._endpoint.timeout,
             keepalive_interval=30,
         )
+
+    async def _already_delivered(self, sftp: asyncssh.SFTPClient, file: FileToWrite) -> bool:
+        final = posixpath.join(self._endpoint.remote_directory, file.name)
+        try:
+            attrs = await sftp.stat(final)
+        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+            return False
+        return attrs.type == asyncssh.FILEXFER_TYPE_REGULAR and attrs.size == len(file.content)
 
     async def _upload(self, sftp: asyncssh.SFTPClient, files: list[FileToWrite]) -> None:
         directory = self._endpoint.remote_directory

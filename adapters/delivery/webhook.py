@@ -3,8 +3,12 @@
 Why Standard Webhooks: partners verify us with an off-the-shelf library in their own
 language instead of a bespoke scheme. The request carries:
 
-* ``webhook-id``: the statement id. It is the idempotency key the partner de-duplicates on,
-  so it is the same on every retry and every replay (DESIGN §5);
+* ``webhook-id``: ``<statement id>.<statement key>`` (``webhook_id``). It is the
+  idempotency key the partner de-duplicates on, so it is the same on every retry and every
+  replay (DESIGN §5); the statement key (16 hex digits of the IBAN, the id and the
+  content, ``routing.domain.identity``) makes it differ for two statements that share an
+  id, which the id alone did not: two feeds may both send ``stmt-1``, and a partner
+  de-duplicating on it would have dropped the second account's statement;
 * ``webhook-timestamp``: Unix seconds at sending, which receivers check (±5 min) against
   replay;
 * ``webhook-signature``: ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`` for each
@@ -44,9 +48,16 @@ import aiohttp
 from adapters.delivery.errors import DeliveryConfigError
 from adapters.delivery.port import DeliveryResult, WebhookEndpoint, decode_webhook_secret
 from events.schemas import StatementPartnerDelivery
+from routing.domain.identity import statement_key
 
 USER_AGENT = "statement-router-webhook/1"
 _SNIPPET_BYTES = 300
+
+
+def webhook_id(delivery: StatementPartnerDelivery) -> str:
+    """``<statement id>.<statement key>``: stable for one statement, distinct for two."""
+    key = statement_key(delivery.iban, delivery.statement_id, delivery.content_sha256)
+    return f"{delivery.statement_id}.{key}"
 
 
 def sign(keys: Iterable[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -172,7 +183,7 @@ class WebhookDeliverer:
 
     async def deliver(self, delivery: StatementPartnerDelivery) -> DeliveryResult:
         body = delivery.to_json()
-        msg_id = delivery.statement_id
+        msg_id = webhook_id(delivery)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",

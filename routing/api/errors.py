@@ -24,6 +24,7 @@ from routing.domain.errors import (
     NotFound,
     PermissionDenied,
 )
+from routing.ports import AmbiguousStatement
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,17 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, ConnectorStillBound):
         extra["bound_ibans"] = exc.bound_ibans
+    if isinstance(exc, AmbiguousStatement):
+        extra["candidates"] = [
+            {
+                "key": c.key,
+                "iban": c.iban,
+                "content_sha256": c.content_sha256,
+                "status": c.status,
+                "first_seen": None if c.first_seen is None else c.first_seen.isoformat(),
+            }
+            for c in exc.candidates
+        ]
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
     return JSONResponse(
         error_body(exc.code, exc.message, **extra), status_code=status_for(exc), headers=headers

@@ -218,10 +218,25 @@ def _check(step: int, check: Check) -> CheckOut:
     )
 
 
+class StatementCandidateOut(BaseModel):
+    """One of the statements an ambiguous id names (``ambiguous_statement``)."""
+
+    key: str = Field(description="The statement key (16 hex digits), for `?key=`.")
+    iban: str = Field(description="The account, masked.")
+    content_sha256: str
+    status: str
+    first_seen: str | None = Field(description="ISO 8601, when the ledger first saw it.")
+
+
 class ErrorOut(BaseModel):
     error: str = Field(description="Stable machine-readable code.")
     detail: str = Field(description="What went wrong, for a person.")
     bound_ibans: int | None = Field(
         default=None,
         description="On `connector_still_bound` (409) only: how many IBANs are bound.",
+    )
+    candidates: list[StatementCandidateOut] | None = Field(
+        default=None,
+        description="On `ambiguous_statement` (409) only: the statements the id names; "
+        "ask again with `?key=` and one of their keys.",
     )

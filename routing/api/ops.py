@@ -93,6 +93,10 @@ class OpsRouter(APIRouter):
 
 class DeadLetterOut(BaseModel):
     statement_id: str
+    key: str = Field(
+        description="The statement key (16 hex digits of its IBAN, id and content): which "
+        "statement, when two share an id."
+    )
     iban: str = Field(description="Masked.")
     cabinet_id: str
     reason: str

@@ -4,8 +4,9 @@ statement's trace (where is it, and why).
 Built by :func:`statements_router` and included by ``create_app`` when it is given a
 ``GlobalFileStore`` and/or a ``DeliveryLedger``; without them the routes do not exist
 (the API then behaves as before). Authorisation is the ports' (``OtherCabinet`` → 403 for
-another cabinet's global file; another cabinet's statement is an ``UnknownStatement``, 404),
-like every other route: the routes only translate HTTP.
+another cabinet's global file; another cabinet's statement is an ``UnknownStatement``, 404;
+an id naming several of the caller's statements is an ``AmbiguousStatement``, 409, listing
+them), like every other route: the routes only translate HTTP.
 
 No ``from __future__ import annotations`` here: FastAPI resolves the dependency
 annotations at runtime, and ``ActorDep`` is local to the factory (as in ``app.py``).
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from adapters.global_file import build_download
 from routing.api.models import CabinetIdPath
 from routing.api.responses import AUTHENTICATED, error_responses
+from routing.domain.identity import KEY_PATTERN
 from routing.domain.model import Actor
 from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
 
@@ -77,6 +79,15 @@ class GlobalFilePlaceOut(BaseModel):
 
 class StatementTraceOut(BaseModel):
     statement_id: str
+    key: str | None = Field(
+        description="The statement key (16 hex digits of its IBAN, id and content): which "
+        "statement this is when an id is shared; null when no record named its content."
+    )
+    content_sha256: str | None
+    other_contents: list[str] = Field(
+        description="SHA-256 of the other contents its account sent under the same id "
+        "(a reused id); each is a statement of its own, traced with its key."
+    )
     cabinet_id: str
     iban: str | None
     status: Literal[
@@ -99,6 +110,9 @@ class StatementTraceOut(BaseModel):
         stored = trace.global_file
         return cls(
             statement_id=trace.statement_id,
+            key=trace.key,
+            content_sha256=trace.content_sha256,
+            other_contents=list(trace.other_contents),
             cabinet_id=trace.cabinet_id,
             iban=trace.iban,
             status=trace.status,
@@ -277,16 +291,32 @@ def statements_router(
         @router.get(
             "/statements/{statement_id}",
             tags=["statements"],
-            responses=error_responses(*AUTHENTICATED, 404, 422),
+            responses=error_responses(
+                *AUTHENTICATED, 404, 409, 422,
+                _409="`ambiguous_statement`: the id names several statements of your cabinet "
+                "(several accounts use it, or one re-used it for another content); "
+                "`candidates` lists them (key, masked IBAN, content_sha256, status, "
+                "first_seen): ask again with `?key=`.",
+            ),
         )
         async def statement_trace(
             statement_id: Annotated[
                 str, Path(min_length=1, max_length=200, examples=["stmt-2026-11-0001"])
             ],
             actor: ActorDep,
+            key: Annotated[
+                str | None,
+                Query(
+                    pattern=KEY_PATTERN,
+                    description="The statement key, to choose one statement when the id "
+                    "names several of your cabinet's (see the 409 answer).",
+                ),
+            ] = None,
         ) -> StatementTraceOut:
             """Where a statement is and why: its routing trace, every recorded step in time
-            order, and a one-word status. Users of the statement's cabinet only."""
-            return StatementTraceOut.of(await book.trace(actor, statement_id))
+            order, and a one-word status. Users of the statement's cabinet only. A
+            statement is its account and its id: other cabinets' statements under the same
+            id are never shown nor counted."""
+            return StatementTraceOut.of(await book.trace(actor, statement_id, key))
 
     return router

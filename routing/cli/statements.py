@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -21,6 +21,7 @@ import typer
 from routing.cli.common import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
+    exit_code_for,
     fail,
     print_json,
     require_broker,
@@ -32,8 +33,9 @@ from routing.cli.common import (
 )
 from routing.cli.pipeline import topic_catalogue
 from routing.domain.errors import DomainError
+from routing.domain.identity import is_statement_key
 from routing.domain.model import Actor
-from routing.ports import StatementTrace, StateStore, UnknownStatement
+from routing.ports import AmbiguousStatement, StatementTrace, StateStore, UnknownStatement
 
 if TYPE_CHECKING:
     from adapters.global_file import Download
@@ -192,13 +194,24 @@ def trace(
             "ones included (those are read from the broker's statements.invalid).",
         ),
     ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="The statement key (16 hex digits), to choose one statement when the id "
+            "names several (two accounts, or an id reused for other content).",
+        ),
+    ] = None,
 ) -> None:
     """Where a statement is and why: routing trace, every step, status (your cabinet's)."""
     from routing.api.statements import StatementTraceOut
 
     cfg = settings()
+    if key is not None and not is_statement_key(key):
+        fail(f"--key must be a statement key, 16 lower-case hex digits (got {key!r})",
+             EXIT_INVALID)
     if operator:
-        result = _operator_trace(cfg, statement_id, as_json)
+        result = _operator_trace(cfg, statement_id, as_json, key)
         if result is None:
             return
     else:
@@ -207,14 +220,20 @@ def trace(
         async def action() -> StatementTraceOut:
             async with open_services(cfg) as services:
                 actor = await services.store.authenticate(secret)
-                return StatementTraceOut.of(await _trace_by_prefix(services, actor, statement_id))
+                with _listing_ambiguity():
+                    found = await _trace_by_prefix(services, actor, statement_id, key)
+                return StatementTraceOut.of(found)
 
         result = run(action())
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
     cabinet = result.cabinet_id or "(none)"
-    typer.echo(f"{result.statement_id}  cabinet={cabinet}  iban={result.iban or '?'}")
+    typer.echo(f"{result.statement_id}  cabinet={cabinet}  iban={result.iban or '?'}"
+               f"  key={result.key or '?'}")
+    if result.other_contents:
+        typer.echo(f"note: {len(result.other_contents)} other statement(s) of this account "
+                   "under the same id (a reused id); each has its own key")
     typer.echo(f"status: {result.summary}")
     if result.routing is not None:
         r = result.routing
@@ -232,39 +251,66 @@ def trace(
         typer.echo(f"  {step.at.isoformat()}  {step.outcome}{attempt}  {step.detail or ''}")
 
 
-async def _trace_by_prefix(services: Services, actor: Actor, prefix: str) -> StatementTrace:
-    """The trace of the statement whose id is ``prefix``, or the only one of the actor's
-    cabinet whose id starts with it (the demo report prints ids; type a few characters)."""
+@contextlib.contextmanager
+def _listing_ambiguity() -> Iterator[None]:
+    """An id that names several statements (routing.domain.identity): list them, one line
+    each with the key to pass as ``--key``, and exit as the API's 409 would."""
     try:
-        return await services.ledger.trace(actor, prefix)
+        yield
+    except AmbiguousStatement as exc:
+        lines = [
+            f"  --key {c.key or '?'}  iban={c.iban or '?'}  status={c.status}  "
+            f"first_seen={c.first_seen.isoformat() if c.first_seen else '?'}  "
+            f"content_sha256={c.content_sha256 or '?'}"
+            for c in exc.candidates
+        ]
+        fail("\n".join([exc.message, *lines]), exit_code_for(exc))
+
+
+async def _trace_by_prefix(
+    services: Services, actor: Actor, prefix: str, key: str | None = None
+) -> StatementTrace:
+    """The trace of the statement whose id is ``prefix``, or the only one of the actor's
+    cabinet whose id starts with it (the demo report prints ids; type a few characters).
+    ``key`` chooses among the statements an id names (``AmbiguousStatement`` otherwise)."""
+    try:
+        return await services.ledger.trace(actor, prefix, key)
     except UnknownStatement:
         pass
-    found: list[StatementTrace] = []
+    found: list[str] = []
     for candidate in await services.ledger.statement_ids_starting(prefix):
-        with contextlib.suppress(DomainError):  # another cabinet's: not a candidate
-            found.append(await services.ledger.trace(actor, candidate))
+        try:
+            await services.ledger.trace(actor, candidate)
+        except AmbiguousStatement:
+            pass  # the actor's, several times over: still one id that matches
+        except DomainError:
+            continue  # another cabinet's: not a candidate
+        found.append(candidate)
     if len(found) == 1:
-        return found[0]
+        return await services.ledger.trace(actor, found[0], key)
     if not found:
         raise UnknownStatement(prefix)
-    names = ", ".join(t.statement_id for t in found)
+    names = ", ".join(found)
     fail(f"{prefix!r} starts several statement ids ({names}); give more of it", EXIT_INVALID)
 
 
-def _operator_trace(cfg: Settings, prefix: str, as_json: bool) -> StatementTraceOut | None:
+def _operator_trace(
+    cfg: Settings, prefix: str, as_json: bool, key: str | None = None
+) -> StatementTraceOut | None:
     """The ledger's trace of any statement; else its record in ``statements.invalid``
     (printed here, None returned), else exit 5."""
     from routing.api.statements import StatementTraceOut
 
     async def from_ledger() -> StatementTraceOut | None:
         async with open_services(cfg) as services:
-            found = await services.ledger.operator_trace(prefix)
-            if found is None:
-                ids = await services.ledger.statement_ids_starting(prefix)
-                if len(ids) > 1:
-                    fail(f"{prefix!r} starts several statement ids ({', '.join(ids)}); "
-                         "give more of it", EXIT_INVALID)
-                found = await services.ledger.operator_trace(ids[0]) if ids else None
+            with _listing_ambiguity():
+                found = await services.ledger.operator_trace(prefix, key)
+                if found is None:
+                    ids = await services.ledger.statement_ids_starting(prefix)
+                    if len(ids) > 1:
+                        fail(f"{prefix!r} starts several statement ids ({', '.join(ids)}); "
+                             "give more of it", EXIT_INVALID)
+                    found = await services.ledger.operator_trace(ids[0], key) if ids else None
             return None if found is None else StatementTraceOut.of(found)
 
     traced = run(from_ledger())

@@ -32,8 +32,15 @@ from routing.console.web import (
 )
 from routing.domain.decide import diagnose
 from routing.domain.errors import DomainError
+from routing.domain.identity import is_statement_key
 from routing.domain.model import Actor
-from routing.ports import DeliveryLedger, GlobalFileStore, StateStore
+from routing.ports import (
+    AmbiguousStatement,
+    DeliveryLedger,
+    GlobalFileStore,
+    StateStore,
+    UnknownStatement,
+)
 
 
 def _period(values: Mapping[str, str], latest: date | None) -> tuple[date, date, str | None]:
@@ -346,7 +353,9 @@ def cabinet_pages(
         return render("diagnostic.html", context)
 
     @router.get("/releves/{statement_id}")
-    async def statement(request: Request, statement_id: str) -> Response:
+    async def statement(request: Request, statement_id: str, key: str | None = None) -> Response:
+        """A statement's trace; ``key`` chooses one when the id names several of the
+        cabinet's statements, which are otherwise listed to choose from (as the API's 409)."""
         session = user(request)
         if session is None:
             return redirect("/connexion")
@@ -354,7 +363,13 @@ def cabinet_pages(
         if ledger is None:
             return render("error.html", base(session, "", message="Indisponible."), 404)
         try:
-            trace = await ledger.trace(session.actor, statement_id)
+            if key is not None and not is_statement_key(key):
+                raise UnknownStatement(statement_id)
+            trace = await ledger.trace(session.actor, statement_id, key)
+        except AmbiguousStatement as exc:
+            context = base(session, "releves", statement_id=statement_id,
+                           candidates=exc.candidates)
+            return render("trace_choices.html", context, 409)
         except DomainError as exc:
             return refused(session, exc)
         return render("trace.html", base(session, "releves", trace=trace))

@@ -38,9 +38,10 @@ from routing.console.web import (
 from routing.domain.decide import diagnose
 from routing.domain.errors import DomainError, InvalidIban
 from routing.domain.iban import normalise_iban
+from routing.domain.identity import is_statement_key
 from routing.domain.model import Actor, Profile
 from routing.monitor import MonitorService, MonitorSnapshot, monitor_service
-from routing.ports import DeliveryLedger, StateStore
+from routing.ports import AmbiguousStatement, DeliveryLedger, StateStore, UnknownStatement
 
 REFRESH_SECONDS = 10
 HOUR = 3600.0
@@ -286,8 +287,17 @@ def ops_pages(
         if ledger is None:
             context["error"] = "Le registre des livraisons n'est pas disponible."
             return render("ops_search.html", context, 404)
+        key = request.query_params.get("key") or None
         try:
-            context["trace"] = await ledger.operator_trace(query)
+            if key is not None and not is_statement_key(key):
+                raise UnknownStatement(query)
+            context["trace"] = await ledger.operator_trace(query, key)
+        except UnknownStatement:
+            context["trace"] = None
+        except AmbiguousStatement as exc:
+            # An id several accounts use, or one reused: list them to choose by key.
+            context["candidates"] = exc.candidates
+            return render("ops_search.html", context, 409)
         except DomainError as exc:
             context["error"] = exc.message
             return render("ops_search.html", context, 400)

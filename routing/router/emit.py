@@ -77,6 +77,7 @@ def _outcome(
         "attempt": None,
         "detail": detail,
         "routing": trace,
+        "content_sha256": fields["content_sha256"],
     }
     return Out(topic, fields["statement_id"].encode(), dumps(doc), key_repeats=False)
 

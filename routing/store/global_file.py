@@ -1,10 +1,15 @@
 """The cabinets' global files in the state store (``GlobalFileStore`` on SQL).
 
-Why a table and not files on disk: the builder must be idempotent on ``statement_id``
-(DESIGN §5), and a primary key plus ``INSERT ... ON CONFLICT DO NOTHING`` gives that on
-SQLite and PostgreSQL alike, in the same transaction as the rest of the batch, with no
-window where a crash leaves half a file. The download assembles the file on request, in a
-deterministic order, so the same period always yields the same bytes.
+Why a table and not files on disk: the builder must be idempotent (DESIGN §5), and a
+primary key plus ``INSERT ... ON CONFLICT DO NOTHING`` gives that on SQLite and PostgreSQL
+alike, in the same transaction as the rest of the batch, with no window where a crash
+leaves half a file. The download assembles the file on request, in a deterministic order,
+so the same period always yields the same bytes.
+
+The key is the statement's identity and its content, (IBAN, statement_id,
+content_sha256) (``routing.domain.identity``): a redelivery hits it and changes nothing,
+while another account's statement under the same id, or another content under a reused
+id, is a row of its own, never dropped in favour of the first.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from routing.store.tables import global_file_statements as gfs
 
 _CHUNK = 200
 
+#: The global file's key: a statement's identity, then its content (routing.domain.identity).
+IDENTITY = ("iban", "statement_id", "content_sha256")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -52,6 +60,10 @@ def insert_ignoring_duplicates(
 
 def chunks(values: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
     return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+def identity_of(entry: GlobalFileEntry) -> tuple[str, str, str]:
+    return (entry.iban, entry.statement_id, entry.content_sha256)
 
 
 def entry_of(row: Row[Any]) -> GlobalFileEntry:
@@ -117,9 +129,9 @@ class SqlGlobalFileStore(GlobalFileStore):
                 yield conn
 
     async def store(self, entries: Sequence[GlobalFileEntry]) -> list[StoredStatement]:
-        unique: dict[str, GlobalFileEntry] = {}
+        unique: dict[tuple[str, str, str], GlobalFileEntry] = {}
         for entry in entries:
-            unique.setdefault(entry.statement_id, entry)  # first one wins, as in the table
+            unique.setdefault(identity_of(entry), entry)  # first one wins, as in the table
         if not unique:
             return []
         now = self._clock().astimezone(UTC)
@@ -145,30 +157,48 @@ class SqlGlobalFileStore(GlobalFileStore):
             }
             for e in unique.values()
         ]
-        insert = insert_ignoring_duplicates(self._engine, gfs, ["statement_id"])
-        created: set[str] = set()
-        stored: dict[str, tuple[str, datetime]] = {}
+        insert = insert_ignoring_duplicates(self._engine, gfs, list(IDENTITY))
+        created: set[tuple[str, str, str]] = set()
+        # (iban, statement_id) -> {content_sha256: (cabinet_id, stored_at)}
+        stored: dict[tuple[str, str], dict[str, tuple[str, datetime]]] = {}
         async with self._write() as conn:
             # executemany, compiled once (see SqlDeliveryLedger.record).
-            result = await conn.execute(insert.returning(gfs.c.statement_id), rows)
-            created.update(result.scalars().all())
-            for ids in chunks(list(unique)):
+            result = await conn.execute(
+                insert.returning(gfs.c.iban, gfs.c.statement_id, gfs.c.content_sha256), rows
+            )
+            created.update((r.iban, r.statement_id, r.content_sha256) for r in result)
+            for ids in chunks(sorted({sid for _, sid, _ in unique})):
                 found = await conn.execute(
-                    select(gfs.c.statement_id, gfs.c.cabinet_id, gfs.c.stored_at).where(
-                        gfs.c.statement_id.in_(ids)
-                    )
+                    select(
+                        gfs.c.iban,
+                        gfs.c.statement_id,
+                        gfs.c.content_sha256,
+                        gfs.c.cabinet_id,
+                        gfs.c.stored_at,
+                    ).where(gfs.c.statement_id.in_(ids))
                 )
                 for row in found:
-                    stored[row.statement_id] = (row.cabinet_id, row.stored_at)
-        return [
-            StoredStatement(
-                statement_id=sid,
-                cabinet_id=stored[sid][0],
-                created=sid in created,
-                stored_at=stored[sid][1],
+                    stored.setdefault((row.iban, row.statement_id), {})[row.content_sha256] = (
+                        row.cabinet_id,
+                        row.stored_at,
+                    )
+        results = []
+        for key in unique:
+            iban, sid, sha = key
+            versions = stored[(iban, sid)]
+            cabinet_id, stored_at = versions[sha]
+            results.append(
+                StoredStatement(
+                    statement_id=sid,
+                    cabinet_id=cabinet_id,
+                    created=key in created,
+                    stored_at=stored_at,
+                    iban=iban,
+                    content_sha256=sha,
+                    other_contents=tuple(sorted(other for other in versions if other != sha)),
+                )
             )
-            for sid in unique
-        ]
+        return results
 
     async def statements(
         self, actor: Actor, cabinet_id: str, start: date, end: date
@@ -186,7 +216,13 @@ class SqlGlobalFileStore(GlobalFileStore):
                         gfs.c.period_start <= end,
                         gfs.c.period_end >= start,
                     )
-                    .order_by(gfs.c.period_start, gfs.c.received_at, gfs.c.statement_id)
+                    .order_by(
+                        gfs.c.period_start,
+                        gfs.c.received_at,
+                        gfs.c.statement_id,
+                        gfs.c.iban,
+                        gfs.c.content_sha256,
+                    )
                 )
             ).all()
         return [entry_of(row) for row in rows]
@@ -201,10 +237,15 @@ class SqlGlobalFileStore(GlobalFileStore):
             return date.fromisoformat(latest)
         return latest if isinstance(latest, date) else None
 
-    async def get(self, statement_id: str) -> GlobalFileEntry | None:
-        """Operator read of one stored statement (no cabinet check), or None."""
+    async def get(self, statement_id: str) -> list[GlobalFileEntry]:
+        """Operator read of the stored statements with this id (no cabinet check): one per
+        account and content, in (IBAN, stored_at) order; empty when there is none."""
         async with self._read() as conn:
-            row = (
-                await conn.execute(select(gfs).where(gfs.c.statement_id == statement_id))
-            ).first()
-        return None if row is None else entry_of(row)
+            rows = (
+                await conn.execute(
+                    select(gfs)
+                    .where(gfs.c.statement_id == statement_id)
+                    .order_by(gfs.c.iban, gfs.c.stored_at, gfs.c.content_sha256)
+                )
+            ).all()
+        return [entry_of(row) for row in rows]

@@ -172,8 +172,10 @@ STATEMENT_FORMATS = ("cfonb120", "camt053", "mt940")
 global_file_statements = Table(
     "global_file_statements",
     metadata,
-    # Idempotency key (DESIGN §5): a redelivered statement.global-file event after a crash
-    # hits this primary key and is ignored (INSERT ... ON CONFLICT DO NOTHING).
+    # Idempotency key (DESIGN §5, migration 0003): a statement is (IBAN, statement_id), and
+    # its content tells a redelivery (same SHA-256: hits the primary key and is ignored,
+    # INSERT ... ON CONFLICT DO NOTHING) from another statement under a reused id (another
+    # SHA-256: a row of its own). See routing.domain.identity.
     Column("statement_id", Text, nullable=False),
     Column("cabinet_id", Text, nullable=False),
     Column("iban", String(34), nullable=False),
@@ -191,11 +193,13 @@ global_file_statements = Table(
     Column("kafka_topic", Text, nullable=False),
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
-    PrimaryKeyConstraint("statement_id"),
+    PrimaryKeyConstraint("iban", "statement_id", "content_sha256"),
     CheckConstraint(_in("format", STATEMENT_FORMATS), name="format"),
     CheckConstraint("period_end >= period_start", name="period"),
     # The download: WHERE cabinet_id = ? AND period_start <= :to AND period_end >= :from.
     Index(None, "cabinet_id", "period_start", "period_end"),
+    # A statement's trace: WHERE statement_id = ?.
+    Index(None, "statement_id"),
     # No foreign key to cabinets: other systems may publish iban.state for cabinets this
     # store does not hold, and the builder must keep their statements all the same.
 )
@@ -206,10 +210,12 @@ delivery_ledger = Table(
     Column(
         "id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False, autoincrement=True
     ),
-    # SHA-256 of (statement_id, outcome, attempt, at, connector_id): the same outcome record
-    # read twice (at-least-once) maps to the same key and is ignored. A plain unique
-    # constraint over the columns would not do: attempt and connector_id are often NULL,
-    # and NULLs never collide in a unique constraint.
+    # SHA-256 of (statement_id, outcome, attempt, at, connector_id, iban, content_sha256):
+    # the same outcome record read twice (at-least-once) maps to the same key and is
+    # ignored, while the same step of two statements sharing an id (two accounts, or a
+    # reused id) at the same instant stays two entries. A plain unique constraint over the
+    # columns would not do: attempt and connector_id are often NULL, and NULLs never
+    # collide in a unique constraint.
     Column("dedupe_key", String(64), nullable=False),
     Column("statement_id", Text, nullable=False),
     Column("outcome", String(32), nullable=False),
@@ -222,6 +228,9 @@ delivery_ledger = Table(
     Column("connector_id", Text, nullable=True),
     Column("detail", Text, nullable=True),
     Column("routing", JSON(none_as_null=True), nullable=True, comment="when the record has it"),
+    # Which content of the statement the step was about (migration 0003); NULL on records
+    # of producers that do not send it, which then belong to every content of the id.
+    Column("content_sha256", Text, nullable=True),
     Column("recorded_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("dedupe_key"),

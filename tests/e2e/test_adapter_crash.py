@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.delivery.naming import is_temporary_name
+from adapters.delivery.naming import delivery_file_name, is_temporary_name
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from tests.integration.worker.conftest import produce
@@ -128,12 +128,12 @@ async def test_sigkill_mid_batch_loses_no_delivery(
     assert proc.returncode == 0, tail(log)
 
     hits = receiver.delivered("acd")
-    assert all(h.verified and h.webhook_id == h.statement_id for h in hits)
+    assert all(h.verified and h.webhook_statement == h.statement_id for h in hits)
     delivered = {h.statement_id for h in hits}
     lost = expected - delivered
     duplicates = len(hits) - len(delivered)
     assert lost == set()
-    assert sorted(files()) == sorted(f"{d.statement_id}.txt" for d in drop_sent)
+    assert sorted(files()) == sorted(delivery_file_name(d) for d in drop_sent)
     leftovers = [p.name for p in drop.iterdir() if is_temporary_name(p.name)]
     print(f"adapter crash: sent {N} webhook + {N} drop; killed after {at_kill[0]} webhook "
           f"requests and {at_kill[1]} files; webhook delivered {len(delivered)} unique, "

@@ -367,7 +367,7 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
         return hits or None
 
     hits = await eventually(delivered, "the partner to receive the bound statement", topology)
-    assert all(h.verified and h.webhook_id == BOUND_ID and h.iban == BOUND for h in hits)
+    assert all(h.verified and h.webhook_statement == BOUND_ID and h.iban == BOUND for h in hits)
     assert {h.statement_id for h in receiver.of("acd")} == {BOUND_ID}
 
     # 6b. the unbound statement is in the cabinet's global file; the bound one is not.

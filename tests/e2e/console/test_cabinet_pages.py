@@ -5,6 +5,7 @@ the real API app and a migrated SQLite store (the rules run in the store, as for
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -325,3 +326,48 @@ async def test_forms_without_the_csrf_token_are_refused(
     assert signin.status == 403
     actor = await console.store.authenticate(console.tokens["superviseur"])
     assert await console.store.list_cabinet_connectors(actor, "cab-a") == []
+
+
+async def test_a_reused_statement_id_lists_both_statements(
+    console: Console, new_page: NewPage
+) -> None:
+    """Issue 13 item 2 in the console: an id A's feed reused for other content is two
+    statements; the « Relevés » links choose each by its key, and the bare id lists both."""
+    files = global_file_store(console.store)
+    now = datetime.now(UTC)
+    contents = [cfonb("reused-one"), cfonb("reused-two")]
+    entries = [
+        GlobalFileEntry(
+            statement_id="st-a-2", cabinet_id="cab-a", iban=APPROVED, client_ref=None,
+            format="cfonb120", period_start=date(2026, 11, 2), period_end=date(2026, 11, 2),
+            received_at=now, source="test", content=content,
+            content_sha256=hashlib.sha256(content).hexdigest(), routed_at=now, routing=None,
+            kafka_topic="t", kafka_partition=0, kafka_offset=n,
+        )
+        for n, content in enumerate(contents)
+    ]
+    assert all(r.created for r in await files.store(entries))
+    page = await new_page()
+    await sign_in(page, console, "collaborateur")
+    listed = await page.goto(f"{console.url}/console/releves/st-a-2")
+    assert listed is not None and listed.status == 409
+    links = page.get_by_role("link", name=entries[0].key)
+    await expect(links).to_have_count(1)
+    await expect(page.get_by_role("link", name=entries[1].key)).to_have_count(1)
+    assert APPROVED not in await page.content()  # masked
+    await links.click()
+    await expect(page.get_by_role("heading", name="Relevé st-a-2")).to_be_visible()
+    assert page.url.endswith(f"?key={entries[0].key}")
+    await page.goto(f"{console.url}/console/releves?from=2026-11-01&to=2026-11-30")
+    hrefs = await page.get_by_role("link", name="st-a-2").evaluate_all(
+        "links => links.map(a => a.getAttribute('href'))"
+    )
+    assert sorted(hrefs) == sorted(f"/console/releves/st-a-2?key={e.key}" for e in entries)
+    # Cabinet B has no statement under that id, whatever A holds.
+    other = await new_page()
+    await other.goto(console.url + "/console")
+    await other.get_by_label("Jeton d'accès").fill(console.tokens["other"])
+    await other.get_by_role("button", name="Se connecter").click()
+    await expect(other.get_by_role("heading", name="Cabinet cab-b")).to_be_visible()
+    answer = await other.goto(f"{console.url}/console/releves/st-a-2?key={entries[0].key}")
+    assert answer is not None and answer.status == 404

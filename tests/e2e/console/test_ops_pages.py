@@ -28,6 +28,7 @@ from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.e2e.console.conftest import ServeApp, screenshot
+from tests.integration.global_file.factories import entry, iban
 from tests.integration.worker.conftest import produce, running, wait_until, webhook
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
@@ -165,7 +166,8 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
 
     hits = receiver.of("acd")
     assert [h.status for h in hits] == [400, 200]
-    assert hits[0].webhook_id == hits[1].webhook_id == "st-console-1"
+    assert hits[0].webhook_id == hits[1].webhook_id
+    assert hits[0].webhook_statement == "st-console-1"
 
     await page.get_by_role("link", name="Recherche").click()
     await page.get_by_label("Identifiant de relevé ou IBAN").fill("st-console-1")
@@ -179,3 +181,40 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
     await page.get_by_role("button", name="Chercher").click()
     await expect(page.locator(".verdict")).to_contain_text("n'est pas connu de So bank")
     await screenshot(page, "ops-search")
+
+
+async def test_the_search_lists_the_statements_a_shared_id_names(
+    sqlite_url: str,
+    make_store: Callable[..., SqlStateStore],
+    serve: ServeApp,
+    kafka_broker: EmbeddedBroker,
+    topics: Topics,
+    new_page: NewPage,
+) -> None:
+    """Issue 13 item 2 for operators: stmt-1 of two cabinets' accounts is two statements;
+    the search lists both (masked IBANs) and each link shows one."""
+    await upgrade(sqlite_url)
+    store = make_store(sqlite_url)
+    token, digest = new_operator_token()
+    catalogue = default_catalogue()
+    files, ledger = global_file_store(store), delivery_ledger(store)
+    app = create_app(store, catalogue, global_file=files, ledger=ledger)
+    console = OpsConsole(topics, catalogue, kafka_broker.bootstrap_servers, digest)
+    mount_console(app, store, catalogue, global_file=files, ledger=ledger, ops=console)
+    served = await serve(app)
+    a = entry("stmt-1", cabinet_id="cab-a", account=1, content=b"A's statement")
+    b = entry("stmt-1", cabinet_id="cab-b", account=2, content=b"B's statement")
+    await files.store([a, b])
+    try:
+        page = await new_page()
+        await sign_in_operator(page, OpsConsoleServed(served.url, token, ""), token)
+        await expect(page.get_by_role("link", name="Recherche")).to_be_visible()
+        listed = await page.goto(f"{served.url}/console/ops/recherche?q=stmt-1")
+        assert listed is not None and listed.status == 409
+        assert iban(1) not in await page.content() and iban(2) not in await page.content()
+        await page.get_by_role("link", name=b.key).click()
+        await expect(page.get_by_text("Cabinet cab-b")).to_be_visible()
+        await expect(page.locator(".status")).to_have_text("in_global_file")
+    finally:
+        if console.monitor is not None:
+            await console.monitor.aclose()

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.delivery import DirectoryDeliverer, DirectoryEndpoint
 from adapters.delivery.naming import is_temporary_name
-from tests.unit.delivery.factories import SAMPLE_CONTENT, make_delivery
+from tests.unit.delivery.factories import SAMPLE_CONTENT, file_name, make_delivery
 
 
 def files_in(directory: Path) -> dict[str, bytes]:
@@ -34,8 +34,8 @@ async def deliver_to(path: Path, statement_id: str = "stmt-0001", **kwargs: bool
 async def test_the_statement_lands_whole_under_its_deterministic_name(tmp_path: Path) -> None:
     outcome = await deliver_to(tmp_path)
 
-    assert outcome.startswith("delivered: wrote stmt-0001.txt")
-    assert files_in(tmp_path) == {"stmt-0001.txt": SAMPLE_CONTENT["cfonb120"]}
+    assert outcome.startswith(f"delivered: wrote {file_name()}")
+    assert files_in(tmp_path) == {file_name(): SAMPLE_CONTENT["cfonb120"]}
 
 
 async def test_each_format_gets_its_extension(tmp_path: Path) -> None:
@@ -44,17 +44,28 @@ async def test_each_format_gets_its_extension(tmp_path: Path) -> None:
         assert (await deliverer.deliver(make_delivery("s-" + fmt, fmt=fmt))).ok
     await deliverer.close()
 
-    assert set(files_in(tmp_path)) == {"s-cfonb120.txt", "s-camt053.xml", "s-mt940.sta"}
+    names = set(files_in(tmp_path))
+    assert {name.rsplit(".", 1)[1] for name in names} == {"txt", "xml", "sta"}
+    assert names == {file_name("s-" + fmt, fmt=fmt) for fmt in ("cfonb120", "camt053", "mt940")}
 
 
-async def test_a_redelivery_overwrites_instead_of_duplicating(tmp_path: Path) -> None:
+async def test_a_redelivery_leaves_the_file_and_another_content_gets_its_own(
+    tmp_path: Path,
+) -> None:
     deliverer = DirectoryDeliverer(DirectoryEndpoint(tmp_path))
     resent = b"corrected statement\r\n"
     assert (await deliverer.deliver(make_delivery("stmt-dup"))).ok
+    written = (tmp_path / file_name("stmt-dup")).stat()
+    again = await deliverer.deliver(make_delivery("stmt-dup"))
     assert (await deliverer.deliver(make_delivery("stmt-dup", content=resent))).ok
 
+    assert again.ok and "already" in again.detail and "left as it is" in again.detail
+    assert (tmp_path / file_name("stmt-dup")).stat().st_ino == written.st_ino  # not rewritten
     files = files_in(tmp_path)
-    assert files == {"stmt-dup.txt": resent}
+    assert files == {
+        file_name("stmt-dup"): SAMPLE_CONTENT["cfonb120"],
+        file_name("stmt-dup", content=resent): resent,
+    }
     assert not [name for name in files if is_temporary_name(name)]
 
 
@@ -67,7 +78,7 @@ async def test_files_are_readable_like_any_new_file(tmp_path: Path) -> None:
 
     await deliver_to(drop)
 
-    mode = stat.S_IMODE((drop / "stmt-0001.txt").stat().st_mode)
+    mode = stat.S_IMODE((drop / file_name()).stat().st_mode)
     assert mode == stat.S_IMODE(reference.stat().st_mode)
 
 
@@ -75,8 +86,10 @@ async def test_the_optional_sidecar_is_written_next_to_the_statement(tmp_path: P
     await deliver_to(tmp_path, "stmt-meta", metadata_sidecar=True)
 
     files = files_in(tmp_path)
-    assert set(files) == {"stmt-meta.txt", "stmt-meta.txt.json"}
-    metadata = json.loads(files["stmt-meta.txt.json"])
+    name = file_name("stmt-meta")
+    assert set(files) == {name, f"{name}.json"}
+    metadata = json.loads(files[f"{name}.json"])
+    assert metadata["file_name"] == name
     assert metadata["iban"] == "FR7630006000011234567890189"
     assert metadata["content_sha256"] == make_delivery().content_sha256
     assert "content_b64" not in metadata
@@ -103,10 +116,10 @@ async def test_a_path_that_is_a_file_is_permanent(tmp_path: Path) -> None:
 
 
 async def test_a_directory_in_place_of_the_final_name_is_permanent(tmp_path: Path) -> None:
-    (tmp_path / "stmt-0001.txt").mkdir()
+    (tmp_path / file_name()).mkdir()
 
-    assert (await deliver_to(tmp_path)).startswith("permanent: cannot write stmt-0001.txt")
-    assert names_in(tmp_path) == ["stmt-0001.txt"]  # no .part left behind
+    assert (await deliver_to(tmp_path)).startswith(f"permanent: cannot write {file_name()}")
+    assert names_in(tmp_path) == [file_name()]  # no .part left behind
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.delivery import SftpDeliverer
 from adapters.delivery.naming import is_temporary_name
-from tests.unit.delivery.factories import SAMPLE_CONTENT, make_delivery
+from tests.unit.delivery.factories import SAMPLE_CONTENT, file_name, make_delivery
 
 from .conftest import SftpServer, SilentServer, unused_port
 
@@ -39,7 +39,7 @@ async def test_the_statement_lands_whole_under_its_deterministic_name(
     result = await make_deliverer().deliver(make_delivery("stmt-0001"))
 
     assert result.kind == "delivered", result.detail
-    assert sftp_server.inbox_files() == {"stmt-0001.txt": SAMPLE_CONTENT["cfonb120"]}
+    assert sftp_server.inbox_files() == {file_name("stmt-0001"): SAMPLE_CONTENT["cfonb120"]}
 
 
 async def test_each_format_gets_its_extension(
@@ -50,22 +50,32 @@ async def test_each_format_gets_its_extension(
         assert (await deliverer.deliver(make_delivery("s1-" + fmt, fmt=fmt))).ok
 
     assert sftp_server.inbox_files() == {
-        "s1-cfonb120.txt": SAMPLE_CONTENT["cfonb120"],
-        "s1-camt053.xml": SAMPLE_CONTENT["camt053"],
-        "s1-mt940.sta": SAMPLE_CONTENT["mt940"],
+        file_name("s1-cfonb120", fmt="cfonb120"): SAMPLE_CONTENT["cfonb120"],
+        file_name("s1-camt053", fmt="camt053"): SAMPLE_CONTENT["camt053"],
+        file_name("s1-mt940", fmt="mt940"): SAMPLE_CONTENT["mt940"],
+    }
+    assert {name.rsplit(".", 1)[1] for name in sftp_server.inbox_files()} == {
+        "txt", "xml", "sta"
     }
 
 
-async def test_a_redelivery_overwrites_instead_of_duplicating(
+async def test_a_redelivery_leaves_the_file_and_another_content_gets_its_own(
     sftp_server: SftpServer, make_deliverer: MakeDeliverer
 ) -> None:
     deliverer = make_deliverer()
     assert (await deliverer.deliver(make_delivery("stmt-dup"))).ok
+    written = (sftp_server.inbox / file_name("stmt-dup")).stat()
+    again = await deliverer.deliver(make_delivery("stmt-dup"))
     resent = b"0130006    00001EUR2 12345678901  020126 corrected\r\n"
     assert (await deliverer.deliver(make_delivery("stmt-dup", content=resent))).ok
 
+    assert again.ok and "already" in again.detail and "left as it is" in again.detail
+    assert (sftp_server.inbox / file_name("stmt-dup")).stat().st_ino == written.st_ino
     files = sftp_server.inbox_files()
-    assert files == {"stmt-dup.txt": resent}
+    assert files == {
+        file_name("stmt-dup"): SAMPLE_CONTENT["cfonb120"],
+        file_name("stmt-dup", content=resent): resent,
+    }
     assert not [name for name in files if is_temporary_name(name)]
 
 
@@ -75,10 +85,11 @@ async def test_the_optional_sidecar_carries_the_metadata_without_the_content(
     assert (await make_deliverer(metadata_sidecar=True).deliver(make_delivery("stmt-meta"))).ok
 
     files = sftp_server.inbox_files()
-    assert set(files) == {"stmt-meta.txt", "stmt-meta.txt.json"}
-    metadata = json.loads(files["stmt-meta.txt.json"])
+    name = file_name("stmt-meta")
+    assert set(files) == {name, f"{name}.json"}
+    metadata = json.loads(files[f"{name}.json"])
     assert metadata["statement_id"] == "stmt-meta"
-    assert metadata["file_name"] == "stmt-meta.txt"
+    assert metadata["file_name"] == name
     assert "content_b64" not in metadata
 
 
@@ -196,7 +207,7 @@ async def test_an_outage_is_retried_then_the_deliverer_reconnects(
 
     assert during.kind == "retry"
     assert after.kind == "delivered", after.detail
-    assert set(sftp_server.inbox_files()) == {"before.txt", "after.txt"}
+    assert set(sftp_server.inbox_files()) == {file_name("before"), file_name("after")}
 
 
 async def test_a_restart_between_deliveries_is_invisible(
@@ -211,4 +222,4 @@ async def test_a_restart_between_deliveries_is_invisible(
 
     assert result.kind == "delivered", result.detail
     assert sftp_server.accepted == 2
-    assert set(sftp_server.inbox_files()) == {"before.txt", "after.txt"}
+    assert set(sftp_server.inbox_files()) == {file_name("before"), file_name("after")}

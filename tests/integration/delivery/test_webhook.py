@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.delivery import WebhookDeliverer, WebhookEndpoint
-from tests.unit.delivery.factories import make_delivery, make_webhook_secret
+from routing.domain.identity import statement_key
+from tests.unit.delivery.factories import IBAN, make_delivery, make_webhook_secret
 
 from .conftest import Reply, WebhookReceiver, unused_port
 
@@ -58,14 +59,15 @@ async def test_a_2xx_is_delivered_with_verified_signature_exact_body_and_headers
     assert request.verified, request.verification_error
     assert request.body == delivery.to_json()
     assert json.loads(request.body)["schema"] == "statement.partner-delivery/v1"
-    assert request.headers["webhook-id"] == "stmt-ok-1"
+    key = statement_key(IBAN, "stmt-ok-1", delivery.content_sha256)
+    assert request.headers["webhook-id"] == f"stmt-ok-1.{key}"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == "statement-router-webhook/1"  # docs/delivery.md
     assert before <= int(request.headers["webhook-timestamp"]) <= int(time.time())
     assert request.headers["webhook-signature"].startswith("v1,")
 
 
-async def test_the_webhook_id_is_the_statement_id_on_every_attempt(
+async def test_the_webhook_id_is_the_same_on_every_attempt(
     webhook_receiver: WebhookReceiver, make_deliverer: MakeDeliverer
 ) -> None:
     webhook_receiver.script(Reply(500), Reply(200))
@@ -77,7 +79,8 @@ async def test_the_webhook_id_is_the_statement_id_on_every_attempt(
 
     assert (first.kind, second.kind) == ("retry", "delivered")
     ids = [r.headers["webhook-id"] for r in webhook_receiver.received]
-    assert ids == ["stmt-retried", "stmt-retried"]
+    key = statement_key(IBAN, "stmt-retried", delivery.content_sha256)
+    assert ids == [f"stmt-retried.{key}", f"stmt-retried.{key}"]
     assert all(r.verified for r in webhook_receiver.received)
     assert webhook_receiver.received[0].body == webhook_receiver.received[1].body
 

@@ -84,6 +84,7 @@ def outcome(
     attempt: int | None = None,
     detail: str | None = None,
     routing: dict[str, Any] | None = None,
+    content_sha256: str | None = None,
 ) -> OutcomeRecord:
     return OutcomeRecord(
         statement_id=statement_id,
@@ -95,4 +96,5 @@ def outcome(
         attempt=attempt,
         detail=detail,
         routing=routing,
+        content_sha256=content_sha256,
     )

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from structlog.testing import capture_logs
 
 from adapters.global_file import run_global_file_builder
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
+from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.domain.model import Actor, Profile
 from routing.store.global_file import SqlGlobalFileStore
@@ -159,3 +161,63 @@ async def test_a_missing_topic_is_an_error_not_an_auto_created_topic(
             Settings(data_dir=tmp_path), topics, sqlite_url, asyncio.Event(),
             bootstrap_servers=kafka_broker.bootstrap_servers,
         )
+
+
+async def test_a_shared_or_reused_statement_id_loses_no_statement(harness: Harness) -> None:
+    """Issue 13 item 2: two feeds send ``stmt-1`` for accounts of two cabinets, and one of
+    them sends ``stmt-1`` again with other content. Cabinet B's file gets its statement,
+    cabinet A's file keeps both of its own, and the builder says so (warning + outcome);
+    an identical redelivery is still a duplicate."""
+    cab_b = Actor("usr-b", "cab-b", Profile.COLLABORATEUR)
+    a_first = global_file_event("stmt-1", iban(1), content=b"01 A first".ljust(120))
+    b_own = global_file_event("stmt-1", iban(2), cabinet_id="cab-b",
+                              content=b"01 B".ljust(120))
+    a_reused = global_file_event("stmt-1", iban(1), content=b"01 A corrected".ljust(120))
+
+    def counted(result: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "statement_router_global_file_statements_total", {"result": result}
+        )
+        return value or 0.0
+
+    before = {r: counted(r) for r in ("stored", "id_reused", "duplicate")}
+    running = harness.start()
+    try:
+        with capture_logs() as logs:
+            await harness.publish(a_first.to_json())
+            await harness.outcomes(1)
+            await harness.publish(b_own.to_json(), key=b"cab-b")
+            await harness.publish(a_reused.to_json())
+            await harness.outcomes(3)
+            await harness.publish(a_first.to_json())  # a redelivery: absorbed
+            await harness.outcomes(4)
+    finally:
+        stats = await running.finish()
+    assert stats["stored"] == 3 and stats["duplicates"] == 1
+    # Counted in the builder's process (this one): the reused id apart from the others.
+    assert {r: counted(r) - before[r] for r in before} == {
+        "stored": 2, "id_reused": 1, "duplicate": 1,
+    }
+    theirs = await harness.files.statements(cab_b, "cab-b", *JANUARY)
+    assert [(e.statement_id, e.iban, e.content_sha256) for e in theirs] == [
+        ("stmt-1", iban(2), b_own.content_sha256)
+    ]
+    mine = await harness.files.statements(CAB_A, "cab-a", *JANUARY)
+    assert sorted(e.content_sha256 for e in mine) == sorted(
+        [a_first.content_sha256, a_reused.content_sha256]
+    )
+    outcomes = [DeliveryOutcome.model_validate_json(r.value)
+                for r in await read_topic(harness.bootstrap, harness.topics.outcomes)]
+    by_content = {o.content_sha256: o for o in outcomes}
+    assert by_content[b_own.content_sha256].cabinet_id == "cab-b"
+    assert by_content[b_own.content_sha256].detail == "in the global file of cabinet cab-b"
+    reused = by_content[a_reused.content_sha256]
+    assert reused.cabinet_id == "cab-a" and "the id was reused, all are kept" in (
+        reused.detail or ""
+    )
+    assert a_first.content_sha256[:12] in (reused.detail or "")
+    events = [(e["event"], e.get("content_sha256")) for e in logs]
+    assert ("global_file_statement_id_reused", a_reused.content_sha256) in events
+    assert ("statement_stored_global_file", b_own.content_sha256) in events
+    assert ("global_file_duplicate_ignored", a_first.content_sha256) in events
+    assert ("global_file_duplicate_ignored", b_own.content_sha256) not in events

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.global_file import member_name
+from routing.domain.identity import statement_key
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from tests.integration.global_file.factories import cfonb_content, entry, iban, outcome
@@ -94,7 +96,9 @@ def test_download_and_trace_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     archive_path = out_dir / "releves-cab-a-2026-01-01-2026-01-31.zip"
     with zipfile.ZipFile(io.BytesIO(archive_path.read_bytes())) as archive:
         assert archive.namelist() == [
-            "releves-cab-a-2026-01-01-2026-01-31.txt", "2026-01-07_client-1_x1.xml",
+            "releves-cab-a-2026-01-01-2026-01-31.txt",
+            member_name(entry("x1", fmt="camt053", content=b"<Document/>",
+                              period=("2026-01-07",) * 2)),
         ]
 
     refused = cli("global-file", "download", "--cabinet", "cab-a", *period,
@@ -160,3 +164,60 @@ def test_download_output_is_checked_before_anything_is_written(cli: Cli, tmp_pat
                "--token", token]
     as_zip = cli("global-file", "download", *one_day, "--output", str(tmp_path / "c.zip"))
     assert as_zip.returncode == 7 and "CFONB 120 text file (.txt)" in as_zip.stderr
+
+
+async def seed_shared_ids(url: str) -> None:
+    """stmt-1 for an account of each cabinet; stmt-2 sent twice by A's feed, other content."""
+    files = SqlGlobalFileStore.from_url(url)
+    try:
+        await files.store(
+            [
+                entry("stmt-1", content=b"A's statement"),
+                entry("stmt-1", cabinet_id="cab-b", account=2, content=b"B's statement"),
+                entry("stmt-2", content=b"first"),
+                entry("stmt-2", content=b"corrected", offset=1),
+            ]
+        )
+    finally:
+        await files.close()
+
+
+def test_trace_a_shared_or_reused_statement_id(cli: Cli, tmp_path: Path) -> None:
+    """Issue 13 item 2 in the CLI: B's user traces B's stmt-1; a reused id lists the
+    statements with their keys (exit 6, as the API's 409), and ``--key`` chooses one."""
+    ok(cli("db", "upgrade"))
+    ok(cli("cabinet", "create", "cab-a", "--name", "Cabinet A"))
+    ok(cli("cabinet", "create", "cab-b", "--name", "Cabinet B"))
+    token = ok(cli("user", "create", "--cabinet", "cab-a", "--profile", "collaborateur"))
+    token = token.strip().splitlines()[-1]
+    other = ok(cli("user", "create", "--cabinet", "cab-b", "--profile", "administrateur"))
+    other = other.strip().splitlines()[-1]
+    asyncio.run(seed_shared_ids(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'statement-router.db'}"))
+
+    theirs = json.loads(ok(cli("trace", "stmt-1", "--json", "--token", other)))
+    assert (theirs["cabinet_id"], theirs["iban"]) == ("cab-b", iban(2))
+    mine = json.loads(ok(cli("trace", "stmt-1", "--json", "--token", token)))
+    assert (mine["cabinet_id"], mine["iban"]) == ("cab-a", iban(1))
+
+    keys = [statement_key(iban(1), "stmt-2", entry("stmt-2", content=c).content_sha256)
+            for c in (b"first", b"corrected")]
+    ambiguous = cli("trace", "stmt-2", "--token", token)
+    assert ambiguous.returncode == 6, ambiguous.stderr
+    assert "names 2 statements" in ambiguous.stderr
+    assert all(f"--key {k}" in ambiguous.stderr for k in keys)
+    assert iban(1) not in ambiguous.stderr  # masked
+    assert cli("trace", "stmt-2", "--token", other).returncode == 5  # none of B's
+    for k in keys:
+        chosen = json.loads(ok(cli("trace", "stmt-2", "--key", k, "--json", "--token", token)))
+        assert chosen["key"] == k and len(chosen["other_contents"]) == 1
+    text = ok(cli("trace", "stmt-2", "--key", keys[0], "--token", token))
+    assert f"key={keys[0]}" in text and "1 other statement(s)" in text
+    bad = cli("trace", "stmt-2", "--key", "nope", "--token", token)
+    assert bad.returncode == 7 and "16 lower-case hex digits" in bad.stderr
+
+    # The operator sees both cabinets' stmt-1, and chooses in the same way.
+    operator = cli("trace", "stmt-1", "--operator")
+    assert operator.returncode == 6 and "names 2 statements" in operator.stderr
+    key_b = statement_key(iban(2), "stmt-1", theirs["content_sha256"])
+    chosen = json.loads(ok(cli("trace", "stmt-1", "--operator", "--key", key_b, "--json")))
+    assert chosen["cabinet_id"] == "cab-b"

@@ -3,6 +3,7 @@ the exact bytes of the file, the archive, the cabinet boundary and the 422s."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import AsyncIterator
@@ -11,17 +12,23 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from adapters.global_file import member_name
 from config.catalogue import default_catalogue
 from routing.api.app import create_app
+from routing.domain.identity import statement_key
 from routing.domain.model import Profile
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore
-from tests.integration.global_file.factories import cfonb_content, cfonb_record, entry
+from tests.integration.global_file.factories import cfonb_content, cfonb_record, entry, iban
 
 URL = "/cabinets/cab-a/global-file"
 JANUARY = {"from": "2026-01-01", "to": "2026-01-31"}
 CRLF = b"\r\n"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -114,17 +121,19 @@ async def test_mixed_formats_are_a_zip(api: Api) -> None:
         names = archive.namelist()
         contents = {name: archive.read(name) for name in names}
     m_name = next(n for n in names if n.startswith("2026-01-08_"))
-    assert names == [
-        "releves-cab-a-2026-01-01-2026-01-31.txt",
-        "2026-01-06_client-1_x1.xml",
-        m_name,
-    ]
+    x_name = member_name(
+        entry("x1", fmt="camt053", period=("2026-01-06", "2026-01-07"), content=camt)
+    )
+    # <period_start>_<client_ref>_<id>.<statement key>.<ext>: the key keeps apart two
+    # statements sharing an id.
+    assert x_name == f"2026-01-06_client-1_x1.{statement_key(iban(1), 'x1', sha(camt))}.xml"
+    assert names == ["releves-cab-a-2026-01-01-2026-01-31.txt", x_name, m_name]
     # No client reference: the IBAN; an id with ':' gets a safe, hashed name.
     assert m_name.startswith("2026-01-08_FR76") and m_name.endswith(".sta") and ":" not in m_name
     assert contents["releves-cab-a-2026-01-01-2026-01-31.txt"] == b"".join(
         r + CRLF for r in [*records("c1"), *records("c2")]
     )
-    assert contents["2026-01-06_client-1_x1.xml"] == camt
+    assert contents[x_name] == camt
     assert contents[m_name] == mt940  # byte for byte
     again = await api.client.get(URL, params=JANUARY, headers=api.user)
     assert again.content == response.content  # deterministic
@@ -134,7 +143,9 @@ async def test_no_cfonb_means_no_txt_in_the_zip(api: Api) -> None:
     await api.files.store([entry("x1", fmt="camt053", content=b"<Document/>")])
     response = await api.client.get(URL, params=JANUARY, headers=api.user)
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        assert archive.namelist() == ["2026-01-05_client-1_x1.xml"]
+        assert archive.namelist() == [
+            member_name(entry("x1", fmt="camt053", content=b"<Document/>"))
+        ]
 
 
 async def test_an_empty_period_is_an_empty_txt(api: Api) -> None:

@@ -1,4 +1,4 @@
-"""The ``GlobalFileStore`` port on SQLite and PostgreSQL: idempotent on statement_id,
+"""The ``GlobalFileStore`` port on SQLite and PostgreSQL: idempotent on (IBAN, id, content),
 period overlap, file order, and the cabinet boundary."""
 
 from __future__ import annotations
@@ -37,14 +37,49 @@ async def count_rows(files: SqlGlobalFileStore, store: SqlStateStore) -> int:
 async def test_the_same_statement_twice_is_stored_once(
     files: SqlGlobalFileStore, store: SqlStateStore
 ) -> None:
+    """A redelivery (same IBAN, id and content, read again at another offset) is absorbed."""
     [first] = await files.store([entry("s1", offset=10)])
-    [again] = await files.store([entry("s1", offset=11, content=b"other bytes")])
+    [again] = await files.store([entry("s1", offset=11)])
     assert first.created is True and again.created is False
+    assert again.other_contents == ()
     assert again.stored_at == first.stored_at  # the first write's time, for the outcome
     assert first.stored_at.tzinfo is not None
     assert await count_rows(files, store) == 1
     [kept] = await files.statements(CAB_A, "cab-a", *JAN)
     assert kept.kafka_offset == 10 and kept.content == entry("s1").content
+
+
+async def test_a_reused_id_with_other_content_is_kept_beside_the_first(
+    files: SqlGlobalFileStore, store: SqlStateStore
+) -> None:
+    """Same account, same id, other content: another statement, never dropped, and the
+    result names the content it sits beside (the builder's warning and outcome)."""
+    [first] = await files.store([entry("s1", offset=10)])
+    [second] = await files.store([entry("s1", offset=11, content=b"other bytes")])
+    assert first.created is True and second.created is True
+    assert second.other_contents == (first.content_sha256,)
+    assert await count_rows(files, store) == 2
+    kept = await files.statements(CAB_A, "cab-a", *JAN)
+    assert sorted(e.content for e in kept) == sorted([entry("s1").content, b"other bytes"])
+    [again] = await files.store([entry("s1", offset=12, content=b"other bytes")])
+    assert again.created is False  # and the second one, redelivered, is a duplicate
+    assert await count_rows(files, store) == 2
+
+
+async def test_the_same_id_in_two_cabinets_is_two_statements(
+    files: SqlGlobalFileStore, store: SqlStateStore
+) -> None:
+    """Two feeds send stmt-1 for accounts of two cabinets: each cabinet's file has its own."""
+    a = entry("stmt-1", cabinet_id="cab-a", account=1, content=b"A's statement")
+    b = entry("stmt-1", cabinet_id="cab-b", account=2, content=b"B's statement")
+    results = await files.store([a, b])
+    assert [(r.cabinet_id, r.created, r.other_contents) for r in results] == [
+        ("cab-a", True, ()),
+        ("cab-b", True, ()),
+    ]
+    [mine] = await files.statements(CAB_A, "cab-a", *JAN)
+    [theirs] = await files.statements(CAB_B, "cab-b", *JAN)
+    assert mine.content == b"A's statement" and theirs.content == b"B's statement"
 
 
 async def test_duplicates_inside_one_batch_are_stored_once(

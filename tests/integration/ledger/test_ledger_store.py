@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from routing.domain.errors import UnknownIban
+from routing.domain.identity import statement_key
 from routing.domain.model import Actor, MandateStatus, Profile
-from routing.ports import LedgerEntry, UnknownStatement, statement_status
+from routing.ports import AmbiguousStatement, LedgerEntry, UnknownStatement, statement_status
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger, dedupe_key
 from routing.store.sql import SqlStateStore
@@ -269,3 +270,78 @@ async def test_connector_deliveries_count_since_a_time(ledger: SqlDeliveryLedger
     assert (quadra.connector_id, quadra.delivered, quadra.success_ratio) == ("quadra", 1, 1.0)
     assert quadra.last_error is None
     assert await ledger.connector_deliveries(datetime(2026, 1, 7, tzinfo=UTC)) == []
+
+
+# --- issue 13 item 2: a statement is (IBAN, id), told apart from a reused id by content ---
+
+SHA_A, SHA_B, SHA_A2 = "a" * 64, "b" * 64, "c" * 64
+
+
+async def test_the_same_step_of_two_statements_sharing_an_id_is_two_entries(
+    ledger: SqlDeliveryLedger, store: SqlStateStore
+) -> None:
+    """Same id, same step, same instant, for two accounts (two cabinets) and for a reused
+    id: three entries; the same record read again is still absorbed."""
+    records = [
+        outcome("stmt-1", "stored_global_file", 1, content_sha256=SHA_A),
+        outcome("stmt-1", "stored_global_file", 1, account=2, cabinet_id="cab-b",
+                content_sha256=SHA_B),
+        outcome("stmt-1", "stored_global_file", 1, content_sha256=SHA_A2),
+    ]
+    assert await ledger.record(records) == 3
+    assert await ledger.record(records) == 0
+    assert await rows(store) == 3
+
+
+async def test_each_cabinet_traces_its_own_statement_under_a_shared_id(
+    ledger: SqlDeliveryLedger,
+) -> None:
+    await ledger.record(
+        [
+            outcome("stmt-1", "delivered", 2, connector_id="acd", content_sha256=SHA_A),
+            outcome("stmt-1", "routed", 1, account=2, cabinet_id="cab-b",
+                    detail="global-file", content_sha256=SHA_B),
+        ]
+    )
+    mine = await ledger.trace(CAB_A, "stmt-1")
+    theirs = await ledger.trace(CAB_B, "stmt-1")
+    assert (mine.cabinet_id, mine.iban, mine.content_sha256) == ("cab-a", iban(1), SHA_A)
+    assert (theirs.cabinet_id, theirs.iban, theirs.content_sha256) == ("cab-b", iban(2), SHA_B)
+    assert [e.outcome for e in mine.entries] == ["delivered"]
+    assert [e.outcome for e in theirs.entries] == ["routed"]
+    assert mine.key == statement_key(iban(1), "stmt-1", SHA_A) != theirs.key
+    assert mine.other_contents == () and theirs.other_contents == ()
+    # Another cabinet's statement under the id is never a candidate: B asking for A's key
+    # gets the same answer as for a key nobody has.
+    with pytest.raises(UnknownStatement):
+        await ledger.trace(CAB_B, "stmt-1", mine.key)
+
+
+async def test_a_reused_id_lists_both_statements_and_the_key_chooses(
+    ledger: SqlDeliveryLedger,
+) -> None:
+    await ledger.record(
+        [
+            outcome("stmt-2", "delivered", 1, connector_id="acd", content_sha256=SHA_A),
+            outcome("stmt-2", "retrying", 3, connector_id="acd", attempt=1,
+                    detail="HTTP 503", content_sha256=SHA_A2),
+        ]
+    )
+    with pytest.raises(AmbiguousStatement) as raised:
+        await ledger.trace(CAB_A, "stmt-2")
+    candidates = raised.value.candidates
+    assert [(c.content_sha256, c.status) for c in candidates] == [
+        (SHA_A, "delivered"), (SHA_A2, "retrying"),
+    ]
+    assert all(c.iban is not None and iban(1) not in c.iban for c in candidates)  # masked
+    first, second = [await ledger.trace(CAB_A, "stmt-2", c.key) for c in candidates]
+    assert [e.outcome for e in first.entries] == ["delivered"]
+    assert [e.outcome for e in second.entries] == ["retrying"]
+    assert first.other_contents == (SHA_A2,) and second.other_contents == (SHA_A,)
+    with pytest.raises(UnknownStatement):
+        await ledger.trace(CAB_A, "stmt-2", "0" * 16)
+    # The operator sees the same two, and chooses the same way.
+    with pytest.raises(AmbiguousStatement):
+        await ledger.operator_trace("stmt-2")
+    chosen = await ledger.operator_trace("stmt-2", candidates[1].key)
+    assert chosen is not None and chosen.content_sha256 == SHA_A2

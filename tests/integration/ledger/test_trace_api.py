@@ -11,6 +11,7 @@ import pytest
 
 from config.catalogue import default_catalogue
 from routing.api.app import create_app
+from routing.domain.identity import statement_key
 from routing.domain.model import Actor, MandateStatus, Profile
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
@@ -147,3 +148,81 @@ async def test_without_a_ledger_the_api_is_as_before(store: SqlStateStore) -> No
         paths = (await client.get("/openapi.json")).json()["paths"]
     assert "/statements/{statement_id}" not in paths
     assert "/cabinets/{cabinet_id}/global-file" not in paths
+
+
+# --- issue 13 item 2: a statement id shared by two feeds, or reused for other content ---
+
+
+async def test_each_cabinets_user_sees_its_own_statement_under_a_shared_id(api: Api) -> None:
+    """Two feeds send stmt-1 for accounts of cabinets A and B: B's user gets B's statement
+    (not 403 other_cabinet, not A's), A's user gets A's."""
+    a = entry("stmt-1", account=1, content=b"A's statement")
+    b = entry("stmt-1", cabinet_id="cab-b", account=2, content=b"B's statement")
+    await api.files.store([a, b])
+    response = await api.client.get("/statements/stmt-1", headers=api.other)
+    assert response.status_code == 200, response.text
+    theirs = response.json()
+    assert (theirs["cabinet_id"], theirs["iban"], theirs["content_sha256"]) == (
+        "cab-b", iban(2), b.content_sha256,
+    )
+    assert theirs["status"] == "in_global_file" and theirs["other_contents"] == []
+    assert theirs["key"] == statement_key(iban(2), "stmt-1", b.content_sha256)
+    mine = (await api.client.get("/statements/stmt-1", headers=api.user)).json()
+    assert (mine["cabinet_id"], mine["content_sha256"]) == ("cab-a", a.content_sha256)
+    # A's key asked by B is answered as a key nobody has.
+    foreign = await api.client.get(
+        "/statements/stmt-1", params={"key": mine["key"]}, headers=api.other
+    )
+    nobody = await api.client.get(
+        "/statements/stmt-1", params={"key": "0" * 16}, headers=api.other
+    )
+    assert foreign.status_code == nobody.status_code == 404
+    assert foreign.json() == nobody.json()
+
+
+async def test_a_reused_id_is_a_409_listing_the_statements_and_key_chooses(api: Api) -> None:
+    first = entry("stmt-2", content=b"first content")
+    second = entry("stmt-2", content=b"corrected content", offset=1)
+    await api.files.store([first])
+    await api.files.store([second])
+    await api.ledger.record(
+        [outcome("stmt-2", "stored_global_file", 1, content_sha256=second.content_sha256,
+                 detail="the id was reused, all are kept")]
+    )
+    response = await api.client.get("/statements/stmt-2", headers=api.user)
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["error"] == "ambiguous_statement" and "?key=" in body["detail"]
+    candidates = body["candidates"]
+    assert sorted(c["content_sha256"] for c in candidates) == sorted(
+        [first.content_sha256, second.content_sha256]
+    )
+    assert all(c["iban"] != iban(1) and c["status"] == "in_global_file" for c in candidates)
+    for c in candidates:
+        chosen = await api.client.get(
+            "/statements/stmt-2", params={"key": c["key"]}, headers=api.user
+        )
+        assert chosen.status_code == 200, chosen.text
+        trace = chosen.json()
+        assert trace["key"] == c["key"] and trace["content_sha256"] == c["content_sha256"]
+        assert trace["other_contents"] == [
+            sha for sha in (first.content_sha256, second.content_sha256)
+            if sha != c["content_sha256"]
+        ]
+    # Cabinet B has no statement under that id: 404, as for any unknown id.
+    assert (await api.client.get("/statements/stmt-2", headers=api.other)).status_code == 404
+    bad = await api.client.get("/statements/stmt-2", params={"key": "XYZ"}, headers=api.user)
+    assert bad.status_code == 422
+
+
+async def test_openapi_documents_the_key_and_the_409(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    route = spec["paths"]["/statements/{statement_id}"]["get"]
+    [key] = [p for p in route["parameters"] if p["name"] == "key"]
+    assert key["in"] == "query" and key["required"] is False
+    assert "^[0-9a-f]{16}$" in str(key["schema"])
+    assert "409" in route["responses"] and "candidates" in route["responses"]["409"][
+        "description"
+    ]
+    trace_out = spec["components"]["schemas"]["StatementTraceOut"]["properties"]
+    assert {"key", "content_sha256", "other_contents"} <= set(trace_out)

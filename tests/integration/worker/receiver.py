@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from routing.domain.identity import statement_key
 from tests.unit.delivery.factories import make_webhook_secret
 
 
@@ -41,6 +42,20 @@ class Hit:
     iban: str
     status: int  # what was answered
     verified: bool
+    #: ``webhook-id`` without its statement key when that key is the right one for the
+    #: body's IBAN, id and content (``<statement id>.<statement key>``), else the raw
+    #: header: tests compare it with a statement id, and a wrong key shows.
+    webhook_statement: str = ""
+
+
+def statement_of_webhook_id(msg_id: str, doc: dict[str, object]) -> str:
+    """The statement id a ``webhook-id`` names, checked against the body's key."""
+    sid, _, key = msg_id.rpartition(".")
+    iban, content = doc.get("iban"), doc.get("content_sha256")
+    valid = isinstance(iban, str) and isinstance(content, str) and sid
+    if valid and key == statement_key(str(iban), sid, str(content)):
+        return sid
+    return msg_id
 
 
 class Partner:
@@ -91,10 +106,12 @@ class WebhookReceiver:
             verified = False
         reply = partner.next_reply() if verified else Reply(401)
         doc = json.loads(body)
+        msg_id = headers.get("webhook-id", "")
         self.hits.append(Hit(
             seq=len(self.hits), at=time.monotonic(), partner=name,
-            webhook_id=headers.get("webhook-id", ""), statement_id=doc.get("statement_id", ""),
+            webhook_id=msg_id, statement_id=doc.get("statement_id", ""),
             iban=doc.get("iban", ""), status=reply.status, verified=verified,
+            webhook_statement=statement_of_webhook_id(msg_id, doc),
         ))
         self.changed.set()
         if reply.delay:

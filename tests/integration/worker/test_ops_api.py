@@ -81,4 +81,4 @@ async def test_list_and_replay_dead_letters_over_http(
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_connector"
     bad = await ops.client.post("/ops/dlq/acd/replay", headers=ops.operator, json={})
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_request"
-    assert [h.webhook_id for h in receiver.delivered("acd")] == ["st-ops-1", "st-ops-2"]
+    assert [h.webhook_statement for h in receiver.delivered("acd")] == ["st-ops-1", "st-ops-2"]

@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint
+from adapters.delivery.naming import delivery_file_name
 from adapters.dlq import list_dead_letters, replay_dead_letters
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
@@ -49,7 +50,7 @@ async def test_a_delivered_statement_is_committed_with_a_delivered_outcome(
         assert pool.stats["acd"].delivered == 1
 
     [hit] = receiver.of("acd")
-    assert hit.verified and hit.webhook_id == "st-ok-1"
+    assert hit.verified and hit.webhook_statement == "st-ok-1"
     assert sum((await committed(bootstrap, topics, "acd")).values()) == 1
     found = await outcomes(bootstrap, topics)
     assert kinds(found, "st-ok-1") == [("delivered", 1)]
@@ -71,7 +72,7 @@ async def test_a_5xx_is_retried_with_backoff_and_delivered_once(
         assert (pool.stats["acd"].retries, pool.stats["acd"].delivered) == (1, 1)
 
     assert [h.status for h in receiver.of("acd")] == [500, 200]
-    assert {h.webhook_id for h in receiver.of("acd")} == {"st-retry-1"}
+    assert {h.webhook_statement for h in receiver.of("acd")} == {"st-retry-1"}
     assert kinds(await outcomes(bootstrap, topics), "st-retry-1") == [
         ("retrying", 1),
         ("delivered", 2),
@@ -210,7 +211,7 @@ async def test_a_replayed_dead_letter_is_delivered_with_the_same_webhook_id_once
         assert again.replayed == []  # the second replay finds nothing open
         await wait_until(lambda: receiver.delivered("acd"), what="the replayed delivery")
 
-    assert [(h.webhook_id, h.status) for h in receiver.of("acd")] == [
+    assert [(h.webhook_statement, h.status) for h in receiver.of("acd")] == [
         ("st-replay", 422),
         ("st-replay", 200),
     ]
@@ -288,7 +289,7 @@ async def test_a_directory_drop_connector_writes_each_statement_once(
     async with running(kafka_broker, topics, {"quadra": DirectoryEndpoint(drop)}) as pool:
         await wait_until(lambda: pool.stats["quadra"].delivered == 11, what="the drops")
 
-    assert sorted(p.name for p in drop.iterdir()) == sorted(f"q-{i}.txt" for i in range(10))
+    assert sorted(p.name for p in drop.iterdir()) == sorted(delivery_file_name(d) for d in sent)
 
 
 async def test_a_malformed_record_goes_to_invalid_and_is_committed(

@@ -16,6 +16,8 @@ from events.schemas import (
 )
 
 IBAN = "FR7630006000011234567890189"
+#: Another valid IBAN (another account, of another cabinet in the tests that say so).
+OTHER_IBAN = "FR7630006000010000000000734"
 
 SAMPLE_CONTENT: dict[StatementFormat, bytes] = {
     "cfonb120": (
@@ -69,6 +71,13 @@ def make_delivery(
     }
     fields.update(overrides)
     return StatementPartnerDelivery(**fields)
+
+
+def file_name(statement_id: str = "stmt-0001", **kwargs: Any) -> str:
+    """The file name a drop gives ``make_delivery(statement_id, **kwargs)``."""
+    from adapters.delivery.naming import delivery_file_name
+
+    return delivery_file_name(make_delivery(statement_id, **kwargs))
 
 
 def make_webhook_secret(size: int = 32) -> str:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.delivery.naming import (
+    delivery_file_name,
     file_stem,
     files_for,
     is_temporary_name,
@@ -17,19 +18,45 @@ from adapters.delivery.naming import (
     statement_file_name,
     temporary_name,
 )
-from tests.unit.delivery.factories import SAMPLE_CONTENT, make_delivery
+from routing.domain.identity import statement_key
+from tests.unit.delivery.factories import IBAN, OTHER_IBAN, SAMPLE_CONTENT, make_delivery
 
 # What StatementId accepts (events.schemas).
 statement_ids = st.from_regex(r"[A-Za-z0-9._:\-]{1,200}", fullmatch=True)
 PORTABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+KEY = "0123456789abcdef"
 
 
 @pytest.mark.parametrize(
     ("fmt", "name"),
-    [("cfonb120", "stmt-1.txt"), ("camt053", "stmt-1.xml"), ("mt940", "stmt-1.sta")],
+    [
+        ("cfonb120", f"stmt-1.{KEY}.txt"),
+        ("camt053", f"stmt-1.{KEY}.xml"),
+        ("mt940", f"stmt-1.{KEY}.sta"),
+    ],
 )
 def test_the_extension_follows_the_format(fmt: str, name: str) -> None:
-    assert statement_file_name("stmt-1", fmt) == name  # type: ignore[arg-type]
+    assert statement_file_name("stmt-1", KEY, fmt) == name  # type: ignore[arg-type]
+
+
+def test_the_name_is_the_id_then_the_statement_key() -> None:
+    delivery = make_delivery("stmt-1")
+    key = statement_key(IBAN, "stmt-1", delivery.content_sha256)
+
+    assert delivery_file_name(delivery) == f"stmt-1.{key}.txt"
+    assert delivery_file_name(make_delivery("stmt-1")) == delivery_file_name(delivery)
+
+
+def test_two_statements_sharing_an_id_get_two_names() -> None:
+    """Two feeds both sending stmt-2 (two accounts), or one re-using it for other content,
+    must never write one file over the other."""
+    first = make_delivery("stmt-2")
+    other_account = make_delivery("stmt-2", iban=OTHER_IBAN)
+    other_content = make_delivery("stmt-2", content=b"another statement\r\n")
+
+    names = {delivery_file_name(d) for d in (first, other_account, other_content)}
+    assert len(names) == 3
+    assert all(name.startswith("stmt-2.") and name.endswith(".txt") for name in names)
 
 
 @pytest.mark.parametrize("statement_id", ["stmt-0001", "BNP.2026-01-02.42", "a_b", "X"])
@@ -55,11 +82,11 @@ def test_cleaning_never_makes_two_ids_share_a_name() -> None:
 
 @given(statement_ids)
 def test_every_valid_id_gives_a_portable_bounded_name(statement_id: str) -> None:
-    name = statement_file_name(statement_id, "camt053")
+    name = statement_file_name(statement_id, KEY, "camt053")
 
     assert PORTABLE.fullmatch(name)
     assert len(temporary_name(sidecar_file_name(name)).encode()) <= 255
-    assert name == statement_file_name(statement_id, "camt053")
+    assert name == statement_file_name(statement_id, KEY, "camt053")
 
 
 @given(st.lists(statement_ids, min_size=2, max_size=20, unique=True))
@@ -77,17 +104,21 @@ def test_temporary_names_are_hidden_unique_and_recognisable() -> None:
 
 
 def test_a_delivery_writes_the_raw_statement_file() -> None:
-    [file] = files_for(make_delivery("s1", fmt="camt053"), sidecar=False)
+    delivery = make_delivery("s1", fmt="camt053")
+    [file] = files_for(delivery, sidecar=False)
 
-    assert (file.name, file.content) == ("s1.xml", SAMPLE_CONTENT["camt053"])
+    key = statement_key(IBAN, "s1", delivery.content_sha256)
+    assert (file.name, file.content) == (f"s1.{key}.xml", SAMPLE_CONTENT["camt053"])
 
 
 def test_the_sidecar_comes_first_and_holds_no_content() -> None:
-    sidecar, statement = files_for(make_delivery("s1"), sidecar=True)
+    delivery = make_delivery("s1")
+    sidecar, statement = files_for(delivery, sidecar=True)
 
-    assert (sidecar.name, statement.name) == ("s1.txt.json", "s1.txt")
+    name = f"s1.{statement_key(IBAN, 's1', delivery.content_sha256)}.txt"
+    assert (sidecar.name, statement.name) == (f"{name}.json", name)
     metadata = json.loads(sidecar.content)
     assert "content_b64" not in metadata
     assert metadata["schema"] == "statement.partner-delivery/v1"
-    assert metadata["file_name"] == "s1.txt"
+    assert metadata["file_name"] == name
     assert metadata["routing"]["reason"] == "bound"
