@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adapters.delivery.naming import is_temporary_name
+from adapters.delivery.naming import delivery_file_name, is_temporary_name
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from tests.e2e.test_adapter_crash import start_worker, stop_process, tail
@@ -92,8 +92,9 @@ async def test_a_partner_added_to_the_file_delivers_without_restarting_the_other
         await produce(bootstrap, topics, "acd", [make_delivery(f"a-{n}") for n in range(3, 6)])
         await eventually(lambda: named(log, "adapter_started", connector_id="sage"),
                          "B's worker", guard=alive, within=120)
-        await produce(bootstrap, topics, "sage", [
-            make_delivery(f"b-{n}", connector_id="sage", iban=SAGE_IBAN) for n in range(2)])
+        sage_sent = [make_delivery(f"b-{n}", connector_id="sage", iban=SAGE_IBAN)
+                     for n in range(3)]
+        await produce(bootstrap, topics, "sage", sage_sent[:2])
         await produce(bootstrap, topics, "acd", [make_delivery(f"a-{n}") for n in range(6, 9)])
         await eventually(files, "B's files", done=lambda names: len(names) == 2, guard=alive)
         await eventually(lambda: len(receiver.delivered("acd")), "A's deliveries",
@@ -109,8 +110,7 @@ async def test_a_partner_added_to_the_file_delivers_without_restarting_the_other
         assert "connector sage: adapter: Input should be 'webhook', 'sftp' or 'directory'" in (
             refused[0]["reason"])
         assert refused[0]["running"] == ["acd", "sage"]
-        await produce(bootstrap, topics, "sage", [
-            make_delivery("b-2", connector_id="sage", iban=SAGE_IBAN)])
+        await produce(bootstrap, topics, "sage", sage_sent[2:])
         await eventually(files, "B's file after the refusal", done=lambda n: len(n) == 3,
                          guard=alive)
     finally:
@@ -123,5 +123,5 @@ async def test_a_partner_added_to_the_file_delivers_without_restarting_the_other
     assert len(named(log, "adapter_stopped", connector_id="acd")) == 1, tail(log)
     assert sorted(h.statement_id for h in receiver.delivered("acd")) == sorted(
         f"a-{n}" for n in range(9))
-    assert files() == ["b-0.txt", "b-1.txt", "b-2.txt"]
+    assert files() == sorted(delivery_file_name(d) for d in sage_sent)
     assert all(h.verified for h in receiver.delivered("acd"))
