@@ -12,14 +12,18 @@ import asyncio
 from pathlib import Path
 
 from adapters.catalogue_reload import ReloadingAdapters
+from adapters.delivery import Deliverer, PartnerEndpoint
+from adapters.worker import default_deliverer
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, describe_topics, ensure_topics
 from tests.eventually import eventually
 from tests.unit.delivery.factories import make_delivery
 
-from .conftest import SHORT, produce
+from .conftest import SHORT, dead_letters, produce
 from .receiver import WebhookReceiver
+from .test_cli import acli
+from .test_supervision import PoisonedDeliverer
 
 NEW_IBAN = "FR1420041010050500013M02606"
 
@@ -176,6 +180,73 @@ async def test_a_new_connector_whose_topic_is_wrong_waits_and_the_others_run(
         await produce(bootstrap, topics, "acd", [make_delivery("acd-after")])
         await eventually(lambda: [h.statement_id for h in receiver.delivered("acd")],
                          "acd still delivering", done=lambda ids: ids == ["acd-after"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def test_a_connector_added_by_the_file_runs_supervised_stops_alone_and_is_enabled(
+    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """One code path: the connector the file adds runs under the supervisor. A poison
+    record in it stops that worker only (acd keeps delivering, the process keeps running),
+    and ``statement-router adapters enable sage`` (the real CLI) resumes it: the poison is
+    parked (ADAPTER_MAX_CRASHES=1) and the rest delivered."""
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    drop = tmp_path / "sage-inbox"
+    drop.mkdir()
+    path = tmp_path / "connectors.toml"
+    write(path, acd_table(acd.url))
+    poisoned: dict[str, PoisonedDeliverer] = {}
+
+    def deliverers(connector_id: str, endpoint: PartnerEndpoint) -> Deliverer:
+        inner = default_deliverer(connector_id, endpoint)
+        if connector_id != "sage":
+            return inner
+        poisoned[connector_id] = PoisonedDeliverer(inner, ["sage-poison"])
+        return poisoned[connector_id]
+
+    pool = ReloadingAdapters(
+        Settings(adapter_max_crashes=1), topics, path, bootstrap_servers=bootstrap,
+        schedule=SHORT, session_timeout_ms=2_000, reload_interval=0.05,
+        deliverer_factory=deliverers, environ={"ACD_WHSEC": acd.secret})
+    stop = asyncio.Event()
+    task = asyncio.create_task(pool.run(stop))
+    try:
+        await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
+        assert not task.done()
+        acd_slot = pool.workers["acd"]
+        write(path, acd_table(acd.url)
+              + f'[connectors.sage]\nname = "Sage"\nadapter = "directory"\npath = "{drop}"\n')
+        await eventually(lambda: "sage" in pool.workers and pool.workers["sage"].worker.ready
+                         .is_set(), "sage's supervised worker to start")
+        await produce(bootstrap, topics, "sage", [
+            make_delivery("sage-poison", connector_id="sage", iban=NEW_IBAN),
+            *(make_delivery(f"sage-{i}", connector_id="sage", iban=NEW_IBAN)
+              for i in range(2))])
+        await eventually(lambda: pool.stats["sage"].state, "sage stopped",
+                         done=lambda state: state == "stopped")
+        assert poisoned["sage"].calls["sage-poison"] == 1 and not list(drop.iterdir())
+
+        await produce(bootstrap, topics, "acd", [make_delivery("acd-while-sage-stopped")])
+        await eventually(lambda: [h.statement_id for h in receiver.delivered("acd")],
+                         "acd still delivering",
+                         done=lambda ids: ids == ["acd-while-sage-stopped"])
+        assert not task.done() and pool.workers["acd"] is acd_slot and acd_slot.running
+
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOPIC_PREFIX": topics.prefix,
+               "TOPIC_PARTITIONS": str(topics.partitions), "CONNECTORS_FILE": str(path),
+               "ACD_WHSEC": acd.secret}
+        result = await acli("adapters", "enable", "sage", "--wait", "60", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "sage: worker running again" in result.stdout
+        await eventually(lambda: sorted(p.name for p in drop.iterdir() if p.suffix != ".tmp"),
+                         "sage's two other files", done=lambda names: len(names) == 2)
+        assert pool.stats["sage"].state == "running" and pool.stats["sage"].parked == 1
+        assert poisoned["sage"].calls["sage-poison"] == 1  # parked, not tried again
+        [letter] = await dead_letters(bootstrap, topics, "sage")
+        assert letter["statement_id"] == "sage-poison" and letter["parked"] is not None
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
