@@ -1,9 +1,10 @@
 """The adapters process following its connectors file: hot add, change and removal.
 
-``statement-router adapters`` runs ``ReloadingAdapters``: one ``ConnectorWorker`` per
-connector that has an endpoint in ``CONNECTORS_FILE``, and every ``RELOAD_INTERVAL``
-seconds a look at the file's modification time, size and inode. When the file changed, it
-is read and validated whole (catalogue and endpoints, secrets resolved, one read):
+``statement-router adapters`` runs ``ReloadingAdapters``, a thin wrapper over the
+supervisor (``adapters.supervisor.supervise``): one supervised worker per connector that
+has an endpoint in ``CONNECTORS_FILE``, and every ``RELOAD_INTERVAL`` seconds a look at
+the file's modification time, size and inode. When the file changed, it is read and
+validated whole (catalogue and endpoints, secrets resolved, one read):
 
 * a file that does not validate is **refused**: ``connectors_file_refused`` is logged at
   error level with the one-line reason, and the running workers stay as they are;
@@ -19,14 +20,14 @@ place without anyone to send a signal, and a stat every two seconds costs nothin
 secret *file* changed without the connectors file changing is not noticed: touch the
 connectors file after a rotation.
 
-Why a module of its own, in pieces: the supervision of the workers (what happens when one
-crashes) is not this module's business; it only decides which workers should run. The
-pieces a supervisor needs to follow the file are separate: ``ConnectorsFileWatch`` (has
-the file changed, its validated new version, the refusal logged), ``plan_reload`` (pure:
-what to add, remove, restart, leave alone), ``ensure_connector_topics``, and the small
-``start_worker`` / ``stop_worker`` that ``ReloadingAdapters`` applies the plan with. Here
-a worker that crashes on the broker still stops the process (``AdapterCrashed``), as
-with ``run_adapters``.
+Why a module of its own, in pieces: the supervision of the workers (isolation, crash
+counts, ``adapters enable``) is ``adapters.supervisor``'s business; this module only
+decides which workers should run. The supervisor's main loop uses its pieces:
+``ConnectorsFileWatch`` (has the file changed, its validated new version, the refusal
+logged), ``plan_reload`` (pure: what to add, remove, restart, leave alone) and
+``ensure_connector_topics``. A worker the file adds is supervised like the others: a
+fatal error stops it alone, and ``adapters enable`` resumes it. A file that leaves no
+connector leaves the process idle, not stopped.
 """
 
 from __future__ import annotations

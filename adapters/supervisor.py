@@ -18,6 +18,20 @@ from the group's committed offsets: the statement that met the 410, or the recor
 worker crashed on, comes first. The fresh worker counts that start against the record's
 crash count (``ADAPTER_MAX_CRASHES``), so enabling a worker that crashes on the same record
 again and again ends with the record parked, not with a loop.
+
+**Following the connectors file.** ``statement-router adapters`` passes a ``FileFollow``
+(through ``adapters.catalogue_reload.ReloadingAdapters``, a thin wrapper): the main loop
+then also looks at ``CONNECTORS_FILE`` every ``interval`` seconds and applies a changed,
+valid version with ``plan_reload``: a new connector gets its topics
+(``ensure_connector_topics``) and a slot of its own, started like the first ones; a
+removed connector's slot is stopped and dropped; a connector whose adapter or endpoint
+changed gets a fresh slot (a new deliverer), started afresh even if its worker had stopped
+or was disabled; every other slot is left alone, stopped and disabled ones included (they
+wait for an enable). An invalid file is refused (logged by ``ConnectorsFileWatch``) and
+nothing changes. One code path: the supervisor is the only thing that starts or stops
+workers. A file that leaves no connector leaves the process up and idle
+(``no_connector_to_run``): "every worker stopped" (exit 8) means failures, and an empty
+file is not one.
 """
 
 from __future__ import annotations
