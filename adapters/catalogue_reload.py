@@ -12,8 +12,10 @@ validated whole (catalogue and endpoints, secrets resolved, one read):
   topics (``statements.partner.<id>`` and its ``.dlq``, created if missing) and a worker;
   one that disappeared has its worker stopped (what it finished is committed, the rest
   stays on its topic); one whose adapter or endpoint changed (a new URL, a rotated secret,
-  another adapter kind) has its worker stopped and started again. **Every other worker is
-  left running**: same consumer, same group membership, no pause in its deliveries.
+  another adapter kind) has its worker stopped and started afresh (a stopped or disabled
+  one included). **Every other worker is left as it is**: a running one keeps its
+  consumer and group membership, no pause in its deliveries; a stopped or disabled one
+  waits for ``adapters enable``.
 
 Why polling and not SIGHUP: a Compose config or a Kubernetes ConfigMap is replaced in
 place without anyone to send a signal, and a stat every two seconds costs nothing. A
