@@ -250,3 +250,34 @@ async def test_a_connector_added_by_the_file_runs_supervised_stops_alone_and_is_
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def test_a_file_that_removes_every_connector_leaves_the_process_idle_not_stopped(
+    kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Nothing failed, so no exit 8: the process stays up with no slot, follows the file,
+    and runs the connector again once a version gives it back."""
+    bootstrap = kafka_broker.bootstrap_servers
+    acd = receiver.partner("acd")
+    path = tmp_path / "connectors.toml"
+    write(path, acd_table(acd.url))
+    pool = ReloadingAdapters(
+        Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
+        session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
+    stop = asyncio.Event()
+    task = asyncio.create_task(pool.run(stop))
+    try:
+        await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
+        before = pool.workers["acd"]
+        write(path, "# every connector removed\n")
+        await eventually(lambda: pool.reloads, "the reload removing acd")
+        assert pool.refused is None and dict(pool.workers) == {} and not task.done()
+        assert before.task is not None and before.task.done()
+        await produce(bootstrap, topics, "acd", [make_delivery("acd-back")])
+        write(path, acd_table(acd.url))
+        await eventually(lambda: [h.statement_id for h in receiver.delivered("acd")],
+                         "acd back and delivering", done=lambda ids: ids == ["acd-back"])
+        assert not task.done() and pool.workers["acd"] is not before
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
