@@ -270,8 +270,8 @@ class _Supervisor:
         for cid in [*report.restarted, *report.added]:
             spec, endpoint = wanted[cid]
             slot = self.new_slot(cid, endpoint, spec)
-            self.slots[cid] = slot
             await self.start(slot, "connectors file changed")
+            self.slots[cid] = slot  # once its worker exists: readers see a whole slot
         follow.reloads += 1
         log.info("connectors_reloaded", path=str(follow.watch.path), added=report.added,
                  removed=report.removed, restarted=report.restarted,
