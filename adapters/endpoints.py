@@ -3,10 +3,13 @@
 Two sources:
 
 * **a deployment** lists its partners in the connectors file (``CONNECTORS_FILE``, TOML,
-  secrets by reference; ``config.connectors`` reads it). ``load_endpoints`` validates
-  every entry against the connector catalogue: a connector the catalogue does not know
-  and an endpoint of the wrong kind (an SFTP table for a webhook connector) are refused
-  at start-up, not discovered statement by statement;
+  secrets by reference; ``config.connectors`` reads it). The same file declares the
+  catalogue (``config.catalogue``): each connector's name and adapter kind.
+  ``load_connectors`` reads both from one read of the file and validates every endpoint
+  against its connector's adapter kind: a connector the catalogue does not know and an
+  endpoint of the wrong kind (an SFTP table for a webhook connector) are refused at
+  start-up (and at a reload: ``adapters.catalogue_reload``), not discovered statement
+  by statement;
 * **the embedded mode** (``up``) has no partners: ``embedded_endpoints`` gives every
   connector a directory drop under ``<data_dir>/partners/<connector_id>``, whatever its
   real adapter kind, so the demo shows each statement landing somewhere visible.
@@ -15,12 +18,19 @@ Two sources:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, parse_endpoint
 from adapters.delivery.errors import DeliveryConfigError
-from config.catalogue import ConnectorSpec
-from config.connectors import ConnectorsFileError, load_connectors_file
+from config.catalogue import (
+    CatalogueError,
+    ConnectorSpec,
+    default_catalogue,
+    parse_catalogue,
+    read_document,
+)
+from config.connectors import ConnectorsFileError, load_connectors_file, resolve_document
 from config.settings import Settings
 
 
@@ -47,7 +57,7 @@ def parse_endpoints(
         if spec is None:
             problems.append(
                 f"connector {connector_id} is not in the catalogue "
-                f"({', '.join(catalogue) or 'empty'})"
+                f"({', '.join(catalogue) or 'empty'}); declare its adapter in its table"
             )
             continue
         try:
@@ -70,3 +80,37 @@ def load_endpoints(
     except ConnectorsFileError as exc:
         raise DeliveryConfigError(str(exc)) from None
     return parse_endpoints(tables, catalogue)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorsConfig:
+    """One version of the connectors file: the catalogue and the endpoints it gives.
+
+    A connector of ``catalogue`` without an entry in ``endpoints`` is declared (it can be
+    bound, its topics exist) but has no partner endpoint in this file: no worker runs it.
+    ``legacy``: the file names no adapter, so the catalogue is the shipped one.
+    """
+
+    catalogue: dict[str, ConnectorSpec]
+    endpoints: dict[str, PartnerEndpoint]
+    legacy: bool = False
+
+
+def read_connectors(path: Path, environ: Mapping[str, str] | None = None) -> ConnectorsConfig:
+    """Catalogue and endpoints of a connectors file, validated, or ``DeliveryConfigError``
+    with every problem in one line naming the connector and the field."""
+    try:
+        document = read_document(path)
+        catalogue, legacy = parse_catalogue(document, path)
+        tables = resolve_document(document, path, environ)
+    except CatalogueError as exc:
+        raise DeliveryConfigError(str(exc)) from None
+    return ConnectorsConfig(catalogue, parse_endpoints(tables, catalogue), legacy)
+
+
+def load_connectors(settings: Settings) -> ConnectorsConfig:
+    """The deployment's connectors: ``settings.connectors_file``, or the shipped catalogue
+    without endpoints when no file is configured."""
+    if settings.connectors_file is None:
+        return ConnectorsConfig(default_catalogue(), {})
+    return read_connectors(settings.connectors_file)

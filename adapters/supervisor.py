@@ -18,6 +18,20 @@ from the group's committed offsets: the statement that met the 410, or the recor
 worker crashed on, comes first. The fresh worker counts that start against the record's
 crash count (``ADAPTER_MAX_CRASHES``), so enabling a worker that crashes on the same record
 again and again ends with the record parked, not with a loop.
+
+**Following the connectors file.** ``statement-router adapters`` passes a ``FileFollow``
+(through ``adapters.catalogue_reload.ReloadingAdapters``, a thin wrapper): the main loop
+then also looks at ``CONNECTORS_FILE`` every ``interval`` seconds and applies a changed,
+valid version with ``plan_reload``: a new connector gets its topics
+(``ensure_connector_topics``) and a slot of its own, started like the first ones; a
+removed connector's slot is stopped and dropped; a connector whose adapter or endpoint
+changed gets a fresh slot (a new deliverer), started afresh even if its worker had stopped
+or was disabled; every other slot is left alone, stopped and disabled ones included (they
+wait for an enable). An invalid file is refused (logged by ``ConnectorsFileWatch``) and
+nothing changes. One code path: the supervisor is the only thing that starts or stops
+workers. A file that leaves no connector leaves the process up and idle
+(``no_connector_to_run``): "every worker stopped" (exit 8) means failures, and an empty
+file is not one.
 """
 
 from __future__ import annotations
@@ -32,6 +46,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from adapters.backoff import RetrySchedule
+from adapters.catalogue_reload import (
+    ConnectorsFileWatch,
+    Wanted,
+    ensure_connector_topics,
+    plan_reload,
+)
 from adapters.control import (
     crash_marks,
     enabled_reason,
@@ -41,6 +61,7 @@ from adapters.control import (
     state_record,
 )
 from adapters.delivery import Deliverer, PartnerEndpoint
+from adapters.endpoints import ConnectorsConfig
 from adapters.worker import (
     AdapterCrashed,
     ConnectorStats,
@@ -48,14 +69,15 @@ from adapters.worker import (
     DelivererFactory,
     default_deliverer,
 )
+from config.catalogue import ConnectorSpec
 from config.settings import Settings
 from events.schemas import AdapterControl, WorkerState
 from events.topics import Topics
 from routing import metrics
 from routing.broker import ProducerParams, make_producer, require_topics
-from routing.broker.errors import kafka_errors
+from routing.broker.errors import BrokerError, kafka_errors
 
-__all__ = ["supervise"]
+__all__ = ["FileFollow", "supervise"]
 
 log = structlog.get_logger("adapters.supervisor")
 
@@ -74,17 +96,43 @@ class _Slot:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     state: WorkerState = "running"
     reason: str | None = None
+    spec: ConnectorSpec | None = None
+    endpoint: PartnerEndpoint | None = None
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
 
+@dataclass(eq=False)
+class FileFollow:
+    """The connectors file the supervisor follows (``adapters.catalogue_reload``).
+
+    ``only``: the ``--connector`` restriction (changes to other connectors are ignored);
+    ``slots``: the supervisor's live slots, set when it starts; ``reloads``: how many
+    versions of the file were applied.
+    """
+
+    watch: ConnectorsFileWatch
+    only: frozenset[str] | None = None
+    interval: float = 2.0
+    replication_factor: int = 1
+    reloads: int = 0
+    slots: dict[str, _Slot] = field(default_factory=dict)
+
+    def wanted(self, config: ConnectorsConfig) -> dict[str, tuple[ConnectorSpec, PartnerEndpoint]]:
+        return {
+            cid: (config.catalogue[cid], endpoint)
+            for cid, endpoint in config.endpoints.items()
+            if self.only is None or cid in self.only
+        }
+
+
 class _Supervisor:
     def __init__(
         self,
         topics: Topics,
-        slots: Mapping[str, _Slot],
+        slots: dict[str, _Slot],
         producer: AIOKafkaProducer,
         schedule: RetrySchedule,
         *,
@@ -92,7 +140,11 @@ class _Supervisor:
         session_timeout_ms: int,
         fetch_max_wait_ms: int,
         max_crashes: int,
+        deliverer_factory: DelivererFactory,
+        live: MutableMapping[str, ConnectorStats],
     ) -> None:
+        self.deliverer_factory = deliverer_factory
+        self.live = live
         self.topics = topics
         self.slots = slots
         self.producer = producer
@@ -152,7 +204,11 @@ class _Supervisor:
 
     async def enable(self, command: AdapterControl) -> None:
         """Restart the connector's worker (a running one too: it commits what it finished)."""
-        slot = self.slots[command.connector_id]
+        slot = self.slots.get(command.connector_id)
+        if slot is None:  # removed from the connectors file since the command was read
+            log.warning("connector_enable_ignored", connector_id=command.connector_id,
+                        reason="not in this process's connectors any more")
+            return
         log.info("connector_enable", connector_id=slot.connector_id, was=slot.state,
                  requested_by=command.requested_by)
         if slot.running:
@@ -162,6 +218,69 @@ class _Supervisor:
                 async with asyncio.timeout(_STOP_TIMEOUT):
                     await asyncio.gather(slot.task, return_exceptions=True)
         await self.start(slot, enabled_reason(command))
+
+    def new_slot(self, cid: str, endpoint: PartnerEndpoint,
+                 spec: ConnectorSpec | None = None) -> _Slot:
+        self.live[cid] = ConnectorStats(cid)
+        return _Slot(cid, self.deliverer_factory(cid, endpoint), self.live[cid],
+                     spec=spec, endpoint=endpoint)
+
+    async def retire(self, slot: _Slot) -> None:
+        """Stop a slot for good (removed or replaced): it commits what it finished."""
+        slot.stop.set()
+        if slot.task is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_STOP_TIMEOUT):
+                    await asyncio.gather(slot.task, return_exceptions=True)
+            if (slot.task.done() and not slot.task.cancelled() and slot.state != "stopped"
+                    and (exc := slot.task.exception()) is not None):
+                log.warning("adapter_stopped_with_error", connector_id=slot.connector_id,
+                            error=repr(exc))
+        with contextlib.suppress(Exception):
+            await slot.deliverer.close()
+
+    async def reload(self, follow: FileFollow) -> None:
+        """Apply a changed connectors file: add, remove or restart slots, no other."""
+        config = follow.watch.refresh(list(self.slots))
+        if config is None:
+            return  # refused and logged; the running slots stay
+        wanted = follow.wanted(config)
+        running: Wanted = {cid: (s.spec, s.endpoint) for cid, s in self.slots.items()
+                           if s.spec is not None and s.endpoint is not None}
+        report = plan_reload(running, wanted)
+        for cid in report.unchanged:
+            self.slots[cid].spec = wanted[cid][0]  # a new display name needs no restart
+        for cid in [*report.removed, *report.restarted]:
+            slot = self.slots.pop(cid)
+            await self.retire(slot)
+            if cid in report.removed:
+                self.live.pop(cid, None)
+                with contextlib.suppress(KeyError):
+                    metrics.WORKER_UP.remove(cid)
+        if report.added:
+            try:
+                await ensure_connector_topics(self.bootstrap, self.topics, report.added,
+                                              follow.replication_factor)
+            except BrokerError as exc:
+                # The others keep running; the new ones wait, and the next look retries.
+                follow.watch.retry()
+                follow.watch.refused = f"topics of {', '.join(report.added)}: {exc}"
+                log.error("connector_topics_failed", connectors=report.added, error=str(exc))
+                report.added = []
+        for cid in [*report.restarted, *report.added]:
+            spec, endpoint = wanted[cid]
+            slot = self.new_slot(cid, endpoint, spec)
+            await self.start(slot, "connectors file changed")
+            self.slots[cid] = slot  # once its worker exists: readers see a whole slot
+        follow.reloads += 1
+        log.info("connectors_reloaded", path=str(follow.watch.path), added=report.added,
+                 removed=report.removed, restarted=report.restarted,
+                 unchanged=report.unchanged,
+                 adapters={cid: s.spec.adapter for cid, s in self.slots.items()
+                           if s.spec is not None})
+        if not self.slots:
+            log.warning("no_connector_to_run", path=str(follow.watch.path),
+                        action="the process stays up, idle, until the file gives a connector")
 
     async def stop_all(self) -> list[BaseException]:
         for slot in self.slots.values():
@@ -187,9 +306,13 @@ async def supervise(
     stats: MutableMapping[str, ConnectorStats] | None = None,
     started: asyncio.Event | None = None,
     session_timeout_ms: int = 10_000,
+    follow: FileFollow | None = None,
+    specs: Mapping[str, ConnectorSpec] | None = None,
 ) -> dict[str, ConnectorStats]:
     """Run one supervised worker per connector until ``stop_event`` is set (see the module
-    docstring); ``adapters.worker.run_adapters`` documents the arguments."""
+    docstring); ``adapters.worker.run_adapters`` documents the arguments. ``follow``: the
+    connectors file to follow (``adapters.catalogue_reload.ReloadingAdapters`` passes it,
+    with each connector's ``specs``)."""
     ids = list(endpoints) if connector_ids is None else list(connector_ids)
     missing = [cid for cid in ids if cid not in endpoints]
     if missing:
@@ -205,17 +328,17 @@ async def supervise(
                                              topics.adapters_control])
 
     live: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
-    slots: dict[str, _Slot] = {}
-    for cid in ids:
-        live[cid] = ConnectorStats(cid)
-        slots[cid] = _Slot(cid, deliverer_factory(cid, endpoints[cid]), live[cid])
+    slots: dict[str, _Slot] = follow.slots if follow is not None else {}
     producer = make_producer(producer_params)
     sup = _Supervisor(
         topics, slots, producer, schedule, bootstrap_servers=bootstrap_servers,
         session_timeout_ms=session_timeout_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_crashes=settings.adapter_max_crashes,
+        deliverer_factory=deliverer_factory, live=live,
     )
+    for cid in ids:
+        slots[cid] = sup.new_slot(cid, endpoints[cid], (specs or {}).get(cid))
     del settings
     enables: asyncio.Queue[AdapterControl] = asyncio.Queue()
     listening = asyncio.Event()
@@ -231,7 +354,7 @@ async def supervise(
         listener = asyncio.create_task(listen(), name="adapters-control")
         for slot in slots.values():
             await sup.start(slot)
-        await _run(sup, stop_event, enables, listener, listening, started)
+        await _run(sup, stop_event, enables, listener, listening, started, follow)
     finally:
         errors = await sup.stop_all()
         if listener is not None:
@@ -256,8 +379,10 @@ async def _run(
     listener: asyncio.Task[None],
     listening: asyncio.Event,
     started: asyncio.Event | None,
+    follow: FileFollow | None = None,
 ) -> None:
-    """Watch the workers until ``stop_event``; restart enabled ones; stop when all stopped."""
+    """Watch the workers until ``stop_event``; restart enabled ones; apply a changed
+    connectors file (``follow``); stop when every worker has stopped."""
     stopping = asyncio.create_task(stop_event.wait())
     next_enable: asyncio.Task[AdapterControl] = asyncio.create_task(enables.get())
     ready = asyncio.create_task(_ready(list(sup.slots.values()), listening))
@@ -268,7 +393,8 @@ async def _run(
             waiting |= {s.task for s in slots if s.running and s.task is not None}
             if not ready.done():
                 waiting.add(ready)
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED,
+                                         timeout=follow.interval if follow else None)
             if ready in done and started is not None:
                 started.set()
             if listener in done:
@@ -280,7 +406,10 @@ async def _run(
             if next_enable in done:
                 await sup.enable(next_enable.result())
                 next_enable = asyncio.create_task(enables.get())
-            if not stop_event.is_set() and not any(s.running for s in sup.slots.values()):
+            if follow is not None and not stop_event.is_set() and follow.watch.changed():
+                await sup.reload(follow)
+            if (not stop_event.is_set() and sup.slots
+                    and not any(s.running for s in sup.slots.values())):
                 reasons = "; ".join(f"{s.connector_id}: {s.reason}" for s in sup.slots.values())
                 raise AdapterCrashed(f"every adapter worker of this process stopped ({reasons})")
     finally:

@@ -1,6 +1,13 @@
-"""Settings and the default connector catalogue: the one place that reads the environment."""
+"""Settings and the connector catalogue: the one place that reads the environment."""
 
-from config.catalogue import ConnectorSpec, default_catalogue
+from config.catalogue import Catalogue, CatalogueError, ConnectorSpec, default_catalogue
 from config.settings import Settings, get_settings
 
-__all__ = ["ConnectorSpec", "Settings", "default_catalogue", "get_settings"]
+__all__ = [
+    "Catalogue",
+    "CatalogueError",
+    "ConnectorSpec",
+    "Settings",
+    "default_catalogue",
+    "get_settings",
+]

@@ -1,14 +1,18 @@
 """The connectors file: where each connector's partner endpoint is, with secrets by reference.
 
 A deployment describes its partners in one TOML file (``CONNECTORS_FILE``), one table per
-connector::
+connector: its catalogue entry (``name``, ``adapter``: ``config.catalogue``) and its
+endpoint fields::
 
     [connectors.acd]                       # a webhook connector
+    name = "ACD"
+    adapter = "webhook"
     url = "https://hooks.acd.example/sobank"
     secret_file = "/run/secrets/acd_whsec" # or secret_env = "ACD_WHSEC"
     # secrets = [{ file = "/run/secrets/acd_whsec_new" }, { env = "ACD_WHSEC_OLD" }]
 
     [connectors.cegid]                     # an SFTP connector
+    adapter = "sftp"
     host = "sftp.cegid.example"
     username = "sobank"
     private_key_path = "/run/secrets/cegid_ed25519"
@@ -17,6 +21,7 @@ connector::
     passphrase_env = "CEGID_KEY_PASSPHRASE"
 
     [connectors.quadra]                    # a directory drop
+    adapter = "directory"
     path = "/mnt/quadra/inbox"
 
 Why references and never inline secrets: the file is configuration, reviewed and often
@@ -33,18 +38,18 @@ the connector and the field, never a secret's value.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from config.catalogue import CATALOGUE_KEYS, CatalogueError, read_document
 from routing.domain.ids import id_problem
 
 _PATH_FIELDS = ("private_key_path", "known_hosts_path", "path")
 _INLINE_SECRET_FIELDS = ("secret", "passphrase")
 
 
-class ConnectorsFileError(ValueError):
+class ConnectorsFileError(CatalogueError):
     """The connectors file cannot be read or uses a form this loader refuses."""
 
 
@@ -89,8 +94,7 @@ def resolve_connector(
     connector_id: str, table: Mapping[str, Any], base: Path, environ: Mapping[str, str]
 ) -> dict[str, Any]:
     """One connector's table with secret references replaced by their values."""
-    data = dict(table)
-    data.pop("kind", None)  # informative only; the catalogue decides the adapter kind
+    data = {k: v for k, v in table.items() if k not in CATALOGUE_KEYS}
     for name in _INLINE_SECRET_FIELDS:
         if name in data:
             raise ConnectorsFileError(
@@ -128,17 +132,24 @@ def load_connectors_file(
 ) -> dict[str, dict[str, Any]]:
     """Each connector's endpoint fields, by connector id, with secrets resolved.
 
+    A table with no endpoint field (only ``name`` and ``adapter``) declares a connector
+    without an endpoint here: it is in the catalogue but has no entry in the result.
+
     Relative paths (secret files, keys, known_hosts, drop directories) are taken from the
     file's own directory, so a deployment can ship the file next to what it names.
     """
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConnectorsFileError(
-            f"cannot read the connectors file {path}: {exc.strerror or type(exc).__name__}"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConnectorsFileError(f"the connectors file {path} is not valid TOML: {exc}") from None
+        document = read_document(path)
+    except CatalogueError as exc:
+        raise ConnectorsFileError(str(exc)) from None
+    return resolve_document(document, path, environ)
+
+
+def resolve_document(
+    document: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``load_connectors_file`` on a document already read (one read for catalogue and
+    endpoints, so both describe the same version of the file)."""
     unknown = sorted(set(document) - {"connectors"})
     if unknown:
         raise ConnectorsFileError(
@@ -157,5 +168,7 @@ def load_connectors_file(
             raise ConnectorsFileError(f"the connectors file {path}: {problem}")
         if not isinstance(table, dict):
             raise ConnectorsFileError(f"connector {connector_id}: expected a table")
+        if set(table) <= CATALOGUE_KEYS:
+            continue
         resolved[connector_id] = resolve_connector(connector_id, table, base, env)
     return resolved

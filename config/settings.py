@@ -211,6 +211,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("connectors_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``CONNECTORS_FILE=`` means no file (the shipped catalogue), not the directory
+        ``.``: every command reads the catalogue from it."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _use_async_drivers(cls, value: str) -> str:

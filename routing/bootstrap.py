@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from config.catalogue import ConnectorSpec, default_catalogue
+from config.catalogue import Catalogue
 from routing.ports import DeliveryLedger, GlobalFileStore
 
 if TYPE_CHECKING:
@@ -19,10 +19,15 @@ if TYPE_CHECKING:
     from routing.store.sql import SqlStateStore
 
 
-def catalogue(settings: Settings) -> dict[str, ConnectorSpec]:
-    """The connectors this deployment knows (the default catalogue for now)."""
-    del settings
-    return default_catalogue()
+def catalogue(settings: Settings) -> Catalogue:
+    """The connectors this deployment knows: those ``CONNECTORS_FILE`` declares (the
+    shipped catalogue without it), kept current as the file changes.
+
+    Raises ``CatalogueError`` when the file does not declare a valid catalogue. Every role
+    reads the same file, so a binding the API accepts names a connector the router and
+    the adapters know too.
+    """
+    return Catalogue.from_file(settings.connectors_file)
 
 
 def store_unavailable_errors() -> tuple[type[Exception], ...]:
@@ -34,7 +39,7 @@ def store_unavailable_errors() -> tuple[type[Exception], ...]:
 
 @asynccontextmanager
 async def open_store(
-    settings: Settings, *, migrate: bool | None = None
+    settings: Settings, *, migrate: bool | None = None, connectors: Catalogue | None = None
 ) -> AsyncIterator[SqlStateStore]:
     """Open the state store. The embedded SQLite database is migrated on first use, so the
     embedded mode needs no setup; PostgreSQL is migrated only by ``db upgrade``.
@@ -47,7 +52,10 @@ async def open_store(
     if migrate if migrate is not None else not settings.database_url:
         await upgrade(url)
     engine = create_store_engine(url)
-    store = SqlStateStore(engine, catalogue=list(catalogue(settings)))
+    # ``connectors``: the API's own catalogue, so a binding and GET /connectors never see
+    # two versions of the file.
+    store = SqlStateStore(
+        engine, catalogue=connectors if connectors is not None else catalogue(settings))
     try:
         yield store
     finally:

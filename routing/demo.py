@@ -41,6 +41,11 @@ class DemoSeed:
     ibans: dict[str, str]  # IBAN -> what it demonstrates
 
 
+#: The connectors the demo adds to its cabinet and binds IBANs to: the catalogue must
+#: declare them (the shipped one does; ``up`` checks a ``CONNECTORS_FILE`` first).
+DEMO_CONNECTORS = ("acd", "quadra")
+
+
 async def seed_demo(store: StateStore) -> DemoSeed:
     """Create the demo cabinet, its users, connectors, IBANs and mandates."""
     await store.create_cabinet(CABINET, "Cabinet Démo")
@@ -48,7 +53,7 @@ async def seed_demo(store: StateStore) -> DemoSeed:
     collaborator = await store.create_user(CABINET, Profile.COLLABORATEUR, "Bob (collaborateur)")
     admin_actor = await store.authenticate(admin.token)
     collaborator_actor = await store.authenticate(collaborator.token)
-    for connector_id in ("acd", "quadra"):
+    for connector_id in DEMO_CONNECTORS:
         await store.add_cabinet_connector(admin_actor, CABINET, connector_id)
     for iban, client in (
         (BOUND_ACD, "boulangerie-martin"),

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from config.catalogue import Catalogue
 from config.settings import Settings
 from events.topics import Topics
 from routing.api.app import create_app
 from routing.api.ops import ops_router
+from routing.bootstrap import catalogue as connector_catalogue
 from routing.bootstrap import (
-    catalogue,
     delivery_ledger,
     global_file_store,
     open_store,
@@ -48,12 +49,15 @@ def api_server(
     *,
     bootstrap_servers: str | None = None,
     handle_signals: bool = True,
+    catalogue: Catalogue | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for the API over ``store``; the caller runs ``serve()``.
 
     ``handle_signals=False``: the caller stops it (``should_exit``) on its own stop event.
+    ``catalogue``: the connectors to serve (default: ``CONNECTORS_FILE``'s, kept current
+    as the file changes, so a connector added to it can be bound without a restart).
     """
-    connectors = catalogue(settings)
+    connectors = catalogue if catalogue is not None else connector_catalogue(settings)
     topics = Topics(settings.topic_prefix, settings.topic_partitions)
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
     # One monitor for /ops/topics, /ops/lag, the console's overview and /metrics' lag.
@@ -95,8 +99,9 @@ async def serve_api(
     settings: Settings, host: str, port: int, stop: asyncio.Event | None = None
 ) -> None:
     """Serve until interrupted (or until ``stop`` is set)."""
-    async with open_store(settings) as store:
-        server = api_server(store, settings, host, port)
+    connectors = connector_catalogue(settings)
+    async with open_store(settings, connectors=connectors) as store:
+        server = api_server(store, settings, host, port, catalogue=connectors)
         if stop is None:
             await server.serve()
             return

@@ -27,8 +27,13 @@ import structlog
 from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
-from adapters.delivery import DirectoryEndpoint, PartnerEndpoint, WebhookEndpoint
-from adapters.endpoints import embedded_endpoints, load_endpoints
+from adapters.delivery import (
+    DeliveryConfigError,
+    DirectoryEndpoint,
+    PartnerEndpoint,
+    WebhookEndpoint,
+)
+from adapters.endpoints import embedded_endpoints, load_connectors
 from adapters.global_file import run_global_file_builder
 from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
@@ -213,10 +218,21 @@ async def run_up(
     whose data stays under ``<data_dir>/kafka``.
 
     Raises before starting anything: ``DeliveryConfigError`` for a bad connectors file
-    (the message ``adapters`` gives), ``UpRefused`` when another ``up`` runs on the data
-    directory or the API port is taken.
+    (the message ``adapters`` gives) or one that lacks the demo's connectors, ``UpRefused``
+    when another ``up`` runs on the data directory or the API port is taken.
     """
-    configured = load_endpoints(settings, catalogue(settings))  # a bad file fails here
+    connectors = load_connectors(settings)  # a bad file fails here
+    configured = connectors.endpoints
+    if demo:
+        from routing.demo import DEMO_CONNECTORS
+
+        missing = [c for c in DEMO_CONNECTORS if c not in connectors.catalogue]
+        if missing:
+            raise DeliveryConfigError(
+                f"the demo binds IBANs to {' and '.join(DEMO_CONNECTORS)}, but the connectors "
+                f"file {settings.connectors_file} does not declare {', '.join(missing)}; add "
+                "their tables (config/connectors.default.toml has them) or unset "
+                "CONNECTORS_FILE")
     stop = stop or stop_on_signals()
     lock = lock_path(settings.data_dir, demo=demo)
     facts = {
@@ -225,6 +241,12 @@ async def run_up(
         "demo": demo,
     }
     with hold_up_lock(lock, facts) as held:
+
+        def remember(**more: object) -> None:
+            """Tell the CLI (through the lock file) what this ``up`` runs."""
+            held.update(more)
+            save_lock(lock, held)
+
         problem = api_port_problem(settings.api_host, settings.api_port)
         if problem:
             raise UpRefused(problem)
@@ -236,7 +258,8 @@ async def run_up(
             print_line=print_line,
             configured=configured,
             broker=broker,
-            on_broker=lambda address: save_lock(lock, {**held, "broker": address}),
+            on_broker=lambda address: remember(broker=address),
+            on_adapters=lambda used: remember(adapters=used),
         )
 
 
@@ -250,6 +273,7 @@ async def _run_up(
     configured: dict[str, PartnerEndpoint],
     broker: Literal["tansu", "kafka"],
     on_broker: Callable[[str], None],
+    on_adapters: Callable[[dict[str, str]], None] = lambda used: None,
 ) -> None:
     operator_token: str | None = None
     if demo:
@@ -287,7 +311,7 @@ async def _run_up(
                     stack.push_async_callback(_save_broker, bootstrap, broker_dir, print_line)
         on_broker(bootstrap)
         await ensure_topics(bootstrap, topics.specs(connectors), settings.topic_replication_factor)
-        store = await stack.enter_async_context(open_store(settings))
+        store = await stack.enter_async_context(open_store(settings, connectors=connectors))
         await _rebuild_from_store(store, bootstrap, topics, lost_run, print_line)
         seed = None
         if demo:
@@ -354,6 +378,11 @@ async def _run_up(
         roles.start(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
+        # GET /connectors reports the adapter each connector really uses here: the embedded
+        # drops stand in for the partners the file does not configure.
+        used = {cid: endpoint.kind for cid, endpoint in endpoints.items()}
+        connectors.use_adapters(used)
+        on_adapters(dict(used))  # the CLI's `connectors` reports the same as the API
         server = api_server(
             store,
             settings,
@@ -361,6 +390,7 @@ async def _run_up(
             settings.api_port,
             bootstrap_servers=bootstrap,
             handle_signals=False,
+            catalogue=connectors,
         )
         roles.start("api", server.serve())
         stack.callback(lambda: setattr(server, "should_exit", True))

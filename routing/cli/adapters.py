@@ -1,7 +1,8 @@
 """The adapter workers' commands: run them, list and replay dead letters, operator tokens.
 
 * ``statement-router adapters [--connector X ...]``: deliver to the partners configured in
-  ``CONNECTORS_FILE`` (all of them by default), one isolated worker per connector;
+  ``CONNECTORS_FILE`` (all of them by default), one supervised worker per connector,
+  following the file as it changes (``adapters.supervisor``, ``adapters.catalogue_reload``);
 * ``statement-router adapters enable X``: restart connector X's worker in the running
   adapters process (after a 410, or a fatal error that stopped it), through the control
   topic (``adapters.control``);
@@ -75,23 +76,27 @@ def adapters(
         typer.Option("--connector", help="Run only this connector (repeatable). Default: all."),
     ] = None,
 ) -> None:
-    """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE)."""
+    """Deliver partner statements: one isolated worker per connector (CONNECTORS_FILE).
+
+    Connectors added to, changed in or removed from the file are picked up while it runs.
+    """
     if ctx.invoked_subcommand is not None:
         return
+    from adapters.catalogue_reload import ReloadingAdapters
     from adapters.delivery import DeliveryConfigError
-    from adapters.endpoints import load_endpoints
-    from adapters.worker import AdapterCrashed, run_adapters
+    from adapters.endpoints import load_connectors
+    from adapters.worker import AdapterCrashed
     from routing.broker.errors import BrokerError
     from routing.metrics import metrics_endpoint
 
     cfg = settings()
     bootstrap = require_broker(cfg)
-    for connector_id in connector or []:
-        _known(cfg, connector_id)
     try:
-        endpoints = load_endpoints(cfg, catalogue(cfg))
+        endpoints = load_connectors(cfg).endpoints
     except DeliveryConfigError as exc:
         fail(str(exc), EXIT_INVALID)
+    for connector_id in connector or []:
+        _known(cfg, connector_id)
     ids = list(connector) if connector else list(endpoints)
     missing = [c for c in ids if c not in endpoints]
     if missing or not ids:
@@ -99,10 +104,14 @@ def adapters(
         fail(f"no partner endpoint for {', '.join(missing) or 'any connector'} in {where}; "
              "see docs/delivery.md", EXIT_INVALID)
 
+    path = cfg.connectors_file
+    assert path is not None  # no file: no endpoint, refused above
+
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg):
-            await run_adapters(cfg, topic_catalogue(cfg), endpoints, stop,
-                               bootstrap_servers=bootstrap, connector_ids=ids)
+            pool = ReloadingAdapters(cfg, topic_catalogue(cfg), path,
+                                     bootstrap_servers=bootstrap, connector_ids=connector)
+            await pool.run(stop)
 
     try:
         run_role("adapters", bootstrap, main)

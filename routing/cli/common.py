@@ -26,7 +26,7 @@ from routing.domain.errors import (
 from routing.domain.model import Actor
 
 if TYPE_CHECKING:
-    from config.catalogue import ConnectorSpec
+    from config.catalogue import Catalogue
     from config.settings import Settings
     from routing.ports import StateStore
 
@@ -55,7 +55,7 @@ _EXIT_CODES: tuple[tuple[type[DomainError], int], ...] = (
 )
 
 
-def catalogue(cfg: Settings) -> dict[str, ConnectorSpec]:
+def catalogue(cfg: Settings) -> Catalogue:
     """The deployment's connector catalogue (``routing.bootstrap.catalogue``)."""
     from routing.bootstrap import catalogue as deployment_catalogue
 

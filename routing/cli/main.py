@@ -192,8 +192,10 @@ def mandate_set(
 # --- the FAQ operations, as a user -----------------------------------------------------
 @app.command("connectors")
 def connectors(as_json: JsonOpt = False) -> None:
-    """List the connector catalogue."""
-    specs = catalogue(settings()).values()
+    """List the connector catalogue and the adapter each connector uses."""
+    from routing.cli.catalogue import catalogue_in_use
+
+    specs = catalogue_in_use(settings()).values()
     if as_json:
         print_json(
             [{"connector_id": s.connector_id, "name": s.name, "adapter": s.adapter} for s in specs]
@@ -216,7 +218,9 @@ def cabinet_connectors_list(
 
     ids = as_user(token, action)
     if as_json:  # the body of GET /cabinets/{id}/connectors
-        specs = catalogue(settings())
+        from routing.cli.catalogue import catalogue_in_use
+
+        specs = catalogue_in_use(settings())
         print_json(
             {
                 "cabinet_id": cabinet_id,
@@ -434,7 +438,16 @@ def main() -> None:
         cfg = settings()
         configure_logging(cfg.log_format, cfg.log_level)
         tune_gc()
-    app()
+    try:
+        app()
+    except Exception as exc:
+        from config.catalogue import CatalogueError  # imported late: see CLI start-up
+
+        if not isinstance(exc, CatalogueError):
+            raise
+        # CONNECTORS_FILE declares no valid catalogue: one line, as for a bad setting.
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
 
 
 __all__ = ["app", "main"]

@@ -34,6 +34,7 @@ import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from config.catalogue import Catalogue
 from config.settings import Settings
 from events.limits import BROKER_MESSAGE_BYTES, TOPIC_CONFIGS
 from events.topics import Topics
@@ -41,6 +42,7 @@ from routing.broker.producer import ProducerParams, make_producer
 from routing.broker.transactions import broker_has_transactions
 from routing.metrics import faust_monitor
 from routing.router import faust_glue
+from routing.router.catalogue_follow import follow_catalogue
 from routing.router.core import RouterCore
 from routing.router.emit import Out
 from routing.router.pump import BatchPump
@@ -434,8 +436,14 @@ async def run_router(
         app_id=app_id,
         tuning=tuning,
     )
+    follower: asyncio.Task[None] | None = None
     try:
         await router.start()
+        if isinstance(catalogue, Catalogue) and catalogue.source is not None:
+            # A partner added to CONNECTORS_FILE is routed to without a restart.
+            follower = asyncio.create_task(follow_catalogue(
+                router.core, catalogue, topics, _bootstrap(settings, bootstrap_servers),
+                stop_event))
         if started is not None:
             started.set()
         waits = {
@@ -449,6 +457,9 @@ async def run_router(
                 waiter.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
     finally:
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
         await router.stop()
     if router.fatal_error is not None:
         raise RouterCrashed(f"router stopped: {router.fatal_error!r}") from router.fatal_error

@@ -42,7 +42,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, text, updat
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from config.catalogue import default_catalogue
+from config.catalogue import Catalogue, default_catalogue
 from events.schemas import IbanStateEvent
 from routing.domain import rules
 from routing.domain.errors import (
@@ -115,9 +115,13 @@ class SqlStateStore(StateStore):
         self._engine = engine
         self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         self._url = engine.url
-        self._catalogue = frozenset(
-            ensure_valid_id("connector", c)
-            for c in (default_catalogue() if catalogue is None else catalogue)
+        # A live ``Catalogue`` is kept as is (it validated its ids and follows its file, so
+        # a connector added to the file can be bound without a restart); others are frozen.
+        self._catalogue: Collection[str] = (
+            catalogue if isinstance(catalogue, Catalogue) else frozenset(
+                ensure_valid_id("connector", c)
+                for c in (default_catalogue() if catalogue is None else catalogue)
+            )
         )
         self._clock = clock
         self._owns_engine = owns_engine
@@ -143,7 +147,7 @@ class SqlStateStore(StateStore):
 
     @property
     def catalogue(self) -> frozenset[str]:
-        return self._catalogue
+        return frozenset(self._catalogue)
 
     async def close(self) -> None:
         if self._owns_engine:

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.up_process import UpProcess, up_environment
+from tests.e2e.up_process import UpProcess, cli, up_environment
+from tests.e2e.up_process import ok as succeeded
 from tests.eventually import eventually
 from tests.integration.worker.receiver import WebhookReceiver
 
@@ -44,6 +46,19 @@ async def test_demo_prints_an_operator_token_that_opens_ops(tmp_path: Path) -> N
             assert as_user.status_code == 401, as_user.text
             anonymous = await client.get("/ops/dlq/acd")
             assert anonymous.status_code == 401
+            # GET /connectors reports the adapter actually used: the demo's webhook
+            # receiver for acd, an embedded drop for every other partner (issue 14 #10).
+            connectors = await client.get(
+                "/connectors", headers={"Authorization": f"Bearer {user_token}"}
+            )
+            assert {c["connector_id"]: c["adapter"] for c in connectors.json()} == {
+                "acd": "webhook", "cegid": "directory", "quadra": "directory",
+                "pennylane": "directory",
+            }, connectors.text
+            # Its CLI twin, on the demo's data directory as the banner says, agrees.
+            twin = cli({**env, "DATA_DIR": str(tmp_path / "var" / "demo")},
+                       "connectors", "--json")
+            assert json.loads(succeeded(twin)) == connectors.json()
         assert await up.interrupt() == 0, up.report()
     finally:
         up.stop_if_running()
