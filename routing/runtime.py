@@ -7,8 +7,6 @@ import gc
 import signal
 from collections.abc import Awaitable, Callable
 
-from config.settings import Settings
-
 # Generation 0 is collected every 100,000 net allocations instead of 700, and the older
 # generations after 20 collections of the younger one instead of 10.
 GC_THRESHOLDS = (100_000, 20, 20)
@@ -41,15 +39,3 @@ def stop_on_signals() -> asyncio.Event:
 
 async def until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     await main(stop_on_signals())
-
-
-def require_bootstrap(settings: Settings) -> str:
-    """The configured Kafka, for roles that never start the embedded broker themselves."""
-    from routing.domain.errors import DomainError
-
-    if not settings.kafka_bootstrap_servers:
-        raise DomainError(
-            "KAFKA_BOOTSTRAP_SERVERS is not set: run `statement-router up` for the embedded "
-            "broker, or point this role at a running Kafka"
-        )
-    return settings.kafka_bootstrap_servers
