@@ -29,7 +29,7 @@ import binascii
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import orjson
 from pydantic import Field, ValidationError, create_model
@@ -203,6 +203,26 @@ def key_fault(key: bytes | None) -> str | None:
 
 
 # --- the invalid record -----------------------------------------------------------------
+
+
+class SourceRecord(Protocol):
+    """One consumed record, as every role reads it: an aiokafka ``ConsumerRecord``, a faust
+    message, or the router's own ``Record`` (a held statement being released)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)

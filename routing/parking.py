@@ -30,7 +30,7 @@ import structlog
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from events.limits import MAX_INVALID_COPY_BYTES
-from events.wire import SourceRef, encode_invalid, invalid_key
+from events.wire import SourceRecord, SourceRef, encode_invalid, invalid_key
 from routing import metrics
 
 __all__ = ["INVALID_SEND_ATTEMPTS", "InvalidSender", "Refused", "write_invalid"]
@@ -43,25 +43,6 @@ parked unwritten; a size refusal is not retried, it is written in reference form
 
 _SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 _FIRST_BACKOFF_S = 0.2
-
-
-class SourceRecord(Protocol):
-    """A consumed record (aiokafka's ``ConsumerRecord``)."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
 
 
 class InvalidSender(Protocol):

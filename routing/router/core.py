@@ -57,7 +57,7 @@ from events.limits import (
     decoded_length,
 )
 from events.topics import Topics
-from events.wire import cut_reason, invalid_key, statement_id_of_large
+from events.wire import SourceRecord, cut_reason, invalid_key, statement_id_of_large
 from routing import metrics
 from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
@@ -138,28 +138,9 @@ class HeldIndex:
         return list(self._by_iban)
 
 
-class InRecord(Protocol):
-    """One consumed record: an aiokafka ``ConsumerRecord``, a faust message, a Record."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A concrete InRecord (a held statement being released, tests)."""
+    """A concrete SourceRecord (a held statement being released, tests)."""
 
     topic: str
     partition: int
@@ -338,7 +319,7 @@ class RouterCore:
 
     # --- statements ---------------------------------------------------------------------
 
-    def on_statement(self, rec: InRecord, now: str) -> list[Out]:
+    def on_statement(self, rec: SourceRecord, now: str) -> list[Out]:
         """Route one ``statements.received`` record; never raises."""
         self.stats["statements"] += 1
         try:
@@ -348,7 +329,7 @@ class RouterCore:
         except Exception as exc:  # a bug must not skip the statement: park it in invalid
             return self._failed(rec, exc, now)
 
-    def _route_statement(self, rec: InRecord, now: str) -> list[Out]:
+    def _route_statement(self, rec: SourceRecord, now: str) -> list[Out]:
         size = len(rec.value) if rec.value is not None else 0
         if size > MAX_RECORD_BYTES:
             # Before parsing (a 20 MB value is not parsed) and before forwarding (nor copied).
@@ -391,7 +372,7 @@ class RouterCore:
             return self._release(iban, state, decision, rec.partition, now) + routed
         return routed
 
-    def _misplaced(self, rec: InRecord) -> Out | None:
+    def _misplaced(self, rec: SourceRecord) -> Out | None:
         """The forward of a statement read off its key's partition, else None.
 
         The state of an IBAN lives in the partition its key hashes to with murmur2 (Kafka's
@@ -444,7 +425,7 @@ class RouterCore:
 
     def _hold(
         self,
-        rec: InRecord,
+        rec: SourceRecord,
         fields: dict[str, Any],
         decision: Decision,
         state: IbanState | None,
@@ -507,7 +488,7 @@ class RouterCore:
 
     # --- IBAN states --------------------------------------------------------------------
 
-    def on_state(self, rec: InRecord, now: str) -> list[Out]:
+    def on_state(self, rec: SourceRecord, now: str) -> list[Out]:
         """Apply one ``iban.state`` record, releasing held statements; never raises."""
         self.stats["states"] += 1
         try:
@@ -518,7 +499,7 @@ class RouterCore:
         except Exception as exc:
             return self._failed(rec, exc, now)
 
-    def _apply_state(self, rec: InRecord, now: str) -> list[Out]:
+    def _apply_state(self, rec: SourceRecord, now: str) -> list[Out]:
         key = decode_key(rec.key)
         if not key:
             raise InvalidInput(
@@ -575,7 +556,9 @@ class RouterCore:
 
     # --- failures -----------------------------------------------------------------------
 
-    def _invalid(self, rec: InRecord, reason: str, statement_id: str | None, now: str) -> list[Out]:
+    def _invalid(
+        self, rec: SourceRecord, reason: str, statement_id: str | None, now: str
+    ) -> list[Out]:
         self.stats["invalid"] += 1
         log.warning(
             "record_invalid",
@@ -599,7 +582,7 @@ class RouterCore:
             metrics.PARKED.labels("router", "referred").inc()
         return [Out(self.topics.invalid, invalid_key(rec.key), value)]
 
-    def _failed(self, rec: InRecord, exc: Exception, now: str) -> list[Out]:
+    def _failed(self, rec: SourceRecord, exc: Exception, now: str) -> list[Out]:
         self.stats["errors"] += 1
         # The exception text may quote the statement: the log gets its type only, the
         # invalid event (which carries the raw bytes anyway) gets the message.
@@ -614,4 +597,4 @@ class RouterCore:
         return self._invalid(rec, reason, None, now)
 
 
-Handler = Callable[[InRecord, str], list[Out]]
+Handler = Callable[[SourceRecord, str], list[Out]]

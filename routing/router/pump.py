@@ -371,7 +371,7 @@ class BatchPump:
             outs: list[Out] = []
             for records in states:
                 for r in records:
-                    outs += core.on_state(r, now)  # a ConsumerRecord is an InRecord
+                    outs += core.on_state(r, now)  # a ConsumerRecord is a SourceRecord
             for records in statements:
                 for r in records:
                     outs += core.on_statement(r, now)
