@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,11 +17,10 @@ import httpx
 from adapters.global_file import run_global_file_builder
 from config.catalogue import default_catalogue
 from config.settings import Settings
-from events.schemas import IbanStateEvent
 from events.topics import Topics
 from routing.api.app import create_app
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.domain.model import MandateStatus, Profile
+from routing.domain.model import Profile
 from routing.ledger import run_ledger
 from routing.router import RouterTuning, run_router
 from routing.store.global_file import SqlGlobalFileStore
@@ -30,23 +28,11 @@ from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.integration.global_file.helpers import eventually
-from tests.unit.router.factories import make_iban, statement
+from tests.unit.router.factories import make_iban, state, statement
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 BOUND, UNBOUND = make_iban(5001), make_iban(5002)
 
-
-def state(iban: str, connector_id: str | None) -> bytes:
-    return IbanStateEvent(
-        iban=iban,
-        cabinet_id="cab-a",
-        client_ref=f"client-{iban[-4:]}",
-        connector_id=connector_id,
-        connector_on_cabinet=True,
-        mandate_status=MandateStatus.APPROVED,
-        version=1,
-        updated_at=datetime(2026, 1, 1, tzinfo=UTC),
-    ).to_json()
 
 
 def content(statement_id: str) -> bytes:
@@ -91,9 +77,12 @@ async def test_a_bound_ibans_statements_never_reach_the_global_file(
     headers = {"Authorization": f"Bearer {user.token}"}
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     try:
-        await producer.send_and_wait(topics.iban_state, state(BOUND, "acd"), key=BOUND.encode())
-        await producer.send_and_wait(topics.iban_state, state(UNBOUND, None),
-                                     key=UNBOUND.encode())
+        for iban, connector_id in ((BOUND, "acd"), (UNBOUND, None)):
+            await producer.send_and_wait(
+                topics.iban_state,
+                state(iban, cabinet_id="cab-a", connector_id=connector_id,
+                      client_ref=f"client-{iban[-4:]}"),
+                key=iban.encode())
         for sid, iban in (("b1", BOUND), ("u1", UNBOUND), ("b2", BOUND), ("u2", UNBOUND)):
             value = statement(sid, iban, content=content(sid), period_start="2026-01-05",
                               period_end="2026-01-05")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,11 +18,10 @@ import httpx
 from adapters.global_file import run_global_file_builder
 from config.catalogue import default_catalogue
 from config.settings import Settings
-from events.schemas import IbanStateEvent
 from events.topics import Topics
 from routing.api.app import create_app
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer
-from routing.domain.model import MandateStatus, Profile
+from routing.domain.model import Profile
 from routing.ledger import run_ledger
 from routing.router import RouterTuning, run_router
 from routing.store.global_file import SqlGlobalFileStore
@@ -31,24 +29,12 @@ from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.integration.global_file.helpers import eventually
-from tests.unit.router.factories import make_iban, statement
+from tests.unit.router.factories import make_iban, state, statement
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 IBAN_A, IBAN_B = make_iban(6001), make_iban(6002)
 JANUARY = {"from": "2026-01-01", "to": "2026-01-31"}
 
-
-def state(iban: str, cabinet_id: str) -> bytes:
-    return IbanStateEvent(
-        iban=iban,
-        cabinet_id=cabinet_id,
-        client_ref=None,
-        connector_id=None,
-        connector_on_cabinet=True,
-        mandate_status=MandateStatus.APPROVED,
-        version=1,
-        updated_at=datetime(2026, 1, 1, tzinfo=UTC),
-    ).to_json()
 
 
 def content(tag: str) -> bytes:
@@ -104,8 +90,9 @@ async def test_a_shared_or_reused_id_loses_nothing_through_the_pipeline(
     ]
     try:
         for iban, cabinet in ((IBAN_A, "cab-a"), (IBAN_B, "cab-b")):
-            await producer.send_and_wait(topics.iban_state, state(iban, cabinet),
-                                         key=iban.encode())
+            await producer.send_and_wait(
+                topics.iban_state, state(iban, cabinet_id=cabinet, client_ref=None),
+                key=iban.encode())
         for sid, iban, data in sent:
             value = statement(sid, iban, content=data, period_start="2026-01-05",
                               period_end="2026-01-05")
