@@ -35,6 +35,24 @@ N = 300
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def adapters_env(
+    bootstrap: str, topics: Topics, connectors: Path, data_dir: Path, **settings: str
+) -> dict[str, str]:
+    """The environment of a `statement-router adapters` child: this test's broker, topics
+    and connectors file, none of the developer's own store, file or operator token."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CONNECTORS_FILE", "OPERATOR_TOKEN_SHA256"}}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC_PREFIX=topics.prefix,
+        TOPIC_PARTITIONS=str(topics.partitions),
+        CONNECTORS_FILE=str(connectors),
+        DATA_DIR=str(data_dir),
+        **settings,
+    )
+    return env
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -81,18 +99,15 @@ async def test_sigkill_mid_batch_loses_no_delivery(
         f'[connectors.acd]\nurl = "{acd.url}"\nsecret_env = "TEST_ACD_WHSEC"\n\n'
         f'[connectors.quadra]\npath = "{drop}"\n'
     )
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CONNECTORS_FILE", "OPERATOR_TOKEN_SHA256"}}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers,
-        TOPIC_PREFIX=topics.prefix,
-        TOPIC_PARTITIONS=str(topics.partitions),
-        CONNECTORS_FILE=str(connectors),
+    env = adapters_env(
+        kafka_broker.bootstrap_servers,
+        topics,
+        connectors,
+        tmp_path / "var",
         TEST_ACD_WHSEC=acd.secret,
         DELIVERY_RETRY_BASE_SECONDS="0.05",
         DELIVERY_RETRY_MAX_SECONDS="0.5",
         DELIVERY_MAX_ATTEMPTS="50",
-        DATA_DIR=str(tmp_path / "var"),
         LOG_LEVEL="WARNING",
     )
     log = tmp_path / "adapters.log"

@@ -12,12 +12,11 @@ crash count is therefore the one kept in the control topic across processes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
-from tests.e2e.test_adapter_crash import start_worker, stop_process, tail, wait_for
+from tests.e2e.test_adapter_crash import adapters_env, start_worker, stop_process, tail, wait_for
 from tests.integration.worker.conftest import produce
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
@@ -32,16 +31,13 @@ async def test_a_record_killing_the_process_twice_is_parked_on_the_third_start(
     acd.script(Reply(200, delay=15), Reply(200, delay=15))  # the two starts that die
     connectors = tmp_path / "connectors.toml"
     connectors.write_text(f'[connectors.acd]\nurl = "{acd.url}"\nsecret_env = "TEST_ACD_WHSEC"\n')
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CONNECTORS_FILE", "OPERATOR_TOKEN_SHA256"}}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers,
-        TOPIC_PREFIX=topics.prefix,
-        TOPIC_PARTITIONS=str(topics.partitions),
-        CONNECTORS_FILE=str(connectors),
+    env = adapters_env(
+        kafka_broker.bootstrap_servers,
+        topics,
+        connectors,
+        tmp_path / "var",
         TEST_ACD_WHSEC=acd.secret,
         ADAPTER_MAX_CRASHES="2",
-        DATA_DIR=str(tmp_path / "var"),
         LOG_LEVEL="WARNING",
     )
     log = tmp_path / "adapters.log"

@@ -12,14 +12,13 @@ refused with its reason logged, and the running set keeps delivering.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from adapters.delivery.naming import delivery_file_name, is_temporary_name
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from tests.e2e.test_adapter_crash import start_worker, stop_process, tail
+from tests.e2e.test_adapter_crash import adapters_env, start_worker, stop_process, tail
 from tests.eventually import eventually
 from tests.integration.worker.conftest import produce
 from tests.integration.worker.receiver import WebhookReceiver
@@ -62,15 +61,12 @@ async def test_a_partner_added_to_the_file_delivers_without_restarting_the_other
                  'secret_env = "TEST_ACD_WHSEC"\n')
     sage_table = f'\n[connectors.sage]\nname = "Sage"\nadapter = "directory"\npath = "{drop}"\n'
     write(connectors, acd_table)
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CONNECTORS_FILE", "OPERATOR_TOKEN_SHA256"}}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        TOPIC_PREFIX=topics.prefix,
-        TOPIC_PARTITIONS=str(topics.partitions),
-        CONNECTORS_FILE=str(connectors),
+    env = adapters_env(
+        bootstrap,
+        topics,
+        connectors,
+        tmp_path / "var",
         TEST_ACD_WHSEC=acd.secret,
-        DATA_DIR=str(tmp_path / "var"),
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",
     )
