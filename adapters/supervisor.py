@@ -173,9 +173,18 @@ class _Supervisor:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def start(self, slot: _Slot, reason: str | None = None) -> None:
-        """Start a fresh worker for the slot, with the crash counts the topic holds."""
-        marks = crash_marks(await read_control(self.bootstrap, self.topics), slot.connector_id)
+    async def start(
+        self, slot: _Slot, reason: str | None = None,
+        control: list[AdapterControl] | None = None,
+    ) -> None:
+        """Start a fresh worker for the slot, with the crash counts the topic holds.
+
+        ``control``: the control topic as already read, when several slots start together
+        (at boot, a reload), so that the topic is read once rather than once per slot.
+        """
+        if control is None:
+            control = await read_control(self.bootstrap, self.topics)
+        marks = crash_marks(control, slot.connector_id)
         slot.stop = asyncio.Event()
         slot.stats.disabled = False
         slot.stats.disabled_reason = None
@@ -267,10 +276,12 @@ class _Supervisor:
                 follow.watch.refused = f"topics of {', '.join(report.added)}: {exc}"
                 log.error("connector_topics_failed", connectors=report.added, error=str(exc))
                 report.added = []
-        for cid in [*report.restarted, *report.added]:
+        starting = [*report.restarted, *report.added]
+        control = await read_control(self.bootstrap, self.topics) if starting else []
+        for cid in starting:
             spec, endpoint = wanted[cid]
             slot = self.new_slot(cid, endpoint, spec)
-            await self.start(slot, "connectors file changed")
+            await self.start(slot, "connectors file changed", control)
             self.slots[cid] = slot  # once its worker exists: readers see a whole slot
         follow.reloads += 1
         log.info("connectors_reloaded", path=str(follow.watch.path), added=report.added,
@@ -352,8 +363,9 @@ async def supervise(
         async with kafka_errors("starting the adapters' producer", bootstrap_servers):
             await producer.start()
         listener = asyncio.create_task(listen(), name="adapters-control")
+        control = await read_control(bootstrap_servers, topics)
         for slot in slots.values():
-            await sup.start(slot)
+            await sup.start(slot, control=control)
         await _run(sup, stop_event, enables, listener, listening, started, follow)
     finally:
         errors = await sup.stop_all()
