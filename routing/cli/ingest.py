@@ -50,6 +50,7 @@ from routing.cli.common import (
     settings,
 )
 from routing.cli.pipeline import topic_catalogue
+from routing.domain.iban import mask_iban
 
 if TYPE_CHECKING:
     from adapters.ingest.dropfolder import DropResult
@@ -101,7 +102,11 @@ def _bootstrap(cfg: Settings, option: str | None) -> str:
 
 
 def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
-    """One file's result for ``--json``: ids, IBANs and periods, never the content."""
+    """One file's result for ``--json``: ids, masked IBANs and periods, never the content.
+
+    The output ends up in CI logs and shell histories like any other, so it names accounts
+    the way logs and errors do: by masked IBAN.
+    """
     from adapters.ingest.dropfolder import error_document
 
     return {
@@ -113,7 +118,7 @@ def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
         "statements": [
             {
                 "statement_id": s.statement_id,
-                "iban": s.iban,
+                "iban": mask_iban(s.iban),
                 "period_start": s.period_start.isoformat(),
                 "period_end": s.period_end.isoformat(),
             }

@@ -23,6 +23,7 @@ import pytest
 from events.schemas import StatementReceived
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
+from routing.domain.iban import mask_iban
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bank-files"
 SCRIPT = Path(sys.executable).with_name("statement-router")
@@ -99,6 +100,10 @@ async def test_a_good_file_exits_0_and_publishes_its_statements(
     assert sorted(event.statement_id for _, event in published) == sorted(
         s["statement_id"] for s in outcome["statements"]
     )
+    assert sorted(s["iban"] for s in outcome["statements"]) == sorted(
+        mask_iban(event.iban) for _, event in published
+    )
+    assert not any(iban in result.stdout for iban in IBANS)
 
 
 async def test_a_broken_file_exits_non_zero_naming_the_line_and_is_quarantined(
