@@ -50,7 +50,6 @@ from routing.cli.common import (
     settings,
 )
 from routing.cli.pipeline import topic_catalogue
-from routing.domain.iban import mask_iban
 
 if TYPE_CHECKING:
     from adapters.ingest.dropfolder import DropResult
@@ -108,6 +107,7 @@ def _outcome(report: IngestReport, moved_to: Path | None) -> dict[str, Any]:
     the way logs and errors do: by masked IBAN.
     """
     from adapters.ingest.dropfolder import error_document
+    from routing.domain.iban import mask_iban
 
     return {
         "file": str(report.path),
