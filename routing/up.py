@@ -7,6 +7,10 @@ connector; the global files are kept in the state store) until Ctrl-C. ``--demo`
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
 
+With ``CONNECTORS_FILE``, the adapters follow the file while ``up`` runs, as the
+``adapters`` process does (``adapters.catalogue_reload.ReloadingAdapters``): a connector
+the file gives no endpoint, at start or added later, gets the embedded drop.
+
 With the embedded broker, what it held is saved under ``<data_dir>/broker/`` when ``up``
 stops and replayed at the next start (``routing.broker.snapshot``); IBAN states the broker
 lacks are queued again from the store in any case.
