@@ -388,12 +388,12 @@ async def _run_up(
         if settings.connectors_file is not None:
             # The file is followed as `adapters` follows it (adapters/catalogue_reload.py):
             # a partner added, changed or removed while `up` runs, no other worker touched.
-            adapters = ReloadingAdapters(
+            pool = ReloadingAdapters(
                 settings, topics, settings.connectors_file, bootstrap_servers=bootstrap,
                 stats=adapter_stats, default_endpoint=stand_in, on_reload=reloaded)
-            wanted = adapters.follow.wanted(config)
+            wanted = pool.follow.wanted(config)
             endpoints = {cid: wanted[cid][1] for cid in config.catalogue if cid in wanted}
-            roles.start("adapters", adapters.run(stop))
+            roles.start("adapters", pool.run(stop))
         else:
             endpoints = {cid: stand_in(cid) for cid in connectors}
             roles.start(
