@@ -2,7 +2,8 @@
 
 ``statement-router adapters`` runs ``ReloadingAdapters``, a thin wrapper over the
 supervisor (``adapters.supervisor.supervise``): one supervised worker per connector that
-has an endpoint in ``CONNECTORS_FILE``, and every ``RELOAD_INTERVAL`` seconds a look at
+has an endpoint in ``CONNECTORS_FILE`` (``statement-router up`` runs it too, and gives a
+connector without one the embedded directory drop), and every ``RELOAD_INTERVAL`` seconds a look at
 the file's modification time, size and inode. When the file changed, it is read and
 validated whole (catalogue and endpoints, secrets resolved, one read):
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,10 @@ class ReloadingAdapters:
     ``task``, ``spec``; tests check that a slot left alone is the same object, its task
     still running); ``stats`` each one's ``ConnectorStats``. ``refused`` holds the last
     refusal's reason until a valid file.
+
+    ``default_endpoint`` and ``on_reload`` are ``FileFollow``'s ``default`` and
+    ``on_reload``: ``statement-router up`` runs this class too, with the embedded
+    directory drop for a connector the file gives no endpoint.
     """
 
     def __init__(
@@ -179,6 +184,8 @@ class ReloadingAdapters:
         session_timeout_ms: int = 10_000,
         reload_interval: float = RELOAD_INTERVAL,
         environ: Mapping[str, str] | None = None,
+        default_endpoint: Callable[[str], PartnerEndpoint] | None = None,
+        on_reload: Callable[[ReloadReport, dict[str, PartnerEndpoint]], None] | None = None,
     ) -> None:
         from adapters.supervisor import FileFollow  # the supervisor builds on this module
 
@@ -196,6 +203,8 @@ class ReloadingAdapters:
             only=None if connector_ids is None else frozenset(connector_ids),
             interval=reload_interval,
             replication_factor=settings.topic_replication_factor,
+            default=default_endpoint,
+            on_reload=on_reload,
         )
 
     @property

@@ -17,7 +17,7 @@ Two sources:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,7 @@ from config.connectors import ConnectorsFileError, load_connectors_file, resolve
 from config.settings import Settings
 
 
-def embedded_endpoints(
-    data_dir: Path, catalogue: Mapping[str, ConnectorSpec]
-) -> dict[str, PartnerEndpoint]:
+def embedded_endpoints(data_dir: Path, catalogue: Iterable[str]) -> dict[str, PartnerEndpoint]:
     """A directory drop per connector under ``data_dir/partners/<connector_id>`` (created)."""
     endpoints: dict[str, PartnerEndpoint] = {}
     for connector_id in catalogue:

@@ -29,16 +29,17 @@ changed gets a fresh slot (a new deliverer), started afresh even if its worker h
 or was disabled; every other slot is left alone, stopped and disabled ones included (they
 wait for an enable). An invalid file is refused (logged by ``ConnectorsFileWatch``) and
 nothing changes. One code path: the supervisor is the only thing that starts or stops
-workers. A file that leaves no connector leaves the process up and idle
-(``no_connector_to_run``): "every worker stopped" (exit 8) means failures, and an empty
-file is not one.
+workers. ``statement-router up`` follows its file the same way, with a ``FileFollow``
+whose ``default`` gives a connector without an endpoint the embedded directory drop. A
+file that leaves no connector leaves the process up and idle (``no_connector_to_run``):
+"every worker stopped" (exit 8) means failures, and an empty file is not one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.backoff import RetrySchedule
 from adapters.catalogue_reload import (
     ConnectorsFileWatch,
+    ReloadReport,
     Wanted,
     ensure_connector_topics,
     plan_reload,
@@ -111,6 +113,14 @@ class FileFollow:
     ``only``: the ``--connector`` restriction (changes to other connectors are ignored);
     ``slots``: the supervisor's live slots, set when it starts; ``reloads``: how many
     versions of the file were applied.
+
+    ``default``: the endpoint of a declared connector the file gives none. ``adapters``
+    has none (such a connector runs no worker there); ``up`` gives the embedded directory
+    drop, so that a table added without an endpoint delivers somewhere visible, as the
+    ones present at start do. It must return an equal endpoint for the same connector
+    every time, or ``plan_reload`` would see a change and restart the worker.
+    ``on_reload``: told what each applied version did and every running connector's
+    endpoint (``up`` keeps ``GET /connectors`` and its banner true with it).
     """
 
     watch: ConnectorsFileWatch
@@ -119,11 +129,18 @@ class FileFollow:
     replication_factor: int = 1
     reloads: int = 0
     slots: dict[str, _Slot] = field(default_factory=dict)
+    default: Callable[[str], PartnerEndpoint] | None = None
+    on_reload: Callable[[ReloadReport, dict[str, PartnerEndpoint]], None] | None = None
 
     def wanted(self, config: ConnectorsConfig) -> dict[str, tuple[ConnectorSpec, PartnerEndpoint]]:
+        endpoints = dict(config.endpoints)
+        if self.default is not None:
+            for cid in config.catalogue:
+                if cid not in endpoints:
+                    endpoints[cid] = self.default(cid)
         return {
             cid: (config.catalogue[cid], endpoint)
-            for cid, endpoint in config.endpoints.items()
+            for cid, endpoint in endpoints.items()
             if self.only is None or cid in self.only
         }
 
@@ -287,8 +304,14 @@ class _Supervisor:
         log.info("connectors_reloaded", path=str(follow.watch.path), added=report.added,
                  removed=report.removed, restarted=report.restarted,
                  unchanged=report.unchanged,
-                 adapters={cid: s.spec.adapter for cid, s in self.slots.items()
-                           if s.spec is not None})
+                 adapters={cid: s.endpoint.kind for cid, s in self.slots.items()
+                           if s.endpoint is not None})
+        if follow.on_reload is not None:
+            try:
+                follow.on_reload(report, {cid: s.endpoint for cid, s in self.slots.items()
+                                          if s.endpoint is not None})
+            except Exception as exc:  # a report that failed must not stop the deliveries
+                log.warning("connectors_reload_report_failed", error=repr(exc))
         if not self.slots:
             log.warning("no_connector_to_run", path=str(follow.watch.path),
                         action="the process stays up, idle, until the file gives a connector")

@@ -7,6 +7,10 @@ connector; the global files are kept in the state store) until Ctrl-C. ``--demo`
 fresh demo state, feeds the sample bank files through the real topics and reports where
 each statement went and why.
 
+With ``CONNECTORS_FILE``, the adapters follow the file while ``up`` runs, as the
+``adapters`` process does (``adapters.catalogue_reload.ReloadingAdapters``): a connector
+the file gives no endpoint, at start or added later, gets the embedded drop.
+
 With the embedded broker, what it held is saved under ``<data_dir>/broker/`` when ``up``
 stops and replayed at the next start (``routing.broker.snapshot``); IBAN states the broker
 lacks are queued again from the store in any case.
@@ -27,13 +31,14 @@ import structlog
 from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
+from adapters.catalogue_reload import ReloadingAdapters, ReloadReport
 from adapters.delivery import (
     DeliveryConfigError,
     DirectoryEndpoint,
     PartnerEndpoint,
     WebhookEndpoint,
 )
-from adapters.endpoints import embedded_endpoints, load_connectors
+from adapters.endpoints import ConnectorsConfig, embedded_endpoints, load_connectors
 from adapters.global_file import run_global_file_builder
 from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
@@ -78,11 +83,11 @@ def _describe(endpoint: PartnerEndpoint) -> str:
     return endpoint.kind
 
 
-def _origin(connector_id: str, configured: dict[str, PartnerEndpoint], demo: bool) -> str:
+def _origin(endpoint: PartnerEndpoint, stand_in: PartnerEndpoint | None) -> str:
     """Where a connector's endpoint comes from, so the banner hides no substitution."""
-    if connector_id in configured:
+    if endpoint != stand_in:
         return "CONNECTORS_FILE"
-    if demo and connector_id == "acd":
+    if isinstance(endpoint, WebhookEndpoint):
         return "the demo's webhook receiver"
     return "embedded drop"
 
@@ -222,7 +227,6 @@ async def run_up(
     when another ``up`` runs on the data directory or the API port is taken.
     """
     connectors = load_connectors(settings)  # a bad file fails here
-    configured = connectors.endpoints
     if demo:
         from routing.demo import DEMO_CONNECTORS
 
@@ -256,7 +260,7 @@ async def run_up(
             exit_after_demo=exit_after_demo,
             stop=stop,
             print_line=print_line,
-            configured=configured,
+            config=connectors,
             broker=broker,
             on_broker=lambda address: remember(broker=address),
             on_adapters=lambda used: remember(adapters=used),
@@ -270,7 +274,7 @@ async def _run_up(
     exit_after_demo: bool,
     stop: asyncio.Event,
     print_line: Callable[[str], None],
-    configured: dict[str, PartnerEndpoint],
+    config: ConnectorsConfig,
     broker: Literal["tansu", "kafka"],
     on_broker: Callable[[str], None],
     on_adapters: Callable[[dict[str, str]], None] = lambda used: None,
@@ -284,6 +288,7 @@ async def _run_up(
             operator_token, update["operator_token_sha256"] = _demo_operator_token()
         settings = settings.model_copy(update=update)
     data_dir = settings.data_dir
+    configured = config.endpoints
     connectors = catalogue(settings)
     topics = Topics(prefix=settings.topic_prefix, partitions=settings.topic_partitions)
 
@@ -338,14 +343,13 @@ async def _run_up(
                 started=router_started,
             ),
         )
-        # A directory drop only for the connectors nothing else delivers to: the configured
-        # ones and the demo's webhook partner get no empty folder beside theirs.
-        webhook_demo = demo and "acd" not in configured
-        dropped = {c: spec for c, spec in connectors.items()
-                   if c not in configured and not (webhook_demo and c == "acd")}
-        endpoints: dict[str, PartnerEndpoint] = embedded_endpoints(data_dir, dropped)
-        endpoints.update(configured)
-        if webhook_demo:
+        # What stands in for a partner the connectors file gives no endpoint: the demo's
+        # webhook receiver for acd, a directory drop for the others. Made once per
+        # connector and kept, so that a reload sees the same endpoint and leaves its
+        # worker alone; made when first needed, so that a configured partner gets no
+        # empty folder beside its own.
+        stand_ins: dict[str, PartnerEndpoint] = {}
+        if demo and "acd" not in configured:
             # The demo's acd partner is a real webhook receiver, signatures checked. A
             # CONNECTORS_FILE that configures acd wins: the demo never replaces it.
             secret = new_secret()
@@ -353,22 +357,56 @@ async def _run_up(
             partner = demo_partner(secret, data_dir / "partners" / "acd", partner_port)
             roles.start("demo-partner", partner.serve())
             stack.callback(lambda: setattr(partner, "should_exit", True))
-            endpoints["acd"] = WebhookEndpoint(
+            stand_ins["acd"] = WebhookEndpoint(
                 url=f"http://127.0.0.1:{partner_port}/statements",
                 secrets=(SecretStr(secret),),
             )
+
+        def stand_in(connector_id: str) -> PartnerEndpoint:
+            if connector_id not in stand_ins:
+                stand_ins.update(embedded_endpoints(data_dir, [connector_id]))
+            return stand_ins[connector_id]
+
+        def use(endpoints: dict[str, PartnerEndpoint]) -> None:
+            """GET /connectors and the CLI's `connectors` report the adapter each connector
+            really uses here: the stand-ins for the partners the file does not configure."""
+            used = {cid: endpoint.kind for cid, endpoint in endpoints.items()}
+            connectors.use_adapters(used)
+            on_adapters(dict(used))
+
+        def reloaded(report: ReloadReport, endpoints: dict[str, PartnerEndpoint]) -> None:
+            use(endpoints)
+            for cid in [*report.added, *report.restarted]:
+                change = "added" if cid in report.added else "changed"
+                print_line(f"partner    {cid:<10} {_describe(endpoints[cid])}  "
+                           f"({_origin(endpoints[cid], stand_ins.get(cid))}; {change})")
+            for cid in report.removed:
+                print_line(f"partner    {cid:<10} removed from CONNECTORS_FILE")
+
         adapter_stats: dict[str, ConnectorStats] = {}
-        roles.start(
-            "adapters",
-            run_adapters(
-                settings,
-                topics,
-                endpoints,
-                stop,
-                bootstrap_servers=bootstrap,
-                stats=adapter_stats,
-            ),
-        )
+        endpoints: dict[str, PartnerEndpoint]
+        if settings.connectors_file is not None:
+            # The file is followed as `adapters` follows it (adapters/catalogue_reload.py):
+            # a partner added, changed or removed while `up` runs, no other worker touched.
+            pool = ReloadingAdapters(
+                settings, topics, settings.connectors_file, bootstrap_servers=bootstrap,
+                stats=adapter_stats, default_endpoint=stand_in, on_reload=reloaded)
+            wanted = pool.follow.wanted(config)
+            endpoints = {cid: wanted[cid][1] for cid in config.catalogue if cid in wanted}
+            roles.start("adapters", pool.run(stop))
+        else:
+            endpoints = {cid: stand_in(cid) for cid in connectors}
+            roles.start(
+                "adapters",
+                run_adapters(
+                    settings,
+                    topics,
+                    endpoints,
+                    stop,
+                    bootstrap_servers=bootstrap,
+                    stats=adapter_stats,
+                ),
+            )
         roles.start(
             "global-file",
             run_global_file_builder(
@@ -378,11 +416,7 @@ async def _run_up(
         roles.start(
             "ledger", run_ledger(settings, topics, store.engine, stop, bootstrap_servers=bootstrap)
         )
-        # GET /connectors reports the adapter each connector really uses here: the embedded
-        # drops stand in for the partners the file does not configure.
-        used = {cid: endpoint.kind for cid, endpoint in endpoints.items()}
-        connectors.use_adapters(used)
-        on_adapters(dict(used))  # the CLI's `connectors` reports the same as the API
+        use(endpoints)
         server = api_server(
             store,
             settings,
@@ -402,7 +436,7 @@ async def _run_up(
             print_line(f"CLI        DATA_DIR={data_dir.resolve()} statement-router …")
         print_line(f"API        {api_url}  (OpenAPI: {api_url}/docs)")
         for connector_id, endpoint in endpoints.items():
-            origin = _origin(connector_id, configured, demo)
+            origin = _origin(endpoint, stand_ins.get(connector_id))
             print_line(f"partner    {connector_id:<10} {_describe(endpoint)}  ({origin})")
         schedule = RetrySchedule.from_settings(settings)
         print_line(

@@ -161,6 +161,32 @@ def test_a_reload_plan_restarts_only_what_changed(tmp_path: Path) -> None:
         ["sage"], ["gone"], ["moved"], ["quadra"])
 
 
+def test_up_gives_a_declared_connector_without_endpoint_its_stand_in(tmp_path: Path) -> None:
+    """``up`` follows the file with a default endpoint (the embedded drop); ``adapters``
+    has none, so a connector without an endpoint runs no worker there."""
+    from adapters.catalogue_reload import ConnectorsFileWatch, plan_reload
+    from adapters.supervisor import FileFollow
+
+    path = write(tmp_path, '[connectors.acd]\nname = "ACD"\nadapter = "webhook"\n'
+                           '[connectors.quadra]\nname = "Q"\nadapter = "directory"\n'
+                           'path = "q"\n')
+    config = ConnectorsFileWatch(path).read()
+    made: list[str] = []
+
+    def stand_in(cid: str) -> DirectoryEndpoint:
+        made.append(cid)
+        return DirectoryEndpoint(tmp_path / "partners" / cid)
+
+    up = FileFollow(ConnectorsFileWatch(path), default=stand_in).wanted(config)
+    assert up["acd"] == (config.catalogue["acd"], DirectoryEndpoint(tmp_path / "partners/acd"))
+    assert up["quadra"] == (config.catalogue["quadra"], DirectoryEndpoint(tmp_path / "q"))
+    assert made == ["acd"]  # a configured partner gets no stand-in
+    assert list(FileFollow(ConnectorsFileWatch(path)).wanted(config)) == ["quadra"]
+    # The same stand-in at the next look: the connector's worker is left alone.
+    again = FileFollow(ConnectorsFileWatch(path), default=stand_in).wanted(config)
+    assert sorted(plan_reload(up, again).unchanged) == ["acd", "quadra"]
+
+
 def test_an_empty_connectors_file_setting_means_the_shipped_catalogue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
