@@ -314,7 +314,7 @@ _extra_lock = threading.Lock()
 
 
 def register_collector(key: str, collector: Collector) -> None:
-    """Add a custom collector (e.g. the consumer-lag collector of ``routing.monitor``) to
+    """Add a custom collector (e.g. the consumer-lag collector of ``routing.observability.monitor``) to
     ``REGISTRY``, replacing the one registered earlier under ``key``.
 
     Replacing rather than adding lets a process build its API app more than once (tests,
@@ -389,7 +389,7 @@ def add_metrics_route(app: FastAPI) -> None:
 
     A plain ``def`` handler on purpose: FastAPI runs it in its thread pool, so a registered
     collector that does blocking work never stalls the event loop (the consumer-lag
-    collector of ``routing.monitor`` reads its last snapshot and refreshes in the
+    collector of ``routing.observability.monitor`` reads its last snapshot and refreshes in the
     background, and is safe to call from that thread).
     """
     from fastapi import Response

@@ -40,7 +40,8 @@ from routing.domain.errors import DomainError, InvalidIban
 from routing.domain.iban import normalise_iban
 from routing.domain.identity import is_statement_key
 from routing.domain.model import Actor, Profile
-from routing.monitor import MonitorService, MonitorSnapshot, monitor_service
+from routing.observability.monitor.model import MonitorSnapshot
+from routing.observability.monitor.service import MonitorService, monitor_service
 from routing.ports import AmbiguousStatement, DeliveryLedger, StateStore, UnknownStatement
 
 REFRESH_SECONDS = 10

@@ -16,7 +16,8 @@ from config.settings import Settings
 from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.monitor import Monitor, MonitorSnapshot
+from routing.observability.monitor.model import MonitorSnapshot
+from routing.observability.monitor.sampler import Monitor
 from routing.router import RouterApp, RouterTuning, create_router_app
 from tests.unit.delivery.factories import make_delivery
 from tests.unit.router.factories import make_iban, state, statement

@@ -14,13 +14,11 @@ from rich.console import Console
 
 from events.topics import Topics
 from routing.broker.errors import BrokerUnavailable
-from routing.monitor import (
+from routing.observability.monitor.collector import ConsumerLagCollector
+from routing.observability.monitor.model import (
     ConnectorStatus,
-    ConsumerLagCollector,
     GroupPartition,
     GroupStatus,
-    Monitor,
-    MonitorService,
     MonitorSnapshot,
     PartitionStatus,
     TopicStatus,
@@ -31,7 +29,9 @@ from routing.monitor import (
     partition_lag,
     rates,
 )
-from routing.monitor_view import render
+from routing.observability.monitor.sampler import Monitor
+from routing.observability.monitor.service import MonitorService
+from routing.observability.monitor.view import render
 
 A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
 
