@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -195,8 +195,13 @@ async def test_dead_letters_total_and_open_per_connector(
 
     report = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d2"])
     assert report.replayed == ["d2"]
-    after = await eventually(lambda: monitor.sample(counts=True), "d2's replay in the ledger",
-                             done=lambda s: open_counts(s)["acd"] == (3, 2))
+    async def sample() -> MonitorSnapshot:
+        return await monitor.sample(counts=True)
+
+    def acd_open(expected: int) -> Callable[[MonitorSnapshot], bool]:
+        return lambda snap: open_counts(snap)["acd"] == (3, expected)
+
+    after = await eventually(sample, "d2's replay in the ledger", done=acd_open(2))
     listed = await list_dead_letters(bootstrap, topics, "acd")
     assert sum(1 for e in listed if e.open) == 2  # the topic-reading rule agrees
     assert after.held is not None and not after.held.available  # no router ran here
@@ -204,8 +209,7 @@ async def test_dead_letters_total_and_open_per_connector(
     # Replaying it again (force) closes nothing more; the others close when replayed.
     await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d2"], force=True)
     await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d1"])
-    await eventually(lambda: monitor.sample(counts=True), "d1's replay in the ledger",
-                     done=lambda s: open_counts(s)["acd"] == (3, 1))
+    await eventually(sample, "d1's replay in the ledger", done=acd_open(1))
     listed = await list_dead_letters(bootstrap, topics, "acd")
     assert sum(1 for e in listed if e.open) == 1
 
@@ -214,6 +218,7 @@ async def test_without_a_ledger_the_open_count_is_unknown(
     kafka_broker: EmbeddedBroker, topics: Topics, producer: AIOKafkaProducer
 ) -> None:
     letter = dead_letter("d1")
+    assert letter.delivery is not None
     await producer.send_and_wait(topics.partner_dlq("acd"), letter.to_json(),
                                  key=letter.delivery.iban.encode())
     snap = await Monitor(kafka_broker.bootstrap_servers, topics, default_catalogue()).sample()
