@@ -48,7 +48,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,7 +72,6 @@ from routing.observability.monitor.model import (
     MonitorSnapshot,
     PartitionStatus,
     TopicStatus,
-    decode_held,
     group_role,
     held_status,
     open_dead_letters,
@@ -134,6 +133,8 @@ class Monitor:
         self.timeout = timeout
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
         self._held_cache: tuple[Any, HeldStatus] | None = None
+        self._held_fold = _Fold(self.held_changelog)
+        self._state_fold = _Fold(self.state_changelog)
         self.ledger = ledger
         self._workers_cache: tuple[Any, Mapping[str, AdapterControl]] | None = None
 
@@ -360,32 +361,34 @@ class Monitor:
     async def _held(self, offsets: _Offsets) -> HeldStatus:
         audit = offsets.records(self.topics.held)
         if self.held_changelog not in offsets.counts:
+            self._held_fold = _Fold(self.held_changelog)
             return held_status(self.held_changelog, None, {}, audit)
         key = (offsets.ends_of(self.held_changelog, self.state_changelog), audit)
         if self._held_cache is not None and self._held_cache[0] == key:
             return self._held_cache[1]
-        latest = await _scan_latest(
-            self.bootstrap_servers, self.held_changelog, offsets.counts[self.held_changelog],
-            timeout=self.timeout,
-        )
-        held = decode_held(latest)
+        await self._held_fold.advance(self, offsets, _held_value)
+        held: dict[str, list[dict[str, Any]]] = {}
+        for iban, reason in self._held_fold.values.values():
+            held.setdefault(iban, []).append({"reason": reason})
         connector_of: dict[str, str | None] = {}
         if held and self.state_changelog in offsets.counts:
             wanted = {json.dumps(iban).encode() for iban in held}
-            states = await _scan_latest(
-                self.bootstrap_servers, self.state_changelog,
-                offsets.counts[self.state_changelog], timeout=self.timeout,
-                keep=wanted.__contains__,
-            )
-            for raw_key, value in states.items():
-                try:
-                    state = json.loads(value) if value is not None else None
-                    iban = json.loads(raw_key)
-                except ValueError:
-                    continue
-                if isinstance(state, dict) and isinstance(iban, str):
-                    connector = state.get("connector_id")
-                    connector_of[iban] = connector if isinstance(connector, str) else None
+            fold = self._state_fold
+            new = wanted - fold.looked_up
+            fold.looked_up = wanted
+            for gone in set(fold.values) - wanted:
+                del fold.values[gone]
+            if new and not fold.must_restart(offsets):
+                # IBANs held for the first time: their state may be anywhere in the
+                # changelog, so look them (and only them) up from its start.
+                await _Fold(self.state_changelog).advance(
+                    self, offsets, _connector_value, keep=new.__contains__, into=fold.values)
+            await fold.advance(self, offsets, _connector_value, keep=wanted.__contains__)
+            for raw_key in wanted:
+                connector = fold.values.get(raw_key)
+                connector_of[json.loads(raw_key)] = (
+                    connector if isinstance(connector, str) else None
+                )
         status = held_status(self.held_changelog, held, connector_of, audit)
         self._held_cache = (key, status)
         return status
@@ -448,24 +451,112 @@ class Monitor:
         )
 
 
-async def _scan_latest(
+_FOLD_MAX_AGE = 3600.0
+
+
+def _held_value(key: bytes, value: bytes) -> tuple[str, str] | None:
+    """A held changelog record as (IBAN, reason); None if unreadable (logged)."""
+    try:
+        held_key = json.loads(key)
+        entry = json.loads(value)
+    except ValueError:
+        log.warning("unreadable_held_changelog_record")
+        return None
+    if not (isinstance(held_key, str) and held_key.count("|") >= 2 and isinstance(entry, dict)):
+        log.warning("unreadable_held_changelog_record")
+        return None
+    return held_key.rsplit("|", 2)[0], str(entry.get("reason") or "unknown")
+
+
+def _connector_value(key: bytes, value: bytes) -> str | None:
+    """An IBAN-state changelog record as the connector its IBAN is bound to (or None)."""
+    del key
+    try:
+        state = json.loads(value)
+    except ValueError:
+        return None
+    connector = state.get("connector_id") if isinstance(state, dict) else None
+    return connector if isinstance(connector, str) else None
+
+
+@dataclass(slots=True)
+class _Fold:
+    """A changelog folded as it grows: the last value of each key, read once.
+
+    Each refresh reads only the records written since the previous one, from the
+    positions it stopped at, so counting held statements costs what changed, not the
+    changelog's size. It starts over from the log start when it cannot go on: the first
+    time, when records it never read were deleted (retention), when the topic was
+    recreated (an end below its position), and once an hour, so that a compacted-away
+    tombstone it never saw (after ``delete.retention.ms``, a day by default) cannot keep
+    a released statement counted.
+    """
+
+    topic: str
+    values: dict[bytes, Any] = field(default_factory=dict)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    looked_up: set[bytes] = field(default_factory=set)  # keys a filtered fold keeps
+    started: float | None = None
+
+    def must_restart(self, offsets: _Offsets) -> bool:
+        tps = [TopicPartition(self.topic, p) for p in range(offsets.counts[self.topic])]
+        if self.started is None or time.monotonic() - self.started > _FOLD_MAX_AGE:
+            return True
+        if set(tps) != set(self.positions):
+            return True
+        return any(
+            offsets.starts[tp] > self.positions[tp] or offsets.ends[tp] < self.positions[tp]
+            for tp in tps
+        )
+
+    async def advance(
+        self,
+        monitor: Monitor,
+        offsets: _Offsets,
+        project: Callable[[bytes, bytes], Any],
+        *,
+        keep: Callable[[bytes], bool] | None = None,
+        into: dict[bytes, Any] | None = None,
+    ) -> None:
+        """Fold the records written since the last call (all of them the first time).
+
+        ``project`` turns a value into what is kept (None: drop the key); ``keep``
+        filters keys before anything is decoded (the IBAN-state changelog may hold a
+        million IBANs, of which a few have held statements); ``into``: fold into that
+        dict instead of ``values`` (a one-off lookup).
+        """
+        values = self.values if into is None else into
+        if self.must_restart(offsets):
+            if into is None:
+                values.clear()
+            self.positions = {}
+            self.started = time.monotonic()
+        self.positions = await _read_from(
+            monitor.bootstrap_servers, self.topic, offsets.counts[self.topic], self.positions,
+            timeout=monitor.timeout, fold=values, project=project, keep=keep,
+        )
+
+
+async def _read_from(
     bootstrap_servers: str,
     topic: str,
     partitions: int,
+    positions: Mapping[TopicPartition, int],
     *,
-    timeout: float,  # noqa: ASYNC109 - bounds the scan, named in ReadTimeout
-    keep: Callable[[bytes], bool] | None = None,
-) -> dict[bytes, bytes | None]:
-    """The last value of each key of a changelog, up to the end offsets seen on entry.
+    timeout: float,  # noqa: ASYNC109 - bounds the read, named in ReadTimeout
+    fold: dict[bytes, Any],
+    project: Callable[[bytes, bytes], Any],
+    keep: Callable[[bytes], bool] | None,
+) -> dict[TopicPartition, int]:
+    """Fold ``topic``'s records from ``positions`` (the log start where absent) up to the
+    end offsets seen on entry; returns those ends, where the next read starts.
 
-    Unlike ``read_topic`` it never holds the whole topic: records are folded as they come,
-    and ``keep`` filters keys before anything is decoded (the IBAN-state changelog can hold
-    a million IBANs, of which a few have held statements).
+    Unlike ``read_topic`` it never holds the records: they are folded as they come.
+    A partition already at its end costs no fetch.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     action = f"reading {topic} for the monitor"
-    latest: dict[bytes, bytes | None] = {}
     # read_committed: a held entry of an aborted transaction (exactly-once) is not held.
     reader = assigned_consumer(
         bootstrap_servers,
@@ -476,8 +567,13 @@ async def _scan_latest(
     )
     async with reader as (consumer, tps), kafka_errors(action, bootstrap_servers):
         ends = await true_end_offsets(consumer, tps, deadline=deadline, what=topic)
-        await consumer.seek_to_beginning(*tps)
-        pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
+        pending: set[TopicPartition] = set()
+        for tp in tps:
+            position = max(positions.get(tp, starts[tp]), starts[tp])
+            if position < ends[tp]:
+                consumer.seek(tp, position)
+                pending.add(tp)
         while pending:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -489,10 +585,14 @@ async def _scan_latest(
                 for record in records:
                     if record.offset >= ends[tp] or record.key is None:
                         continue
-                    if keep is None or keep(record.key):
-                        latest[record.key] = record.value
+                    if keep is not None and not keep(record.key):
+                        continue
+                    kept = None if record.value is None else project(record.key, record.value)
+                    if kept is None:
+                        fold.pop(record.key, None)
+                    else:
+                        fold[record.key] = kept
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
-    return latest
-
+    return dict(ends)

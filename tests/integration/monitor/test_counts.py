@@ -15,6 +15,7 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
+from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.ledger import run_ledger
 from routing.observability.monitor.model import MonitorSnapshot
@@ -133,6 +134,12 @@ async def test_held_counts_statements_parked_now_not_ever(
     assert snap.connectors is not None
     per_connector = {c.connector_id: c.held for c in snap.connectors}
     assert per_connector == {"acd": 1, "cegid": 0, "quadra": 0, "pennylane": 0}
+    # The router's own gauge says the same, per reason, without any changelog read.
+    assert router.core.held_by_reason() == {"unknown_iban": 2, "mandate_pending": 1}
+    assert {reason: metrics.REGISTRY.get_sample_value(
+        "statement_router_held_statements", {"reason": reason})
+        for reason in ("unknown_iban", "mandate_pending")} == {
+        "unknown_iban": 2, "mandate_pending": 1}
 
     doc = snap.topics_dict()
     assert doc["held"] == {
