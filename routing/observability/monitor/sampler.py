@@ -531,6 +531,8 @@ class _Fold:
                 values.clear()
             self.positions = {}
             self.started = time.monotonic()
+        elif all(offsets.ends[tp] == end for tp, end in self.positions.items()):
+            return  # nothing written since: not even a connection
         self.positions = await _read_from(
             monitor.bootstrap_servers, self.topic, offsets.counts[self.topic], self.positions,
             timeout=monitor.timeout, fold=values, project=project, keep=keep,

@@ -17,13 +17,10 @@ from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
 from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.ledger import run_ledger
 from routing.observability.monitor.model import MonitorSnapshot
 from routing.observability.monitor.sampler import Monitor
 from routing.router import RouterApp, RouterTuning, create_router_app
-from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
-from routing.store.migrate import upgrade
 from tests.eventually import eventually
 from tests.unit.delivery.factories import make_delivery
 from tests.unit.router.factories import make_iban, state, statement
@@ -159,24 +156,6 @@ def dead_letter(statement_id: str) -> StatementDeadLetter:
         dead_lettered_at=now,
         delivery=make_delivery(statement_id),
     )
-
-
-@pytest.fixture
-async def ledger(
-    kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str, tmp_path: Path
-) -> AsyncIterator[SqlDeliveryLedger]:
-    """The delivery ledger on SQLite, fed by its real consumer of deliveries.outcomes."""
-    await upgrade(sqlite_url)
-    engine = create_store_engine(sqlite_url)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_ledger(Settings(data_dir=tmp_path), topics, engine, stop,
-                                          bootstrap_servers=kafka_broker.bootstrap_servers))
-    try:
-        yield SqlDeliveryLedger(engine)
-    finally:
-        stop.set()
-        await task
-        await engine.dispose()
 
 
 def open_counts(snap: MonitorSnapshot) -> dict[str, tuple[int | None, int | None]]:
