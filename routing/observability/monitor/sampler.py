@@ -167,7 +167,20 @@ class Monitor:
             ) from None
 
     async def _sample(self, counts: bool) -> MonitorSnapshot:
-        offsets = await self._offsets()
+        topic_counts = await describe_topics(
+            self.bootstrap_servers, self.monitored_topics(),
+            request_timeout_ms=int(self.timeout * 1000),
+        )
+        # Only the catalogue's topics: the changelogs are read by assignment, not by groups.
+        names = {spec.name for spec in self.topics.specs(self.connector_ids)}
+        partitions = sorted(
+            TopicPartition(topic, p)
+            for topic, count in topic_counts.items() if topic in names for p in range(count)
+        )
+        # The end offsets and the groups' commits are independent reads: one round trip.
+        offsets, committed = await asyncio.gather(
+            self._offsets(topic_counts), self._committed(partitions) if partitions else _none()
+        )
         now = time.monotonic()
         previous = self._previous
         elapsed = None if previous is None else now - previous[0]
@@ -191,7 +204,7 @@ class Monitor:
             if name in offsets.counts
         )
         missing = tuple(name for name in catalogue if name not in offsets.counts)
-        groups = await self._groups(offsets)
+        groups = self._groups(offsets, partitions, committed)
         snapshot = MonitorSnapshot(
             taken_at=datetime.now(UTC),
             topic_prefix=self.topics.prefix,
@@ -234,11 +247,7 @@ class Monitor:
             monotonic=now,
         )
 
-    async def _offsets(self) -> _Offsets:
-        wanted = self.monitored_topics()
-        counts = await describe_topics(
-            self.bootstrap_servers, wanted, request_timeout_ms=int(self.timeout * 1000)
-        )
+    async def _offsets(self, counts: dict[str, int]) -> _Offsets:
         if not counts:
             return _Offsets({}, {}, {})
         action = "reading offsets for the monitor"
@@ -247,10 +256,17 @@ class Monitor:
             self.bootstrap_servers, counts, action=action, client_id="statement-router-monitor"
         )
         async with reader as (consumer, partitions), kafka_errors(action, self.bootstrap_servers):
-            ends = await true_end_offsets(
-                consumer, partitions, deadline=deadline, what="the monitored topics"
-            )
             starts: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+            listed: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+            # Only the partitions holding records are probed for their true end: a fetch
+            # that also names an empty partition waits out fetch_max_wait on Tansu.
+            empty = [tp for tp in partitions if listed[tp] <= starts[tp]]
+            consumer.pause(*empty)
+            busy = [tp for tp in partitions if listed[tp] > starts[tp]]
+            ends = await true_end_offsets(
+                consumer, busy, deadline=deadline, what="the monitored topics"
+            )
+            ends.update({tp: int(listed[tp]) for tp in empty})
         return _Offsets(counts, {tp: int(o) for tp, o in starts.items()}, ends)
 
     @property
@@ -272,13 +288,14 @@ class Monitor:
         expected[f"{t.prefix}.ledger"] = [t.outcomes]
         return expected
 
-    async def _groups(self, offsets: _Offsets) -> tuple[GroupStatus, ...]:
-        # Only the catalogue's topics: the changelogs are read by assignment, not by groups.
-        catalogue = {spec.name for spec in self.topics.specs(self.connector_ids)}
-        partitions = sorted(tp for tp in offsets.ends if tp.topic in catalogue)
+    def _groups(
+        self,
+        offsets: _Offsets,
+        partitions: Sequence[TopicPartition],
+        committed: Mapping[str, Mapping[TopicPartition, int]],
+    ) -> tuple[GroupStatus, ...]:
         if not partitions:
             return ()
-        committed = await self._committed(partitions)
         expected = self._expected_groups(committed)
         rows: list[GroupStatus] = []
         names = list(expected) + sorted(g for g in committed if g not in expected)
@@ -537,6 +554,10 @@ class _Fold:
             monitor.bootstrap_servers, self.topic, offsets.counts[self.topic], self.positions,
             timeout=monitor.timeout, fold=values, project=project, keep=keep,
         )
+
+
+async def _none() -> dict[str, dict[TopicPartition, int]]:
+    return {}
 
 
 async def _read_from(
