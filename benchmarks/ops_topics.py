@@ -19,7 +19,8 @@ honest way:
   name the places of the first ``--replayed`` of them, so ``dead_letters_open`` is the
   difference;
 * the held changelog (``--held`` held statements) and the IBAN-state changelog
-  (``--states`` IBANs).
+  (``--states`` IBANs);
+* the ledger's consumer group, committed at the end of the outcomes (a ledger caught up).
 
 Then the real API app (``create_app`` with ``ops_router``) is served by uvicorn on
 127.0.0.1, and ``--requests`` ``GET /ops/topics`` are sent over HTTP one after the other,
@@ -54,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import uvicorn
+from aiokafka import AIOKafkaConsumer
 from brokers import add_broker_argument, broker_label, local_broker
 
 from config.catalogue import default_catalogue
@@ -67,7 +69,7 @@ from events.schemas import (
 from events.topics import Topics, TopicSpec
 from routing.api.app import create_app
 from routing.api.ops import new_operator_token, ops_router
-from routing.broker import ProducerParams, ensure_topics, make_producer
+from routing.broker import ProducerParams, end_offsets, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 from routing.observability.monitor.service import monitor_service
 from routing.ports import OutcomeRecord
@@ -199,10 +201,26 @@ async def fill(args: argparse.Namespace, bootstrap: str, topics: Topics,
                 {"raw": "{}", "partition": 0, "offset": i, "held_at": T0.isoformat(),
                  "reason": "unknown_iban" if i % 3 else "mandate_pending"}).encode())
             for i in range(args.held)], partition=0)
+        await caught_up(bootstrap, f"{topics.prefix}.ledger", topics.outcomes)
         timings["fill_s"] = round(time.perf_counter() - started, 1)
     finally:
         await producer.stop()
     return timings
+
+
+async def caught_up(bootstrap: str, group_id: str, topic: str) -> None:
+    """Commit the ledger's group at the end of the outcomes, as a running ledger that has
+    recorded them all would have (on a fresh Kafka node this also creates the offsets
+    topic, without which no group has a coordinator to answer the monitor)."""
+    ends = await end_offsets(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
 
 
 async def keep_writing(bootstrap: str, topic: str, rate: float, stop: asyncio.Event) -> int:
@@ -232,7 +250,8 @@ async def timed_requests(client: httpx.AsyncClient, url: str, headers: dict[str,
         started = time.perf_counter()
         response = await client.get(url, headers=headers)
         times.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise SystemExit(f"GET {url}: {response.status_code} {response.text}")
     return times
 
 
