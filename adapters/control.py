@@ -42,6 +42,7 @@ __all__ = [
     "crash_marks",
     "enabled_reason",
     "listen_for_enable",
+    "read_control",
     "request_enable",
     "wait_for_running",
 ]
