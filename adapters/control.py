@@ -32,7 +32,8 @@ from aiokafka.structs import TopicPartition
 from events.schemas import AdapterControl, AdapterControlKind, WorkerState
 from events.topics import Topics
 from events.wire import InvalidEvent, decode
-from routing.broker import ProducerParams, make_producer, read_topic, require_topics
+from routing.broker import ProducerParams, make_producer, require_topics
+from routing.broker.adapters_control import read_control
 from routing.broker.errors import kafka_errors
 
 __all__ = [
@@ -44,12 +45,9 @@ __all__ = [
     "read_control",
     "request_enable",
     "wait_for_running",
-    "worker_states",
 ]
 
 log = structlog.get_logger("adapters.control")
-
-_READ_TIMEOUT = 30.0
 
 CrashMark = tuple[int, int]
 """(offset, crashes): the record at ``offset`` was started ``crashes`` times, unfinished."""
@@ -63,33 +61,6 @@ def control_key(kind: AdapterControlKind, connector_id: str, partition: int | No
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-async def read_control(bootstrap_servers: str, topics: Topics) -> list[AdapterControl]:
-    """Every readable record of the control topic, in order per partition."""
-    found: list[AdapterControl] = []
-    topic = topics.adapters_control
-    for record in await read_topic(bootstrap_servers, topic, timeout=_READ_TIMEOUT):
-        if record.value is None:
-            continue
-        try:
-            found.append(decode(record.value, AdapterControl, where=topic))
-        except InvalidEvent as exc:
-            log.warning("unreadable_control_record", partition=record.partition,
-                        offset=record.offset, error=exc.reason)
-    return found
-
-
-def worker_states(records: list[AdapterControl]) -> dict[str, AdapterControl]:
-    """The newest ``worker_state`` per connector."""
-    states: dict[str, AdapterControl] = {}
-    for record in records:
-        if record.kind != "worker_state":
-            continue
-        old = states.get(record.connector_id)
-        if old is None or record.at >= old.at:
-            states[record.connector_id] = record
-    return states
 
 
 def crash_marks(records: list[AdapterControl], connector_id: str) -> dict[int, CrashMark]:

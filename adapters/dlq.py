@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from typing import Any
 import structlog
 from aiokafka.structs import TopicPartition
 
+from events.dead_letters import replay_detail, replayed_places
 from events.schemas import (
     DeliveryOutcome,
     ParkedRecord,
@@ -64,7 +64,6 @@ from routing.domain.identity import statement_key
 
 log = structlog.get_logger("adapters.dlq")
 
-_PLACE = re.compile(r"(\d+)@(\d+)")
 _READ_TIMEOUT = 60.0
 
 
@@ -165,16 +164,11 @@ class ReplayReport:
         }
 
 
-def replay_detail(dlq_topic: str, places: Collection[tuple[int, int]]) -> str:
-    spots = ", ".join(f"{p}@{o}" for p, o in sorted(places))
-    return f"replayed from {dlq_topic} dead letter(s) {spots}"
-
-
 async def _replay_markers(
     bootstrap_servers: str, topics: Topics, connector_id: str
 ) -> dict[tuple[int, int], datetime]:
     """DLQ places already replayed, with when, from the ``replayed`` outcomes."""
-    prefix = f"replayed from {topics.partner_dlq(connector_id)} dead letter(s) "
+    dlq = topics.partner_dlq(connector_id)
     markers: dict[tuple[int, int], datetime] = {}
     for record in await read_topic(bootstrap_servers, topics.outcomes, timeout=_READ_TIMEOUT):
         if not record.value or b'"replayed"' not in record.value:
@@ -183,11 +177,9 @@ async def _replay_markers(
             outcome = decode(record.value, DeliveryOutcome, where=topics.outcomes)
         except InvalidEvent:
             continue
-        if (outcome.outcome != "replayed" or outcome.connector_id != connector_id
-                or not outcome.detail or not outcome.detail.startswith(prefix)):
+        if outcome.outcome != "replayed" or outcome.connector_id != connector_id:
             continue
-        for partition, offset in _PLACE.findall(outcome.detail[len(prefix):]):
-            place = (int(partition), int(offset))
+        for place in replayed_places(outcome.detail, dlq):
             markers.setdefault(place, outcome.at)
     return markers
 

@@ -157,6 +157,14 @@ TABLE_CHANGELOG_RECORDS = Counter(
     ["table"],
     registry=REGISTRY,
 )
+HELD_STATEMENTS = Gauge(
+    "statement_router_held_statements",
+    "Statements the router holds now in the partitions it owns (its held Table), per "
+    "decide() reason (unknown_iban, mandate_pending, ...); sum over the router processes "
+    "for the pipeline's total. Released statements are no longer counted.",
+    ["reason"],
+    registry=REGISTRY,
+)
 STATEMENTS_FORWARDED = Counter(
     "statement_router_statements_forwarded",
     "Statements the router read from a partition other than their key's (murmur2) "
@@ -263,6 +271,7 @@ METRICS: tuple[Counter | Gauge | Histogram | LoopCounter, ...] = (
     ROUTED, INVALID, PARKED, DELIVERY_ATTEMPTS, DELIVERED, DELIVERY_FAILURES, DEAD_LETTERS,
     DELIVERY_LATENCY, ATTEMPT_DURATION, CONNECTOR_DISABLED, WORKER_UP, OUTBOX_PUBLISHED,
     OUTBOX_BACKLOG, GLOBAL_FILE_STATEMENTS, GLOBAL_FILE_LATENCY, LEDGER_OUTCOMES,
+    HELD_STATEMENTS,
 )
 
 
@@ -314,7 +323,7 @@ _extra_lock = threading.Lock()
 
 
 def register_collector(key: str, collector: Collector) -> None:
-    """Add a custom collector (e.g. the consumer-lag collector of ``routing.monitor``) to
+    """Add a custom collector (e.g. the monitor's consumer-lag collector) to
     ``REGISTRY``, replacing the one registered earlier under ``key``.
 
     Replacing rather than adding lets a process build its API app more than once (tests,
@@ -389,7 +398,7 @@ def add_metrics_route(app: FastAPI) -> None:
 
     A plain ``def`` handler on purpose: FastAPI runs it in its thread pool, so a registered
     collector that does blocking work never stalls the event loop (the consumer-lag
-    collector of ``routing.monitor`` reads its last snapshot and refreshes in the
+    collector of ``routing.observability.monitor`` reads its last snapshot and refreshes in the
     background, and is safe to call from that thread).
     """
     from fastapi import Response

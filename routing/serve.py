@@ -23,7 +23,8 @@ from routing.bootstrap import (
 from routing.console.app import mount_console
 from routing.console.ops import OpsConsole
 from routing.metrics import add_metrics_route
-from routing.monitor import serve_lag_metrics
+from routing.observability.monitor.collector import serve_lag_metrics
+from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore
 
 
@@ -60,9 +61,12 @@ def api_server(
     connectors = catalogue if catalogue is not None else connector_catalogue(settings)
     topics = Topics(settings.topic_prefix, settings.topic_partitions)
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
-    # One monitor for /ops/topics, /ops/lag, the console's overview and /metrics' lag.
-    monitor = serve_lag_metrics(servers, topics, connectors)
     global_file, ledger = global_file_store(store), delivery_ledger(store)
+    # One monitor for /ops/topics, /ops/lag, the console's overview and /metrics' lag;
+    # the open dead letters come from the delivery ledger (one SQL query a refresh).
+    monitor = serve_lag_metrics(
+        servers, topics, connectors, ledger=SqlDeliveryLedger(store.engine)
+    )
     app = create_app(
         store,
         connectors,

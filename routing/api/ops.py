@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adapters.control import read_control, request_enable, worker_states
+from adapters.control import request_enable
 from adapters.dlq import (
     AlreadyReplayed,
     DeadLetterError,
@@ -38,9 +38,11 @@ from routing.api.bodies import Gate
 from routing.api.errors import error_body
 from routing.api.models import ConnectorIdPath, ErrorOut
 from routing.api.responses import error_responses
+from routing.broker.adapters_control import read_control, worker_states
 from routing.broker.errors import BrokerError
 from routing.domain.errors import AuthenticationFailed, UnknownConnector
-from routing.monitor import MonitorService, monitor_service
+from routing.observability.monitor.model import DeadLetterLedger
+from routing.observability.monitor.service import MonitorService, monitor_service
 
 OPERATOR_TOKEN_PREFIX = "sro_"  # noqa: S105 - a prefix, not a secret
 
@@ -192,12 +194,14 @@ def ops_router(
     bootstrap_servers: str | None,
     operator_token_sha256: str | None,
     monitor: MonitorService | None = None,
+    ledger: DeadLetterLedger | None = None,
 ) -> OpsRouter:
     """The ``/ops`` routes; include it with ``app.include_router``.
 
     ``bootstrap_servers`` None (no broker known to this API process) answers 503.
     ``monitor`` serves ``/ops/topics`` and ``/ops/lag``; pass the one the process's
-    Prometheus collector uses so both share samples (default: one of its own).
+    Prometheus collector uses so both share samples (default: one of its own, counting
+    open dead letters in ``ledger``).
     """
 
     gate = operator_gate(operator_token_sha256)
@@ -224,7 +228,7 @@ def ops_router(
 
     def topic_monitor() -> MonitorService:
         if not monitors:
-            monitors.append(monitor_service(broker(), topics, list(catalogue)))
+            monitors.append(monitor_service(broker(), topics, list(catalogue), ledger=ledger))
         return monitors[0]
 
     monitor_responses = error_responses(

@@ -1,8 +1,10 @@
 """``statement-router monitor``: topics, consumer-group lag and parked statements.
 
-Reads everything from Kafka (``routing.monitor``), so it works against the embedded
-broker (point ``KAFKA_BOOTSTRAP_SERVERS`` at the address ``up`` prints) and a real
-cluster alike, and it can run anywhere that reaches the broker.
+Reads the broker's offsets (``routing.observability.monitor``), so it works against the
+embedded broker (point ``KAFKA_BOOTSTRAP_SERVERS`` at the address ``up`` prints) and a
+real cluster alike, and the delivery ledger of the configured database (``DATABASE_URL``,
+the embedded SQLite file by default) for the open dead letters: without it (not migrated,
+unreachable) those are shown as unknown and the rest still works.
 
 * default: the tables once, with rates over two samples ``--interval`` seconds apart;
 * ``--watch``: refreshed live every ``--interval`` seconds until Ctrl-C; a failed refresh
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -29,13 +31,14 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from config.settings import Settings
-    from routing.monitor import Monitor, MonitorSnapshot
+    from routing.observability.monitor.model import MonitorSnapshot
+    from routing.observability.monitor.sampler import Monitor
 
 _TIMEOUT = 30.0
 
 
 def _monitor(cfg: Settings) -> Monitor:
-    from routing.monitor import Monitor
+    from routing.observability.monitor.sampler import Monitor
 
     bootstrap = require_broker(cfg)
     # A person waits for this one: give a large deployment's changelog scans more time
@@ -43,16 +46,35 @@ def _monitor(cfg: Settings) -> Monitor:
     return Monitor(bootstrap, topic_catalogue(cfg), list(catalogue(cfg)), timeout=_TIMEOUT)
 
 
-async def _once(monitor: Monitor, interval: float) -> MonitorSnapshot:
+@contextlib.asynccontextmanager
+async def _with_ledger(monitor: Monitor, cfg: Settings) -> AsyncIterator[Monitor]:
+    """The monitor, counting open dead letters in the configured database's ledger.
+
+    Not migrated here: a monitor only reads, and a missing schema shows as unknown counts.
+    """
+    from routing.bootstrap import open_store
+    from routing.store.ledger import SqlDeliveryLedger
+
+    async with open_store(cfg, migrate=False) as store:
+        monitor.ledger = SqlDeliveryLedger(store.engine)
+        try:
+            yield monitor
+        finally:
+            monitor.ledger = None
+
+
+async def _once(monitor: Monitor, cfg: Settings, interval: float) -> MonitorSnapshot:
     """One snapshot; with an interval, a first offsets-only sample gives it rates."""
-    if interval > 0:
-        await monitor.sample(counts=False)
-        await asyncio.sleep(interval)
-    return await monitor.sample(counts=True)
+    async with _with_ledger(monitor, cfg):
+        if interval > 0:
+            await monitor.sample(counts=False)
+            await asyncio.sleep(interval)
+        return await monitor.sample(counts=True)
 
 
 async def _watch(
     monitor: Monitor,
+    cfg: Settings,
     interval: float,
     console: Console,
     view: Callable[[MonitorSnapshot, str | None], RenderableType],
@@ -61,19 +83,21 @@ async def _watch(
     from rich.live import Live
 
     from routing.broker.errors import BrokerError
-    from routing.monitor_view import render_error
+    from routing.observability.monitor.view import render_error
 
     last: MonitorSnapshot | None = None
-    with Live(render_error("connecting"), console=console, auto_refresh=False,
-              redirect_stderr=False) as live:
-        while True:
-            try:
-                last = narrow(await monitor.sample(counts=True))
-                live.update(view(last, None), refresh=True)
-            except BrokerError as exc:
-                shown = render_error(exc.message) if last is None else view(last, exc.message)
-                live.update(shown, refresh=True)
-            await asyncio.sleep(interval)
+    async with _with_ledger(monitor, cfg):
+        with Live(render_error("connecting"), console=console, auto_refresh=False,
+                  redirect_stderr=False) as live:
+            while True:
+                try:
+                    last = narrow(await monitor.sample(counts=True))
+                    live.update(view(last, None), refresh=True)
+                except BrokerError as exc:
+                    shown = (render_error(exc.message) if last is None
+                             else view(last, exc.message))
+                    live.update(shown, refresh=True)
+                await asyncio.sleep(interval)
 
 
 def monitor(
@@ -103,7 +127,7 @@ def monitor(
     """Show topics (end offsets, rates), consumer-group lag, held/invalid/dead letters."""
     from rich.console import Console
 
-    from routing.monitor_view import compact, only, render
+    from routing.observability.monitor.view import compact, only, render
 
     if watch and as_json:
         usage_error("--watch and --json cannot be combined")
@@ -118,9 +142,9 @@ def monitor(
     if watch:
         view = render if full else compact
         with contextlib.suppress(KeyboardInterrupt):
-            run(_watch(mon, interval, Console(), view, narrow))
+            run(_watch(mon, cfg, interval, Console(), view, narrow))
         return
-    snap = narrow(run(_once(mon, interval)))
+    snap = narrow(run(_once(mon, cfg, interval)))
     if as_json:
         print_json(snap.as_dict())
         return

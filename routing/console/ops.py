@@ -40,7 +40,8 @@ from routing.domain.errors import DomainError, InvalidIban
 from routing.domain.iban import normalise_iban
 from routing.domain.identity import is_statement_key
 from routing.domain.model import Actor, Profile
-from routing.monitor import MonitorService, MonitorSnapshot, monitor_service
+from routing.observability.monitor.model import DeadLetterLedger, MonitorSnapshot
+from routing.observability.monitor.service import MonitorService, monitor_service
 from routing.ports import AmbiguousStatement, DeliveryLedger, StateStore, UnknownStatement
 
 REFRESH_SECONDS = 10
@@ -99,13 +100,16 @@ class OpsConsole:
     operator_token_sha256: str | None
     monitor: MonitorService | None = None
     history: LagHistory = field(default_factory=LagHistory)
+    # Counts open dead letters for a monitor made here (``monitor`` None); null without.
+    dead_letter_ledger: DeadLetterLedger | None = None
 
     def service(self) -> MonitorService:
         if self.monitor is None:
             if not self.bootstrap_servers:
                 raise BrokerError("this API process has no Kafka bootstrap servers configured")
             self.monitor = monitor_service(
-                self.bootstrap_servers, self.topics, list(self.catalogue)
+                self.bootstrap_servers, self.topics, list(self.catalogue),
+                ledger=self.dead_letter_ledger,
             )
         return self.monitor
 

@@ -289,6 +289,43 @@ class RouterCore:
         # snapshot and re-running the checks for every statement (decide() depends on
         # the state only).
         self._states: dict[str, tuple[dict[str, Any], IbanState, Decision]] = {}
+        # Held statements per input partition and reason, for the held gauge: counted
+        # from the Table once per assignment (``sweep``), then kept by ``_hold`` and
+        # ``_release``, so the gauge never reads the Table (nor the changelog) again.
+        self._held_counts: dict[int, Counter[str]] = {}
+        self._held_reasons: set[str] = set()
+
+    # --- held statements, counted ----------------------------------------------------------
+
+    def keep_held_counts(self, partitions: Iterable[int]) -> None:
+        """Forget the held counts of partitions this router no longer owns (a rebalance);
+        the sweep of each owned partition counts it again from the Table."""
+        owned = set(partitions)
+        for partition in list(self._held_counts):
+            if partition not in owned:
+                del self._held_counts[partition]
+        self._publish_held()
+
+    def held_by_reason(self) -> dict[str, int]:
+        """Statements held now in this router's partitions, per reason."""
+        total: Counter[str] = Counter()
+        for counts in self._held_counts.values():
+            total.update(counts)
+        return {reason: n for reason, n in total.items() if n > 0}
+
+    def _count_held(self, partition: int, reasons: Iterable[str], sign: int = 1) -> None:
+        counts = self._held_counts.setdefault(partition, Counter())
+        for reason in reasons:
+            counts[reason] += sign
+        self._publish_held()
+
+    def _publish_held(self) -> None:
+        """``statement_router_held_statements{reason}``: every reason seen keeps its series
+        (at 0 once released), so a graph falls to zero instead of vanishing."""
+        now = self.held_by_reason()
+        self._held_reasons.update(now)
+        for reason in self._held_reasons:
+            metrics.HELD_STATEMENTS.labels(reason).set(now.get(reason, 0))
 
     # --- lookups ------------------------------------------------------------------------
 
@@ -449,6 +486,7 @@ class RouterCore:
         }
         outs = self._routed(fields, decision, state, now)
         self.tables.put_held(iban, entry, rec.partition)
+        self._count_held(rec.partition, [decision.reason])
         return outs
 
     def _release(
@@ -475,6 +513,7 @@ class RouterCore:
                     source, f"held statement: {exc.reason}", exc.statement_id, now
                 )
         self.stats["released"] += len(held)
+        self._count_held(partition, (_held_reason(e) for e in held), -1)
         log.info(
             "held_statements_released",
             iban=mask_iban(iban),
@@ -540,18 +579,23 @@ class RouterCore:
     def sweep(self, partitions: set[int], now: str) -> list[Out]:
         """Release what became routable without an event (a connector added to the catalogue).
 
-        Called once the Tables are recovered for ``partitions``, before new statements.
+        Called once the Tables are recovered for ``partitions``, before new statements; it
+        also counts their held statements for the held gauge (the one full read of them).
         """
         outs: list[Out] = []
+        for partition in partitions:
+            self._held_counts[partition] = Counter()
         for iban in list(self.tables.held_ibans()):
             held = self.tables.get_held(iban)
             if not held or held[0]["partition"] not in partitions:
                 continue
+            self._held_counts[held[0]["partition"]].update(_held_reason(e) for e in held)
             try:
                 outs += self.release_if_routable(iban, held[0]["partition"], now)
             except Exception as exc:  # keep them held; the next event retries
                 self.stats["errors"] += 1
                 log.error("held_sweep_failed", iban=mask_iban(iban), error=type(exc).__name__)
+        self._publish_held()
         return outs
 
     # --- failures -----------------------------------------------------------------------
@@ -595,6 +639,10 @@ class RouterCore:
         )
         reason = f"internal error while routing: {type(exc).__name__}: {exc}"
         return self._invalid(rec, reason, None, now)
+
+
+def _held_reason(entry: HeldEntry) -> str:
+    return str(entry.get("reason") or "unknown")
 
 
 Handler = Callable[[SourceRecord, str], list[Out]]

@@ -195,6 +195,7 @@ class BatchPump:
             self._assigned = parts
             self._member = router.membership()
             router.core.forget_cached_states()
+            router.core.keep_held_counts(parts)
             router.tables.reset_stores()
             topics = router.topics
             states = [TopicPartition(topics.iban_state, p) for p in sorted(parts)]

@@ -27,7 +27,7 @@ builder committed, even if the ledger has not read the builder's outcome yet.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from events.dead_letters import replayed_places
 from routing.domain import rules
 from routing.domain.errors import UnknownIban
 from routing.domain.iban import mask_iban, normalise_iban
@@ -430,6 +431,29 @@ class SqlDeliveryLedger(DeliveryLedger):
                 if status not in ("delivered", "in_global_file"):
                     unsettled[sid] = status
         return unsettled
+
+    async def replayed_dead_letters(
+        self, dlq_topics: Mapping[str, str]
+    ) -> dict[str, frozenset[tuple[int, int]]]:
+        """Per connector id, the places of its DLQ topic (``dlq_topics[connector_id]``)
+        that ``replayed`` outcomes name, i.e. the dead letters closed by a replay.
+
+        One query on the (outcome, connector_id, at) index: it reads the replays of those
+        connectors, a handful of operator actions, never the other outcomes, so the
+        monitor's open dead letters cost the same after ten outcomes or ten million.
+        """
+        if not dlq_topics:
+            return {}
+        places: dict[str, set[tuple[int, int]]] = {cid: set() for cid in dlq_topics}
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(dl.c.connector_id, dl.c.detail).where(
+                    dl.c.outcome == "replayed", dl.c.connector_id.in_(sorted(dlq_topics))
+                )
+            )
+            for connector_id, detail in rows:
+                places[connector_id].update(replayed_places(detail, dlq_topics[connector_id]))
+        return {cid: frozenset(found) for cid, found in places.items()}
 
     async def connector_deliveries(self, since: datetime) -> list[ConnectorDeliveries]:
         counted = ("delivered", "dead_lettered", "retrying")

@@ -238,5 +238,8 @@ delivery_ledger = Table(
     Index(None, "statement_id", "at"),
     # An IBAN's last statements (the diagnosis).
     Index(None, "iban", "at"),
+    # One kind of outcome of some connectors: the replays that close dead letters (the
+    # monitor's open count) and the delivery counts per connector, without a table scan.
+    Index(None, "outcome", "connector_id", "at"),
     sqlite_autoincrement=True,
 )

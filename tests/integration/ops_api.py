@@ -21,6 +21,7 @@ from events.topics import Topics
 from routing.api.app import create_app
 from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import Profile
+from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
@@ -45,7 +46,8 @@ async def operator_api(bootstrap: str, topics: Topics, sqlite_url: str) -> Async
         await store.create_cabinet("cab-1", "Cabinet 1")
         admin = await store.create_user("cab-1", Profile.ADMINISTRATEUR)
         router = ops_router(
-            topics, default_catalogue(), bootstrap_servers=bootstrap, operator_token_sha256=digest
+            topics, default_catalogue(), bootstrap_servers=bootstrap, operator_token_sha256=digest,
+            ledger=SqlDeliveryLedger(store.engine),
         )
         app = create_app(store, default_catalogue(), ops=router)
         transport = httpx.ASGITransport(app=app)

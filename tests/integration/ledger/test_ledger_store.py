@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from events.dead_letters import replay_detail
 from routing.domain.errors import UnknownIban
 from routing.domain.identity import statement_key
 from routing.domain.model import Actor, MandateStatus, Profile
@@ -345,3 +346,48 @@ async def test_a_reused_id_lists_both_statements_and_the_key_chooses(
         await ledger.operator_trace("stmt-2")
     chosen = await ledger.operator_trace("stmt-2", candidates[1].key)
     assert chosen is not None and chosen.content_sha256 == SHA_A2
+
+
+async def test_replayed_dead_letters_are_the_places_replays_name(
+    ledger: SqlDeliveryLedger,
+) -> None:
+    """What the monitor subtracts from a DLQ's records: each place a ``replayed`` outcome
+    of that connector names in that DLQ, once, whatever else the ledger holds."""
+    acd, cegid = "p.statements.partner.acd.dlq", "p.statements.partner.cegid.dlq"
+    await ledger.record([
+        outcome("s1", "dead_lettered", 1, connector_id="acd", detail="HTTP 400"),
+        outcome("s1", "replayed", 2, connector_id="acd",
+                detail=replay_detail(acd, [(0, 4), (2, 7)])),
+        # forced again: the same place, counted once
+        outcome("s1", "replayed", 3, connector_id="acd", detail=replay_detail(acd, [(2, 7)])),
+        outcome("s2", "replayed", 4, connector_id="cegid", detail=replay_detail(cegid, [(1, 0)])),
+        # another topic's places (another prefix) and a detail that is no replay's
+        outcome("s3", "replayed", 5, connector_id="acd",
+                detail=replay_detail("q.statements.partner.acd.dlq", [(0, 9)])),
+        outcome("s4", "replayed", 6, connector_id="acd", detail="by hand"),
+        outcome("s5", "delivered", 7, connector_id="acd", detail=replay_detail(acd, [(1, 1)])),
+    ])
+    assert await ledger.replayed_dead_letters({"acd": acd, "cegid": cegid, "quadra": "x"}) == {
+        "acd": frozenset({(0, 4), (2, 7)}),
+        "cegid": frozenset({(1, 0)}),
+        "quadra": frozenset(),
+    }
+    assert await ledger.replayed_dead_letters({"cegid": cegid}) == {"cegid": frozenset({(1, 0)})}
+    assert await ledger.replayed_dead_letters({}) == {}
+
+
+async def test_the_replay_query_reads_an_index(store: SqlStateStore) -> None:
+    """The monitor's query on every refresh: the (outcome, connector_id, at) index, not a
+    scan of every outcome."""
+    query = (
+        "SELECT connector_id, detail FROM delivery_ledger "
+        "WHERE outcome = 'replayed' AND connector_id IN ('acd', 'cegid')"
+    )
+    async with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            plan = " ".join(str(r[-1]) for r in await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {query}"))
+        else:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = " ".join(str(r[0]) for r in await conn.exec_driver_sql(f"EXPLAIN {query}"))
+    assert "ix_delivery_ledger_outcome_connector_id_at" in plan, plan

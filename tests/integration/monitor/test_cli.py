@@ -11,8 +11,9 @@ from pathlib import Path
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from routing.store.migrate import upgrade
 
-from .helpers import commit, produce_to_partitions
+from .helpers import commit, dead_letters_on, produce_to_partitions, record_replay
 from .test_ops_api import closed_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -117,3 +118,26 @@ async def test_watch_refreshes_until_interrupted(
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0
+
+
+async def test_json_counts_open_dead_letters_in_the_configured_ledger(
+    kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    places = await dead_letters_on(bootstrap, topics, "acd", 3)
+    await upgrade(sqlite_url)
+    await record_replay(sqlite_url, topics, "acd", places[1])
+
+    code, out, err = await monitor_cli(
+        "--json", "--interval", "0", env=env_for(bootstrap, topics, DATABASE_URL=sqlite_url))
+    assert code == 0, err
+    acd = next(c for c in json.loads(out)["connectors"] if c["connector_id"] == "acd")
+    assert (acd["dead_letters"], acd["dead_letters_open"]) == (3, 2)
+
+    # A database without the schema: the open count is unknown, the rest is shown.
+    empty = sqlite_url.replace("statement-router.db", "empty.db")
+    code, out, err = await monitor_cli(
+        "--json", "--interval", "0", env=env_for(bootstrap, topics, DATABASE_URL=empty))
+    assert code == 0, err
+    acd = next(c for c in json.loads(out)["connectors"] if c["connector_id"] == "acd")
+    assert (acd["dead_letters"], acd["dead_letters_open"]) == (3, None)

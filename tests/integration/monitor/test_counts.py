@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adapters.dlq import replay_dead_letters
+from adapters.dlq import list_dead_letters, replay_dead_letters
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
+from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.monitor import Monitor, MonitorSnapshot
+from routing.observability.monitor.model import MonitorSnapshot
+from routing.observability.monitor.sampler import Monitor
 from routing.router import RouterApp, RouterTuning, create_router_app
+from routing.store.ledger import SqlDeliveryLedger
+from tests.eventually import eventually
 from tests.unit.delivery.factories import make_delivery
 from tests.unit.router.factories import make_iban, state, statement
 
@@ -127,6 +131,12 @@ async def test_held_counts_statements_parked_now_not_ever(
     assert snap.connectors is not None
     per_connector = {c.connector_id: c.held for c in snap.connectors}
     assert per_connector == {"acd": 1, "cegid": 0, "quadra": 0, "pennylane": 0}
+    # The router's own gauge says the same, per reason, without any changelog read.
+    assert router.core.held_by_reason() == {"unknown_iban": 2, "mandate_pending": 1}
+    assert {reason: metrics.REGISTRY.get_sample_value(
+        "statement_router_held_statements", {"reason": reason})
+        for reason in ("unknown_iban", "mandate_pending")} == {
+        "unknown_iban": 2, "mandate_pending": 1}
 
     doc = snap.topics_dict()
     assert doc["held"] == {
@@ -148,24 +158,55 @@ def dead_letter(statement_id: str) -> StatementDeadLetter:
     )
 
 
+def open_counts(snap: MonitorSnapshot) -> dict[str, tuple[int | None, int | None]]:
+    assert snap.connectors is not None
+    return {c.connector_id: (c.dead_letters, c.dead_letters_open) for c in snap.connectors}
+
+
 async def test_dead_letters_total_and_open_per_connector(
-    kafka_broker: EmbeddedBroker, topics: Topics, producer: AIOKafkaProducer
+    kafka_broker: EmbeddedBroker, topics: Topics, producer: AIOKafkaProducer,
+    ledger: SqlDeliveryLedger,
 ) -> None:
+    """Open = the DLQ's records less the places replayed outcomes name, as the ledger
+    recorded them: the same numbers ``dlq list`` reads from the topics."""
     bootstrap = kafka_broker.bootstrap_servers
     for sid in ("d1", "d2", "d3"):
         letter = dead_letter(sid)
         await producer.send_and_wait(topics.partner_dlq("acd"), letter.to_json(),
                                      key=letter.delivery.iban.encode())
-    monitor = Monitor(bootstrap, topics, default_catalogue())
+    monitor = Monitor(bootstrap, topics, default_catalogue(), ledger=ledger)
     snap = await monitor.sample(counts=True)
-    assert snap.connectors is not None
-    dlq = {c.connector_id: (c.dead_letters, c.dead_letters_open) for c in snap.connectors}
-    assert dlq == {"acd": (3, 3), "cegid": (0, 0), "quadra": (0, 0), "pennylane": (0, 0)}
+    assert open_counts(snap) == {"acd": (3, 3), "cegid": (0, 0), "quadra": (0, 0),
+                                 "pennylane": (0, 0)}
 
     report = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d2"])
     assert report.replayed == ["d2"]
-    after = await monitor.sample(counts=True)
-    assert after.connectors is not None
-    acd = next(c for c in after.connectors if c.connector_id == "acd")
-    assert (acd.dead_letters, acd.dead_letters_open) == (3, 2)
+    async def sample() -> MonitorSnapshot:
+        return await monitor.sample(counts=True)
+
+    def acd_open(expected: int) -> Callable[[MonitorSnapshot], bool]:
+        return lambda snap: open_counts(snap)["acd"] == (3, expected)
+
+    after = await eventually(sample, "d2's replay in the ledger", done=acd_open(2))
+    listed = await list_dead_letters(bootstrap, topics, "acd")
+    assert sum(1 for e in listed if e.open) == 2  # the topic-reading rule agrees
     assert after.held is not None and not after.held.available  # no router ran here
+
+    # Replaying it again (force) closes nothing more; the others close when replayed.
+    await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d2"], force=True)
+    await replay_dead_letters(bootstrap, topics, "acd", statement_ids=["d1"])
+    await eventually(sample, "d1's replay in the ledger", done=acd_open(1))
+    listed = await list_dead_letters(bootstrap, topics, "acd")
+    assert sum(1 for e in listed if e.open) == 1
+
+
+async def test_without_a_ledger_the_open_count_is_unknown(
+    kafka_broker: EmbeddedBroker, topics: Topics, producer: AIOKafkaProducer
+) -> None:
+    letter = dead_letter("d1")
+    assert letter.delivery is not None
+    await producer.send_and_wait(topics.partner_dlq("acd"), letter.to_json(),
+                                 key=letter.delivery.iban.encode())
+    snap = await Monitor(kafka_broker.bootstrap_servers, topics, default_catalogue()).sample()
+    assert open_counts(snap)["acd"] == (1, None)
+    assert open_counts(snap)["cegid"] == (0, 0)

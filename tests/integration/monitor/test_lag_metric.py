@@ -14,7 +14,7 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from routing.metrics import unregister_collector
-from routing.monitor import LAG_COLLECTOR_KEY
+from routing.observability.monitor.collector import LAG_COLLECTOR_KEY
 from routing.serve import api_server
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore

@@ -9,7 +9,8 @@ import pytest
 from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from routing.monitor import GroupStatus, Monitor, MonitorSnapshot, TopicStatus
+from routing.observability.monitor.model import GroupStatus, MonitorSnapshot, TopicStatus
+from routing.observability.monitor.sampler import Monitor
 from tests.fixtures.broker import unique_prefix
 
 from .helpers import commit, produce_to_partitions

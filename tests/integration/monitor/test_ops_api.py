@@ -9,7 +9,7 @@ from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from tests.integration.ops_api import Ops, bearer, operator_api
 
-from .helpers import commit, produce_to_partitions
+from .helpers import commit, dead_letters_on, produce_to_partitions, record_replay
 
 
 def closed_port() -> str:
@@ -74,3 +74,19 @@ async def test_broker_down_answers_503_with_a_reason(
             assert "cannot reach Kafka" in body["detail"] or "did not answer" in body["detail"]
         # Still operator-only while the broker is down.
         assert (await ops.client.get("/ops/lag", headers=ops.admin)).status_code == 401
+
+
+async def test_open_dead_letters_come_from_the_ledger(
+    ops: Ops, kafka_broker: EmbeddedBroker, topics: Topics, sqlite_url: str
+) -> None:
+    """Two dead letters on acd's DLQ, one replay recorded in the API's own ledger: the same
+    JSON as ever, with one still open."""
+    bootstrap = kafka_broker.bootstrap_servers
+    places = await dead_letters_on(bootstrap, topics, "acd", 2)
+    await record_replay(sqlite_url, topics, "acd", places[0])
+
+    body = (await ops.client.get("/ops/topics", headers=ops.operator)).json()
+    acd = next(c for c in body["connectors"] if c["connector_id"] == "acd")
+    assert acd == {"connector_id": "acd", "held": None, "dead_letters": 2,
+                   "dead_letters_open": 1, "worker": None, "worker_reason": None,
+                   "worker_since": None}

@@ -718,7 +718,7 @@ def _schema_diffs(conn: Connection, target: MetaData) -> list[Any]:
 async def test_upgrade_head_on_an_empty_database_matches_tables_py(database_url: str) -> None:
     assert await current_revision(database_url) is None
     await upgrade(database_url)
-    assert await current_revision(database_url) == head_revision() == "0003"
+    assert await current_revision(database_url) == head_revision() == "0004"
     await upgrade(database_url)  # already at head: nothing to do
 
     engine = create_store_engine(database_url)

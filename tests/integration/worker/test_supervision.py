@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapters.control import read_control, worker_states
 from adapters.delivery import Deliverer, DeliveryResult, PartnerEndpoint
 from adapters.delivery.webhook import webhook_id
 from adapters.dlq import RecordGone, list_dead_letters, replay_dead_letters
@@ -31,8 +30,9 @@ from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import ParkedRecord, StatementDeadLetter, StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.broker.adapters_control import read_control, worker_states
 from routing.metrics import REGISTRY
-from routing.monitor import monitor_service
+from routing.observability.monitor.service import monitor_service
 from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 from tests.integration.ops_api import Ops

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from routing.console.ops import LagHistory
 from routing.console.sessions import SessionStore, csrf_matches
 from routing.domain.model import Actor, Profile
-from routing.monitor import GroupPartition, GroupStatus, MonitorSnapshot
+from routing.observability.monitor.model import GroupPartition, GroupStatus, MonitorSnapshot
 
 ACTOR = Actor("usr-1", "cab-a", Profile.COLLABORATEUR)
 

@@ -19,7 +19,8 @@ from routing.metrics import (
     faust_metrics,
     label_names,
 )
-from routing.monitor import ConsumerLagCollector, MonitorService
+from routing.observability.monitor.collector import ConsumerLagCollector
+from routing.observability.monitor.service import MonitorService
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "statement-router.json"
@@ -82,7 +83,7 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
     used = {name for expr in exprs for name in NAME.findall(expr)}
     missing = used - exposed_series_names(lag_collector())
     assert missing == set()
-    # And it shows every metric this project defines, plus the lag from routing.monitor.
+    # And it shows every metric this project defines, plus the monitor's lag.
     shown = {family(name) for name in used}
     ours = {described(m).name for m in METRICS}
     assert ours - shown == set()

@@ -14,13 +14,11 @@ from rich.console import Console
 
 from events.topics import Topics
 from routing.broker.errors import BrokerUnavailable
-from routing.monitor import (
+from routing.observability.monitor.collector import ConsumerLagCollector
+from routing.observability.monitor.model import (
     ConnectorStatus,
-    ConsumerLagCollector,
     GroupPartition,
     GroupStatus,
-    Monitor,
-    MonitorService,
     MonitorSnapshot,
     PartitionStatus,
     TopicStatus,
@@ -28,10 +26,13 @@ from routing.monitor import (
     group_role,
     held_status,
     latest_by_key,
+    open_dead_letters,
     partition_lag,
     rates,
 )
-from routing.monitor_view import render
+from routing.observability.monitor.sampler import Monitor
+from routing.observability.monitor.service import MonitorService
+from routing.observability.monitor.view import render
 
 A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
 
@@ -194,3 +195,13 @@ async def test_the_service_shares_a_fresh_snapshot() -> None:
     assert await service.snapshot(counts=True) is service.latest
     assert await service.snapshot(counts=False) is service.latest
     await service.aclose()
+
+
+def test_open_dead_letters_are_the_retained_records_less_the_replayed_places() -> None:
+    starts, ends = {0: 0, 1: 2, 2: 0}, {0: 5, 1: 6, 2: 0}  # 9 records retained
+    assert open_dead_letters(9, set(), starts, ends) == 9
+    assert open_dead_letters(9, {(0, 0), (0, 4), (1, 5)}, starts, ends) == 6
+    # Places retention deleted (1@0, 1@1), beyond the end (0@5), of an unknown partition
+    # (7@0) or of an empty one (2@0) are not subtracted: those dead letters are not counted.
+    assert open_dead_letters(9, {(1, 0), (1, 1), (0, 5), (7, 0), (2, 0)}, starts, ends) == 9
+    assert open_dead_letters(1, {(0, 0), (0, 1)}, {0: 0}, {0: 2}) == 0  # never below zero

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from routing.monitor import (
+from routing.observability.monitor.model import (
     ConnectorStatus,
     GroupPartition,
     GroupStatus,
@@ -15,7 +15,7 @@ from routing.monitor import (
     TopicStatus,
     held_status,
 )
-from routing.monitor_view import compact, only, render
+from routing.observability.monitor.view import compact, only, render
 
 PARTITIONS = 6
 CONNECTORS = ("acd", "cegid", "quadra", "pennylane")

@@ -1,7 +1,7 @@
 """Rendering a monitor snapshot as rich tables: pure formatting, no broker I/O.
 
-Kept apart from ``routing.monitor`` so the tables can be tested on a hand-made snapshot
-and the collection code stays free of presentation.
+Kept apart from the sampler (``routing.observability.monitor.sampler``) so the tables can
+be tested on a hand-made snapshot and the collection code stays free of presentation.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from routing.monitor import MonitorSnapshot
+from routing.observability.monitor.model import MonitorSnapshot
 
 
 def _num(value: int | None) -> str:

@@ -1,0 +1,1 @@
+"""Observability: what the pipeline tells its operators (the monitor; metrics and logs)."""
