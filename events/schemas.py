@@ -288,28 +288,10 @@ class IbanStateEvent(Event):
 
     @classmethod
     def from_domain(cls, state: IbanState) -> IbanStateEvent:
-        return cls(
-            iban=state.iban,
-            cabinet_id=state.cabinet_id,
-            client_ref=state.client_ref,
-            connector_id=state.connector_id,
-            connector_on_cabinet=state.connector_on_cabinet,
-            mandate_status=state.mandate_status,
-            version=state.version,
-            updated_at=state.updated_at,
-        )
+        return cls(**state.as_fields())
 
     def to_domain(self) -> IbanState:
-        return IbanState(
-            iban=self.iban,
-            cabinet_id=self.cabinet_id,
-            client_ref=self.client_ref,
-            connector_id=self.connector_id,
-            connector_on_cabinet=self.connector_on_cabinet,
-            mandate_status=self.mandate_status,
-            version=self.version,
-            updated_at=self.updated_at,
-        )
+        return IbanState.from_fields(dict(self))
 
 
 AdapterControlKind = Literal["enable", "worker_state", "crash_count"]

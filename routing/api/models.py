@@ -128,17 +128,7 @@ class IbanStateOut(BaseModel):
 
     @classmethod
     def of(cls, state: IbanState) -> IbanStateOut:
-        return cls(
-            iban=state.iban,
-            cabinet_id=state.cabinet_id,
-            client_ref=state.client_ref,
-            connector_id=state.connector_id,
-            connector_on_cabinet=state.connector_on_cabinet,
-            mandate_status=state.mandate_status,
-            active=state.active,
-            version=state.version,
-            updated_at=state.updated_at,
-        )
+        return cls(**state.as_fields(), active=state.active)
 
 
 class CabinetIbansOut(BaseModel):
