@@ -56,7 +56,7 @@ from events.limits import (
     MAX_STATEMENT_BYTES,
     decoded_length,
 )
-from events.topics import Topics
+from events.topics import Topics, changelog
 from events.wire import SourceRecord, cut_reason, invalid_key, statement_id_of_large
 from routing import metrics
 from routing.broker.partitioner import default_partition
@@ -197,8 +197,8 @@ class DictTables:
         self.states: dict[str, dict[str, Any]] = {}
         self.held: dict[str, HeldEntry] = {}
         self.writes: list[tuple[str, str, int]] = []
-        self.state_changelog_topic = f"{name}-iban-state-changelog"
-        self.held_changelog_topic = f"{name}-held-changelog"
+        self.state_changelog_topic = changelog(name, "iban-state")
+        self.held_changelog_topic = changelog(name, "held")
         self.persisted: list[Any] = []
         self._pending: list[Out] = []
         self._index = HeldIndex()

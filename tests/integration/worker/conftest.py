@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import PartnerEndpoint, WebhookEndpoint
-from adapters.worker import ConnectorStats, adapter_group_id, run_adapters
+from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
@@ -80,7 +80,7 @@ async def committed(bootstrap: str, topics: Topics, connector_id: str) -> dict[i
     OffsetFetch answer.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=adapter_group_id(topics, connector_id))
+                                group_id=topics.group("adapter", connector_id))
     await consumer.start()
     try:
         found = {}
