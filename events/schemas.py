@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -91,9 +91,6 @@ class StatementFields(Event):
         if hashlib.sha256(content).hexdigest() != self.content_sha256:
             raise ValueError("content_sha256 does not match the decoded content_b64")
         return self
-
-    def statement_fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in StatementFields.model_fields}
 
 
 class StatementReceived(StatementFields):

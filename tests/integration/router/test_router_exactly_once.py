@@ -31,12 +31,12 @@ from routing.broker import ProducerParams, ensure_topics, make_producer, read_to
 from routing.broker.process import BrokerProcess
 from routing.broker.transactions import broker_has_transactions, committed_end_offsets
 from routing.router import create_router_app
-from routing.router.core import DictTables
 from routing.router.emit import Out
 from routing.router.step import Stepper
 from routing.router.transactions import PartitionProducers
 from tests.fixtures.broker import TEST_PARTITIONS, unique_prefix
 from tests.integration.router.test_router_broker import TUNING
+from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import make_iban, state, statement
 
 IBAN = make_iban(7001)

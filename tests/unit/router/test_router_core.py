@@ -32,10 +32,11 @@ from events.schemas import (
 )
 from events.topics import Topics
 from routing.broker.partitioner import default_partition
-from routing.router.core import DictTables, Record, RouterCore
+from routing.router.core import Record, RouterCore
 from routing.router.emit import Out
 from routing.router.sink import MemorySink
 from routing.router.step import Stepper
+from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import (
     BAD_IBAN,
     IBAN_A,
