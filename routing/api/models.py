@@ -128,7 +128,8 @@ class IbanStateOut(BaseModel):
 
     @classmethod
     def of(cls, state: IbanState) -> IbanStateOut:
-        return cls(**state.as_fields(), active=state.active)
+        """The body from the snapshot's attributes, ``active`` included (a property)."""
+        return cls.model_validate(state, from_attributes=True)
 
 
 class CabinetIbansOut(BaseModel):
@@ -158,15 +159,7 @@ class RecentStatementOut(BaseModel):
 
     @classmethod
     def of(cls, summary: StatementSummary) -> RecentStatementOut:
-        return cls(
-            statement_id=summary.statement_id,
-            status=summary.status,
-            last_outcome=summary.last_outcome,
-            last_at=summary.last_at,
-            connector_id=summary.connector_id,
-            attempt=summary.attempt,
-            detail=summary.detail,
-        )
+        return cls.model_validate(summary, from_attributes=True)
 
 
 class DiagnosisOut(BaseModel):
