@@ -38,7 +38,6 @@ such dead letters and reports them (``gone``), leaving them open.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -362,7 +361,3 @@ async def replay_dead_letters(
                  parked=dead[-1].letter.parked is not None)
     return ReplayReport(connector_id, [sid for sid, _ in chosen],
                         sum(len(d) for d in chosen.values()), gone)
-
-
-def entries_json(entries: list[DeadLetterEntry]) -> str:
-    return json.dumps([e.summary() for e in entries], indent=2, ensure_ascii=False)

@@ -146,11 +146,6 @@ class AdapterCrashed(Exception):
     """A worker stopped on an error it cannot deliver around (the broker, a bug)."""
 
 
-def adapter_group_id(topics: Topics, connector_id: str) -> str:
-    """The connector's consumer group: ``<prefix>.adapter.<connector_id>``."""
-    return f"{topics.prefix}.adapter.{connector_id}"
-
-
 def default_deliverer(connector_id: str, endpoint: PartnerEndpoint) -> Deliverer:
     """The deliverer of an endpoint's own kind.
 
@@ -249,7 +244,7 @@ class ConnectorWorker:
     ) -> None:
         self.connector_id = connector_id
         self.topic = topics.partner(connector_id)
-        self.group_id = adapter_group_id(topics, connector_id)
+        self.group_id = topics.group("adapter", connector_id)
         self.stats = stats or ConnectorStats(connector_id)
         self._topics = topics
         self._deliverer = deliverer

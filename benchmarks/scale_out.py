@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config.catalogue import default_catalogue
-from events.topics import Topics
+from events.topics import Topics, changelog
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 
@@ -227,13 +227,13 @@ async def run(broker: EmbeddedBroker, k: int, args: argparse.Namespace, work: Pa
         "TOPIC_PARTITIONS": str(args.partitions), "TABLE_STORE": "memory://",
         "DATA_DIR": str(work / f"x{k}"), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO),
     }
-    changelog = [f"{topics.prefix}.router-iban-state-changelog"]
-    group = f"{topics.prefix}.router"  # the router's input offsets (routing.router.fencing)
+    state_changelog = [changelog(topics.group("router"), "iban-state")]
+    group = topics.group("router")  # the router's input offsets (routing.router.fencing)
     async with Offsets(bootstrap) as offsets:
         await produce(bootstrap, topics.iban_state, states)
         children = await start_routers(k, env, work, f"x{k}-load")
         try:
-            await wait_total(offsets, changelog, args.partitions, args.ibans, children,
+            await wait_total(offsets, state_changelog, args.partitions, args.ibans, children,
                              args.timeout, "the states to load")
         finally:
             await stop_routers(children)

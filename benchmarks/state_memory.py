@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config.catalogue import default_catalogue
-from events.topics import Topics
+from events.topics import Topics, changelog
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 
@@ -179,18 +179,18 @@ async def measure_router(broker: EmbeddedBroker, store: str, args: argparse.Name
         "TOPIC_PARTITIONS": str(args.partitions), "TABLE_STORE": STORES[store],
         "DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO),
     }
-    changelog = f"{topics.prefix}.router-iban-state-changelog"
+    state_changelog = changelog(topics.group("router"), "iban-state")
     log = (work / f"router-{store}.log").open("wb")
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "routing.router", env=env, cwd=REPO,
         stdout=log, stderr=asyncio.subprocess.STDOUT)
     try:
         await produce_states(bootstrap, topics.iban_state, 0, 1)
-        await wait_records(bootstrap, changelog, args.partitions, 1, child, 600)
+        await wait_records(bootstrap, state_changelog, args.partitions, 1, child, 600)
         baseline = proc_status(child.pid)["VmRSS"]
         started = time.monotonic()
         await produce_states(bootstrap, topics.iban_state, 1, args.ibans)
-        await wait_records(bootstrap, changelog, args.partitions, args.ibans, child,
+        await wait_records(bootstrap, state_changelog, args.partitions, args.ibans, child,
                            args.load_timeout)
         load_s = time.monotonic() - started
         await asyncio.sleep(args.settle)  # let the last batches' buffers go

@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -91,9 +91,6 @@ class StatementFields(Event):
         if hashlib.sha256(content).hexdigest() != self.content_sha256:
             raise ValueError("content_sha256 does not match the decoded content_b64")
         return self
-
-    def statement_fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in StatementFields.model_fields}
 
 
 class StatementReceived(StatementFields):
@@ -288,28 +285,10 @@ class IbanStateEvent(Event):
 
     @classmethod
     def from_domain(cls, state: IbanState) -> IbanStateEvent:
-        return cls(
-            iban=state.iban,
-            cabinet_id=state.cabinet_id,
-            client_ref=state.client_ref,
-            connector_id=state.connector_id,
-            connector_on_cabinet=state.connector_on_cabinet,
-            mandate_status=state.mandate_status,
-            version=state.version,
-            updated_at=state.updated_at,
-        )
+        return cls(**state.as_fields())
 
     def to_domain(self) -> IbanState:
-        return IbanState(
-            iban=self.iban,
-            cabinet_id=self.cabinet_id,
-            client_ref=self.client_ref,
-            connector_id=self.connector_id,
-            connector_on_cabinet=self.connector_on_cabinet,
-            mandate_status=self.mandate_status,
-            version=self.version,
-            updated_at=self.updated_at,
-        )
+        return IbanState.from_fields(dict(self))
 
 
 AdapterControlKind = Literal["enable", "worker_state", "crash_count"]

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 Cleanup = Literal["delete", "compact"]
+GroupRole = Literal["router", "adapter", "global-file", "ledger"]
+"""The pipeline roles that read in a consumer group of their own."""
+RouterTable = Literal["iban-state", "held"]
+"""The router's two Tables, each backed by a compacted changelog topic."""
+
+
+def changelog(app_id: str, table: RouterTable) -> str:
+    """The changelog topic of one of the router's Tables: ``<app id>-<table>-changelog``.
+
+    Faust names it so from the router's app id (its consumer group, :meth:`Topics.group`
+    by default); the monitor reads it, and the in-memory Tables of the tests write to it.
+    """
+    return f"{app_id}-{table}-changelog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +80,17 @@ class Topics:
 
     def partner_dlq(self, connector_id: str) -> str:
         return self._name(f"statements.partner.{connector_id}.dlq")
+
+    def group(self, role: GroupRole, connector_id: str | None = None) -> str:
+        """The consumer group of a pipeline role: ``<prefix>.<role>``.
+
+        An adapter worker reads in a group per connector, ``<prefix>.adapter.<connector
+        id>``, so one connector's backlog never holds another's back. The router's group is
+        also its faust app id, which names its Tables' changelogs (:func:`changelog`).
+        """
+        if (role == "adapter") != (connector_id is not None):
+            raise ValueError("a connector id names the adapter group, and only it")
+        return self._name(role if connector_id is None else f"{role}.{connector_id}")
 
     def specs(self, connector_ids: Iterable[str]) -> list[TopicSpec]:
         """Every topic the pipeline needs, for the given connectors."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import structlog
 
+from adapters.backoff import RetrySchedule
 from events.topics import Topics
 from routing import metrics
 from routing.domain.iban import mask_iban
@@ -94,7 +94,9 @@ class OutboxRelay:
         self._topics = topics
         self._batch_size = batch_size
         self._idle = idle_interval
-        self._max_backoff = max_backoff
+        # Retried for as long as it runs: only the schedule's delays are used, never its
+        # attempt budget.
+        self._retry = RetrySchedule(base_seconds=min(0.2, max_backoff), max_seconds=max_backoff)
         self._backlog_interval = backlog_interval
         self._backlog_due = 0.0
         self.published = 0
@@ -151,7 +153,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, surviving broker and database outages."""
-        backoff = 0.2
+        failures = 0
         while not stop.is_set():
             try:
                 async with self._store.relay_lock() as leader:
@@ -166,11 +168,12 @@ class OutboxRelay:
                             raise LeadershipLost("the relay lock was lost with its session")
                         if await self.publish_pending() == 0:
                             await _wait(stop, self._idle)
-                        backoff = 0.2
+                        failures = 0
             except Exception as exc:
-                log.warning("relay_retrying", error=str(exc), retry_in=round(backoff, 2))
-                await _wait(stop, backoff * (1 + random.random() / 2))  # noqa: S311
-                backoff = min(backoff * 2, self._max_backoff)
+                failures += 1
+                delay = self._retry.delay(failures)
+                log.warning("relay_retrying", error=str(exc), retry_in=round(delay, 2))
+                await _wait(stop, delay)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -66,6 +66,7 @@ from pycamt.parser import Camt053Parser
 
 from adapters.ingest.errors import InvalidAccount, MalformedRecord, UnsafeXml
 from adapters.ingest.model import (
+    Balance,
     Movement,
     ParsedStatement,
     check_balance,
@@ -236,14 +237,6 @@ def _statement(raw: bytes, line_offset: int, line: int) -> ParsedStatement:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Balance:
-    amount: Decimal
-    currency: str
-    day: date
-    line: int
-
-
 class _Reader:
     """Exact reads from ``pycamt``'s parsed tree of one statement, with the file's lines."""
 
@@ -285,7 +278,7 @@ class _Reader:
         found = element.find(path, self._ns)
         return None if found is None or found.text is None else str(found.text).strip()
 
-    def balance(self, codes: tuple[str, ...]) -> _Balance:
+    def balance(self, codes: tuple[str, ...]) -> Balance:
         by_code: dict[str, Any] = {}
         for bal in self._stmt.findall("Bal", self._ns):
             code = self._text(bal, "Tp/CdOrPrtry/Cd")
@@ -300,7 +293,7 @@ class _Reader:
         if self._text(bal, "CdtDbtInd") == "DBIT":
             amount = -amount
         day = self._text(bal, "Dt/Dt") or self._text(bal, "Dt/DtTm") or ""
-        return _Balance(
+        return Balance(
             amount=amount,
             currency=str(amt.get("Ccy", "")) if amt is not None else "",
             day=_day(day, f"{codes[0]} balance date", line),

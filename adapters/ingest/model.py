@@ -34,6 +34,16 @@ BANK_FORMATS: tuple[BankFormat, ...] = ("cfonb120", "camt053", "mt940")
 
 
 @dataclass(frozen=True, slots=True)
+class Balance:
+    """An opening or closing balance as a parser read it, with the line it stood on."""
+
+    amount: Decimal
+    currency: str
+    day: date
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class Movement:
     """One booked line of a statement.
 

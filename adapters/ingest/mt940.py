@@ -55,6 +55,7 @@ import structlog
 
 from adapters.ingest.errors import InvalidAccount, MalformedRecord
 from adapters.ingest.model import (
+    Balance,
     Movement,
     ParsedStatement,
     check_balance,
@@ -284,14 +285,6 @@ def _statement(block: _Block, data: bytes) -> ParsedStatement:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Balance:
-    amount: Decimal
-    currency: str
-    day: date
-    line: int
-
-
 def _unreadable(exc: Exception, block: _Block) -> MalformedRecord:
     """Name the tag line mt-940 could not match, when its exception says which it was.
 
@@ -317,7 +310,7 @@ def _unreadable(exc: Exception, block: _Block) -> MalformedRecord:
     )
 
 
-def _balance(info: dict[str, Any], which: str, line: int) -> _Balance:
+def _balance(info: dict[str, Any], which: str, line: int) -> Balance:
     """``:60F:``/``:60M:`` or ``:62F:``/``:62M:``, signed (``D`` is negative) and exact."""
     balance = info.get(f"final_{which}_balance") or info.get(f"intermediate_{which}_balance")
     tags = ":60F: or :60M:" if which == "opening" else ":62F: or :62M:"
@@ -328,7 +321,7 @@ def _balance(info: dict[str, Any], which: str, line: int) -> _Balance:
         raise MalformedRecord(
             f"the {which} balance ({tags}) lacks an amount, currency or date", line
         )
-    return _Balance(Decimal(amount.amount), str(amount.currency), _date(day), line)
+    return Balance(Decimal(amount.amount), str(amount.currency), _date(day), line)
 
 
 def _iban(value: object, line: int) -> str:

@@ -265,6 +265,22 @@ def _resolve_format(data: bytes, fmt: FormatChoice, filename: str | None) -> Ban
     return detect_format(data, filename) if fmt == "auto" else fmt
 
 
+def _file_events(
+    data: bytes,
+    fmt: FormatChoice,
+    source: str | None,
+    filename: str | None,
+    now: datetime,
+    max_statement_bytes: int,
+) -> tuple[BankFormat, Iterator[tuple[ParsedStatement, StatementReceived, bytes]]]:
+    """A bank file's format and its statements' events (lazily, see :func:`_events`)."""
+    received_at = _utc(now)
+    detected = _resolve_format(data, fmt, filename)
+    statements = parse_file(data, detected, filename)
+    src = source if source is not None else default_source(filename)
+    return detected, _events(statements, src, received_at, max_statement_bytes)
+
+
 def build_events(
     data: bytes,
     *,
@@ -281,12 +297,8 @@ def build_events(
     the first statement that cannot be parsed, built or sent, naming its line, and never
     returns a partial list: that is the all-or-nothing rule.
     """
-    received_at = _utc(now)
-    statements = parse_file(data, _resolve_format(data, fmt, filename), filename)
-    src = source if source is not None else default_source(filename)
-    return [
-        event for _, event, _ in _events(statements, src, received_at, max_statement_bytes)
-    ]
+    _, events = _file_events(data, fmt, source, filename, now, max_statement_bytes)
+    return [event for _, event, _ in events]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,10 +335,7 @@ def prepare_file(
     Only the serialised values are kept, not the models, so a large file costs its
     records once in memory rather than twice.
     """
-    received_at = _utc(now)
-    detected = _resolve_format(data, fmt, filename)
-    statements = parse_file(data, detected, filename)
-    src = source if source is not None else default_source(filename)
+    detected, events = _file_events(data, fmt, source, filename, now, max_statement_bytes)
     records = tuple(
         OutgoingRecord(
             key=event.iban.encode(),
@@ -336,7 +345,7 @@ def prepare_file(
             period_start=event.period_start,
             period_end=event.period_end,
         )
-        for _, event, value in _events(statements, src, received_at, max_statement_bytes)
+        for _, event, value in events
     )
     return PreparedFile(detected, records)
 

@@ -128,17 +128,8 @@ class IbanStateOut(BaseModel):
 
     @classmethod
     def of(cls, state: IbanState) -> IbanStateOut:
-        return cls(
-            iban=state.iban,
-            cabinet_id=state.cabinet_id,
-            client_ref=state.client_ref,
-            connector_id=state.connector_id,
-            connector_on_cabinet=state.connector_on_cabinet,
-            mandate_status=state.mandate_status,
-            active=state.active,
-            version=state.version,
-            updated_at=state.updated_at,
-        )
+        """The body from the snapshot's attributes, ``active`` included (a property)."""
+        return cls.model_validate(state, from_attributes=True)
 
 
 class CabinetIbansOut(BaseModel):
@@ -168,15 +159,7 @@ class RecentStatementOut(BaseModel):
 
     @classmethod
     def of(cls, summary: StatementSummary) -> RecentStatementOut:
-        return cls(
-            statement_id=summary.statement_id,
-            status=summary.status,
-            last_outcome=summary.last_outcome,
-            last_at=summary.last_at,
-            connector_id=summary.connector_id,
-            attempt=summary.attempt,
-            detail=summary.detail,
-        )
+        return cls.model_validate(summary, from_attributes=True)
 
 
 class DiagnosisOut(BaseModel):

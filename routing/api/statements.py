@@ -26,7 +26,7 @@ from routing.api.models import CabinetIdPath
 from routing.api.responses import AUTHENTICATED, error_responses
 from routing.domain.identity import KEY_PATTERN
 from routing.domain.model import Actor
-from routing.ports import DeliveryLedger, GlobalFileStore, LedgerEntry, StatementTrace
+from routing.ports import DeliveryLedger, GlobalFileStore, StatementTrace
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -118,19 +118,10 @@ class StatementTraceOut(BaseModel):
             status=trace.status,
             summary=summary_line(trace),
             routing=None if trace.routing is None else _routing(trace.routing),
-            outcomes=[_outcome(e) for e in trace.entries],
+            outcomes=[OutcomeOut.model_validate(e, from_attributes=True) for e in trace.entries],
             global_file=None
             if stored is None
-            else GlobalFilePlaceOut(
-                cabinet_id=stored.cabinet_id,
-                format=stored.format,
-                period_start=stored.period_start,
-                period_end=stored.period_end,
-                stored_at=stored.stored_at,
-                kafka_topic=stored.kafka_topic,
-                kafka_partition=stored.kafka_partition,
-                kafka_offset=stored.kafka_offset,
-            ),
+            else GlobalFilePlaceOut.model_validate(stored, from_attributes=True),
         )
 
 
@@ -144,16 +135,6 @@ def _routing(doc: dict[str, Any]) -> RoutingOut:
         state_version=doc.get("state_version"),
         decided_at=doc.get("decided_at"),
         source=doc.get("source", "outcome"),
-    )
-
-
-def _outcome(entry: LedgerEntry) -> OutcomeOut:
-    return OutcomeOut(
-        outcome=entry.outcome,
-        at=entry.at,
-        attempt=entry.attempt,
-        connector_id=entry.connector_id,
-        detail=entry.detail,
     )
 
 

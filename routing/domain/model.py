@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Profile(StrEnum):
@@ -60,3 +62,24 @@ class IbanState:
     def active(self) -> bool:
         """FAQ: « le mandat est en statut approuvé et donc l'IBAN actif »."""
         return self.mandate_status is MandateStatus.APPROVED
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> IbanState:
+        """The snapshot from anything that carries its fields by name (an event, a row).
+
+        The one mapping of the snapshot's fields: the event, the database row, the router's
+        Table value and the API body all go through here or :meth:`as_fields`, so a new
+        field cannot be forgotten in one copy. Extra keys are ignored; the mandate status
+        may come as its text.
+        """
+        snapshot = {name: values[name] for name in IBAN_STATE_FIELDS}
+        snapshot["mandate_status"] = MandateStatus(snapshot["mandate_status"])
+        return cls(**snapshot)
+
+    def as_fields(self) -> dict[str, Any]:
+        """The snapshot's fields by name, the inverse of :meth:`from_fields`."""
+        return {name: getattr(self, name) for name in IBAN_STATE_FIELDS}
+
+
+IBAN_STATE_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(IbanState))
+"""The names of :class:`IbanState`'s fields, in declaration order."""

@@ -309,7 +309,7 @@ def create_router_app(
     faust_glue.check_faust()
     tuning = tuning or RouterTuning()
     servers = _bootstrap(settings, bootstrap_servers)
-    app_id = app_id or f"{topics.prefix}.router"
+    app_id = app_id or topics.group("router")
     app = faust.App(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in servers.split(",")],

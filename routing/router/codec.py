@@ -27,7 +27,7 @@ from events.wire import (
     key_fault,
     key_text,
 )
-from routing.domain.model import IbanState, MandateStatus
+from routing.domain.model import IbanState
 
 RECEIVED_SCHEMA = "statement.received/v1"
 STATE_SCHEMA = "iban.state/v1"
@@ -80,15 +80,8 @@ def state_to_table(event: IbanStateEvent) -> dict[str, Any]:
 
 def state_from_table(iban: str, value: dict[str, Any]) -> IbanState:
     """The domain snapshot from a Table value written by :func:`state_to_table`."""
-    return IbanState(
-        iban=iban,
-        cabinet_id=value["cabinet_id"],
-        client_ref=value["client_ref"],
-        connector_id=value["connector_id"],
-        connector_on_cabinet=value["connector_on_cabinet"],
-        mandate_status=MandateStatus(value["mandate_status"]),
-        version=value["version"],
-        updated_at=datetime.fromisoformat(value["updated_at"]),
+    return IbanState.from_fields(
+        {**value, "iban": iban, "updated_at": datetime.fromisoformat(value["updated_at"])}
     )
 
 

@@ -3,7 +3,7 @@
 :class:`Stepper` is the one place where records are routed and sent. It needs only the
 Tables (with their queue of changelog records) and a sink, so the unit tests drive it,
 and :class:`~routing.router.core.RouterCore` through it, with in-memory fakes
-(``DictTables``, ``MemorySink``), without faust.
+(``tests.unit.router.dict_tables.DictTables``, ``MemorySink``), without faust.
 
 It is also where the transactions go on Kafka with ``KAFKA_EXACTLY_ONCE``:
 :meth:`Stepper.run_transaction` runs one input partition's step as one transaction of that

@@ -217,16 +217,8 @@ class SqlStateStore(StateStore):
 
     @staticmethod
     def _state(row: Row[Any], connectors: Collection[str]) -> IbanState:
-        return IbanState(
-            iban=row.iban,
-            cabinet_id=row.cabinet_id,
-            client_ref=row.client_ref,
-            connector_id=row.connector_id,
-            connector_on_cabinet=rules.connector_on_cabinet(row.connector_id, connectors),
-            mandate_status=MandateStatus(row.mandate_status),
-            version=row.version,
-            updated_at=row.updated_at,
-        )
+        on_cabinet = rules.connector_on_cabinet(row.connector_id, connectors)
+        return IbanState.from_fields({**row._mapping, "connector_on_cabinet": on_cabinet})
 
     @staticmethod
     async def _count_bound(conn: AsyncConnection, cabinet_id: str, connector_id: str) -> int:

@@ -15,7 +15,6 @@ No process is left behind: the worker is stopped (or killed) in ``finally``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any
 from adapters.delivery.naming import delivery_file_name, is_temporary_name
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from tests.eventually import eventually
 from tests.integration.worker.conftest import produce
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
@@ -77,12 +77,13 @@ def tail(log: Path) -> str:
 
 async def wait_for(predicate: Any, proc: subprocess.Popen[bytes], log: Path,
                    within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
+    """Wait for ``predicate``; fail at once, with the worker's log, if the worker exits."""
+
+    def alive() -> None:
         assert proc.poll() is None, f"worker exited: {tail(log)}"
-        assert loop.time() < deadline, f"timed out: {what}: {tail(log)}"
-        await asyncio.sleep(0.02)
+
+    await eventually(predicate, f"{what} (worker log: {log})", within=within, interval=0.02,
+                     guard=alive)
 
 
 async def test_sigkill_mid_batch_loses_no_delivery(

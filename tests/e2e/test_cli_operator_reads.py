@@ -18,7 +18,7 @@ from routing.ports import OutcomeRecord
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore
 from tests.e2e.up_process import SCRIPT, cli, ok, up_environment
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 
 A = "FR7630006000011234567890189"
 B = "FR7630004008250001234567886"
@@ -73,9 +73,17 @@ async def test_topics_tail_prints_masked_records_filtered_by_key(
         lines: list[str] = []
         reader = asyncio.ensure_future(asyncio.to_thread(_read_lines, follower, lines))
         try:
-            await eventually(lambda: _now(lines), lambda seen: len(seen) == 1, "the old record")
+            await eventually(
+                lambda: _now(lines),
+                "the old record",
+                done=lambda seen: len(seen) == 1,
+            )
             await produce(bootstrap, topics.held, [held(A, "s-a2"), held(B, "s-b2")])
-            await eventually(lambda: _now(lines), lambda seen: len(seen) == 2, "the new record")
+            await eventually(
+                lambda: _now(lines),
+                "the new record",
+                done=lambda seen: len(seen) == 2,
+            )
             assert '"s-b2"' in lines[1]
             follower.send_signal(signal.SIGINT)
             assert await asyncio.to_thread(follower.wait, 30) == 0

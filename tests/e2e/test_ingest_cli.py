@@ -24,6 +24,7 @@ from events.schemas import StatementReceived
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
 from routing.domain.iban import mask_iban
+from tests.eventually import eventually
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bank-files"
 SCRIPT = Path(sys.executable).with_name("statement-router")
@@ -188,15 +189,18 @@ async def test_watch_ingests_dropped_files_and_stops_on_sigterm(
     try:
         drop("camt053-multi.xml", folder)
         drop("cfonb120-truncated.txt", folder)
-        deadline = asyncio.get_running_loop().time() + 60
-        while not (
-            (folder / "done" / "camt053-multi.xml").exists()
-            and (folder / "quarantine" / "cfonb120-truncated.txt.error.json").exists()
-            and (folder / "quarantine" / "cfonb120-truncated.txt").exists()
-        ):
+
+        def alive() -> None:
             assert proc.poll() is None, log.read_text()
-            assert asyncio.get_running_loop().time() < deadline, log.read_text()
-            await asyncio.sleep(0.1)
+
+        await eventually(
+            lambda: (folder / "done" / "camt053-multi.xml").exists()
+            and (folder / "quarantine" / "cfonb120-truncated.txt.error.json").exists()
+            and (folder / "quarantine" / "cfonb120-truncated.txt").exists(),
+            f"the good file done, the bad one quarantined (watcher log: {log})",
+            interval=0.1,
+            guard=alive,
+        )
 
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()

@@ -52,6 +52,7 @@ import pytest
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from tests.eventually import eventually
 from tests.fixtures.broker import unique_prefix
 from tests.integration.worker.receiver import WebhookReceiver
 from tests.unit.router.factories import make_iban, statement
@@ -221,18 +222,13 @@ class Topology:
         return "\n".join(parts)
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
-                     topology: Topology, within: float = WITHIN) -> T:
-    """Poll ``check`` until it returns a value; fail if a process dies or time runs out."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        topology.assert_running()
-        result = await check()
-        if result is not None:
-            return result
-        assert loop.time() < deadline, f"timed out waiting for {what}\n{topology.report()}"
-        await asyncio.sleep(0.5)
+async def found(check: Callable[[], Awaitable[T | None]], what: str,
+                topology: Topology, within: float = WITHIN) -> T:
+    """``check``'s first non-None value; fail at once if a process of the topology dies."""
+    result = await eventually(check, what, within=within, interval=0.5,
+                              guard=topology.assert_running, done=lambda r: r is not None)
+    assert result is not None
+    return result
 
 
 @contextlib.contextmanager
@@ -316,7 +312,7 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
         except httpx.TransportError:
             return None
 
-    await eventually(api_up, "the API to answer /healthz", topology)
+    await found(api_up, "the API to answer /healthz", topology)
 
     # 3. the back office (one-shot CLI processes with the api's environment), then the
     # FAQ operations over HTTP. Every intermediate IBAN state is unroutable (pending
@@ -345,7 +341,7 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
                         for i in (BOUND, UNBOUND)))
         return states if done else None
 
-    states = await eventually(states_published, "the relay to publish the IBAN states",
+    states = await found(states_published, "the relay to publish the IBAN states",
                               topology)
     assert states[UNBOUND]["connector_id"] is None
 
@@ -366,7 +362,7 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
         hits = [h for h in receiver.delivered("acd") if h.statement_id == BOUND_ID]
         return hits or None
 
-    hits = await eventually(delivered, "the partner to receive the bound statement", topology)
+    hits = await found(delivered, "the partner to receive the bound statement", topology)
     assert all(h.verified and h.webhook_statement == BOUND_ID and h.iban == BOUND for h in hits)
     assert {h.statement_id for h in receiver.of("acd")} == {BOUND_ID}
 
@@ -377,7 +373,7 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
         assert answer.status_code == 200, answer.text
         return answer if answer.headers.get("X-Statement-Count") == "1" else None
 
-    download = await eventually(global_file, "the global file to hold the unbound statement",
+    download = await found(global_file, "the global file to hold the unbound statement",
                                 topology)
     assert content(UNBOUND_ID) in download.content
     assert BOUND_ID.encode() not in download.content
@@ -391,12 +387,12 @@ async def run_the_scenario(topology: Topology, api: httpx.AsyncClient,
         body: dict[str, Any] = answer.json()
         return body if body["status"] == status else None
 
-    bound_trace = await eventually(lambda: trace(BOUND_ID, "delivered"),
+    bound_trace = await found(lambda: trace(BOUND_ID, "delivered"),
                                    "the ledger to show the bound statement delivered", topology)
     assert bound_trace["routing"]["destination"] == "partner"
     assert bound_trace["routing"]["connector_id"] == "acd"
     assert "delivered" in [o["outcome"] for o in bound_trace["outcomes"]]
-    unbound_trace = await eventually(lambda: trace(UNBOUND_ID, "in_global_file"),
+    unbound_trace = await found(lambda: trace(UNBOUND_ID, "in_global_file"),
                                      "the ledger to show the unbound statement filed", topology)
     assert unbound_trace["routing"]["destination"] == "global-file"
     assert unbound_trace["global_file"]["cabinet_id"] == CABINET

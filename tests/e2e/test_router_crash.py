@@ -32,6 +32,7 @@ from tests.e2e.routers import (
     start_router,
     stop_process,
 )
+from tests.eventually import eventually
 from tests.unit.router.factories import make_iban, statement
 
 BOUND = [make_iban(10_000 + i) for i in range(20)]
@@ -73,12 +74,12 @@ async def test_sigkill_mid_stream_loses_nothing(
 
         proc = start_router(kafka_broker, topics, tmp_path / "var", log)
         await produce_statements(producer, topics, 0, BEFORE_KILL)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 90
-        while await routed_count(bootstrap, topics) < 300:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert loop.time() < deadline, "the router routed nothing: " + log.read_text()[-3000:]
-            await asyncio.sleep(0.02)
+
+        def alive() -> None:
+            assert proc is not None and proc.poll() is None, log.read_text()[-3000:]
+
+        await eventually(lambda: routed_count(bootstrap, topics), f"300 routed (router log: {log})",
+                         within=90, interval=0.02, done=lambda n: n >= 300, guard=alive)
         proc.kill()  # SIGKILL: no flush, no commit, no goodbye to the group
         proc.wait(timeout=30)
         killed_at = await routed_count(bootstrap, topics)
@@ -88,15 +89,9 @@ async def test_sigkill_mid_stream_loses_nothing(
         await approve(producer, topics, PENDING)
 
         total = BEFORE_KILL + AFTER_KILL
-        deadline = loop.time() + 180
-        while True:
-            copies = await final_copies(bootstrap, topics)
-            if len(copies) >= total:
-                break
-            assert proc.poll() is None, log.read_text()[-3000:]
-            tail = log.read_text()[-3000:]
-            assert loop.time() < deadline, f"{len(copies)}/{total} routed: {tail}"
-            await asyncio.sleep(0.5)
+        copies = await eventually(lambda: final_copies(bootstrap, topics),
+                                  f"{total} routed (router log: {log})", within=180,
+                                  interval=0.5, done=lambda c: len(c) >= total, guard=alive)
     finally:
         if proc is not None:
             stop_process(proc)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.up_process import UpProcess, up_environment
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 
 # A hang guard, not a speed requirement: stopping took about 2 s here.
 STOP_WITHIN = 30.0
@@ -22,7 +22,11 @@ async def test_ctrl_c_during_the_demo_stops_cleanly(tmp_path: Path) -> None:
             return up.out
 
         # Interrupt while the demo feeds and waits for its statements.
-        banner = await eventually(out, lambda text: "demo collaborator token" in text, "the demo")
+        banner = await eventually(
+            out,
+            "the demo",
+            done=lambda text: "demo collaborator token" in text,
+        )
         # The CLI's environment for the demo's data, ready to copy.
         assert f"DATA_DIR={(tmp_path / 'var' / 'demo').resolve()} statement-router" in banner
         started = time.monotonic()

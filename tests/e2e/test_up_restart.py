@@ -14,7 +14,7 @@ from routing.broker import read_topic
 from routing.demo import BOUND_MT940, UNKNOWN
 from routing.domain.iban import mask_iban
 from tests.e2e.up_process import UpProcess, cli, ok, up_environment
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bank-files"
 PENDING_CAMT = "FR7630003036200002041234504"  # camt053-multi.xml: 2 statements
@@ -63,13 +63,13 @@ async def test_a_clean_restart_keeps_held_statements_and_releases_them(tmp_path:
         ingest(env, first.bootstrap, "camt053-multi.xml")  # 3 statements, none registered
         await eventually(
             lambda: records(first.bootstrap, HELD),
-            lambda r: len(r) == 4,
             "4 statements held as unknown",
+            done=lambda r: len(r) == 4,
         )
         await eventually(
             lambda: _async(drops(data_dir)),
-            lambda d: len(d) == 1,
             "BOUND_MT940's statement dropped for acd",
+            done=lambda d: len(d) == 1,
         )
         assert await first.interrupt() == 0, first.report()
         assert "saved" in first.out, first.report()
@@ -87,15 +87,15 @@ async def test_a_clean_restart_keeps_held_statements_and_releases_them(tmp_path:
         register(env, UNKNOWN, token)
         await eventually(
             lambda: _async(drops(data_dir)),
-            lambda d: len(d) == 2,
             "UNKNOWN's held statement released to acd",
+            done=lambda d: len(d) == 2,
         )
         # So do the camt.053 ones.
         register(env, PENDING_CAMT, token)
         await eventually(
             lambda: _async(drops(data_dir)),
-            lambda d: len(d) == 4,
             "PENDING_CAMT's two held statements released to acd",
+            done=lambda d: len(d) == 4,
         )
         diagnosis = json.loads(ok(cli(env, "diagnose", UNKNOWN, "--json", "--token", token)))
         assert all(check["ok"] for check in diagnosis["checks"]), diagnosis
@@ -114,20 +114,20 @@ async def test_a_killed_run_is_reported_and_states_are_republished(tmp_path: Pat
         ingest(env, first.bootstrap, "mt940-multi.sta")  # BOUND_MT940 + UNKNOWN
         await eventually(
             lambda: _async(drops(data_dir)),
-            lambda d: len(d) == 1,
             "BOUND_MT940's statement dropped for acd",
+            done=lambda d: len(d) == 1,
         )
 
         held = await eventually(
             lambda: records(first.bootstrap, HELD),
-            lambda r: len(r) == 1,
             "UNKNOWN's statement held",
+            done=lambda r: len(r) == 1,
         )
         held_id = str(held[0]["statement_id"])
         await eventually(
             lambda: _async(ledger_outcomes(data_dir, held_id)),
-            lambda seen: "held" in seen,
             "the ledger to record the hold",
+            done=lambda seen: "held" in seen,
         )
     finally:
         await first.kill()
@@ -139,14 +139,16 @@ async def test_a_killed_run_is_reported_and_states_are_republished(tmp_path: Pat
         assert "republished 1 IBAN states" in out, second.report()
         # The statement held for UNKNOWN was only in the broker: named, not silently gone.
         await eventually(
-            lambda: _async(second.out), lambda o: held_id in o, "the lost held statement named"
+            lambda: _async(second.out),
+            "the lost held statement named",
+            done=lambda o: held_id in o,
         )
         # BOUND_MT940's state is back: a new statement of it goes to acd, not held.
         ingest(env, second.bootstrap, "mt940-multi.sta")
         routed = await eventually(
             lambda: records(second.bootstrap, TO_ACD),
-            lambda r: len(r) == 1,
             "BOUND_MT940 routed to acd",
+            done=lambda r: len(r) == 1,
         )
         assert routed[0]["iban"] == BOUND_MT940
         held_now = await records(second.bootstrap, HELD)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 
 SCRIPT = Path(sys.executable).with_name("statement-router")
 READY = "running; Ctrl-C stops everything"
@@ -91,7 +91,12 @@ class UpProcess:
                 raise AssertionError(f"up ended before it was ready: {self.report()}")
             return self.out
 
-        return await eventually(probe, lambda out: READY in out, "up to be ready", within)
+        return await eventually(
+            probe,
+            "up to be ready",
+            done=lambda out: READY in out,
+            within=within,
+        )
 
     @property
     def bootstrap(self) -> str:

@@ -19,6 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
 
+from tests.eventually import eventually
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "console"
 
@@ -50,11 +52,7 @@ async def serve() -> AsyncIterator[ServeApp]:
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         servers.append((server, task))
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.025)
-        assert server.started, "uvicorn did not start"
+        await eventually(lambda: server.started, "uvicorn to start", within=5, interval=0.025)
         return Served(f"http://127.0.0.1:{port}")
 
     try:

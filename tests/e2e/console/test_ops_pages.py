@@ -28,8 +28,9 @@ from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.e2e.console.conftest import ServeApp, screenshot
+from tests.eventually import eventually
 from tests.integration.global_file.factories import entry, iban
-from tests.integration.worker.conftest import produce, running, wait_until, webhook
+from tests.integration.worker.conftest import produce, running, webhook
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
 
@@ -115,13 +116,13 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
     acd.default = Reply(400)
     await produce(kafka_broker.bootstrap_servers, topics, "acd", [make_delivery("st-console-1")])
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
 
         async def listed() -> bool:
             await page.goto(ops_console.url + "/console/ops/dlq")
             return await page.get_by_role("row").filter(has_text="st-console-1").count() == 1
 
-        await wait_until(listed, what="the dead letter on the page")
+        await eventually(listed, what="the dead letter on the page")
         row = page.get_by_role("row").filter(has_text="st-console-1")
         await expect(row).to_contain_text("FR76 ****")  # masked
         await expect(page.get_by_role("heading", name="acd — 1 ouverte(s)")).to_be_visible()
@@ -132,7 +133,7 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
         await expect(page.get_by_role("status")).to_contain_text(
             "Rejoué vers acd (même clé d'idempotence) : st-console-1."
         )
-        await wait_until(lambda: len(receiver.delivered("acd")) == 1, what="the replay")
+        await eventually(lambda: len(receiver.delivered("acd")) == 1, what="the replay")
         await expect(page.get_by_role("heading", name="acd — 0 ouverte(s)")).to_be_visible()
 
         dlq_topic = topics.partner_dlq("acd")
@@ -143,14 +144,14 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
             cells = page.get_by_role("row").filter(has_text=dlq_topic).get_by_role("cell")
             return await cells.count() == 4 and await cells.nth(1).inner_text() == "1"
 
-        await wait_until(overview_counts_it, what="the overview to count the dead letter")
+        await eventually(overview_counts_it, what="the overview to count the dead letter")
 
         async def ledger_counts_it() -> bool:
             await page.goto(ops_console.url + "/console/ops")
             row = page.get_by_role("row").filter(has_text="acd").last
             return "50 %" in await row.inner_text()  # 1 delivered, 1 dead-lettered
 
-        await wait_until(ledger_counts_it, what="the connector's success ratio")
+        await eventually(ledger_counts_it, what="the connector's success ratio")
         await expect(page.get_by_role("row").filter(has_text="acd").last).to_contain_text(
             "HTTP 400"
         )
@@ -160,7 +161,7 @@ async def test_a_dead_letter_appears_and_rejouer_delivers_it(
             await page.goto(ops_console.url + "/console/ops")
             return await page.locator("svg.chart polyline").count() == 1
 
-        await wait_until(chart_drawn, what="a second sample on the lag chart")
+        await eventually(chart_drawn, what="a second sample on the lag chart")
         await expect(page.get_by_role("row").filter(has_text=dlq_topic)).to_be_visible()
         await screenshot(page, "ops-overview")
 

@@ -29,8 +29,8 @@ from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import MandateStatus, Profile
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
+from tests.eventually import eventually
 from tests.integration.global_file.factories import iban
-from tests.integration.global_file.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 CHUNK = 64 * 1024
@@ -258,7 +258,7 @@ async def test_the_api_process_memory_stays_flat_under_100_mb_bodies(
                     assert proc.returncode is None, "the API exited"
                     return 0
 
-            await eventually(health, lambda code: code == 200, "the API to listen")
+            await eventually(health, "the API to listen", done=lambda code: code == 200)
         before = rss_kib(proc.pid)
         size = 100 * 1024 * 1024
         path = "/cabinets/cab-m/connectors"

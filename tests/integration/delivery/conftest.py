@@ -26,6 +26,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.delivery import SftpEndpoint
+from tests.eventually import eventually
 from tests.unit.delivery.factories import make_webhook_secret
 
 # ------------------------------------------------------------------------ webhook receiver
@@ -267,9 +268,11 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     """
     yield
     current = asyncio.current_task()
-    for _ in range(50):  # let callbacks that are already scheduled finish
-        leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-        if not leaked:
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"tasks still running after the test: {leaked}")
+    # Callbacks already scheduled may still finish their tasks: give them a moment.
+    await eventually(
+        lambda: [t for t in asyncio.all_tasks() if t is not current and not t.done()],
+        "no task still running after the test",
+        within=0.5,
+        interval=0.01,
+        done=lambda leaked: not leaked,
+    )

@@ -23,8 +23,9 @@ from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_t
 from routing.domain.model import Actor, Profile
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.migrate import upgrade
+from tests.eventually import eventually
 from tests.integration.global_file.factories import iban
-from tests.integration.global_file.helpers import eventually, global_file_event
+from tests.integration.global_file.helpers import global_file_event
 
 CAB_A = Actor("usr-a", "cab-a", Profile.COLLABORATEUR)
 JANUARY = (date(2026, 1, 1), date(2026, 1, 31))
@@ -67,8 +68,8 @@ class Harness:
     async def outcomes(self, count: int) -> list[DeliveryOutcome]:
         records = await eventually(
             lambda: read_topic(self.bootstrap, self.topics.outcomes),
-            lambda found: len(found) >= count,
             f"{count} outcomes",
+            done=lambda found: len(found) >= count,
         )
         return [DeliveryOutcome.model_validate_json(r.value) for r in records]
 
@@ -139,7 +140,7 @@ async def test_a_restarted_builder_resumes_after_its_committed_offsets(
     running = harness.start()
     try:
         await harness.publish(global_file_event("a2", iban(1)).to_json())
-        await eventually(harness.stored, lambda ids: ids == ["a1", "a2"], "a2 stored")
+        await eventually(harness.stored, "a2 stored", done=lambda ids: ids == ["a1", "a2"])
         await harness.outcomes(2)
     finally:
         stats = await running.finish()

@@ -27,7 +27,7 @@ from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 from tests.unit.router.factories import make_iban, state, statement
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
@@ -89,24 +89,31 @@ async def test_a_bound_ibans_statements_never_reach_the_global_file(
             await producer.send_and_wait(topics.received, value, key=iban.encode())
 
         # Every statement has been routed (the bound ones to their partner) ...
-        await eventually(lambda: read_topic(bootstrap, topics.partner("acd")),
-                         lambda records: len(records) == 2, "two partner deliveries")
+        await eventually(
+            lambda: read_topic(bootstrap, topics.partner("acd")),
+            "two partner deliveries",
+            done=lambda records: len(records) == 2,
+        )
 
         async def trace(sid: str) -> httpx.Response:
             return await client.get(f"/statements/{sid}", headers=headers)
 
         # ... and the builder and the ledger have caught up.
         for sid in ("u1", "u2"):
-            await eventually(lambda sid=sid: trace(sid),  # type: ignore[misc]
-                             lambda r: r.status_code == 200
+            await eventually(
+                lambda sid=sid: trace(sid),
+                f"{sid} in the global file and both outcomes in the ledger",
+                done=lambda r: r.status_code == 200
                              and r.json()["status"] == "in_global_file"
                              and [o["outcome"] for o in r.json()["outcomes"]][-2:]
                              == ["routed", "stored_global_file"],
-                             f"{sid} in the global file and both outcomes in the ledger")
+            )
         for sid in ("b1", "b2"):
-            await eventually(lambda sid=sid: trace(sid),  # type: ignore[misc]
-                             lambda r: r.status_code == 200 and r.json()["status"] == "routed",
-                             f"{sid} routed, in the ledger")
+            await eventually(
+                lambda sid=sid: trace(sid),
+                f"{sid} routed, in the ledger",
+                done=lambda r: r.status_code == 200 and r.json()["status"] == "routed",
+            )
 
         download = await client.get(
             "/cabinets/cab-a/global-file", params={"from": "2026-01-01", "to": "2026-01-31"},

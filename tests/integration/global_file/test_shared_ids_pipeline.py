@@ -28,7 +28,7 @@ from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
-from tests.integration.global_file.helpers import eventually
+from tests.eventually import eventually
 from tests.unit.router.factories import make_iban, state, statement
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
@@ -102,28 +102,32 @@ async def test_a_shared_or_reused_id_loses_nothing_through_the_pipeline(
             return await client.get(f"/cabinets/{cabinet}/global-file", params=JANUARY,
                                     headers=headers)
 
-        file_a = await eventually(lambda: download(user_a, "cab-a"),
-                                  lambda r: r.headers.get("x-statement-count") == "3",
-                                  "cabinet A's three statements in its file")
-        file_b = await eventually(lambda: download(user_b, "cab-b"),
-                                  lambda r: r.headers.get("x-statement-count") == "1",
-                                  "cabinet B's stmt-1 in its file")
+        file_a = await eventually(
+            lambda: download(user_a, "cab-a"),
+            "cabinet A's three statements in its file",
+            done=lambda r: r.headers.get("x-statement-count") == "3",
+        )
+        file_b = await eventually(
+            lambda: download(user_b, "cab-b"),
+            "cabinet B's stmt-1 in its file",
+            done=lambda r: r.headers.get("x-statement-count") == "1",
+        )
 
         async def trace(headers: dict[str, str], sid: str) -> httpx.Response:
             return await client.get(f"/statements/{sid}", headers=headers)
 
         trace_b = await eventually(
             lambda: trace(user_b, "stmt-1"),
-            lambda r: r.status_code == 200
-            and [o["outcome"] for o in r.json()["outcomes"]][-1:] == ["stored_global_file"],
             "B's stmt-1 traced, with the builder's outcome",
+            done=lambda r: r.status_code == 200
+            and [o["outcome"] for o in r.json()["outcomes"]][-1:] == ["stored_global_file"],
         )
         trace_a = (await trace(user_a, "stmt-1")).json()
         ambiguous = await eventually(
             lambda: trace(user_a, "stmt-2"),
-            lambda r: r.status_code == 409
-            and all(c["status"] == "in_global_file" for c in r.json()["candidates"]),
             "stmt-2 of A: two statements",
+            done=lambda r: r.status_code == 409
+            and all(c["status"] == "in_global_file" for c in r.json()["candidates"]),
         )
         chosen = [
             (await client.get("/statements/stmt-2", params={"key": c["key"]},

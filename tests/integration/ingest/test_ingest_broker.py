@@ -45,6 +45,7 @@ from routing.broker import (
     make_producer,
     read_topic,
 )
+from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 
 SAMPLES = Path(__file__).resolve().parents[3] / "examples" / "bank-files"
@@ -90,13 +91,6 @@ async def received(broker: EmbeddedBroker, topics: Topics) -> list[Any]:
 
 def decoded(records: list[Any]) -> list[StatementReceived]:
     return [StatementReceived.model_validate_json(r.value) for r in records]
-
-
-async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 # --- publishing files --------------------------------------------------------------------
@@ -322,7 +316,7 @@ async def test_the_watcher_waits_for_a_part_file_to_be_renamed(
 
     part.rename(watcher.folder / "releve.txt")
 
-    await until(lambda: bool(watcher.settled("releve.txt")))
+    await eventually(lambda: watcher.settled("releve.txt"), "releve.txt settled")
     assert (watcher.folder / DONE / "releve.txt").read_bytes() == data
     assert not (watcher.folder / "releve.txt").exists()
     events = decoded(await received(kafka_broker, topics))
@@ -341,7 +335,7 @@ async def test_the_watcher_waits_until_a_growing_file_is_complete(
             await asyncio.sleep(POLL / 4)
         assert watcher.results == []
 
-    await until(lambda: bool(watcher.settled("growing.txt")))
+    await eventually(lambda: watcher.settled("growing.txt"), "growing.txt settled")
     await polls(5)
     [result] = watcher.results
     assert result.report.ok
@@ -358,7 +352,7 @@ async def test_the_watcher_quarantines_a_broken_file_and_ignores_partial_names(
     drop("cfonb120-truncated.txt", watcher.folder)
     drop("mt940-multi.sta", watcher.folder)
 
-    await until(lambda: len(watcher.results) == 2)
+    await eventually(lambda: len(watcher.results) == 2, "two results")
     await polls(5)
 
     quarantined = watcher.folder / QUARANTINE / "cfonb120-truncated.txt"
@@ -379,9 +373,9 @@ async def test_a_file_dropped_twice_under_one_name_is_kept_twice(
     watcher: Watcher, kafka_broker: EmbeddedBroker, topics: Topics
 ) -> None:
     drop("mt940-multi.sta", watcher.folder)
-    await until(lambda: len(watcher.results) == 1)
+    await eventually(lambda: len(watcher.results) == 1, "one result")
     drop("mt940-multi.sta", watcher.folder)
-    await until(lambda: len(watcher.results) == 2)
+    await eventually(lambda: len(watcher.results) == 2, "two results")
 
     assert sorted(p.name for p in (watcher.folder / DONE).iterdir()) == [
         "mt940-multi.1.sta",
@@ -422,7 +416,7 @@ async def test_the_watcher_keeps_a_file_through_a_broker_outage_then_publishes_i
 
         os.kill(broker.pid, signal.SIGCONT)
         frozen = False
-        await until(lambda: bool(running.results), seconds=60)
+        await eventually(lambda: running.results, "a result")
         assert (folder / DONE / path.name).exists()
         events = decoded(await read_topic(broker.bootstrap_servers, topics.received))
         # A timed-out request may still have been written: duplicates, never other ids.

@@ -21,8 +21,8 @@ from routing.ledger import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.migrate import upgrade
 from routing.store.tables import delivery_ledger
+from tests.eventually import eventually
 from tests.integration.global_file.factories import iban
-from tests.integration.global_file.helpers import eventually
 
 ROUTING = {
     "destination": "partner",
@@ -92,12 +92,12 @@ async def test_each_outcome_is_recorded_once(
         await send(topics.outcomes, routed_bytes, key=b"s1")
         await send(topics.outcomes, outcome("s1", "retrying", 1).to_json(), key=b"s1")
         await send(topics.outcomes, b'{"schema": "delivery.outcome/v9"}', key=b"s1")
-        await eventually(ledger_rows, lambda rows: len(rows) == 2, "two entries")
+        await eventually(ledger_rows, "two entries", done=lambda rows: len(rows) == 2)
         # The same records again, read later (a producer retry, or a replayed partition).
         await send(topics.outcomes, routed_bytes, key=b"s1")
         await send(topics.outcomes, outcome("s1", "retrying", 1).to_json(), key=b"s1")
         await send(topics.outcomes, outcome("s1", "delivered", 2).to_json(), key=b"s1")
-        rows = await eventually(ledger_rows, lambda rows: len(rows) == 3, "three entries")
+        rows = await eventually(ledger_rows, "three entries", done=lambda rows: len(rows) == 3)
     finally:
         stop.set()
         stats = await asyncio.wait_for(task, 60)

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from tests.eventually import eventually
 from tests.integration.worker.conftest import (
     committed_total,
     produce,
     produce_raw,
     running,
-    wait_until,
     webhook,
 )
 from tests.integration.worker.receiver import Reply, WebhookReceiver
@@ -38,9 +38,9 @@ async def test_attempts_deliveries_failures_dead_letters_and_latency(
     before = await scrape(metrics_url)
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: len(receiver.delivered("acd")) == 2, what="two deliveries")
-        await wait_until(lambda: committed_total(bootstrap, topics, "acd", 4), what="commits")
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: len(receiver.delivered("acd")) == 2, what="two deliveries")
+        await eventually(lambda: committed_total(bootstrap, topics, "acd", 4), what="commits")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
         after = await scrape(metrics_url)
 
     acd_ = {"connector": "acd"}
@@ -79,7 +79,7 @@ async def test_a_410_shows_the_connector_disabled(
 
     async with running(kafka_broker, topics, {"cegid": webhook(cegid)},
                        connector_ids=["cegid"]) as pool:
-        await wait_until(lambda: pool.stats["cegid"].disabled, what="the connector disabled")
+        await eventually(lambda: pool.stats["cegid"].disabled, what="the connector disabled")
         after = await scrape(metrics_url)
 
     assert after.value("statement_router_connector_disabled", connector="cegid") == 1

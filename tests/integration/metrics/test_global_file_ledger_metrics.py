@@ -4,7 +4,6 @@ recorded / duplicates ignored, invalid records, and the received-to-stored laten
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,18 +13,11 @@ from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
+from tests.eventually import eventually
 from tests.integration.global_file.factories import iban
 from tests.integration.global_file.helpers import global_file_event
 
 from .scrape import Scrape, moved, scrape
-
-
-async def until(probe: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await probe():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_builder_and_ledger_count_new_duplicate_and_invalid_records(
@@ -56,10 +48,10 @@ async def test_builder_and_ledger_count_new_duplicate_and_invalid_records(
         await producer.send_and_wait(
             topics.global_file, global_file_event("g-2", iban(1)).to_json(), key=b"cab-a")
         await producer.send_and_wait(topics.global_file, b"{not json", key=b"cab-a")
-        await until(lambda: outcomes(2), "two stored_global_file outcomes")
+        await eventually(lambda: outcomes(2), "two stored_global_file outcomes")
         # A redelivery (the router re-sent after a crash): stored once, reported again.
         await producer.send_and_wait(topics.global_file, first.to_json(), key=b"cab-a")
-        await until(lambda: outcomes(3), "the re-reported outcome")
+        await eventually(lambda: outcomes(3), "the re-reported outcome")
         await producer.send_and_wait(topics.outcomes, b"not an outcome", key=b"x")
 
         async def ledger_done() -> bool:
@@ -69,7 +61,7 @@ async def test_builder_and_ledger_count_new_duplicate_and_invalid_records(
             return read >= 3 and moved(before, now, "statement_router_invalid_total",
                                        component="ledger") >= 1
 
-        await until(ledger_done, "the ledger to read the outcomes")
+        await eventually(ledger_done, "the ledger to read the outcomes")
         after: Scrape = await scrape(metrics_url)
     finally:
         stop.set()

@@ -9,6 +9,7 @@ from routing.broker import EmbeddedBroker, ProducerParams, make_producer
 from routing.domain.model import MandateStatus
 from routing.relay import OutboxRelay
 from routing.store.sql import SqlStateStore
+from tests.eventually import eventually
 
 from .scrape import moved, scrape
 
@@ -41,15 +42,14 @@ async def test_published_rows_and_the_backlog_gauge(
         stop = asyncio.Event()
         task = asyncio.create_task(relay.run(stop))
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            while True:
+
+            async def empty() -> bool:
                 after = await scrape(metrics_url)
-                if (after.value("statement_router_outbox_backlog") == 0
-                        and await store.outbox_backlog() == 0):
-                    break
-                assert loop.time() < deadline, "the relay never reported an empty backlog"
-                await asyncio.sleep(0.05)
+                return (after.value("statement_router_outbox_backlog") == 0
+                        and await store.outbox_backlog() == 0)
+
+            await eventually(empty, "the relay to report an empty backlog")
+            after = await scrape(metrics_url)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

@@ -16,6 +16,7 @@ from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
+from tests.eventually import eventually
 
 from .scrape import Scrape, parse
 
@@ -54,23 +55,25 @@ async def test_the_relay_process_serves_its_metrics(
         sys.executable, "-c", "from routing.cli.main import main; main()", "relay",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        scraped: Scrape | None = None
         async with httpx.AsyncClient(timeout=5) as client:
-            while True:
+
+            async def scraped() -> Scrape | None:
                 try:
-                    response = await client.get(f"http://127.0.0.1:{port}/metrics")
-                    scraped = parse(response.text)
-                    # A fresh process: its counters start at zero, so 2 is exactly its own.
-                    if (scraped.value("statement_router_outbox_published_total") == 2
-                            and scraped.value("statement_router_outbox_backlog") == 0):
-                        break
+                    return parse((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
                 except httpx.TransportError:
-                    pass  # not listening yet
+                    return None  # not listening yet
+
+            def published(metrics: Scrape | None) -> bool:
+                # A fresh process: its counters start at zero, so 2 is exactly its own.
+                return (metrics is not None
+                        and metrics.value("statement_router_outbox_published_total") == 2
+                        and metrics.value("statement_router_outbox_backlog") == 0)
+
+            def alive() -> None:
                 assert proc.returncode is None, "the relay exited"
-                assert loop.time() < deadline, f"no metrics showing the 2 rows: {scraped}"
-                await asyncio.sleep(0.2)
+
+            await eventually(scraped, "metrics showing the 2 rows", interval=0.2,
+                             done=published, guard=alive)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

@@ -3,8 +3,6 @@ routing counters, and faust's own sensor on the router's faust app."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 from config.catalogue import default_catalogue
@@ -12,6 +10,7 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.router import RouterTuning, create_router_app
+from tests.eventually import eventually
 from tests.unit.router.factories import make_iban, state, statement
 
 from .scrape import moved, scrape
@@ -19,19 +18,6 @@ from .scrape import moved, scrape
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 BOUND = make_iban(2001)
 PENDING = make_iban(2002)
-
-
-async def eventually(check: Callable[[], object], what: str, within: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def count(bootstrap: str, topic: str) -> int:

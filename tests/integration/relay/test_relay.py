@@ -24,6 +24,7 @@ from routing.domain.model import MandateStatus, Profile
 from routing.relay import OutboxRelay
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
+from tests.eventually import eventually
 from tests.fixtures.databases import maintenance_connection
 from tests.fixtures.postgres_server import PostgresServer
 
@@ -167,12 +168,11 @@ async def test_relay_survives_a_broker_outage(
             await producer.stop()
 
 
-async def wait_for_backlog(store: SqlStateStore, expected: int, seconds: float = 30.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if await store.outbox_backlog() == expected:
-            return True
-        await asyncio.sleep(0.05)
-    return False
+async def wait_for_backlog(store: SqlStateStore, expected: int) -> bool:
+    """Whether the outbox backlog reaches ``expected`` (``eventually`` fails if it does not)."""
+    await eventually(store.outbox_backlog, f"an outbox backlog of {expected}",
+                     done=lambda n: n == expected)
+    return True
 
 
 @pytest.mark.postgres

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from events.schemas import StatementInvalid, StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.router import RouterApp, RouterTuning, create_router_app, run_router
+from tests.eventually import eventually
 from tests.unit.router.factories import BAD_IBAN, make_iban, state, statement, statement_doc
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
@@ -59,25 +60,10 @@ class Pipeline:
 
     async def records(self, topic: str, count: int, within: float = 60.0) -> list[Any]:
         """The records of ``topic`` once there are at least ``count`` of them."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            found = await read_topic(self.bootstrap, topic)
-            if len(found) >= count or loop.time() > deadline:
-                return found
-            await asyncio.sleep(0.2)
+        return await read_until(self.bootstrap, topic, count, within)
 
     async def ids(self, topic: str, count: int) -> list[str]:
         return [json.loads(r.value)["statement_id"] for r in await self.records(topic, count)]
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 def router_for(broker: EmbeddedBroker, topics: Topics, data_dir: Path,
@@ -185,16 +171,14 @@ async def test_run_router_runs_until_stopped(
 
 
 async def read_until(bootstrap: str, topic: str, count: int, within: float = 60.0) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        found = await read_topic(bootstrap, topic)
-        if len(found) >= count:
-            return found
-        if loop.time() > deadline:
-            raise AssertionError(f"{topic}: {len(found)} records, wanted {count}")
-        await asyncio.sleep(0.2)
-
+    """The records of ``topic`` once there are at least ``count`` of them."""
+    return await eventually(
+        lambda: read_topic(bootstrap, topic),
+        f"{count} records on {topic}",
+        within=within,
+        interval=0.2,
+        done=lambda found: len(found) >= count,
+    )
 
 
 async def test_the_sink_sends_its_batches_without_lingering(

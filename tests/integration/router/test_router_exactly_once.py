@@ -14,7 +14,6 @@ The transactional tests use the ``apache_kafka`` fixture only: Tansu has no tran
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,12 +30,13 @@ from routing.broker import ProducerParams, ensure_topics, make_producer, read_to
 from routing.broker.process import BrokerProcess
 from routing.broker.transactions import broker_has_transactions, committed_end_offsets
 from routing.router import create_router_app
-from routing.router.core import DictTables
 from routing.router.emit import Out
 from routing.router.step import Stepper
 from routing.router.transactions import PartitionProducers
+from tests.eventually import eventually
 from tests.fixtures.broker import TEST_PARTITIONS, unique_prefix
 from tests.integration.router.test_router_broker import TUNING
+from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import make_iban, state, statement
 
 IBAN = make_iban(7001)
@@ -169,16 +169,16 @@ async def test_the_router_routes_in_transactions_on_kafka(
             )
     finally:
         await producer.stop()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
+
+    async def routed_ids() -> list[str]:
         records = await read_topic(
             bootstrap, kafka_topics.partner("acd"), isolation_level="read_committed"
         )
-        routed = [json.loads(r.value)["statement_id"] for r in records]
-        if len(routed) >= 5 or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.2)
+        return [json.loads(r.value)["statement_id"] for r in records]
+
+    routed = await eventually(
+        routed_ids, "five routed statements", interval=0.2, done=lambda ids: len(ids) >= 5
+    )
     assert routed == [f"s{n}" for n in range(5)]
 
 

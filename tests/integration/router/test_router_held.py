@@ -18,7 +18,8 @@ from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer
 from routing.broker.partitioner import default_partition
 from routing.router import RouterApp, create_router_app
-from tests.integration.router.test_router_broker import TUNING, eventually, read_until
+from tests.eventually import eventually
+from tests.integration.router.test_router_broker import TUNING, read_until
 from tests.unit.router.factories import make_iban, state, statement
 
 HELD = 10_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,12 @@ from pydantic import SecretStr
 
 from adapters.backoff import RetrySchedule
 from adapters.delivery import PartnerEndpoint, WebhookEndpoint
-from adapters.worker import ConnectorStats, adapter_group_id, run_adapters
+from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from tests.eventually import eventually
 
 from .receiver import Partner
 
@@ -80,7 +81,7 @@ async def committed(bootstrap: str, topics: Topics, connector_id: str) -> dict[i
     OffsetFetch answer.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=adapter_group_id(topics, connector_id))
+                                group_id=topics.group("adapter", connector_id))
     await consumer.start()
     try:
         found = {}
@@ -96,20 +97,6 @@ async def committed(bootstrap: str, topics: Topics, connector_id: str) -> dict[i
 
 async def committed_total(bootstrap: str, topics: Topics, connector_id: str, n: int) -> bool:
     return sum((await committed(bootstrap, topics, connector_id)).values()) >= n
-
-
-async def wait_until(predicate: Callable[[], Any], within: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -138,7 +125,8 @@ async def running(
         session_timeout_ms=2_000))
     pool = Pool(stats, task, stop)
     try:
-        await wait_until(lambda: started.is_set() or task.done(), 30, "the adapters to start")
+        await eventually(lambda: started.is_set() or task.done(), "the adapters to start",
+                         within=30)
         if task.done():
             await task
         yield pool

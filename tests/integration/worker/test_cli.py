@@ -12,10 +12,11 @@ from pathlib import Path
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from tests.eventually import eventually
 from tests.integration.ops_api import operator_api
 from tests.unit.delivery.factories import make_delivery
 
-from .conftest import produce, running, wait_until, webhook
+from .conftest import produce, running, webhook
 from .receiver import Reply, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,7 +64,7 @@ async def test_dlq_list_and_replay_commands(
     acd.script(Reply(400))
     await produce(kafka_broker.bootstrap_servers, topics, "acd", [make_delivery("st-cli-1")])
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
 
         listed = await acli("dlq", "list", "--connector", "acd", env=env)
         assert listed.returncode == 0, listed.stderr
@@ -78,7 +79,7 @@ async def test_dlq_list_and_replay_commands(
         again = await acli("dlq", "replay", "--connector", "acd", "--statement", "st-cli-1",
                            env=env)
         assert again.returncode == 6 and "already replayed" in again.stderr
-        await wait_until(lambda: receiver.delivered("acd"), what="the replayed delivery")
+        await eventually(lambda: receiver.delivered("acd"), what="the replayed delivery")
 
     as_json = await acli("dlq", "list", "--connector", "acd", "--json", env=env)
     listing = json.loads(as_json.stdout)

@@ -8,10 +8,11 @@ from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.api.ops import ops_router
 from routing.broker import EmbeddedBroker
+from tests.eventually import eventually
 from tests.integration.ops_api import Ops, bearer
 from tests.unit.delivery.factories import make_delivery
 
-from .conftest import produce, running, wait_until, webhook
+from .conftest import produce, running, webhook
 from .receiver import Reply, WebhookReceiver
 
 
@@ -50,7 +51,7 @@ async def test_list_and_replay_dead_letters_over_http(
                   [make_delivery("st-ops-1"), make_delivery("st-ops-2")])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 2, what="dead letters")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 2, what="dead letters")
 
         listed = await ops.client.get("/ops/dlq/acd", headers=ops.operator)
         assert listed.status_code == 200, listed.text
@@ -72,7 +73,7 @@ async def test_list_and_replay_dead_letters_over_http(
         rest = await ops.client.post("/ops/dlq/acd/replay", headers=ops.operator,
                                      json={"all": True})
         assert rest.json()["replayed"] == ["st-ops-2"]
-        await wait_until(lambda: len(receiver.delivered("acd")) == 2, what="the replays")
+        await eventually(lambda: len(receiver.delivered("acd")) == 2, what="the replays")
 
     missing = await ops.client.post("/ops/dlq/acd/replay", headers=ops.operator,
                                     json={"statement_id": "st-never"})

@@ -13,6 +13,7 @@ from adapters.delivery.naming import delivery_file_name
 from adapters.dlq import list_dead_letters, replay_dead_letters
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
+from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 from tests.unit.delivery.factories import make_delivery
 from tests.unit.router.factories import make_iban
@@ -26,7 +27,6 @@ from .conftest import (
     produce,
     produce_raw,
     running,
-    wait_until,
     webhook,
 )
 from .receiver import Reply, WebhookReceiver
@@ -45,8 +45,8 @@ async def test_a_delivered_statement_is_committed_with_a_delivered_outcome(
     await produce(bootstrap, topics, "acd", [delivery])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: receiver.delivered("acd"), what="the delivery")
-        await wait_until(lambda: committed(bootstrap, topics, "acd"), what="the commit")
+        await eventually(lambda: receiver.delivered("acd"), what="the delivery")
+        await eventually(lambda: committed(bootstrap, topics, "acd"), what="the commit")
         assert pool.stats["acd"].delivered == 1
 
     [hit] = receiver.of("acd")
@@ -67,8 +67,8 @@ async def test_a_5xx_is_retried_with_backoff_and_delivered_once(
     await produce(bootstrap, topics, "acd", [make_delivery("st-retry-1")])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: receiver.delivered("acd"), what="the delivery")
-        await wait_until(lambda: committed(bootstrap, topics, "acd"), what="the commit")
+        await eventually(lambda: receiver.delivered("acd"), what="the delivery")
+        await eventually(lambda: committed(bootstrap, topics, "acd"), what="the commit")
         assert (pool.stats["acd"].retries, pool.stats["acd"].delivered) == (1, 1)
 
     assert [h.status for h in receiver.of("acd")] == [500, 200]
@@ -90,7 +90,7 @@ async def test_retry_after_is_honoured(
     async with running(
         kafka_broker, topics, {"acd": webhook(acd)}, schedule=RetrySchedule(0.02, 5.0, 4)
     ):
-        await wait_until(lambda: receiver.delivered("acd"), what="the delivery")
+        await eventually(lambda: receiver.delivered("acd"), what="the delivery")
 
     first, second = receiver.of("acd")
     assert (first.status, second.status) == (429, 200)
@@ -106,9 +106,9 @@ async def test_a_4xx_is_dead_lettered_at_once_with_its_attempt(
     await produce(bootstrap, topics, "acd", [make_delivery("st-bad"), make_delivery("st-next")])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: receiver.delivered("acd"), what="the next statement")
-        await wait_until(lambda: committed_total(bootstrap, topics, "acd", 2), what="commits")
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1)
+        await eventually(lambda: receiver.delivered("acd"), what="the next statement")
+        await eventually(lambda: committed_total(bootstrap, topics, "acd", 2), what="commits")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, "the dead letter")
 
     [letter] = await dead_letters(bootstrap, topics, "acd")
     assert letter["schema"] == "statement.dead-letter/v1"
@@ -132,8 +132,8 @@ async def test_exhausted_retries_are_dead_lettered_with_every_attempt(
     await produce(bootstrap, topics, "acd", [make_delivery("st-down")])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
-        await wait_until(lambda: committed(bootstrap, topics, "acd"), what="the commit")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: committed(bootstrap, topics, "acd"), what="the commit")
 
     [letter] = await dead_letters(bootstrap, topics, "acd")
     assert [a["attempt"] for a in letter["attempts"]] == [1, 2, 3, 4]
@@ -161,8 +161,8 @@ async def test_410_disables_the_connector_and_commits_nothing_past_it(
 
     with capture_logs() as logs:
         async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-            await wait_until(lambda: pool.stats["acd"].disabled, what="the connector disabled")
-            await wait_until(lambda: committed(bootstrap, topics, "acd"), what="the commit")
+            await eventually(lambda: pool.stats["acd"].disabled, what="the connector disabled")
+            await eventually(lambda: committed(bootstrap, topics, "acd"), what="the commit")
             stats = pool.stats["acd"].as_dict()
 
     assert stats["disabled"] and "HTTP 410" in str(stats["disabled_reason"])
@@ -185,7 +185,7 @@ async def test_per_iban_order_is_kept_under_retries(
     await produce(bootstrap, topics, "acd", sent)
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}):
-        await wait_until(lambda: len(receiver.delivered("acd")) >= 40, what="all deliveries")
+        await eventually(lambda: len(receiver.delivered("acd")) >= 40, what="all deliveries")
 
     for iban in ibans:
         expected = [d.statement_id for d in sent if d.iban == iban]
@@ -202,14 +202,14 @@ async def test_a_replayed_dead_letter_is_delivered_with_the_same_webhook_id_once
     await produce(bootstrap, topics, "acd", [make_delivery("st-replay")])
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
+        await eventually(lambda: pool.stats["acd"].dead_lettered == 1, what="the dead letter")
         [entry] = await list_dead_letters(bootstrap, topics, "acd")
         assert entry.open and entry.summary()["attempts"] == 1
         report = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=None)
         assert report.replayed == ["st-replay"]
         again = await replay_dead_letters(bootstrap, topics, "acd", statement_ids=None)
         assert again.replayed == []  # the second replay finds nothing open
-        await wait_until(lambda: receiver.delivered("acd"), what="the replayed delivery")
+        await eventually(lambda: receiver.delivered("acd"), what="the replayed delivery")
 
     assert [(h.webhook_statement, h.status) for h in receiver.of("acd")] == [
         ("st-replay", 422),
@@ -250,13 +250,13 @@ async def test_a_down_partner_delays_only_its_own_connector(
     patient = RetrySchedule(base_seconds=0.02, max_seconds=0.1, max_attempts=1000)
     endpoints = {"acd": webhook(acd), "pennylane": webhook(penny)}
     async with running(kafka_broker, topics, endpoints, schedule=patient) as pool:
-        await wait_until(lambda: len(receiver.delivered("pennylane")) == 30, what="pennylane")
+        await eventually(lambda: len(receiver.delivered("pennylane")) == 30, what="pennylane")
         failing_while_b_done = len(receiver.of("acd"))
-        await wait_until(
+        await eventually(
             lambda: len(receiver.of("acd")) > failing_while_b_done + 3, what="acd still failing"
         )
         acd.default = Reply(200)  # the partner recovers
-        await wait_until(
+        await eventually(
             lambda: (
                 {h.statement_id for h in receiver.delivered("acd")}
                 == {d.statement_id for d in a_sent}
@@ -287,7 +287,7 @@ async def test_a_directory_drop_connector_writes_each_statement_once(
     await produce(bootstrap, topics, "quadra", [*sent, sent[0]])  # one redelivery
 
     async with running(kafka_broker, topics, {"quadra": DirectoryEndpoint(drop)}) as pool:
-        await wait_until(lambda: pool.stats["quadra"].delivered == 11, what="the drops")
+        await eventually(lambda: pool.stats["quadra"].delivered == 11, what="the drops")
 
     assert sorted(p.name for p in drop.iterdir()) == sorted(delivery_file_name(d) for d in sent)
 
@@ -302,8 +302,8 @@ async def test_a_malformed_record_goes_to_invalid_and_is_committed(
     )
 
     async with running(kafka_broker, topics, {"acd": webhook(acd)}) as pool:
-        await wait_until(lambda: pool.stats["acd"].invalid == 1, what="the invalid record")
-        await wait_until(lambda: committed(bootstrap, topics, "acd"), what="the commit")
+        await eventually(lambda: pool.stats["acd"].invalid == 1, what="the invalid record")
+        await eventually(lambda: committed(bootstrap, topics, "acd"), what="the commit")
 
     [record] = await read_topic(bootstrap, topics.invalid)
     invalid = json.loads(record.value)

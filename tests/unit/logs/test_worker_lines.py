@@ -21,7 +21,8 @@ from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from tests.integration.worker.conftest import SHORT, produce, wait_until, webhook
+from tests.eventually import eventually
+from tests.integration.worker.conftest import SHORT, produce, webhook
 from tests.integration.worker.receiver import Reply, WebhookReceiver
 from tests.unit.delivery.factories import make_delivery
 
@@ -72,7 +73,7 @@ async def test_delivery_lines_are_json_with_statement_connector_and_cabinet(
         bootstrap_servers=kafka_broker.bootstrap_servers, schedule=SHORT, stats=stats,
         started=started, deliverer_factory=_narrating, session_timeout_ms=2_000))
     try:
-        await wait_until(lambda: len(receiver.delivered("acd")) == 2 or task.done(),
+        await eventually(lambda: len(receiver.delivered("acd")) == 2 or task.done(),
                          what="both deliveries")
     finally:
         stop.set()

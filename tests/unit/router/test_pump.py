@@ -22,7 +22,7 @@ from aiokafka.structs import ConsumerRecord
 from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.broker.partitioner import default_partition
-from routing.router.core import DictTables, RouterCore
+from routing.router.core import RouterCore
 from routing.router.emit import Out
 from routing.router.faust_glue import Membership
 from routing.router.fencing import CommitFenced
@@ -30,6 +30,7 @@ from routing.router.pump import BatchPump
 from routing.router.sink import MemorySink
 from routing.router.step import Stepper
 from tests.integration.router.test_router_broker import eventually
+from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import IBAN_A, state, statement
 
 TOPICS = Topics("pump", 3)

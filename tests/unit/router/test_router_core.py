@@ -32,10 +32,12 @@ from events.schemas import (
 )
 from events.topics import Topics
 from routing.broker.partitioner import default_partition
-from routing.router.core import DictTables, Record, RouterCore
+from routing.router.core import Record, RouterCore
 from routing.router.emit import Out
 from routing.router.sink import MemorySink
 from routing.router.step import Stepper
+from tests.eventually import eventually
+from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import (
     BAD_IBAN,
     IBAN_A,
@@ -625,9 +627,7 @@ async def test_a_release_deletes_the_held_entry_only_once_the_released_are_acked
         TOPICS.iban_state, P, 7, IBAN_A.encode(), state(IBAN_A, version=2, connector_id="acd")
     )
     step = asyncio.create_task(h.router.run_step(lambda now: h.router.core.on_state(record, now)))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    released = gated.on(TOPICS.partner("acd"))
+    released = await eventually(lambda: gated.on(TOPICS.partner("acd")), "the released statement")
     assert len(released) == 1 and released[0].value is not None
     assert json.loads(released[0].value)["statement_id"] == "s1"
     changelogs = [o for o in gated.records if o.topic.endswith("-changelog")]
@@ -653,8 +653,7 @@ async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
     step = asyncio.create_task(
         h.router.run_step(lambda now: h.router.core.on_statement(record, now))
     )
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await eventually(lambda: len(gated.records) >= 3, "the held outputs and changelog record")
     topics = [o.topic for o in gated.records]
     assert topics[:2] == [TOPICS.held, TOPICS.outcomes]
     assert topics[2].endswith("-held-changelog") and gated.records[2].value is not None

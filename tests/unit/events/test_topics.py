@@ -1,0 +1,28 @@
+"""The consumer-group and changelog names are contracts: operators and the monitor read them."""
+
+from __future__ import annotations
+
+import pytest
+
+from events.topics import Topics, changelog
+
+
+def test_each_role_reads_in_its_own_group_under_the_prefix() -> None:
+    topics = Topics(prefix="p")
+    assert topics.group("router") == "p.router"
+    assert topics.group("global-file") == "p.global-file"
+    assert topics.group("ledger") == "p.ledger"
+    assert topics.group("adapter", "acd") == "p.adapter.acd"
+
+
+@pytest.mark.parametrize(("role", "connector_id"), [("adapter", None), ("ledger", "acd")])
+def test_a_connector_id_names_the_adapter_group_and_only_it(
+    role: str, connector_id: str | None
+) -> None:
+    with pytest.raises(ValueError, match="connector id"):
+        Topics(prefix="p").group(role, connector_id)  # type: ignore[arg-type]
+
+
+def test_the_router_tables_changelogs_are_named_after_its_app_id() -> None:
+    assert changelog("p.router", "iban-state") == "p.router-iban-state-changelog"
+    assert changelog("p.router", "held") == "p.router-held-changelog"
