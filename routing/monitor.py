@@ -7,7 +7,7 @@ and commits nothing (the readers are group-less), so watching never triggers a r
 
 What is measured, and how:
 
-* **end offsets** per partition: ``routing.broker._reader.true_end_offsets``, because Tansu
+* **end offsets** per partition: ``routing.broker.topic_reader.true_end_offsets``, because Tansu
   answers ListOffsets wrongly after batched sends; **start offsets** (the log start) from
   ListOffsets(earliest), so ``end - start`` is the number of records retained.
 * **rates**: the difference of two end-offset samples over the time between them, in
@@ -58,9 +58,9 @@ from adapters.control import read_control, worker_states
 from adapters.dlq import list_dead_letters
 from events.schemas import AdapterControl
 from events.topics import Topics
-from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import describe_topics
 from routing.broker.errors import BrokerError, BrokerUnavailable, ReadTimeout, kafka_errors
+from routing.broker.topic_reader import assigned_consumer, true_end_offsets
 
 log = structlog.get_logger("routing.monitor")
 

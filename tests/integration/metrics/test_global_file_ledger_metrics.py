@@ -8,11 +8,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.global_file import run_global_file_builder
 from config.settings import Settings
 from events.topics import Topics
+from routing.bootstrap import run_global_file_builder, run_ledger
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
-from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
 from tests.integration.global_file.factories import iban
 from tests.integration.global_file.helpers import global_file_event
