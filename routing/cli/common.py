@@ -148,15 +148,15 @@ def require_broker(cfg: Settings) -> str:
 
 
 def broker_or_none(cfg: Settings, given: str | None = None) -> str | None:
-    """The broker address (``routing.bootstrap.broker_address``), None if none is set; a
+    """The broker address (``routing.bootstrap.broker_address``: ``given``, else
+    ``KAFKA_BOOTSTRAP_SERVERS``), None when neither is set, for the caller's advice; a
     configuration no role can run on exits 8 with its reason."""
     from config.errors import ConfigError
-    from routing.bootstrap import broker_address, check_broker_settings
+    from routing.bootstrap import broker_address
 
+    if not (given or cfg.kafka_bootstrap_servers):
+        return None
     try:
-        if not (given or cfg.kafka_bootstrap_servers):
-            check_broker_settings(cfg)
-            return None
         return broker_address(cfg, given)
     except ConfigError as exc:
         fail(exc.message, EXIT_UNAVAILABLE)
