@@ -27,6 +27,7 @@ from routing.domain.model import Actor
 
 if TYPE_CHECKING:
     from config.catalogue import Catalogue
+    from config.errors import ConfigError
     from config.settings import Settings
     from routing.ports import StateStore
 
@@ -79,12 +80,15 @@ def exit_code_for(exc: DomainError) -> int:
     return EXIT_REFUSED
 
 
+def config_refused(exc: ConfigError) -> NoReturn:
+    """A ``ConfigError`` (a broker configuration no role can run on) exits 8, as a missing
+    ``KAFKA_BOOTSTRAP_SERVERS`` does: the command has no broker it may use."""
+    fail(exc.message, EXIT_UNAVAILABLE)
+
+
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine, turning refusals, outages and configuration errors into a message
     and an exit code: the CLI's one place for that (docs/api.md#exit-codes).
-
-    A ``ConfigError`` (a broker configuration no role can run on) exits 8, as a missing
-    ``KAFKA_BOOTSTRAP_SERVERS`` does: the command has no broker it may use.
     """
     from config.errors import ConfigError
     from routing.bootstrap import store_unavailable_errors
@@ -95,7 +99,7 @@ def run(coro: Awaitable[T]) -> T:
     except DomainError as exc:
         fail(exc.message, exit_code_for(exc))
     except ConfigError as exc:
-        fail(exc.message, EXIT_UNAVAILABLE)
+        config_refused(exc)
     except store_unavailable_errors() as exc:
         fail(f"the state store is unavailable: {exc}", EXIT_UNAVAILABLE)
     except BrokerError as exc:
@@ -159,7 +163,7 @@ def broker_or_none(cfg: Settings, given: str | None = None) -> str | None:
     try:
         return broker_address(cfg, given)
     except ConfigError as exc:
-        fail(exc.message, EXIT_UNAVAILABLE)
+        config_refused(exc)
 
 
 def running_up_broker(cfg: Settings) -> str | None:
