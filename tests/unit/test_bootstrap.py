@@ -57,14 +57,14 @@ def test_the_cli_turns_a_config_error_into_one_line_and_exit_8(
     assert err.count("\n") == 1
 
 
-async def test_up_refuses_a_broker_configuration_before_starting_anything(
-    tmp_path: Path,
-) -> None:
+def test_up_refuses_a_broker_configuration_before_starting_anything(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=None, kafka_exactly_once=True)
     lines: list[str] = []
 
     with pytest.raises(ConfigError, match="needs a real Kafka"):
-        await run_up(settings, demo=False, stop=asyncio.Event(), print_line=lines.append)
+        asyncio.run(
+            run_up(settings, demo=False, stop=asyncio.Event(), print_line=lines.append)
+        )
 
     # No broker was started (its directory is made first), no lock taken, nothing printed.
     assert not (tmp_path / "broker").exists()
