@@ -56,8 +56,8 @@ from events.schemas import (
 from events.topics import Topics
 from events.wire import InvalidEvent, decode
 from routing.broker import ProducerParams, make_producer, read_topic, require_topics
-from routing.broker._reader import assigned_consumer
 from routing.broker.errors import kafka_errors
+from routing.broker.topic_reader import assigned_consumer
 from routing.domain.iban import mask_iban
 from routing.domain.identity import statement_key
 

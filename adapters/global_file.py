@@ -49,7 +49,6 @@ yields the same bytes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import re
@@ -63,26 +62,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementGlobalFile
 from events.topics import Topics
-from events.wire import cut_reason, decode
+from events.wire import InvalidEvent, cut_reason, decode
 from routing import metrics
-from routing.broker.producer import make_producer
+from routing.broker.consumer import ConsumerRole
+from routing.broker.producer import send_all
 from routing.domain.iban import mask_iban
 from routing.domain.identity import statement_key
-from routing.ledger import (
-    InvalidRecord,
-    committing_consumer,
-    consume_committing,
-    engine_for,
-    resolve_bootstrap,
-    send_all,
-    sqlite_writer_lock,
-)
 from routing.parking import Refused, write_invalid
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
-from routing.store.global_file import SqlGlobalFileStore, identity_of
+from routing.store.engine import sqlite_writer_lock
+from routing.store.global_file import identity_of
 
 log = structlog.get_logger(__name__)
 
@@ -201,7 +192,7 @@ def stored_detail(result: StoredStatement) -> str:
 
 
 def global_file_entry(record: ConsumerRecord) -> GlobalFileEntry:
-    """A ``statements.global-file`` record as a global-file entry; ``InvalidRecord`` if bad."""
+    """A ``statements.global-file`` record as a global-file entry; ``InvalidEvent`` if bad."""
     event = decode(record.value, StatementGlobalFile, where="statements.global-file")
     return GlobalFileEntry(
         statement_id=event.statement_id,
@@ -246,7 +237,7 @@ class GlobalFileBuilder:
         for record in records:
             try:
                 entries.append(global_file_entry(record))
-            except InvalidRecord as exc:
+            except InvalidEvent as exc:
                 log.warning(
                     "invalid_global_file_event",
                     statement_id=exc.statement_id,
@@ -318,42 +309,11 @@ class GlobalFileBuilder:
                 )
 
 
-async def run_global_file_builder(
-    settings: Settings,
-    topics: Topics,
-    store_url_or_engine: str | AsyncEngine,
-    stop_event: asyncio.Event,
-    *,
-    bootstrap_servers: str | None = None,
-    started: asyncio.Event | None = None,
-) -> dict[str, int]:
-    """Run the builder (group ``<prefix>.global-file``) until ``stop_event`` is set.
-
-    ``store_url_or_engine``: an engine to share (left open), or a URL (an engine is made
-    and disposed of). The schema must exist. ``started`` is set once the consumer runs.
-    Returns the counters: records read, stored, duplicates ignored, invalid.
-    """
-    servers = resolve_bootstrap(settings, bootstrap_servers)
-    async with engine_for(store_url_or_engine) as engine:
-        store = SqlGlobalFileStore(engine)
-        producer = make_producer(
-            settings, bootstrap_servers=servers, client_id="global-file-builder"
-        )
-        await producer.start()
-        try:
-            builder = GlobalFileBuilder(store, producer, topics, engine)
-            group = f"{topics.prefix}.global-file"
-            async with committing_consumer(
-                servers, topics.global_file, group, "global-file-builder",
-                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            ) as consumer:
-                if started is not None:
-                    started.set()
-                log.info("global_file_builder_started", topic=topics.global_file, group=group)
-                await consume_committing(
-                    consumer, builder.handle, stop_event, name="global_file_builder"
-                )
-        finally:
-            await producer.stop()
-    log.info("global_file_builder_stopped", **builder.stats)
-    return builder.stats
+def global_file_role(topics: Topics) -> ConsumerRole:
+    """The builder reads ``statements.global-file`` in group ``<prefix>.global-file``."""
+    return ConsumerRole(
+        name="global_file_builder",
+        topic=topics.global_file,
+        group=topics.group("global-file"),
+        client_id="global-file-builder",
+    )

@@ -90,12 +90,9 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
     """``cfg["roles"]`` of ``statement-router up`` (never relay or API) until SIGTERM."""
     from adapters.backoff import RetrySchedule
     from adapters.delivery import WebhookEndpoint
-    from adapters.global_file import run_global_file_builder
     from adapters.worker import ConnectorStats, run_adapters
-    from routing.bootstrap import open_store
-    from routing.ledger import run_ledger
+    from routing.bootstrap import open_store, run_global_file_builder, run_ledger, run_router
     from routing.logs import configure_logging
-    from routing.router import run_router
     from routing.runtime import stop_on_signals, tune_gc
 
     tune_gc()  # as the CLI does for `up` and every role

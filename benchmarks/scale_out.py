@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from config.catalogue import default_catalogue
 from events.topics import Topics, changelog
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker.topic_reader import true_end_offsets
 from routing.domain.iban import iban_from_rib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,28 +104,6 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
-async def true_end_offsets(consumer: AIOKafkaConsumer, parts: list[TopicPartition]
-                           ) -> dict[TopicPartition, int]:
-    """Each partition's real end offset (last record's offset + 1).
-
-    Tansu answers ListOffsets(latest) with a value that can lag behind the last batch
-    written (measured: short by the size of the last batch), so the reported end is only
-    a starting point: read on from it until a poll comes back empty.
-    """
-    ends = dict(await consumer.end_offsets(parts))
-    consumer.assign(parts)
-    for tp in parts:
-        consumer.seek(tp, ends[tp])
-    for _ in range(5):  # bounded: while producers write, the end moves on anyway
-        batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-        if not any(batch.values()):
-            break
-        for tp, records in batch.items():
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-    return ends
-
-
 class Offsets:
     """Sums of end offsets of some topics, read with one long-lived consumer."""
 
@@ -160,7 +139,10 @@ class Offsets:
         if not set(topics) <= await self._consumer.topics():
             return 0
         parts = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        return sum((await true_end_offsets(self._consumer, parts)).values())
+        self._consumer.assign(parts)
+        deadline = asyncio.get_running_loop().time() + 30
+        ends = await true_end_offsets(self._consumer, parts, deadline=deadline, what="the topics")
+        return sum(ends.values())
 
 
 async def start_routers(k: int, env: dict[str, str], logs: Path, tag: str

@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from config.catalogue import default_catalogue
 from events.topics import Topics, changelog
 from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker.topic_reader import true_end_offsets
 from routing.domain.iban import iban_from_rib
 
 GIB = 1024**3
@@ -116,31 +117,12 @@ async def changelog_records(bootstrap: str, topic: str, partitions: int) -> int:
         if topic not in await consumer.topics():
             return 0
         parts = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum((await true_end_offsets(consumer, parts)).values())
+        consumer.assign(parts)
+        deadline = asyncio.get_running_loop().time() + 30
+        ends = await true_end_offsets(consumer, parts, deadline=deadline, what=topic)
+        return sum(ends.values())
     finally:
         await consumer.stop()
-
-
-async def true_end_offsets(consumer: AIOKafkaConsumer, parts: list[TopicPartition]
-                           ) -> dict[TopicPartition, int]:
-    """Each partition's real end offset (last record's offset + 1).
-
-    Tansu answers ListOffsets(latest) with a value that can lag behind the last batch
-    written (measured: short by the size of the last batch), so the reported end is only
-    a starting point: read on from it until a poll comes back empty.
-    """
-    ends = dict(await consumer.end_offsets(parts))
-    consumer.assign(parts)
-    for tp in parts:
-        consumer.seek(tp, ends[tp])
-    for _ in range(5):  # bounded: while producers write, the end moves on anyway
-        batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-        if not any(batch.values()):
-            break
-        for tp, records in batch.items():
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-    return ends
 
 
 async def wait_records(bootstrap: str, topic: str, partitions: int, n: int,

@@ -5,27 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from config.catalogue import Catalogue
 from config.settings import Settings
-from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import ops_router
+from routing.bootstrap import api_app, open_store
 from routing.bootstrap import catalogue as connector_catalogue
-from routing.bootstrap import (
-    delivery_ledger,
-    global_file_store,
-    open_store,
-    store_unavailable_errors,
-)
-from routing.console.app import mount_console
-from routing.console.ops import OpsConsole
-from routing.metrics import add_metrics_route
-from routing.observability.monitor.collector import serve_lag_metrics
-from routing.store.ledger import SqlDeliveryLedger
-from routing.store.sql import SqlStateStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class _SignalFreeServer(uvicorn.Server):
@@ -43,50 +32,13 @@ class _SignalFreeServer(uvicorn.Server):
 
 
 def api_server(
-    store: SqlStateStore,
-    settings: Settings,
-    host: str,
-    port: int,
-    *,
-    bootstrap_servers: str | None = None,
-    handle_signals: bool = True,
-    catalogue: Catalogue | None = None,
+    app: FastAPI, host: str, port: int, *, handle_signals: bool = True
 ) -> uvicorn.Server:
-    """A uvicorn server for the API over ``store``; the caller runs ``serve()``.
+    """A uvicorn server for ``app`` (``routing.bootstrap.api_app``); the caller runs
+    ``serve()``.
 
     ``handle_signals=False``: the caller stops it (``should_exit``) on its own stop event.
-    ``catalogue``: the connectors to serve (default: ``CONNECTORS_FILE``'s, kept current
-    as the file changes, so a connector added to it can be bound without a restart).
     """
-    connectors = catalogue if catalogue is not None else connector_catalogue(settings)
-    topics = Topics(settings.topic_prefix, settings.topic_partitions)
-    servers = bootstrap_servers or settings.kafka_bootstrap_servers
-    global_file, ledger = global_file_store(store), delivery_ledger(store)
-    # One monitor for /ops/topics, /ops/lag, the console's overview and /metrics' lag;
-    # the open dead letters come from the delivery ledger (one SQL query a refresh).
-    monitor = serve_lag_metrics(
-        servers, topics, connectors, ledger=SqlDeliveryLedger(store.engine)
-    )
-    app = create_app(
-        store,
-        connectors,
-        unavailable=store_unavailable_errors(),
-        global_file=global_file,
-        ledger=ledger,
-        ops=ops_router(
-            topics,
-            connectors,
-            bootstrap_servers=servers,
-            operator_token_sha256=settings.operator_token_sha256,
-            monitor=monitor,
-        ),
-    )
-    mount_console(
-        app, store, connectors, global_file=global_file, ledger=ledger,
-        ops=OpsConsole(topics, connectors, servers, settings.operator_token_sha256, monitor),
-    )
-    # The API process's metrics (in `up`, every role's): Prometheus scrapes the API port.
-    add_metrics_route(app)
     config = uvicorn.Config(
         app,
         host=host,
@@ -105,7 +57,14 @@ async def serve_api(
     """Serve until interrupted (or until ``stop`` is set)."""
     connectors = connector_catalogue(settings)
     async with open_store(settings, connectors=connectors) as store:
-        server = api_server(store, settings, host, port, catalogue=connectors)
+        app = api_app(
+            store,
+            settings,
+            # An API without KAFKA_BOOTSTRAP_SERVERS serves all but /ops (503 there).
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            connectors=connectors,
+        )
+        server = api_server(app, host, port)
         if stop is None:
             await server.serve()
             return

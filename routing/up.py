@@ -39,12 +39,21 @@ from adapters.delivery import (
     WebhookEndpoint,
 )
 from adapters.endpoints import ConnectorsConfig, embedded_endpoints, load_connectors
-from adapters.global_file import run_global_file_builder
 from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
 from events.topics import Topics
-from routing.bootstrap import catalogue, open_store
-from routing.broker import EmbeddedBroker, ensure_topics, make_producer
+from routing.bootstrap import (
+    api_app,
+    broker_address,
+    catalogue,
+    check_broker_settings,
+    open_store,
+    run_global_file_builder,
+    run_ledger,
+    run_relay,
+    run_router,
+)
+from routing.broker import EmbeddedBroker, ensure_topics
 from routing.broker.kafka_local import KAFKA_VERSION, LocalKafka
 from routing.broker.snapshot import (
     SNAPSHOT_NAME,
@@ -54,9 +63,7 @@ from routing.broker.snapshot import (
     unsaved_previous_run,
 )
 from routing.demo_partner import demo_partner, new_secret
-from routing.ledger import run_ledger
-from routing.relay import OutboxRelay, republish_missing_states
-from routing.router import run_router
+from routing.relay import republish_missing_states
 from routing.runtime import stop_on_signals
 from routing.serve import api_server
 from routing.store.ledger import SqlDeliveryLedger
@@ -227,6 +234,7 @@ async def run_up(
     when another ``up`` runs on the data directory or the API port is taken.
     """
     connectors = load_connectors(settings)  # a bad file fails here
+    check_broker_settings(settings)  # and a broker no role can run on, before one starts
     if demo:
         from routing.demo import DEMO_CONNECTORS
 
@@ -295,7 +303,7 @@ async def _run_up(
     async with AsyncExitStack() as stack:
         lost_run = False
         if settings.kafka_bootstrap_servers:
-            bootstrap = settings.kafka_bootstrap_servers
+            bootstrap = broker_address(settings)
             kind = "configured"
         else:
             if broker == "kafka":
@@ -324,14 +332,10 @@ async def _run_up(
 
             seed = await seed_demo(store)
 
-        producer = make_producer(settings, bootstrap_servers=bootstrap, client_id="relay")
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-
         roles = Roles()
         stack.push_async_callback(roles.stop)
         router_started = asyncio.Event()
-        roles.start("relay", OutboxRelay(store, producer, topics).run(stop))
+        roles.start("relay", run_relay(settings, topics, store, stop, bootstrap_servers=bootstrap))
         roles.start(
             "router",
             run_router(
@@ -418,13 +422,10 @@ async def _run_up(
         )
         use(endpoints)
         server = api_server(
-            store,
-            settings,
+            api_app(store, settings, bootstrap_servers=bootstrap, connectors=connectors),
             settings.api_host,
             settings.api_port,
-            bootstrap_servers=bootstrap,
             handle_signals=False,
-            catalogue=connectors,
         )
         roles.start("api", server.serve())
         stack.callback(lambda: setattr(server, "should_exit", True))

@@ -143,7 +143,7 @@ class StatementProducer(Protocol):
 
 
 def producer_params(
-    settings: Settings, *, bootstrap_servers: str | None = None, client_id: str = "ingest"
+    settings: Settings, *, bootstrap_servers: str, client_id: str = "ingest"
 ) -> ProducerParams:
     """The pipeline's producer settings (``ProducerParams.from_settings``), batched for files."""
     params = ProducerParams.from_settings(

@@ -40,8 +40,8 @@ from aiokafka.structs import TopicPartition
 
 from events.limits import BROKER_MESSAGE_BYTES, TOPIC_CONFIGS
 from events.topics import TopicSpec
-from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.errors import BrokerError, TopicMismatch, UnknownTopic, kafka_errors
+from routing.broker.topic_reader import assigned_consumer, true_end_offsets
 
 __all__ = [
     "describe_cleanup_policies",
@@ -334,7 +334,7 @@ async def end_offsets(
     """The offset after the last record, per partition of each topic (all must exist).
 
     Correct on Tansu too, whose ListOffsets answer is wrong after batched sends (see
-    ``_reader.true_end_offsets``); use this, not ``consumer.end_offsets``, for lag.
+    ``topic_reader.true_end_offsets``); use this, not ``consumer.end_offsets``, for lag.
     ``TopicPartition`` is a named tuple, so ``result[("topic", 0)]`` works too.
     """
     counts = await require_topics(bootstrap_servers, topics, request_timeout_ms=request_timeout_ms)

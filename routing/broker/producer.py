@@ -27,18 +27,19 @@ Messages are sent as bytes; (de)serialisation belongs to ``events.schemas``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from config.settings import Settings
 from events.limits import BROKER_MESSAGE_BYTES
-from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import require_topics
 from routing.broker.errors import BrokerError, ReadTimeout, kafka_errors
+from routing.broker.topic_reader import assigned_consumer, read_to_end
 
-__all__ = ["ProducerParams", "make_producer", "read_topic"]
+__all__ = ["ProducerParams", "make_producer", "read_topic", "send_all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,55 +61,26 @@ class ProducerParams:
         cls,
         settings: Settings,
         *,
-        bootstrap_servers: str | None = None,
+        bootstrap_servers: str,
         client_id: str = "statement-router",
     ) -> ProducerParams:
-        """Parameters from the process settings.
-
-        ``bootstrap_servers`` overrides the settings; it is required in embedded mode,
-        where the settings have none and the embedded broker's address is only known once
-        it runs. ``kafka_exactly_once`` with the embedded broker is refused here rather
-        than failing later with an obscure ``InitProducerId`` error.
-        """
-        if settings.kafka_exactly_once and settings.embedded_broker:
-            raise BrokerError(
-                "kafka_exactly_once needs a real Kafka: the embedded Tansu broker has no "
-                "idempotent or transactional producer; unset it or set kafka_bootstrap_servers"
-            )
-        servers = bootstrap_servers or settings.kafka_bootstrap_servers
-        if not servers:
-            raise BrokerError(
-                "no Kafka bootstrap servers: kafka_bootstrap_servers is unset (embedded mode), "
-                "so pass the embedded broker's bootstrap_servers"
-            )
+        """Parameters from the process settings, on the broker the composition root
+        resolved (``routing.bootstrap.broker_address``: the settings' address, or the
+        embedded broker's, known only once it runs)."""
         return cls(
-            bootstrap_servers=servers,
+            bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             exactly_once=settings.kafka_exactly_once,
             linger_ms=settings.kafka_linger_ms,
         )
 
 
-def make_producer(
-    config: ProducerParams | Settings,
-    *,
-    bootstrap_servers: str | None = None,
-    client_id: str = "statement-router",
-) -> AIOKafkaProducer:
+def make_producer(params: ProducerParams) -> AIOKafkaProducer:
     """An unstarted AIOKafkaProducer with at-least-once settings.
 
     Call it inside a running event loop (aiokafka binds the producer to it), then
-    ``await producer.start()`` and finally ``await producer.stop()``. With a Settings,
-    ``bootstrap_servers`` and ``client_id`` are as in ``ProducerParams.from_settings``;
-    with ProducerParams they are ignored.
+    ``await producer.start()`` and finally ``await producer.stop()``.
     """
-    params = (
-        config
-        if isinstance(config, ProducerParams)
-        else ProducerParams.from_settings(
-            config, bootstrap_servers=bootstrap_servers, client_id=client_id
-        )
-    )
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -153,26 +125,27 @@ async def read_topic(
     reader = assigned_consumer(
         bootstrap_servers, counts, action=action, isolation_level=isolation_level
     )
+    def timed_out(pending: set[TopicPartition]) -> ReadTimeout:
+        missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in pending)
+        return ReadTimeout(
+            f"reading topic {topic} from {bootstrap_servers} did not reach the end "
+            f"offsets within {timeout:g}s (still reading {', '.join(missing)}; "
+            f"{len(records)} records read so far)"
+        )
+
     async with reader as (consumer, partitions), kafka_errors(action, bootstrap_servers):
-        ends = await true_end_offsets(consumer, partitions, deadline=deadline, what=topic)
-        await consumer.seek_to_beginning(*partitions)
-        pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while pending:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in pending)
-                raise ReadTimeout(
-                    f"reading topic {topic} from {bootstrap_servers} did not reach the end "
-                    f"offsets within {timeout:g}s (still reading {', '.join(missing)}; "
-                    f"{len(records)} records read so far)"
-                )
-            batch = await consumer.getmany(
-                *pending, timeout_ms=max(1, int(min(remaining, 1.0) * 1000))
-            )
-            for tp, tp_records in batch.items():
-                records.extend(r for r in tp_records if r.offset < ends[tp])
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for batch in read_to_end(
+            consumer, partitions, deadline=deadline, what=topic, timed_out=timed_out
+        ):
+            records.extend(batch)
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
+
+
+async def send_all(
+    producer: AIOKafkaProducer, messages: Sequence[tuple[str, bytes | None, bytes | None]]
+) -> None:
+    """Send (topic, key, value) messages and wait until the broker acknowledged them all."""
+    futures = [await producer.send(topic, value=value, key=key) for topic, key, value in messages]
+    if futures:
+        await asyncio.gather(*futures)

@@ -35,9 +35,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from events.limits import TOPIC_CONFIGS
-from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.admin import describe_cleanup_policies, describe_topics
 from routing.broker.errors import BrokerError, kafka_errors
+from routing.broker.topic_reader import assigned_consumer, read_to_end
 
 __all__ = [
     "SNAPSHOT_NAME",
@@ -118,35 +118,28 @@ async def _read_all(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _READ_TIMEOUT_S
     action = "saving the embedded broker's records"
+    def timed_out(_pending: set[TopicPartition]) -> SnapshotError:
+        return SnapshotError(f"{action} did not finish in {_READ_TIMEOUT_S:g}s")
+
     async with assigned_consumer(bootstrap_servers, counts, action=action) as (consumer, tps):
-        ends = await true_end_offsets(consumer, tps, deadline=deadline, what="every topic")
-        starts = await consumer.beginning_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > starts[tp]}
-        for tp in pending:
-            consumer.seek(tp, starts[tp])
-        while pending:
-            if loop.time() > deadline:
-                raise SnapshotError(f"{action} did not finish in {_READ_TIMEOUT_S:g}s")
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, messages in batch.items():
-                for m in messages:
-                    if m.offset >= ends[tp]:
-                        continue
-                    records.append(
-                        {
-                            "kind": "record",
-                            "topic": tp.topic,
-                            "partition": tp.partition,
-                            "offset": m.offset,
-                            "timestamp": m.timestamp,
-                            "key": _b64(m.key),
-                            "value": _b64(m.value),
-                            "headers": [[k, _b64(v)] for k, v in (m.headers or ())],
-                        }
-                    )
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        batches = read_to_end(
+            consumer, tps, deadline=deadline, what="every topic", timed_out=timed_out,
+            poll_seconds=0.5,
+        )
+        async for batch in batches:
+            records.extend(
+                {
+                    "kind": "record",
+                    "topic": m.topic,
+                    "partition": m.partition,
+                    "offset": m.offset,
+                    "timestamp": m.timestamp,
+                    "key": _b64(m.key),
+                    "value": _b64(m.value),
+                    "headers": [[k, _b64(v)] for k, v in (m.headers or ())],
+                }
+                for m in batch
+            )
     records.sort(key=lambda r: (r["topic"], r["partition"], r["offset"]))
     return iter(records)
 

@@ -30,9 +30,9 @@ from aiokafka.errors import (
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from aiokafka.structs import TopicPartition
 
-from routing.broker._reader import assigned_consumer
 from routing.broker.admin import require_topics
 from routing.broker.errors import ReadTimeout, kafka_errors
+from routing.broker.topic_reader import assigned_consumer
 
 __all__ = ["broker_has_transactions", "committed_end_offsets"]
 

@@ -27,6 +27,7 @@ from routing.domain.model import Actor
 
 if TYPE_CHECKING:
     from config.catalogue import Catalogue
+    from config.errors import ConfigError
     from config.settings import Settings
     from routing.ports import StateStore
 
@@ -79,8 +80,17 @@ def exit_code_for(exc: DomainError) -> int:
     return EXIT_REFUSED
 
 
+def config_refused(exc: ConfigError) -> NoReturn:
+    """A ``ConfigError`` (a broker configuration no role can run on) exits 8, as a missing
+    ``KAFKA_BOOTSTRAP_SERVERS`` does: the command has no broker it may use."""
+    fail(exc.message, EXIT_UNAVAILABLE)
+
+
 def run(coro: Awaitable[T]) -> T:
-    """Run a coroutine, turning refusals and outages into a message and an exit code."""
+    """Run a coroutine, turning refusals, outages and configuration errors into a message
+    and an exit code: the CLI's one place for that (docs/api.md#exit-codes).
+    """
+    from config.errors import ConfigError
     from routing.bootstrap import store_unavailable_errors
     from routing.broker.errors import BrokerError
 
@@ -88,6 +98,8 @@ def run(coro: Awaitable[T]) -> T:
         return asyncio.run(_as_coroutine(coro))
     except DomainError as exc:
         fail(exc.message, exit_code_for(exc))
+    except ConfigError as exc:
+        config_refused(exc)
     except store_unavailable_errors() as exc:
         fail(f"the state store is unavailable: {exc}", EXIT_UNAVAILABLE)
     except BrokerError as exc:
@@ -115,13 +127,15 @@ def require_database(cfg: Settings) -> None:
 
 
 def require_broker(cfg: Settings) -> str:
-    """``KAFKA_BOOTSTRAP_SERVERS``, or exit 8 saying where a broker is.
+    """``KAFKA_BOOTSTRAP_SERVERS`` (``routing.bootstrap.broker_address``), or exit 8
+    saying where a broker is.
 
     While a ``statement-router up`` runs on ``DATA_DIR`` the advice is its broker's
     address, not "run `statement-router up`" (which would be refused: one runs already).
     """
-    if cfg.kafka_bootstrap_servers:
-        return cfg.kafka_bootstrap_servers
+    address = broker_or_none(cfg)
+    if address is not None:
+        return address
     running = running_up_broker(cfg)
     if running is not None:
         fail(
@@ -135,6 +149,21 @@ def require_broker(cfg: Settings) -> str:
         "broker, or point it at a running Kafka",
         EXIT_UNAVAILABLE,
     )
+
+
+def broker_or_none(cfg: Settings, given: str | None = None) -> str | None:
+    """The broker address (``routing.bootstrap.broker_address``: ``given``, else
+    ``KAFKA_BOOTSTRAP_SERVERS``), None when neither is set, for the caller's advice; a
+    configuration no role can run on exits 8 with its reason."""
+    from config.errors import ConfigError
+    from routing.bootstrap import broker_address
+
+    if not (given or cfg.kafka_bootstrap_servers):
+        return None
+    try:
+        return broker_address(cfg, given)
+    except ConfigError as exc:
+        config_refused(exc)
 
 
 def running_up_broker(cfg: Settings) -> str | None:

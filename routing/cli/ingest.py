@@ -42,6 +42,7 @@ from routing.cli.common import (
     EXIT_INVALID,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
+    broker_or_none,
     fail,
     print_json,
     require_reachable,
@@ -83,8 +84,8 @@ def _choice(fmt: IngestFormat) -> FormatChoice:
 
 
 def _bootstrap(cfg: Settings, option: str | None) -> str:
-    servers = option or cfg.kafka_bootstrap_servers
-    if not servers:
+    servers = broker_or_none(cfg, option)
+    if servers is None:
         running = running_up_broker(cfg)
         where = (
             f"the `statement-router up` running on DATA_DIR={cfg.data_dir} has its broker at "

@@ -13,6 +13,7 @@ import typer
 from events.topics import Topics
 from routing.cli.common import (
     EXIT_UNAVAILABLE,
+    broker_or_none,
     catalogue,
     fail,
     require_broker,
@@ -89,30 +90,24 @@ def schemas_export(
 
 def relay() -> None:
     """Run the outbox relay: publish committed IBAN states to iban.state, in order."""
-    from routing.bootstrap import open_store
-    from routing.broker.producer import make_producer
+    from routing.bootstrap import open_store, run_relay
     from routing.metrics import metrics_endpoint
-    from routing.relay import OutboxRelay
 
     cfg = settings()
     bootstrap = require_broker(cfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with metrics_endpoint(cfg), open_store(cfg, migrate=False) as store:
-            producer = make_producer(cfg, bootstrap_servers=bootstrap, client_id="relay")
-            try:
-                await producer.start()
-                await OutboxRelay(store, producer, topic_catalogue(cfg)).run(stop)
-            finally:
-                await producer.stop()
+            await run_relay(cfg, topic_catalogue(cfg), store, stop, bootstrap_servers=bootstrap)
 
     run_role("relay", bootstrap, main)
 
 
 def router() -> None:
     """Run one router worker; start more processes to share the partitions."""
+    from routing.bootstrap import run_router
     from routing.metrics import metrics_endpoint
-    from routing.router import RouterCrashed, run_router
+    from routing.router import RouterCrashed
 
     cfg = settings()
     bootstrap = require_broker(cfg)
@@ -132,10 +127,9 @@ def router() -> None:
 def _bootstrap_or_running_up(cfg: Settings, given: str | None) -> str:
     """``--bootstrap``, else ``KAFKA_BOOTSTRAP_SERVERS``, else the broker of the ``up``
     running on ``DATA_DIR`` (its lock file says where), the demo's included."""
-    if given:
-        return given
-    if cfg.kafka_bootstrap_servers:
-        return cfg.kafka_bootstrap_servers
+    address = broker_or_none(cfg, given)
+    if address is not None:
+        return address
     from routing.up_lock import lock_path, running_up
 
     for demo in (False, True):
@@ -206,8 +200,8 @@ def topics_tail(
 async def _records(
     servers: str, topic: str, follow: bool, stop: asyncio.Event
 ) -> AsyncIterator[ConsumerRecord]:
-    from routing.broker._reader import assigned_consumer, true_end_offsets
     from routing.broker.admin import require_topics
+    from routing.broker.topic_reader import assigned_consumer, true_end_offsets
 
     counts = await require_topics(servers, [topic])
     action = f"reading topic {topic}"

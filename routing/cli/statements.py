@@ -177,7 +177,7 @@ def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
 @global_file_app.command("build")
 def build() -> None:
     """Run the global-file builder: store each routed statement in its cabinet's file."""
-    from adapters.global_file import run_global_file_builder
+    from routing.bootstrap import run_global_file_builder
 
     _run_role("global-file builder", run_global_file_builder)
 
@@ -334,7 +334,7 @@ def _operator_trace(
 
 def ledger() -> None:
     """Run the delivery ledger: record every delivery outcome, once."""
-    from routing.ledger import run_ledger
+    from routing.bootstrap import run_ledger
 
     _run_role("ledger", run_ledger)
 

@@ -1,7 +1,8 @@
 """The router (DESIGN §3): iban.state in a faust Table, statements routed by ``decide()``.
 
-Public API: :func:`create_router_app` (build a worker), :func:`run_router` (run one in the
-current loop until a stop event), :class:`RouterApp`, :class:`RouterTuning`.
+Public API: :func:`create_router_app` (build a worker), :func:`serve_router` (run a built
+one in the current loop until a stop event; ``routing.bootstrap.run_router`` does both),
+:class:`RouterApp`, :class:`RouterTuning`.
 """
 
 from routing.router.app import (
@@ -9,7 +10,7 @@ from routing.router.app import (
     RouterCrashed,
     RouterTuning,
     create_router_app,
-    run_router,
+    serve_router,
 )
 
 __all__ = [
@@ -17,5 +18,5 @@ __all__ = [
     "RouterCrashed",
     "RouterTuning",
     "create_router_app",
-    "run_router",
+    "serve_router",
 ]

@@ -2,7 +2,7 @@
 
 Nothing connects at import time and there is no module-level faust App: every test, the
 CLI and the benchmark build their own with :func:`create_router_app`, which binds the app
-to its topics and settings, and :func:`run_router` runs one in the current event loop
+to its topics and settings, and :func:`serve_router` runs one in the current event loop
 until a stop event is set.
 
 faust keeps what it does well: group membership, partition assignment, the two Tables
@@ -53,7 +53,7 @@ from routing.router.transactions import PartitionProducers
 
 log = structlog.get_logger("routing.router")
 
-__all__ = ["RouterApp", "RouterCrashed", "RouterTuning", "create_router_app", "run_router"]
+__all__ = ["RouterApp", "RouterCrashed", "RouterTuning", "create_router_app", "serve_router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,22 +278,12 @@ def _forget_tables_after_crash(tabledir: Path) -> None:
         log.warning("router_tables_wiped", reason="last stop was not clean", path=str(tabledir))
 
 
-def _bootstrap(settings: Settings, bootstrap_servers: str | None) -> str:
-    servers = bootstrap_servers or settings.kafka_bootstrap_servers
-    if not servers:
-        raise ValueError(
-            "no Kafka bootstrap servers: kafka_bootstrap_servers is unset (embedded mode), "
-            "so pass the embedded broker's bootstrap_servers"
-        )
-    return servers
-
-
 def create_router_app(
     settings: Settings,
     topics: Topics,
     catalogue: Mapping[str, object],
     *,
-    bootstrap_servers: str | None = None,
+    bootstrap_servers: str,
     app_id: str | None = None,
     sink: Sink | None = None,
     tuning: RouterTuning | None = None,
@@ -308,7 +298,7 @@ def create_router_app(
     """
     faust_glue.check_faust()
     tuning = tuning or RouterTuning()
-    servers = _bootstrap(settings, bootstrap_servers)
+    servers = bootstrap_servers
     app_id = app_id or topics.group("router")
     app = faust.App(
         app_id,
@@ -409,41 +399,32 @@ def create_router_app(
     return router
 
 
-async def run_router(
-    settings: Settings,
-    topics: Topics,
+async def serve_router(
+    router: RouterApp,
     catalogue: Mapping[str, object],
+    topics: Topics,
     stop_event: asyncio.Event,
     *,
-    bootstrap_servers: str | None = None,
-    app_id: str | None = None,
-    tuning: RouterTuning | None = None,
+    bootstrap_servers: str,
     started: asyncio.Event | None = None,
 ) -> dict[str, int]:
-    """Run one router worker in the current loop until ``stop_event`` is set.
+    """Run a built router worker in the current loop until ``stop_event`` is set.
 
-    For the CLI (``statement-router router``) and ``up``. Returns the counters. Raises
+    For the CLI (``statement-router router``) and ``up``, through
+    ``routing.bootstrap.run_router``. Returns the counters. Raises
     :class:`RouterCrashed` if the worker had to stop on an error (a failed send or
     commit); nothing was committed past it, so a restart resumes safely.
     ``started`` is set once the worker runs (faust started; statements flow once the
-    group's first assignment and table recovery are done).
+    group's first assignment and table recovery are done). A live ``catalogue`` is
+    followed: a partner added to ``CONNECTORS_FILE`` is routed to without a restart.
     """
-    router = create_router_app(
-        settings,
-        topics,
-        catalogue,
-        bootstrap_servers=bootstrap_servers,
-        app_id=app_id,
-        tuning=tuning,
-    )
     follower: asyncio.Task[None] | None = None
     try:
         await router.start()
         if isinstance(catalogue, Catalogue) and catalogue.source is not None:
             # A partner added to CONNECTORS_FILE is routed to without a restart.
             follower = asyncio.create_task(follow_catalogue(
-                router.core, catalogue, topics, _bootstrap(settings, bootstrap_servers),
-                stop_event))
+                router.core, catalogue, topics, bootstrap_servers, stop_event))
         if started is not None:
             started.set()
         waits = {

@@ -14,22 +14,21 @@ id, is a row of its own, never dropped in favour of the first.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from routing.domain import rules
 from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
-from routing.store.engine import READ_ONLY_OPTION, create_store_engine, translated_errors
+from routing.store.engine import EngineStore
 from routing.store.tables import global_file_statements as gfs
 
 _CHUNK = 200
@@ -88,7 +87,7 @@ def entry_of(row: Row[Any]) -> GlobalFileEntry:
     )
 
 
-class SqlGlobalFileStore(GlobalFileStore):
+class SqlGlobalFileStore(EngineStore, GlobalFileStore):
     """``GlobalFileStore`` on the state store's database (SQLite or PostgreSQL).
 
     Share the ``SqlStateStore``'s engine (``store.engine``) with ``owns_engine=False``:
@@ -102,31 +101,8 @@ class SqlGlobalFileStore(GlobalFileStore):
         owns_engine: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._engine = engine
-        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
-        self._owns_engine = owns_engine
+        super().__init__(engine, owns_engine=owns_engine)
         self._clock = clock
-
-    @classmethod
-    def from_url(cls, url: str, **engine_kwargs: Any) -> SqlGlobalFileStore:
-        """A store with its own engine; the schema must exist (``routing.store.upgrade``)."""
-        return cls(create_store_engine(url, **engine_kwargs), owns_engine=True)
-
-    async def close(self) -> None:
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        with translated_errors(self._engine.url):
-            async with self._engine.begin() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        with translated_errors(self._engine.url):
-            async with self._read_engine.begin() as conn:
-                yield conn
 
     async def store(self, entries: Sequence[GlobalFileEntry]) -> list[StoredStatement]:
         unique: dict[tuple[str, str, str], GlobalFileEntry] = {}

@@ -27,8 +27,7 @@ builder committed, even if the ledger has not read the builder's outcome yet.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,7 +54,7 @@ from routing.ports import (
     UnknownStatement,
     statement_status,
 )
-from routing.store.engine import READ_ONLY_OPTION, create_store_engine, translated_errors
+from routing.store.engine import EngineStore
 from routing.store.global_file import entry_of, insert_ignoring_duplicates, utcnow
 from routing.store.tables import delivery_ledger as dl
 from routing.store.tables import global_file_statements as gfs
@@ -246,7 +245,7 @@ def _entry(row: Row[Any]) -> LedgerEntry:
     )
 
 
-class SqlDeliveryLedger(DeliveryLedger):
+class SqlDeliveryLedger(EngineStore, DeliveryLedger):
     """``DeliveryLedger`` on the state store's database (SQLite or PostgreSQL).
 
     Share the ``SqlStateStore``'s engine with ``owns_engine=False`` (the default).
@@ -259,31 +258,8 @@ class SqlDeliveryLedger(DeliveryLedger):
         owns_engine: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._engine = engine
-        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
-        self._owns_engine = owns_engine
+        super().__init__(engine, owns_engine=owns_engine)
         self._clock = clock
-
-    @classmethod
-    def from_url(cls, url: str, **engine_kwargs: Any) -> SqlDeliveryLedger:
-        """A ledger with its own engine; the schema must exist."""
-        return cls(create_store_engine(url, **engine_kwargs), owns_engine=True)
-
-    async def close(self) -> None:
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        with translated_errors(self._engine.url):
-            async with self._engine.begin() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        with translated_errors(self._engine.url):
-            async with self._read_engine.begin() as conn:
-                yield conn
 
     # --- writing ---------------------------------------------------------------------------
 

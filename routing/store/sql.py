@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Row
@@ -58,7 +58,7 @@ from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor, IbanState, MandateStatus, Profile
 from routing.ports import CreatedUser, OutboxMessage, StateStore
 from routing.store.engine import (
-    READ_ONLY_OPTION,
+    EngineStore,
     create_store_engine,
     sqlite_file,
     translated_errors,
@@ -91,7 +91,7 @@ def _chunks(values: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
         yield values[start : start + size]
 
 
-class SqlStateStore(StateStore):
+class SqlStateStore(EngineStore, StateStore):
     """The ``StateStore`` port on a SQL database (SQLite or PostgreSQL, async drivers).
 
     The store enforces the FAQ rules itself, in the same transaction as the write and the
@@ -112,8 +112,7 @@ class SqlStateStore(StateStore):
         clock: Callable[[], datetime] = _utcnow,
         owns_engine: bool = True,
     ) -> None:
-        self._engine = engine
-        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+        super().__init__(engine, owns_engine=owns_engine)
         self._url = engine.url
         # A live ``Catalogue`` is kept as is (it validated its ids and follows its file, so
         # a connector added to the file can be bound without a restart); others are frozen.
@@ -124,7 +123,6 @@ class SqlStateStore(StateStore):
             )
         )
         self._clock = clock
-        self._owns_engine = owns_engine
         self._memory_relay_held = False
         self._relay_conn: AsyncConnection | None = None
 
@@ -136,38 +134,14 @@ class SqlStateStore(StateStore):
         catalogue: Collection[str] | None = None,
         clock: Callable[[], datetime] = _utcnow,
         **engine_kwargs: Any,
-    ) -> SqlStateStore:
+    ) -> Self:
         """A store with its own engine (see ``create_store_engine``); the schema must exist."""
         engine = create_store_engine(url, **engine_kwargs)
         return cls(engine, catalogue=catalogue, clock=clock)
 
     @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
-
-    @property
     def catalogue(self) -> frozenset[str]:
         return frozenset(self._catalogue)
-
-    async def close(self) -> None:
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    # --- transactions ----------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """One writing transaction (BEGIN IMMEDIATE on SQLite), driver errors translated."""
-        with translated_errors(self._url):
-            async with self._engine.begin() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """One read-only transaction (a deferred BEGIN on SQLite, so it never waits)."""
-        with translated_errors(self._url):
-            async with self._read_engine.begin() as conn:
-                yield conn
 
     def _now(self) -> datetime:
         now = self._clock()

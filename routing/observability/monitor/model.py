@@ -276,16 +276,15 @@ def partition_lag(committed: int | None, start: int, end: int) -> int:
 
 def group_role(topics: Topics, group_id: str) -> tuple[str, str | None]:
     """The pipeline role (and connector) a consumer group id belongs to."""
-    prefix = topics.prefix
-    if group_id == f"{prefix}.router":
+    router = topics.group("router")
+    if group_id in (router, f"{router}-input"):
         return "router", None
-    if group_id == f"{prefix}.router-input":
-        return "router", None
-    if group_id.startswith(f"{prefix}.adapter."):
-        return "adapter", group_id[len(f"{prefix}.adapter.") :]
-    if group_id == f"{prefix}.global-file":
+    adapters = topics.group("adapter", "")  # every connector's group starts with it
+    if group_id.startswith(adapters):
+        return "adapter", group_id[len(adapters) :]
+    if group_id == topics.group("global-file"):
         return "global-file", None
-    if group_id == f"{prefix}.ledger":
+    if group_id == topics.group("ledger"):
         return "ledger", None
     return "other", None
 

@@ -7,7 +7,7 @@ and commits nothing (the readers are group-less), so watching never triggers a r
 
 What is measured, and how:
 
-* **end offsets** per partition: ``routing.broker._reader.true_end_offsets``, because Tansu
+* **end offsets** per partition: ``routing.broker.topic_reader.true_end_offsets``, because Tansu
   answers ListOffsets wrongly after batched sends; **start offsets** (the log start) from
   ListOffsets(earliest), so ``end - start`` is the number of records retained.
 * **rates**: the difference of two end-offset samples over the time between them, in
@@ -58,10 +58,10 @@ from aiokafka.structs import TopicPartition
 
 from events.schemas import AdapterControl
 from events.topics import Topics
-from routing.broker._reader import assigned_consumer, true_end_offsets
 from routing.broker.adapters_control import read_control, worker_states
 from routing.broker.admin import describe_topics
 from routing.broker.errors import BrokerUnavailable, ReadTimeout, kafka_errors
+from routing.broker.topic_reader import assigned_consumer, true_end_offsets
 from routing.observability.monitor.model import (
     ConnectorStatus,
     DeadLetterLedger,
@@ -129,7 +129,7 @@ class Monitor:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics
         self.connector_ids = list(connector_ids)
-        self.router_app_id = router_app_id or f"{topics.prefix}.router"
+        self.router_app_id = router_app_id or topics.group("router")
         self.timeout = timeout
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
         self._held_cache: tuple[Any, HeldStatus] | None = None
@@ -283,9 +283,9 @@ class Monitor:
         t = self.topics
         expected: dict[str, list[str]] = {self.router_input_group: [t.iban_state, t.received]}
         for connector_id in self.connector_ids:
-            expected[f"{t.prefix}.adapter.{connector_id}"] = [t.partner(connector_id)]
-        expected[f"{t.prefix}.global-file"] = [t.global_file]
-        expected[f"{t.prefix}.ledger"] = [t.outcomes]
+            expected[t.group("adapter", connector_id)] = [t.partner(connector_id)]
+        expected[t.group("global-file")] = [t.global_file]
+        expected[t.group("ledger")] = [t.outcomes]
         return expected
 
     def _groups(

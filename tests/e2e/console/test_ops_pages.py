@@ -19,12 +19,11 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.api.app import create_app
 from routing.api.ops import new_operator_token, ops_router
-from routing.bootstrap import delivery_ledger, global_file_store
+from routing.bootstrap import delivery_ledger, global_file_store, run_ledger
 from routing.broker import EmbeddedBroker
 from routing.console.app import mount_console
 from routing.console.ops import OpsConsole
 from routing.domain.model import Profile
-from routing.ledger import run_ledger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.e2e.console.conftest import ServeApp, screenshot

@@ -383,19 +383,14 @@ async def test_an_unreachable_broker_raises_broker_unavailable() -> None:
         await describe_topics(bootstrap, request_timeout_ms=2000)
 
 
-def test_exactly_once_is_refused_for_the_embedded_broker() -> None:
-    settings = Settings(kafka_bootstrap_servers=None, kafka_exactly_once=True)
-    with pytest.raises(BrokerError, match="needs a real Kafka"):
-        ProducerParams.from_settings(settings, bootstrap_servers="127.0.0.1:9092")
-
-
-def test_producer_params_need_bootstrap_servers_in_embedded_mode() -> None:
-    settings = Settings(kafka_bootstrap_servers=None)
-    with pytest.raises(BrokerError, match="pass the embedded broker"):
-        ProducerParams.from_settings(settings)
+def test_producer_params_take_the_resolved_address_and_the_settings() -> None:
+    # The address is resolved once, by routing.bootstrap.broker_address (tests/unit/
+    # test_bootstrap.py): the params only carry it.
+    settings = Settings(kafka_bootstrap_servers=None, kafka_linger_ms=7)
     params = ProducerParams.from_settings(settings, bootstrap_servers="127.0.0.1:1")
     assert params.bootstrap_servers == "127.0.0.1:1"
     assert params.exactly_once is False
+    assert params.linger_ms == 7
 
 
 async def test_make_producer_uses_at_least_once_settings() -> None:

@@ -14,11 +14,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from structlog.testing import capture_logs
 
-from adapters.global_file import run_global_file_builder
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
 from routing import metrics
+from routing.bootstrap import run_global_file_builder
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.domain.model import Actor, Profile
 from routing.store.global_file import SqlGlobalFileStore

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import httpx
 
-from adapters.global_file import run_global_file_builder
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
 from routing.api.app import create_app
+from routing.bootstrap import run_global_file_builder, run_ledger, run_router
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.domain.model import Profile
-from routing.ledger import run_ledger
-from routing.router import RouterTuning, run_router
+from routing.router import RouterTuning
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade

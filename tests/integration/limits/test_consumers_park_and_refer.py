@@ -25,15 +25,14 @@ from aiokafka.structs import RecordMetadata
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from adapters.global_file import run_global_file_builder
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
+from routing.bootstrap import run_global_file_builder, run_ledger
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.broker.admin import ensure_topics
 from routing.domain.model import Actor, Profile
-from routing.ledger import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.migrate import upgrade

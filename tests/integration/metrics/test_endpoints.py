@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from config.settings import Settings
+from routing.bootstrap import api_app
 from routing.metrics import count_routed, metrics_endpoint
-from routing.serve import api_server
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
@@ -23,7 +23,7 @@ async def test_the_api_serves_metrics_without_a_token_and_outside_its_schema(
     await upgrade(sqlite_url)
     store = SqlStateStore.from_url(sqlite_url)
     try:
-        app = api_server(store, Settings(), "127.0.0.1", 0).config.app
+        app = api_app(store, Settings(), bootstrap_servers=None)
         transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             before = parse((await client.get("/metrics")).text)

@@ -12,10 +12,10 @@ import pytest
 
 from config.settings import Settings
 from events.topics import Topics
+from routing.bootstrap import api_app
 from routing.broker import EmbeddedBroker
 from routing.metrics import unregister_collector
 from routing.observability.monitor.collector import LAG_COLLECTOR_KEY
-from routing.serve import api_server
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 
@@ -33,8 +33,8 @@ async def metrics_client(
                         kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
                         topic_prefix=topics.prefix, topic_partitions=topics.partitions)
     try:
-        server = api_server(store, settings, "127.0.0.1", 0)
-        transport = httpx.ASGITransport(app=server.config.app)
+        app = api_app(store, settings, bootstrap_servers=kafka_broker.bootstrap_servers)
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
     finally:

@@ -96,7 +96,8 @@ async def pair(
             table_store=request.param,
             data_dir=tmp_path / side,
         )
-        router = create_router_app(settings, TOPICS, default_catalogue(), app_id=app_id)
+        router = create_router_app(settings, TOPICS, default_catalogue(), app_id=app_id,
+                                   bootstrap_servers="127.0.0.1:1")
         actives = {
             TP(f"{app_id}-{n}-changelog", p)
             for n in ("iban-state", "held")

@@ -39,6 +39,7 @@ async def router(
         settings,
         TOPICS,
         default_catalogue(),
+        bootstrap_servers="127.0.0.1:1",
         app_id=f"unit-tables-{uuid.uuid4().hex[:8]}",
         tuning=RouterTuning(),
     )

@@ -1,5 +1,6 @@
-"""A group-less consumer assigned to whole topics: the shared core of end_offsets and read_topic.
+"""Reading whole topics: a group-less consumer, the true end offsets, and the read to them.
 
+The shared core of ``end_offsets``, ``read_topic``, the broker snapshot and the monitor.
 No consumer group on purpose: inspecting a topic must not join a group, trigger a rebalance
 in a running pipeline, or commit offsets anywhere.
 """
@@ -7,11 +8,11 @@ in a running pipeline, or commit offsets anywhere.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from routing.broker.errors import ReadTimeout, kafka_errors
 
@@ -95,3 +96,41 @@ async def true_end_offsets(
                 ends[tp] = max(ends[tp], int(highwater))
                 pending.discard(tp)
     return ends
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    *,
+    deadline: float,
+    what: str,
+    timed_out: Callable[[set[TopicPartition]], Exception],
+    poll_seconds: float = 1.0,
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of ``partitions``, from their beginning to their true end on entry.
+
+    Yields the records of each fetch, per partition in offset order; records written after
+    the end offsets were taken are left out, so the read ends while producers still write.
+    ``timed_out(still_reading)`` is the error raised once ``deadline`` (event loop clock)
+    passes; ``what`` names the read in the end-offset lookup's ``ReadTimeout``.
+    """
+    loop = asyncio.get_running_loop()
+    ends = await true_end_offsets(consumer, partitions, deadline=deadline, what=what)
+    starts: dict[TopicPartition, int] = await consumer.beginning_offsets(list(partitions))
+    pending = {tp for tp in partitions if ends[tp] > starts[tp]}
+    for tp in pending:
+        consumer.seek(tp, starts[tp])
+    while pending:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise timed_out(pending)
+        batch = await consumer.getmany(
+            *pending, timeout_ms=max(1, int(min(remaining, poll_seconds) * 1000))
+        )
+        for tp, records in batch.items():
+            below = [r for r in records if r.offset < ends[tp]]
+            if below:
+                yield below
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
