@@ -22,7 +22,7 @@ from routing.bootstrap import (
 )
 from routing.console.app import mount_console
 from routing.console.ops import OpsConsole
-from routing.metrics import add_metrics_route
+from routing.metrics_http import add_metrics_route
 from routing.monitor import serve_lag_metrics
 from routing.store.sql import SqlStateStore
 

@@ -91,7 +91,7 @@ def relay() -> None:
     """Run the outbox relay: publish committed IBAN states to iban.state, in order."""
     from routing.bootstrap import open_store
     from routing.broker.producer import make_producer
-    from routing.metrics import metrics_endpoint
+    from routing.metrics_http import metrics_endpoint
     from routing.relay import OutboxRelay
 
     cfg = settings()
@@ -111,7 +111,7 @@ def relay() -> None:
 
 def router() -> None:
     """Run one router worker; start more processes to share the partitions."""
-    from routing.metrics import metrics_endpoint
+    from routing.metrics_http import metrics_endpoint
     from routing.router import RouterCrashed, run_router
 
     cfg = settings()

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from config.settings import Settings
-from routing.metrics import count_routed, metrics_endpoint
+from routing.metrics import count_routed
+from routing.metrics_http import metrics_endpoint
 from routing.serve import api_server
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
