@@ -29,9 +29,9 @@ def add_metrics_route(app: FastAPI) -> None:
     nothing personal is in it, see the module docstring), and out of the OpenAPI schema.
 
     A plain ``def`` handler on purpose: FastAPI runs it in its thread pool, so a registered
-    collector that does blocking work never stalls the event loop (the consumer-lag
-    collector of ``routing.monitor`` reads its last snapshot and refreshes in the
-    background, and is safe to call from that thread).
+    collector that does blocking work never stalls the event loop (the monitor's
+    consumer-lag collector reads its last snapshot and refreshes in the background, and
+    is safe to call from that thread).
     """
     from fastapi import Response
 
