@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+import routing
 from adapters.ingest.producer import build_events
 from events.topics import Topics
 from routing.broker import ProducerParams, make_producer, read_topic
@@ -22,7 +23,7 @@ from routing.domain.model import MandateStatus
 from routing.ports import StateStore
 
 UNBOUND_IBANS = (UNBOUND, UNBOUND_CAMT)
-SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "bank-files"
+SAMPLES = Path(routing.__file__).resolve().parents[1] / "examples" / "bank-files"
 SAMPLE_FILES = ("cfonb120-multi.txt", "camt053-multi.xml", "mt940-multi.sta")
 
 # Input no bank feed should send, and what the router must make of it.

@@ -21,7 +21,7 @@ Where the metrics are served:
   process): ``GET /metrics`` on the API port (:func:`add_metrics_route`);
 * every other role (relay, router, adapters, global-file builder, ledger): a small HTTP
   server on ``METRICS_HOST:METRICS_PORT`` when ``METRICS_PORT`` is set
-  (:func:`metrics_endpoint`), serving ``/metrics`` and ``/healthz``.
+  (``routing.metrics_http.metrics_endpoint``), serving ``/metrics`` and ``/healthz``.
 
 The router's faust app gets faust's own Prometheus sensor (:func:`faust_monitor`),
 registered on the same registry under ``statement_router_faust_*``: rebalances and
@@ -31,17 +31,14 @@ by the router's own producer and counted in ``statement_router_table_changelog_r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -55,11 +52,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from aiohttp import web
-    from fastapi import FastAPI
     from faust.sensors.prometheus import FaustMetrics
 
-    from config.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -390,137 +384,3 @@ def faust_monitor() -> Any:
 def render() -> bytes:
     """The registry in Prometheus' text format."""
     return generate_latest(REGISTRY)
-
-
-def add_metrics_route(app: FastAPI) -> None:
-    """``GET /metrics`` on the API, without authentication (Prometheus scrapes it as is;
-    nothing personal is in it, see the module docstring), and out of the OpenAPI schema.
-
-    A plain ``def`` handler on purpose: FastAPI runs it in its thread pool, so a registered
-    collector that does blocking work never stalls the event loop (the consumer-lag
-    collector of ``routing.observability.monitor`` reads its last snapshot and refreshes in the
-    background, and is safe to call from that thread).
-    """
-    from fastapi import Response
-
-    def metrics() -> Response:
-        return Response(content=render(), media_type=CONTENT_TYPE_LATEST)
-
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-
-
-@dataclass
-class MetricsServer:
-    """A running stand-alone ``/metrics`` server; ``await stop()`` closes it."""
-
-    host: str
-    port: int
-    _runner: web.AppRunner
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    async def stop(self) -> None:
-        await self._runner.cleanup()
-
-
-async def start_metrics_server(host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
-    """Serve ``/metrics`` (and ``/healthz``) on ``host:port``; port 0 picks a free one.
-
-    An aiohttp server in the running loop (aiohttp comes with faust): unlike
-    prometheus_client's ``start_http_server`` it leaves no daemon thread behind and stops
-    with ``await server.stop()``; unlike uvicorn it does not take over the process's
-    signal handlers, which the roles use to shut down cleanly.
-    """
-    from aiohttp import web
-
-    async def metrics(_: web.Request) -> web.Response:
-        body = await asyncio.to_thread(render)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0][1]
-    log.info("metrics_serving", host=host, port=bound, path="/metrics")
-    return MetricsServer(host, int(bound), runner)
-
-
-@contextlib.asynccontextmanager
-async def metrics_endpoint(settings: Settings) -> AsyncIterator[MetricsServer | None]:
-    """For a role without an HTTP API: serve ``/metrics`` while the block runs, on
-    ``METRICS_HOST:METRICS_PORT``; nothing (``None``) when ``METRICS_PORT`` is unset."""
-    if settings.metrics_port is None:
-        yield None
-        return
-    server = await start_metrics_server(settings.metrics_host, settings.metrics_port)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-# --- introspection (tests, docs) --------------------------------------------------------------
-
-
-class Describable(Protocol):
-    """A collector that declares its families without collecting (prometheus_client's
-    optional ``describe()``)."""
-
-    def describe(self) -> Iterable[Metric]: ...
-
-
-def _sample_names(name: str, kind: str) -> Iterator[str]:
-    """The series names a family exposes in the text format."""
-    if kind == "counter":
-        yield from (f"{name}_total", f"{name}_created")
-    elif kind == "histogram":
-        yield from (f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created")
-    elif kind == "summary":
-        yield from (name, f"{name}_count", f"{name}_sum", f"{name}_created")
-    elif kind == "info":
-        yield f"{name}_info"
-    else:
-        yield name
-
-
-def exposed_series_names(*extra: Describable) -> set[str]:
-    """Every series name ``REGISTRY`` (plus the ``extra`` collectors, by their
-    ``describe()``, which does no I/O) can expose, labelled metrics without children
-    included: a dashboard may query a series that has not moved yet."""
-    names: set[str] = set()
-    families = [*REGISTRY.collect(), *(f for c in extra for f in c.describe())]
-    for family in families:
-        names.update(_sample_names(family.name, family.type))
-        names.update(sample.name for sample in family.samples)
-    return names
-
-
-def label_names() -> dict[str, tuple[str, ...]]:
-    """Each of our metrics (faust's included) with its label names.
-
-    prometheus_client has no public accessor for a metric's label names, and a labelled
-    metric without children collects no sample to read them from; hence the private
-    attributes, stable across its releases.
-    """
-    found: dict[str, tuple[str, ...]] = {}
-    for metric in (*METRICS, *faust_metrics()):
-        if isinstance(metric, LoopCounter):
-            found[metric.name] = metric.labelnames
-        else:
-            found[metric._name] = tuple(metric._labelnames)
-    return found
-

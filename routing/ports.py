@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from routing.domain.errors import Conflict, NotFound
 from routing.domain.identity import statement_key
@@ -39,18 +39,8 @@ class OutboxMessage:
     created_at: datetime
 
 
-class StateStore(ABC):
-    """The state store: cabinets, users, cabinet connectors, IBANs, mandates, the outbox.
-
-    Each mutating call is one transaction that also appends the resulting
-    ``iban.state/v1`` snapshot(s) to the outbox, so the published state can never miss a
-    committed change nor show an uncommitted one.
-    """
-
-    # --- back office (So bank operators, the bank's mandate feed) -----------------------
-    @abstractmethod
-    async def create_cabinet(self, cabinet_id: str, name: str) -> None:
-        """Create a cabinet; ``AlreadyExists`` if the id is taken."""
+class UserStore(Protocol):
+    """Users and their bearer tokens (back office creates them; every request authenticates)."""
 
     @abstractmethod
     async def create_user(
@@ -61,6 +51,20 @@ class StateStore(ABC):
     @abstractmethod
     async def authenticate(self, token: str) -> Actor:
         """The user holding ``token``; ``AuthenticationFailed`` otherwise."""
+
+
+class CabinetStore(Protocol):
+    """The FAQ's use cases: cabinets, cabinet connectors, IBANs and mandates.
+
+    Each mutating call is one transaction that also appends the resulting
+    ``iban.state/v1`` snapshot(s) to the outbox, so the published state can never miss a
+    committed change nor show an uncommitted one.
+    """
+
+    # --- back office (So bank operators, the bank's mandate feed) -----------------------
+    @abstractmethod
+    async def create_cabinet(self, cabinet_id: str, name: str) -> None:
+        """Create a cabinet; ``AlreadyExists`` if the id is taken."""
 
     @abstractmethod
     async def add_iban(self, iban: str, cabinet_id: str, client_ref: str | None) -> IbanState:
@@ -103,7 +107,11 @@ class StateStore(ABC):
         """The IBANs of the actor's own cabinet, sorted by IBAN (the console's « IBAN »
         page); ``OtherCabinet`` for another cabinet, ``UnknownCabinet`` if absent."""
 
-    # --- the outbox, for the relay ------------------------------------------------------
+
+
+class Outbox(Protocol):
+    """The outbox, for the relay: what the cabinet store committed, to publish in order."""
+
     @abstractmethod
     async def pending_outbox(self, limit: int) -> Sequence[OutboxMessage]:
         """The oldest unpublished messages, in commit order."""
@@ -131,6 +139,11 @@ class StateStore(ABC):
     async def relay_lock_held(self) -> bool:
         """Whether the lock yielded by ``relay_lock`` is still held (a lock tied to a
         database session is lost with it); the relay checks before every batch."""
+
+
+class StateStore(CabinetStore, UserStore, Outbox, Protocol):
+    """The state store: the three ports above on one database, so a cabinet mutation and
+    its outbox row commit together. Callers that need one concern take its port only."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from adapters.backoff import RetrySchedule
 from events.topics import Topics
 from routing import metrics
 from routing.domain.iban import mask_iban
-from routing.ports import OutboxMessage, StateStore
+from routing.ports import Outbox, OutboxMessage
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Outbox,
         producer: Producer,
         topics: Topics,
         *,

@@ -87,7 +87,7 @@ def adapters(
     from adapters.endpoints import load_connectors
     from adapters.worker import AdapterCrashed
     from routing.broker.errors import BrokerError
-    from routing.metrics import metrics_endpoint
+    from routing.metrics_http import metrics_endpoint
 
     cfg = settings()
     bootstrap = require_broker(cfg)

@@ -155,7 +155,7 @@ def _output_path(output: Path, filename: str) -> Path:
 
 def _run_role(role: str, runner: Callable[..., Awaitable[object]]) -> None:
     """Run a consumer role (builder or ledger) on the state store until a signal."""
-    from routing.metrics import metrics_endpoint
+    from routing.metrics_http import metrics_endpoint
 
     cfg = settings()
     bootstrap = require_broker(cfg)

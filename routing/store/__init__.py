@@ -13,7 +13,8 @@ from routing.store.errors import (
     StoreUnavailable,
 )
 from routing.store.migrate import upgrade
-from routing.store.sql import SqlStateStore, hash_token
+from routing.store.sql import SqlStateStore
+from routing.store.users import hash_token
 
 __all__ = [
     "SchemaNotReady",

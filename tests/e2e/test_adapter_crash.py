@@ -53,10 +53,13 @@ def adapters_env(
     return env
 
 
+CLI = "from routing.cli.main import main; main()"
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", "from routing.cli.main import main; main()", "adapters"],
+            [sys.executable, "-c", CLI, "adapters"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 

@@ -28,7 +28,7 @@ from events.topics import Topics
 from routing.api.app import create_app
 from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import Actor, MandateStatus, Profile
-from routing.metrics import add_metrics_route
+from routing.metrics_http import add_metrics_route
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore

@@ -15,12 +15,12 @@ from routing.metrics import (
     METRICS,
     PREFIX,
     REGISTRY,
-    exposed_series_names,
     faust_metrics,
-    label_names,
 )
 from routing.observability.monitor.collector import ConsumerLagCollector
 from routing.observability.monitor.service import MonitorService
+
+from .series import exposed_series_names, label_names
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "statement-router.json"

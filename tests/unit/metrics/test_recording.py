@@ -11,13 +11,13 @@ from routing.metrics import (
     REGISTRY,
     count_routed,
     init_connector,
-    metrics_endpoint,
     record_attempt,
     register_collector,
     render,
     seconds_since,
     unregister_collector,
 )
+from routing.metrics_http import metrics_endpoint
 
 
 def value(name: str, **labels: str) -> float:
