@@ -44,7 +44,6 @@ from typing import Any
 
 import structlog
 
-from adapters.backoff import RetrySchedule
 from adapters.delivery import DeliveryConfigError, PartnerEndpoint
 from adapters.endpoints import ConnectorsConfig, read_connectors
 from adapters.worker import (
@@ -57,6 +56,7 @@ from config.catalogue import ConnectorSpec
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import ensure_topics
+from routing.services.backoff import RetrySchedule
 
 log = structlog.get_logger("adapters.catalogue_reload")
 

@@ -14,7 +14,7 @@ The builder consumes ``statements.global-file`` in consumer group
 A crash anywhere re-reads the batch: step 1 then changes nothing, and step 2 re-sends
 outcomes whose ``at`` is the time of the *first* write, i.e. the very same records, which
 the ledger recognises as duplicates. Invalid records go to ``statements.invalid``, referred
-to rather than copied when large, and never fail the batch (``routing.parking``).
+to rather than copied when large, and never fail the batch (``routing.services.parking``).
 
 A statement is (IBAN, ``statement_id``), and its ``content_sha256`` tells a redelivery
 from a reused id (``routing.domain.identity``). A redelivery is absorbed
@@ -65,13 +65,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from events.schemas import DeliveryOutcome, StatementGlobalFile
 from events.topics import Topics
 from events.wire import InvalidEvent, cut_reason, decode
-from routing import metrics
 from routing.broker.consumer import ConsumerRole
 from routing.broker.producer import send_all
 from routing.domain.iban import mask_iban
 from routing.domain.identity import statement_key
-from routing.parking import Refused, write_invalid
+from routing.observability import metrics
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
+from routing.services.parking import Refused, write_invalid
 from routing.store.engine import sqlite_writer_lock
 from routing.store.global_file import identity_of
 

@@ -46,7 +46,6 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from adapters.backoff import RetrySchedule
 from adapters.catalogue_reload import (
     ConnectorsFileWatch,
     ReloadReport,
@@ -75,9 +74,10 @@ from config.catalogue import ConnectorSpec
 from config.settings import Settings
 from events.schemas import AdapterControl, WorkerState
 from events.topics import Topics
-from routing import metrics
 from routing.broker import ProducerParams, make_producer, require_topics
 from routing.broker.errors import BrokerError, kafka_errors
+from routing.observability import metrics
+from routing.services.backoff import RetrySchedule
 
 __all__ = ["FileFollow", "supervise"]
 

@@ -94,7 +94,6 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from adapters.backoff import RetrySchedule
 from adapters.control import CrashMark, crash_record, send_control
 from adapters.delivery import Deliverer, DeliveryResult, PartnerEndpoint, make_deliverer
 from config.catalogue import ConnectorSpec
@@ -110,11 +109,12 @@ from events.schemas import (
 )
 from events.topics import Topics
 from events.wire import InvalidEvent, decode
-from routing import metrics
 from routing.broker.errors import BrokerError, kafka_errors
 from routing.domain.iban import mask_iban
 from routing.domain.identity import statement_key
-from routing.parking import Refused, write_invalid
+from routing.observability import metrics
+from routing.services.backoff import RetrySchedule
+from routing.services.parking import Refused, write_invalid
 
 log = structlog.get_logger("adapters.worker")
 
@@ -547,7 +547,8 @@ class ConnectorWorker:
                          outcome.statement_id)
 
     async def _attempt(self, delivery: StatementPartnerDelivery) -> DeliveryResult:
-        """One delivery attempt, counted and timed for the metrics (``routing.metrics``)."""
+        """One delivery attempt, counted and timed for the metrics
+        (``routing.observability.metrics``)."""
         started = time.perf_counter()
         result = await self._call_partner(delivery)
         metrics.record_attempt(self.connector_id, result.kind, time.perf_counter() - started,
@@ -837,7 +838,7 @@ class ConnectorWorker:
         self, record: ConsumerRecord, checkpoint: _Checkpoint, exc: InvalidEvent
     ) -> None:
         """Write its ``statement.invalid`` (referring to a large record, never raising for
-        its size: ``routing.parking``), awaited, then move on."""
+        its size: ``routing.services.parking``), awaited, then move on."""
         reason = f"not a valid statement.partner-delivery/v1: {exc.reason}"
         await write_invalid(
             self._producer, self._topics.invalid,

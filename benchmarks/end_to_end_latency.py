@@ -88,12 +88,17 @@ TOPOLOGIES: dict[str, list[tuple[str, ...]]] = {
 
 async def run_pipeline(cfg: dict[str, Any]) -> None:
     """``cfg["roles"]`` of ``statement-router up`` (never relay or API) until SIGTERM."""
-    from adapters.backoff import RetrySchedule
     from adapters.delivery import WebhookEndpoint
     from adapters.worker import ConnectorStats, run_adapters
-    from routing.bootstrap import open_store, run_global_file_builder, run_ledger, run_router
-    from routing.logs import configure_logging
-    from routing.runtime import stop_on_signals, tune_gc
+    from routing.entrypoints.bootstrap import (
+        open_store,
+        run_global_file_builder,
+        run_ledger,
+        run_router,
+    )
+    from routing.entrypoints.runtime import stop_on_signals, tune_gc
+    from routing.observability.logs import configure_logging
+    from routing.services.backoff import RetrySchedule
 
     tune_gc()  # as the CLI does for `up` and every role
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.ingest.producer import INGEST_BATCH_BYTES, publish_file
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, end_offsets, ensure_topics, make_producer
-from routing.logs import configure_logging
+from routing.observability.logs import configure_logging
 
 _POSITIVE = "{ABCDEFGHI"
 _NEGATIVE = "}JKLMNOPQR"

@@ -67,10 +67,10 @@ from events.schemas import (
     StatementPartnerDelivery,
 )
 from events.topics import Topics, TopicSpec
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
 from routing.broker import ProducerParams, end_offsets, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import new_operator_token, ops_router
 from routing.observability.monitor.service import monitor_service
 from routing.ports import OutcomeRecord
 from routing.store.ledger import SqlDeliveryLedger

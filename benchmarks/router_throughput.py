@@ -56,8 +56,8 @@ from config.settings import Settings
 from events.topics import Topics, TopicSpec
 from routing.broker import ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
+from routing.entrypoints.runtime import tune_gc
 from routing.router import RouterApp, RouterTuning, create_router_app
-from routing.runtime import tune_gc
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 CONNECTORS = ("acd", "cegid", "quadra", "pennylane")

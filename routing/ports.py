@@ -1,5 +1,5 @@
 """The ports the application core talks to. Adapters implement them; the composition
-root (``routing.bootstrap``) picks the implementation.
+root (``routing.entrypoints.bootstrap``) picks the implementation.
 
 Every method that acts for a user takes the ``Actor`` and enforces the FAQ rules
 (``routing.domain.rules``) itself, inside one transaction, so the API and the CLI cannot

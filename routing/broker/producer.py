@@ -65,7 +65,7 @@ class ProducerParams:
         client_id: str = "statement-router",
     ) -> ProducerParams:
         """Parameters from the process settings, on the broker the composition root
-        resolved (``routing.bootstrap.broker_address``: the settings' address, or the
+        resolved (``routing.entrypoints.bootstrap.broker_address``: the settings' address, or the
         embedded broker's, known only once it runs)."""
         return cls(
             bootstrap_servers=bootstrap_servers,

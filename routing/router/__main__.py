@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from routing.cli.main import main
+from routing.entrypoints.cli.main import main
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], "router", *sys.argv[1:]]

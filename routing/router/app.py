@@ -40,7 +40,7 @@ from events.limits import BROKER_MESSAGE_BYTES, TOPIC_CONFIGS
 from events.topics import Topics
 from routing.broker.producer import ProducerParams, make_producer
 from routing.broker.transactions import broker_has_transactions
-from routing.metrics import faust_monitor
+from routing.observability.metrics import faust_monitor
 from routing.router import faust_glue
 from routing.router.catalogue_follow import follow_catalogue
 from routing.router.core import RouterCore
@@ -411,7 +411,7 @@ async def serve_router(
     """Run a built router worker in the current loop until ``stop_event`` is set.
 
     For the CLI (``statement-router router``) and ``up``, through
-    ``routing.bootstrap.run_router``. Returns the counters. Raises
+    ``routing.entrypoints.bootstrap.run_router``. Returns the counters. Raises
     :class:`RouterCrashed` if the worker had to stop on an error (a failed send or
     commit); nothing was committed past it, so a restart resumes safely.
     ``started`` is set once the worker runs (faust started; statements flow once the

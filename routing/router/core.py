@@ -57,11 +57,11 @@ from events.limits import (
 )
 from events.topics import Topics
 from events.wire import SourceRecord, cut_reason, invalid_key, statement_id_of_large
-from routing import metrics
 from routing.broker.partitioner import default_partition
 from routing.domain.decide import Decision, Destination, decide
 from routing.domain.iban import key_difference, mask_iban
 from routing.domain.model import IbanState
+from routing.observability import metrics
 from routing.router.codec import (
     RECEIVED_SCHEMA,
     InvalidInput,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.topics import Topics
-from routing import metrics
 from routing.domain.decide import Decision, Destination
 from routing.domain.model import IbanState
+from routing.observability import metrics
 from routing.router.codec import (
     GLOBAL_FILE_SCHEMA,
     HELD_SCHEMA,

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from events.topics import Topics
-from routing import metrics
 from routing.broker.partitioner import default_partition
+from routing.observability import metrics
 from routing.router.emit import Out
 
 # RouterCore builds the invalid records; every one of them leaves through the sink, which

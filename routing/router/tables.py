@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, cast
 
-from routing import metrics
+from routing.observability import metrics
 from routing.router import faust_glue
 from routing.router.codec import dumps
 from routing.router.core import HeldEntry, HeldIndex, held_key

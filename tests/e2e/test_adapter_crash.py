@@ -53,7 +53,7 @@ def adapters_env(
     return env
 
 
-CLI = "from routing.cli.main import main; main()"
+CLI = "from routing.entrypoints.cli.main import main; main()"
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from config.catalogue import Catalogue
-from routing.api.app import create_app
+from routing.entrypoints.api.app import create_app
 from routing.store.sql import SqlStateStore
 from tests.e2e.up_process import cli, ok, up_environment
 

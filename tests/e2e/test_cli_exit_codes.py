@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from routing.up_lock import hold_up_lock, lock_path
+from routing.entrypoints.up_lock import hold_up_lock, lock_path
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 8
@@ -113,7 +113,7 @@ def test_dlq_replay_without_a_choice_is_a_usage_error(cli: Cli) -> None:
 
 
 def test_the_exit_code_table_lists_every_code_the_cli_uses() -> None:
-    from routing.cli import common
+    from routing.entrypoints.cli import common
 
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
     table = docs.split("### Exit codes", 1)[1].split("\n\n")[2]

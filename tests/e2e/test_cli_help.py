@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from routing.cli.help import BACK_OFFICE, PROCESSES, USER, humanise
-from routing.cli.main import app
+from routing.entrypoints.cli.help import BACK_OFFICE, PROCESSES, USER, humanise
+from routing.entrypoints.cli.main import app
 
 PYTHON_TYPE = re.compile(r"<(bool|str|int|float|Path|path|dir|file|list\[[^\]]*\]|[a-z]+ range)>")
 
@@ -89,7 +89,7 @@ HEAVY = ("aiokafka", "sqlalchemy", "alembic", "fastapi", "asyncssh", "aiohttp", 
 PROBE = """
 import sys
 sys.argv = ["statement-router", *{args!r}]
-from routing.cli.main import main
+from routing.entrypoints.cli.main import main
 try:
     main()
 except SystemExit:

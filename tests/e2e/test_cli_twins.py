@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from config.catalogue import default_catalogue
-from routing.api.app import create_app
+from routing.entrypoints.api.app import create_app
 from routing.ports import OutcomeRecord
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from adapters.delivery.naming import is_temporary_name
-from routing.demo import BOUND_MT940, UNKNOWN
+from routing.demo.seed import BOUND_MT940, UNKNOWN
 from tests.e2e.test_adapters_reload import named, write
 from tests.e2e.up_process import UpProcess, cli, ok, up_environment
 from tests.eventually import eventually

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from routing.broker import read_topic
-from routing.demo import BOUND_MT940, UNKNOWN
+from routing.demo.seed import BOUND_MT940, UNKNOWN
 from routing.domain.iban import mask_iban
 from tests.e2e.up_process import UpProcess, cli, ok, up_environment
 from tests.eventually import eventually

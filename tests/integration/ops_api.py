@@ -18,9 +18,9 @@ import httpx
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import new_operator_token, ops_router
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore

@@ -1,4 +1,4 @@
-"""The explorers' vendored assets (``routing/api/static``) ship in the package: without
+"""The explorers' vendored assets (``routing/entrypoints/api/static``) ship in the package: without
 them an installed ``/docs`` is blank again (issue 14 item 14)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STATIC = ROOT / "routing" / "api" / "static"
+STATIC = ROOT / "routing" / "entrypoints" / "api" / "static"
 
 
 def test_every_vendored_asset_is_package_data() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = config["tool"]["setuptools"]["package-data"]["routing.api"]
+    patterns = config["tool"]["setuptools"]["package-data"]["routing.entrypoints.api"]
     files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file()]
     assert {
         "static/swagger-ui/swagger-ui-bundle.js",

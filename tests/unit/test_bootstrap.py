@@ -11,9 +11,9 @@ import typer
 
 from config.errors import ConfigError
 from config.settings import Settings
-from routing.bootstrap import broker_address, check_broker_settings
-from routing.cli.common import EXIT_UNAVAILABLE, run
-from routing.up import run_up
+from routing.entrypoints.bootstrap import broker_address, check_broker_settings
+from routing.entrypoints.cli.common import EXIT_UNAVAILABLE, run
+from routing.entrypoints.up import run_up
 
 
 def test_the_configured_address_is_used_unless_the_command_knows_a_better_one() -> None:

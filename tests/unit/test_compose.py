@@ -409,7 +409,7 @@ def check_long_running(doc: Doc) -> list[str]:
 
 def _cli_root() -> Any:
     """The CLI's click command tree (typer vendors its own click, so it is duck-typed)."""
-    from routing.cli.main import app
+    from routing.entrypoints.cli.main import app
 
     return typer.main.get_command(app)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from events.schemas import SCHEMAS
-from routing.cli.pipeline import export_schemas
+from routing.entrypoints.cli.pipeline import export_schemas
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -74,13 +74,14 @@ def serve_lag_metrics(
     *,
     ledger: DeadLetterLedger | None = None,
 ) -> MonitorService | None:
-    """The API process's monitor, with its lag collector registered on ``routing.metrics``.
+    """The API process's monitor, with its lag collector registered on
+    ``routing.observability.metrics``.
 
     Call it where the API app is built, inside the running loop, and hand the result to
     ``ops_router(monitor=...)`` so ``/ops/*`` and ``/metrics`` share samples. Without a
     broker there is nothing to watch: the collector is removed and None is returned.
     """
-    from routing.metrics import register_collector, unregister_collector
+    from routing.observability.metrics import register_collector, unregister_collector
 
     if not bootstrap_servers:
         unregister_collector(LAG_COLLECTOR_KEY)

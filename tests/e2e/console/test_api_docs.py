@@ -3,7 +3,7 @@
 FastAPI's pages loaded Swagger UI and ReDoc from a CDN, so offline they were blank. Every
 request the page makes is routed through the test: one to any other host is aborted and
 recorded, and the test fails on it; the pages must still render every operation of the
-schema from the assets the application serves (``routing/api/docs.py``).
+schema from the assets the application serves (``routing/entrypoints/api/docs.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from playwright.async_api import Page, Route, expect
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import ops_router
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import ops_router
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade

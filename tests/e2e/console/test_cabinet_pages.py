@@ -16,11 +16,11 @@ import pytest
 from playwright.async_api import Page, expect
 
 from config.catalogue import default_catalogue
-from routing.api.app import create_app
-from routing.bootstrap import delivery_ledger, global_file_store
-from routing.console.app import mount_console
-from routing.console.sessions import COOKIE, SessionStore
 from routing.domain.model import MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.bootstrap import delivery_ledger, global_file_store
+from routing.entrypoints.console.app import mount_console
+from routing.entrypoints.console.sessions import COOKIE, SessionStore
 from routing.ports import GlobalFileEntry, OutcomeRecord
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
@@ -149,7 +149,8 @@ async def test_superviseur_walk_through(console: Console, new_page: NewPage) -> 
     await choose_connector(page, APPROVED, "ACD")
     await expect(page.get_by_role("status")).to_contain_text(f"IBAN {APPROVED} : ACD")
     await expect(page.get_by_role("row").filter(has_text=APPROVED)).to_contain_text("approuvé")
-    assert (await console.store.iban_state(APPROVED)).connector_id == "acd"  # type: ignore[union-attr]
+    # type: ignore[union-attr]
+    assert (await console.store.iban_state(APPROVED)).connector_id == "acd"
     await screenshot(page, "ibans")
     await page.goto(f"{console.url}/console/ibans/{APPROVED}")
     await expect(page.get_by_role("heading", name=f"IBAN {APPROVED}")).to_be_visible()
@@ -172,7 +173,8 @@ async def test_superviseur_walk_through(console: Console, new_page: NewPage) -> 
     await expect(page.get_by_role("row").filter(has_text=APPROVED)).to_contain_text(
         "Aucun connecteur"
     )
-    assert (await console.store.iban_state(APPROVED)).connector_id is None  # type: ignore[union-attr]
+    # type: ignore[union-attr]
+    assert (await console.store.iban_state(APPROVED)).connector_id is None
     await page.get_by_role("link", name="Cabinet", exact=True).click()
     await page.get_by_role("button", name="Supprimer le connecteur ACD").click()
     await expect(page.get_by_role("status")).to_contain_text("Connecteur ACD supprimé du cabinet")

@@ -17,13 +17,13 @@ from playwright.async_api import Page, expect
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
-from routing.bootstrap import delivery_ledger, global_file_store, run_ledger
 from routing.broker import EmbeddedBroker
-from routing.console.app import mount_console
-from routing.console.ops import OpsConsole
 from routing.domain.model import Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import new_operator_token, ops_router
+from routing.entrypoints.bootstrap import delivery_ledger, global_file_store, run_ledger
+from routing.entrypoints.console.app import mount_console
+from routing.entrypoints.console.ops import OpsConsole
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.e2e.console.conftest import ServeApp, screenshot

@@ -36,13 +36,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
 from routing.broker.admin import ensure_topics
 from routing.broker.process import BrokerProcess
-from routing.console.app import mount_console
-from routing.console.ops import OpsConsole
 from routing.domain.model import MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import new_operator_token, ops_router
+from routing.entrypoints.console.app import mount_console
+from routing.entrypoints.console.ops import OpsConsole
 from routing.ports import OutcomeRecord
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger

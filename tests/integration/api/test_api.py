@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from config.catalogue import default_catalogue
-from routing.api.app import create_app
 from routing.domain.model import MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
 from routing.ports import StateStore
 
 BOUND = "FR7630006000011234567890189"

@@ -1,5 +1,5 @@
 """Request bodies (issue 13, item 4): the token is checked before any body byte is read,
-and each route takes a body up to its cap (``routing.api.bodies.BODY_LIMITS``), whether
+and each route takes a body up to its cap (``routing.entrypoints.api.bodies.BODY_LIMITS``), whether
 announced by ``Content-Length`` or streamed; 413 with the JSON error beyond it.
 
 The in-process tests count the bytes the app pulled from the client; the last test runs the
@@ -23,10 +23,10 @@ import pytest
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.bodies import BODY_LIMITS, JSON_BODY_LIMIT
-from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.bodies import BODY_LIMITS, JSON_BODY_LIMIT
+from routing.entrypoints.api.ops import new_operator_token, ops_router
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.eventually import eventually
@@ -239,7 +239,7 @@ async def test_the_api_process_memory_stays_flat_under_100_mb_bodies(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from routing.cli.main import main; main()",
+        "from routing.entrypoints.cli.main import main; main()",
         "api",
         "--port",
         str(port),

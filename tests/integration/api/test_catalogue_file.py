@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from config.catalogue import Catalogue
-from routing.api.app import create_app
 from routing.domain.model import MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 

@@ -25,10 +25,10 @@ from sqlalchemy import event
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.api.ops import new_operator_token, ops_router
 from routing.domain.model import Actor, MandateStatus, Profile
-from routing.metrics_http import add_metrics_route
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.api.ops import new_operator_token, ops_router
+from routing.observability.metrics_http import add_metrics_route
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore

@@ -22,10 +22,10 @@ from adapters.endpoints import embedded_endpoints
 from adapters.global_file import build_download
 from config.catalogue import default_catalogue
 from config.connectors import ConnectorsFileError, load_connectors_file
-from routing.api.app import create_app
 from routing.domain.errors import InvalidIdentifier
 from routing.domain.ids import ID_PATTERN, ID_RULE
 from routing.domain.model import Profile
+from routing.entrypoints.api.app import create_app
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.sql import SqlStateStore
 from tests.integration.global_file.factories import entry

@@ -384,7 +384,7 @@ async def test_an_unreachable_broker_raises_broker_unavailable() -> None:
 
 
 def test_producer_params_take_the_resolved_address_and_the_settings() -> None:
-    # The address is resolved once, by routing.bootstrap.broker_address (tests/unit/
+    # The address is resolved once, by routing.entrypoints.bootstrap.broker_address (tests/unit/
     # test_bootstrap.py): the params only carry it.
     settings = Settings(kafka_bootstrap_servers=None, kafka_linger_ms=7)
     params = ProducerParams.from_settings(settings, bootstrap_servers="127.0.0.1:1")

@@ -17,10 +17,10 @@ from structlog.testing import capture_logs
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
-from routing import metrics
-from routing.bootstrap import run_global_file_builder
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.domain.model import Actor, Profile
+from routing.entrypoints.bootstrap import run_global_file_builder
+from routing.observability import metrics
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.migrate import upgrade
 from tests.eventually import eventually

@@ -14,9 +14,9 @@ import pytest
 
 from adapters.global_file import member_name
 from config.catalogue import default_catalogue
-from routing.api.app import create_app
 from routing.domain.identity import statement_key
 from routing.domain.model import Profile
+from routing.entrypoints.api.app import create_app
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore

@@ -18,10 +18,10 @@ import httpx
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
-from routing.api.app import create_app
-from routing.bootstrap import run_global_file_builder, run_ledger, run_router
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer
 from routing.domain.model import Profile
+from routing.entrypoints.api.app import create_app
+from routing.entrypoints.bootstrap import run_global_file_builder, run_ledger, run_router
 from routing.router import RouterTuning
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger

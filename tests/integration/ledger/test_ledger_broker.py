@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
-from routing.bootstrap import run_ledger
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.entrypoints.bootstrap import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.migrate import upgrade
 from routing.store.tables import delivery_ledger

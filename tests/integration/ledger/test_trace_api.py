@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from config.catalogue import default_catalogue
-from routing.api.app import create_app
 from routing.domain.identity import statement_key
 from routing.domain.model import Actor, MandateStatus, Profile
+from routing.entrypoints.api.app import create_app
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.sql import SqlStateStore

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from events.limits import MAX_STATEMENT_BYTES
-from routing.metrics import REGISTRY
+from routing.observability.metrics import REGISTRY
 
 AT_LIMIT = b"L" * MAX_STATEMENT_BYTES
 ONE_OVER = b"O" * (MAX_STATEMENT_BYTES + 1)

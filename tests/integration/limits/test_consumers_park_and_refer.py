@@ -29,10 +29,10 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
-from routing.bootstrap import run_global_file_builder, run_ledger
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.broker.admin import ensure_topics
 from routing.domain.model import Actor, Profile
+from routing.entrypoints.bootstrap import run_global_file_builder, run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.global_file import SqlGlobalFileStore
 from routing.store.migrate import upgrade

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from routing.metrics_http import start_metrics_server
+from routing.observability.metrics_http import start_metrics_server
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from config.settings import Settings
-from routing.bootstrap import api_app
-from routing.metrics import count_routed, metrics_endpoint
+from routing.entrypoints.bootstrap import api_app
+from routing.observability.metrics import count_routed
+from routing.observability.metrics_http import metrics_endpoint
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 

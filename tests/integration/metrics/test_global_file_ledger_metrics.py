@@ -9,8 +9,8 @@ from pathlib import Path
 
 from config.settings import Settings
 from events.topics import Topics
-from routing.bootstrap import run_global_file_builder, run_ledger
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.entrypoints.bootstrap import run_global_file_builder, run_ledger
 from routing.store.migrate import upgrade
 from tests.eventually import eventually
 from tests.integration.global_file.factories import iban

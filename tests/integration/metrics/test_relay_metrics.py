@@ -7,7 +7,7 @@ import asyncio
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer
 from routing.domain.model import MandateStatus
-from routing.relay import OutboxRelay
+from routing.services.relay import OutboxRelay
 from routing.store.sql import SqlStateStore
 from tests.eventually import eventually
 

@@ -52,7 +52,7 @@ async def test_the_relay_process_serves_its_metrics(
         "METRICS_PORT": str(port),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from routing.cli.main import main; main()", "relay",
+        sys.executable, "-c", "from routing.entrypoints.cli.main import main; main()", "relay",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         async with httpx.AsyncClient(timeout=5) as client:

@@ -17,7 +17,7 @@ from .helpers import commit, dead_letters_on, produce_to_partitions, record_repl
 from .test_ops_api import closed_port
 
 ROOT = Path(__file__).resolve().parents[3]
-ARGV = [sys.executable, "-c", "from routing.cli.main import main; main()", "monitor"]
+ARGV = [sys.executable, "-c", "from routing.entrypoints.cli.main import main; main()", "monitor"]
 
 
 def env_for(bootstrap: str, topics: Topics, **extra: str) -> dict[str, str]:
@@ -99,7 +99,8 @@ async def test_watch_refreshes_until_interrupted(
         while True:
             left = deadline - asyncio.get_running_loop().time()
             assert left > 0, f"never saw {text!r}; the watch printed: {seen[-3000:]}"
-            chunk = await asyncio.wait_for(proc.stdout.read(65536), left)  # type: ignore[union-attr]
+            # type: ignore[union-attr]
+            chunk = await asyncio.wait_for(proc.stdout.read(65536), left)
             assert chunk, f"the watch ended early; it printed: {seen[-2000:]}"
             seen += chunk.decode(errors="replace")
             lines = seen.splitlines()

@@ -15,8 +15,8 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
-from routing import metrics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.observability import metrics
 from routing.observability.monitor.model import MonitorSnapshot
 from routing.observability.monitor.sampler import Monitor
 from routing.router import RouterApp, RouterTuning, create_router_app

@@ -12,9 +12,9 @@ import pytest
 
 from config.settings import Settings
 from events.topics import Topics
-from routing.bootstrap import api_app
 from routing.broker import EmbeddedBroker
-from routing.metrics import unregister_collector
+from routing.entrypoints.bootstrap import api_app
+from routing.observability.metrics import unregister_collector
 from routing.observability.monitor.collector import LAG_COLLECTOR_KEY
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore

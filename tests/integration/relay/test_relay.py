@@ -21,7 +21,7 @@ from routing.broker import (
     read_topic,
 )
 from routing.domain.model import MandateStatus, Profile
-from routing.relay import OutboxRelay
+from routing.services.relay import OutboxRelay
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
 from tests.eventually import eventually

@@ -20,8 +20,8 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import StatementInvalid, StatementPartnerDelivery
 from events.topics import Topics
-from routing.bootstrap import run_router
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.entrypoints.bootstrap import run_router
 from routing.router import RouterApp, RouterTuning, create_router_app
 from tests.eventually import eventually
 from tests.unit.router.factories import BAD_IBAN, make_iban, state, statement, statement_doc

@@ -17,13 +17,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from adapters.backoff import RetrySchedule
 from adapters.delivery import PartnerEndpoint, WebhookEndpoint
 from adapters.worker import ConnectorStats, run_adapters
 from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.services.backoff import RetrySchedule
 from tests.eventually import eventually
 
 from .receiver import Partner

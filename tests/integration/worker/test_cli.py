@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _command(args: tuple[str, ...], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
     base = {k: v for k, v in os.environ.items() if k not in {"CONNECTORS_FILE"}}
-    argv = [sys.executable, "-c", "from routing.cli.main import main; main()", *args]
+    argv = [sys.executable, "-c", "from routing.entrypoints.cli.main import main; main()", *args]
     return argv, {**base, **(env or {})}
 
 

@@ -6,8 +6,8 @@ import httpx
 
 from config.catalogue import default_catalogue
 from events.topics import Topics
-from routing.api.ops import ops_router
 from routing.broker import EmbeddedBroker
+from routing.entrypoints.api.ops import ops_router
 from tests.eventually import eventually
 from tests.integration.ops_api import Ops, bearer
 from tests.unit.delivery.factories import make_delivery
@@ -29,7 +29,7 @@ async def test_ops_routes_refuse_anyone_but_the_operator(ops: Ops) -> None:
 async def test_unconfigured_operator_access_refuses_everyone(topics: Topics) -> None:
     from fastapi import FastAPI
 
-    from routing.api.errors import install_error_handlers
+    from routing.entrypoints.api.errors import install_error_handlers
 
     app = FastAPI()
     install_error_handlers(app, ())

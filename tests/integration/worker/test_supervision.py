@@ -31,7 +31,7 @@ from events.schemas import ParkedRecord, StatementDeadLetter, StatementPartnerDe
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.broker.adapters_control import read_control, worker_states
-from routing.metrics import REGISTRY
+from routing.observability.metrics import REGISTRY
 from routing.observability.monitor.service import monitor_service
 from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from adapters.backoff import RetrySchedule
 from adapters.delivery import DirectoryEndpoint
 from adapters.delivery.naming import delivery_file_name
 from adapters.dlq import list_dead_letters, replay_dead_letters
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
+from routing.services.backoff import RetrySchedule
 from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 from tests.unit.delivery.factories import make_delivery

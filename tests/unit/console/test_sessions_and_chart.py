@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from routing.console.ops import LagHistory
-from routing.console.sessions import SessionStore, csrf_matches
 from routing.domain.model import Actor, Profile
+from routing.entrypoints.console.ops import LagHistory
+from routing.entrypoints.console.sessions import SessionStore, csrf_matches
 from routing.observability.monitor.model import GroupPartition, GroupStatus, MonitorSnapshot
 
 ACTOR = Actor("usr-1", "cab-a", Profile.COLLABORATEUR)

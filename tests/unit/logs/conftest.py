@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
-from routing.logs import configure_logging
+from routing.observability.logs import configure_logging
 
 Configure = Callable[[str], None]
 

@@ -17,7 +17,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from routing.domain.iban import mask_iban
-from routing.logs import redact
+from routing.observability.logs import redact
 from tests.unit.delivery.factories import make_delivery
 
 from .conftest import Configure

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 
-from routing.metrics import METRICS, REGISTRY, LoopCounter, faust_metrics
+from routing.observability.metrics import METRICS, REGISTRY, LoopCounter, faust_metrics
 
 
 class Describable(Protocol):

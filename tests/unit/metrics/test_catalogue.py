@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import yaml
 
-from routing.metrics import (
+from routing.observability.metrics import (
     FORBIDDEN_LABELS,
     METRICS,
     PREFIX,

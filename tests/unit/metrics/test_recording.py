@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.settings import Settings
-from routing.metrics import (
+from routing.observability.metrics import (
     REGISTRY,
     count_routed,
     init_connector,
@@ -17,7 +17,7 @@ from routing.metrics import (
     seconds_since,
     unregister_collector,
 )
-from routing.metrics_http import metrics_endpoint
+from routing.observability.metrics_http import metrics_endpoint
 
 
 def value(name: str, **labels: str) -> float:

@@ -4,8 +4,8 @@ as it holds and releases, recounted from the Table once per assignment (the swee
 from __future__ import annotations
 
 from config.catalogue import default_catalogue
-from routing import metrics
 from routing.broker.partitioner import default_partition
+from routing.observability import metrics
 from routing.router.core import RouterCore
 from routing.router.sink import MemorySink
 from tests.unit.router.factories import IBAN_A, IBAN_B

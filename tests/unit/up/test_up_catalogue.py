@@ -9,7 +9,7 @@ import pytest
 
 from adapters.delivery import DeliveryConfigError
 from config.settings import Settings
-from routing.up import run_up
+from routing.entrypoints.up import run_up
 
 
 async def test_the_demo_needs_its_connectors_in_the_file(tmp_path: Path) -> None:

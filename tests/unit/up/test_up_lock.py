@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from routing.up_lock import UpRefused, api_port_problem, hold_up_lock, lock_path, running_up
+from routing.entrypoints.up_lock import (
+    UpRefused,
+    api_port_problem,
+    hold_up_lock,
+    lock_path,
+    running_up,
+)
 
 
 def test_a_second_holder_is_refused_and_told_who_runs(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from adapters.backoff import RetrySchedule
 from config.settings import Settings
+from routing.services.backoff import RetrySchedule
 
 
 def test_the_ceiling_doubles_up_to_the_cap() -> None:

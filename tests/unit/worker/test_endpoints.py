@@ -12,7 +12,7 @@ from adapters.endpoints import embedded_endpoints, load_endpoints, parse_endpoin
 from config.catalogue import default_catalogue
 from config.connectors import ConnectorsFileError, load_connectors_file
 from config.settings import Settings
-from routing.api.ops import new_operator_token, operator_token_matches, token_sha256
+from routing.entrypoints.api.ops import new_operator_token, operator_token_matches, token_sha256
 from tests.unit.delivery.factories import make_webhook_secret
 
 

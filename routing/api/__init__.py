@@ -1,5 +1,0 @@
-"""The admin/ops HTTP API (FastAPI): the FAQ operations behind per-user bearer tokens."""
-
-from routing.api.app import create_app
-
-__all__ = ["create_app"]
