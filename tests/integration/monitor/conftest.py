@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
-from routing.services.ledger import run_ledger
+from routing.entrypoints.bootstrap import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
 from routing.store.migrate import upgrade
