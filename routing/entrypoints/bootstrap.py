@@ -14,7 +14,7 @@ CLI start-up).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -154,17 +154,26 @@ def delivery_ledger(store: SqlStateStore) -> DeliveryLedger:
 async def _run_batch_writer(
     settings: Settings,
     role: ConsumerRole,
-    handler: BatchHandler,
+    handler_on: Callable[[AsyncEngine, AIOKafkaProducer], BatchHandler],
+    store_url_or_engine: str | AsyncEngine,
     stop: asyncio.Event,
     bootstrap_servers: str,
     started: asyncio.Event | None,
 ) -> dict[str, int]:
+    """The ledger's and the global-file builder's one shape: an engine, a producer for the
+    records they park, and a committing consumer of their topic, handed to the handler."""
     from routing.broker.consumer import committing_consumer, run_committing
+    from routing.store.engine import engine_for
 
-    async with committing_consumer(
-        bootstrap_servers, role.topic, role.group, role.client_id,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    ) as consumer:
+    async with (
+        engine_for(store_url_or_engine) as engine,
+        started_producer(settings, bootstrap_servers, role.client_id) as producer,
+        committing_consumer(
+            bootstrap_servers, role.topic, role.group, role.client_id,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ) as consumer,
+    ):
+        handler = handler_on(engine, producer)
         return await run_committing(role, consumer, handler, stop, started=started)
 
 
@@ -184,17 +193,16 @@ async def run_ledger(
     Counters: records read, recorded, duplicates ignored, invalid.
     """
     from routing.services.ledger import LedgerConsumer, ledger_role
-    from routing.store.engine import engine_for
     from routing.store.ledger import SqlDeliveryLedger
 
-    async with (
-        engine_for(store_url_or_engine) as engine,
-        started_producer(settings, bootstrap_servers, "ledger") as producer,
-    ):
-        handler = LedgerConsumer(SqlDeliveryLedger(engine), producer, topics, engine)
-        return await _run_batch_writer(
-            settings, ledger_role(topics), handler, stop, bootstrap_servers, started
-        )
+    return await _run_batch_writer(
+        settings,
+        ledger_role(topics),
+        lambda engine, producer: LedgerConsumer(
+            SqlDeliveryLedger(engine), producer, topics, engine
+        ),
+        store_url_or_engine, stop, bootstrap_servers, started,
+    )
 
 
 async def run_global_file_builder(
@@ -211,17 +219,16 @@ async def run_global_file_builder(
     As ``run_ledger``. Counters: records read, stored, duplicates ignored, invalid.
     """
     from adapters.global_file import GlobalFileBuilder, global_file_role
-    from routing.store.engine import engine_for
     from routing.store.global_file import SqlGlobalFileStore
 
-    async with (
-        engine_for(store_url_or_engine) as engine,
-        started_producer(settings, bootstrap_servers, "global-file-builder") as producer,
-    ):
-        handler = GlobalFileBuilder(SqlGlobalFileStore(engine), producer, topics, engine)
-        return await _run_batch_writer(
-            settings, global_file_role(topics), handler, stop, bootstrap_servers, started
-        )
+    return await _run_batch_writer(
+        settings,
+        global_file_role(topics),
+        lambda engine, producer: GlobalFileBuilder(
+            SqlGlobalFileStore(engine), producer, topics, engine
+        ),
+        store_url_or_engine, stop, bootstrap_servers, started,
+    )
 
 
 async def run_relay(

@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -321,3 +322,23 @@ def translated_errors(url: str | URL) -> Iterator[None]:
         yield
     except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
         raise wrap_error(exc, url) from exc
+
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
+
+
+def record_of(cls: type[_Record], row: Row[Any], **converted: Any) -> _Record:
+    """The port's dataclass ``cls`` from a row whose columns carry its field names.
+
+    One mapping for every store, instead of a field-by-field copy per record type;
+    ``converted`` gives the fields whose column needs converting (``bytes`` of a memoryview).
+    A column missing from the row is a KeyError here, at the first read in the tests, not
+    a silently defaulted field.
+    """
+    mapping = row._mapping
+    names = (f.name for f in dataclasses.fields(cls))
+    return cls(**{name: converted[name] if name in converted else mapping[name]
+                  for name in names})

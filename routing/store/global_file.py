@@ -28,7 +28,7 @@ from routing.domain import rules
 from routing.domain.ids import ensure_valid_id
 from routing.domain.model import Actor
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
-from routing.store.engine import EngineStore
+from routing.store.engine import EngineStore, record_of
 from routing.store.tables import global_file_statements as gfs
 
 _CHUNK = 200
@@ -66,25 +66,7 @@ def identity_of(entry: GlobalFileEntry) -> tuple[str, str, str]:
 
 
 def entry_of(row: Row[Any]) -> GlobalFileEntry:
-    return GlobalFileEntry(
-        statement_id=row.statement_id,
-        cabinet_id=row.cabinet_id,
-        iban=row.iban,
-        client_ref=row.client_ref,
-        format=row.format,
-        period_start=row.period_start,
-        period_end=row.period_end,
-        received_at=row.received_at,
-        source=row.source,
-        content=bytes(row.content),
-        content_sha256=row.content_sha256,
-        routed_at=row.routed_at,
-        routing=row.routing,
-        kafka_topic=row.kafka_topic,
-        kafka_partition=row.kafka_partition,
-        kafka_offset=row.kafka_offset,
-        stored_at=row.stored_at,
-    )
+    return record_of(GlobalFileEntry, row, content=bytes(row.content))
 
 
 class SqlGlobalFileStore(EngineStore, GlobalFileStore):

@@ -54,7 +54,7 @@ from routing.ports import (
     UnknownStatement,
     statement_status,
 )
-from routing.store.engine import EngineStore
+from routing.store.engine import EngineStore, record_of
 from routing.store.global_file import entry_of, insert_ignoring_duplicates, utcnow
 from routing.store.tables import delivery_ledger as dl
 from routing.store.tables import global_file_statements as gfs
@@ -230,19 +230,7 @@ def chosen(
 
 
 def _entry(row: Row[Any]) -> LedgerEntry:
-    return LedgerEntry(
-        statement_id=row.statement_id,
-        outcome=row.outcome,
-        at=row.at,
-        iban=row.iban,
-        cabinet_id=row.cabinet_id,
-        connector_id=row.connector_id,
-        attempt=row.attempt,
-        detail=row.detail,
-        routing=row.routing,
-        recorded_at=row.recorded_at,
-        content_sha256=row.content_sha256,
-    )
+    return record_of(LedgerEntry, row)
 
 
 class SqlDeliveryLedger(EngineStore, DeliveryLedger):
