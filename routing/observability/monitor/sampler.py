@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -128,7 +128,12 @@ class Monitor:
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics
-        self.connector_ids = list(connector_ids)
+        # A live ``Catalogue`` (a Collection) is kept as is and read at each sample, so a
+        # connector added to the connectors file shows with its topics and group without a
+        # restart of the API; a one-shot iterable is read once.
+        self._connector_ids: Collection[str] = (
+            connector_ids if isinstance(connector_ids, Collection) else list(connector_ids)
+        )
         self.router_app_id = router_app_id or topics.group("router")
         self.timeout = timeout
         self._previous: tuple[float, dict[TopicPartition, int]] | None = None
@@ -150,6 +155,11 @@ class Monitor:
         """The catalogue's topics, then the router's two table changelogs."""
         names = [spec.name for spec in self.topics.specs(self.connector_ids)]
         return [*names, self.state_changelog, self.held_changelog]
+
+    @property
+    def connector_ids(self) -> list[str]:
+        """The connectors watched now (the catalogue's, as it stands)."""
+        return list(self._connector_ids)
 
     async def sample(self, *, counts: bool = True) -> MonitorSnapshot:
         """One snapshot; ``counts=False`` skips held/invalid/dead-letter counting.

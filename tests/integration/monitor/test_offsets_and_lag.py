@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from config.catalogue import default_catalogue
+from config.catalogue import Catalogue, default_catalogue
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
 from routing.observability.monitor.model import GroupStatus, MonitorSnapshot, TopicStatus
@@ -117,3 +118,25 @@ async def test_missing_topics_are_reported_not_created(kafka_broker: EmbeddedBro
     assert snap.connectors is not None
     assert [(c.held, c.dead_letters, c.dead_letters_open) for c in snap.connectors] == [
         (None, None, None)]
+
+
+async def test_a_connector_added_to_the_file_is_watched_without_a_restart(
+    kafka_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    path = tmp_path / "connectors.toml"
+    path.write_text('[connectors.acd]\nname = "ACD"\nadapter = "webhook"\n')
+    live = Catalogue.from_file(path, check_interval=0)
+    topics = Topics(prefix=unique_prefix(), partitions=3)
+    monitor = Monitor(kafka_broker.bootstrap_servers, topics, live)
+    before = await monitor.sample(counts=False)
+    assert set(before.missing_topics) == {s.name for s in topics.specs(["acd"])}
+
+    edited = path.with_suffix(".new")
+    edited.write_text(path.read_text() + '[connectors.sage]\nname = "Sage"\nadapter = "sftp"\n')
+    edited.replace(path)
+
+    after = await monitor.sample(counts=True)
+    assert monitor.connector_ids == ["acd", "sage"]
+    assert set(after.missing_topics) == {s.name for s in topics.specs(["acd", "sage"])}
+    assert after.connectors is not None
+    assert [c.connector_id for c in after.connectors] == ["acd", "sage"]
