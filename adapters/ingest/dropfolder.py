@@ -45,6 +45,7 @@ import structlog
 
 from adapters.ingest.producer import IngestReport
 from routing.broker.errors import BrokerError
+from routing.services.backoff import RetrySchedule
 
 __all__ = [
     "DONE",
@@ -224,6 +225,11 @@ async def watch(
     done_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     log.info("ingest.watching", directory=str(directory), poll_interval=poll_interval)
+    # While the broker is down: the poll interval doubled per failed poll, capped, without
+    # jitter (one watcher per folder has no herd to spread).
+    backoff = RetrySchedule(
+        base_seconds=poll_interval * 2, max_seconds=max(_MAX_BACKOFF_S, poll_interval * 2)
+    )
     previous: dict[str, _Signature] = {}
     stuck: dict[str, _Signature] = {}
     failures = 0
@@ -272,6 +278,6 @@ async def watch(
                 on_result(DropResult(report, moved))
         delay = poll_interval
         if broker_down:
-            delay = min(_MAX_BACKOFF_S, poll_interval * 2 ** min(failures, 16))
+            delay = backoff.ceiling(failures + 1)
         await _sleep(stop_event, delay)
     log.info("ingest.stopped", directory=str(directory))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from events.limits import BROKER_MESSAGE_BYTES
 from routing.broker.admin import require_topics
 
 log = structlog.get_logger(__name__)
-
-_MAX_BACKOFF = 10.0
 
 
 class BatchHandler(Protocol):
@@ -68,13 +65,15 @@ async def consume_committing(
     stop: asyncio.Event,
     *,
     name: str,
+    retry_delay: Callable[[int], float],
     max_records: int = 500,
     poll_ms: int = 200,
 ) -> None:
     """Poll batches, ``handle`` each, and commit its offsets only once it returned.
 
-    If ``handle`` fails (database or broker outage), the same batch is retried with
-    exponential backoff and jitter until it succeeds or ``stop`` is set; nothing is
+    If ``handle`` fails (database or broker outage), the same batch is retried after
+    ``retry_delay(failures)`` seconds (the composition root passes the services' one retry
+    schedule) until it succeeds or ``stop`` is set; nothing is
     committed past it, so a stop or a crash re-reads it later (``handle`` must be
     idempotent). A commit refused because of a rebalance is only logged: the partition's
     new owner re-reads the batch, which idempotency absorbs.
@@ -84,7 +83,7 @@ async def consume_committing(
         records = [r for part in batches.values() for r in part]
         if not records:
             continue
-        backoff = 0.2
+        failures = 0
         while True:
             try:
                 await handle(records)
@@ -95,11 +94,12 @@ async def consume_committing(
                 if stop.is_set():
                     log.warning(f"{name}_stopped_mid_batch", error=str(exc))
                     return
-                log.warning(f"{name}_retrying", error=str(exc), retry_in=round(backoff, 2))
-                await _wait(stop, backoff * (1 + random.random() / 2))  # noqa: S311
+                failures += 1
+                wait = retry_delay(failures)
+                log.warning(f"{name}_retrying", error=str(exc), retry_in=round(wait, 2))
+                await _wait(stop, wait)
                 if stop.is_set():
                     return
-                backoff = min(backoff * 2, _MAX_BACKOFF)
         offsets = {
             TopicPartition(tp.topic, tp.partition): part[-1].offset + 1
             for tp, part in batches.items()
@@ -156,16 +156,19 @@ async def run_committing(
     handler: BatchHandler,
     stop: asyncio.Event,
     *,
+    retry_delay: Callable[[int], float],
     started: asyncio.Event | None = None,
 ) -> dict[str, int]:
     """Run ``handler`` on ``consumer``'s batches until ``stop`` is set; its counters.
 
     ``consumer`` is a started ``committing_consumer`` of ``role.topic``. ``started`` is
-    set once the loop runs.
+    set once the loop runs. ``retry_delay``: as ``consume_committing``.
     """
     if started is not None:
         started.set()
     log.info(f"{role.name}_started", topic=role.topic, group=role.group)
-    await consume_committing(consumer, handler.handle, stop, name=role.name)
+    await consume_committing(
+        consumer, handler.handle, stop, name=role.name, retry_delay=retry_delay
+    )
     log.info(f"{role.name}_stopped", **handler.stats)
     return handler.stats

@@ -163,7 +163,11 @@ async def _run_batch_writer(
     """The ledger's and the global-file builder's one shape: an engine, a producer for the
     records they park, and a committing consumer of their topic, handed to the handler."""
     from routing.broker.consumer import committing_consumer, run_committing
+    from routing.services.backoff import RetrySchedule
     from routing.store.engine import engine_for
+
+    # A database or broker outage: the batch is retried, 0.2 s doubling to 10 s, jittered.
+    retry = RetrySchedule(base_seconds=0.2, max_seconds=10.0)
 
     async with (
         engine_for(store_url_or_engine) as engine,
@@ -174,7 +178,9 @@ async def _run_batch_writer(
         ) as consumer,
     ):
         handler = handler_on(engine, producer)
-        return await run_committing(role, consumer, handler, stop, started=started)
+        return await run_committing(
+            role, consumer, handler, stop, retry_delay=retry.delay, started=started
+        )
 
 
 async def run_ledger(
