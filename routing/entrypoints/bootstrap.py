@@ -1,9 +1,11 @@
 """The composition root: the one place that reads the settings and wires every role.
 
-Each role's runner receives what it works with (a store, a started producer, a started
-consumer, a built app) and builds none of it; the functions here pick the concrete
-adapters, resolve the Kafka address once (``broker_address``) and hand them over. The CLI
-commands and ``up`` call these, then the runners.
+The ledger, the global-file builder, the relay, the router and the API receive what they
+work with (a store, a started producer, a started consumer, a built app) from here; the
+functions here pick the concrete adapters, resolve the Kafka address once
+(``broker_address``) and hand them over. The CLI commands and ``up`` call these, then the
+runners. The adapters role is the exception still: ``adapters.supervisor.supervise`` builds
+its shared producer from the settings it is given.
 
 Nothing in the code base connects at import time; commands call these builders. The
 stores (SQLAlchemy, Alembic), aiokafka and FastAPI are imported by the builders that use
