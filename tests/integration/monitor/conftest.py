@@ -1,4 +1,4 @@
-"""Fixtures of the monitor's tests: the delivery ledger fed by its real consumer."""
+"""Fixtures of the monitor's tests: the delivery ledger fed by its real consumer, a producer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from config.settings import Settings
 from events.topics import Topics
-from routing.broker import EmbeddedBroker
+from routing.broker import EmbeddedBroker, ProducerParams, make_producer
 from routing.entrypoints.bootstrap import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
@@ -33,3 +34,13 @@ async def ledger(
         stop.set()
         await task
         await engine.dispose()
+
+
+@pytest.fixture
+async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
+    prod = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from config.catalogue import default_catalogue
 from events.dead_letters import replay_detail
 from events.schemas import DeliveryAttempt, DeliveryOutcome, StatementDeadLetter
 from events.topics import Topics, TopicSpec
-from routing.broker import EmbeddedBroker, ProducerParams, ensure_topics, make_producer
+from routing.broker import EmbeddedBroker, ensure_topics
 from routing.observability.monitor.model import MonitorSnapshot
 from routing.observability.monitor.sampler import Monitor
 from routing.store.ledger import SqlDeliveryLedger
@@ -60,16 +60,6 @@ def fetched(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fetched]:
 
     monkeypatch.setattr(AIOKafkaConsumer, "getmany", counting)
     yield seen
-
-
-@pytest.fixture
-async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
-    prod = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await prod.start()
-    try:
-        yield prod
-    finally:
-        await prod.stop()
 
 
 def outcome(n: int) -> bytes:

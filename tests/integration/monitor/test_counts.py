@@ -15,7 +15,7 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryAttempt, StatementDeadLetter
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.broker import EmbeddedBroker, read_topic
 from routing.observability import metrics
 from routing.observability.monitor.model import MonitorSnapshot
 from routing.observability.monitor.sampler import Monitor
@@ -42,16 +42,6 @@ async def router(
         yield app
     finally:
         await app.stop()
-
-
-@pytest.fixture
-async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
-    prod = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await prod.start()
-    try:
-        yield prod
-    finally:
-        await prod.stop()
 
 
 async def eventually_records(bootstrap: str, topic: str, count: int) -> None:
