@@ -137,8 +137,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for n in range(args.held)
         ])
         router = router_for(bootstrap, topics, data_dir, outcomes=True)
-        await router.start()
         core = router.core
+        if args.release_chunk is not None:
+            core.release_chunk = args.release_chunk
+        await router.start()
         await wait_until(lambda: core.held_by_reason().get("mandate_pending") == args.held,
                          600, f"{args.held} statements held")
 
@@ -236,6 +238,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--after", type=float, default=5.0,
                         help="seconds of neighbour traffic after the last released statement")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--release-chunk", type=int, default=None,
+                        help="held statements released per routing step (default: the "
+                        "router's RELEASE_CHUNK)")
     return parser.parse_args(argv)
 
 
