@@ -282,12 +282,19 @@ class RouterCore:
 
     def _publish_held(self) -> None:
         """Set ``statement_router_held_statements{reason}`` from the counts, whole: after an
-        assignment's sweep counted the Table, or once partitions were given up. Every reason
-        seen keeps its series (at 0 once released), so a graph falls to zero instead of
-        vanishing."""
+        assignment's sweep counted the Table, or once partitions were given up. Every series
+        the gauge has is set, not only this core's reasons: the gauge is the process's, and
+        from here on it moves by this core's increments (a router restarted in the same
+        process starts from its own counts). Every reason seen keeps its series (at 0 once
+        released), so a graph falls to zero instead of vanishing."""
         now = self.held_by_reason()
         self._held_reasons.update(now)
-        for reason in self._held_reasons:
+        shown = {
+            sample.labels["reason"]
+            for metric in metrics.HELD_STATEMENTS.collect()
+            for sample in metric.samples
+        }
+        for reason in self._held_reasons | shown:
             metrics.HELD_STATEMENTS.labels(reason).set(now.get(reason, 0))
 
     # --- lookups ------------------------------------------------------------------------
