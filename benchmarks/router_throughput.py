@@ -192,20 +192,14 @@ async def bench_faust(bootstrap: str, source: str, sink: str, limit: int, data_d
 
 
 def router_for(
-    bootstrap: str, topics: Topics, data_dir: Path, outcomes: bool, exactly_once: bool = False
+    bootstrap: str, topics: Topics, data_dir: Path, exactly_once: bool = False
 ) -> RouterApp:
-    tuning = RouterTuning(
-        session_timeout=TUNING.session_timeout,
-        heartbeat_interval=TUNING.heartbeat_interval,
-        rebalance_timeout=TUNING.rebalance_timeout,
-        emit_outcomes=outcomes,
-    )
     return create_router_app(
         Settings(data_dir=data_dir, kafka_exactly_once=exactly_once),
         topics,
         default_catalogue(),
         bootstrap_servers=bootstrap,
-        tuning=tuning,
+        tuning=TUNING,
     )
 
 
@@ -264,7 +258,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         states = make_states(args.ibans, rng)
         await produce(bootstrap, topics.iban_state, [(i.encode(), v) for i, v in states])
 
-        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes, args.exactly_once)
+        router = router_for(bootstrap, topics, data_dir, args.exactly_once)
         try:
             load_s = await load_states(router, args.ibans)
         finally:
@@ -285,7 +279,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             faust_rate = await bench_faust(
                 bootstrap, topics.received, extra[1].name, faust_n, data_dir / "faust"
             )
-        router = router_for(bootstrap, topics, data_dir, not args.no_outcomes, args.exactly_once)
+        router = router_for(bootstrap, topics, data_dir, args.exactly_once)
         try:
             router_rate, recovery_s = await bench_router(
                 router, args.statements, args.ibans, args.profile
@@ -315,7 +309,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "ibans": args.ibans,
         "faust_statements": faust_n,
         "partitions": args.partitions,
-        "outcomes": not args.no_outcomes,
         "exactly_once": exactly_once,
         "state_load_s": round(load_s, 1),
         "table_recovery_s": round(recovery_s, 1),
@@ -378,8 +371,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--statements", type=int, default=200_000)
     parser.add_argument("--faust-statements", type=int, default=30_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--no-outcomes", action="store_true",
-                        help="do not emit the delivery.outcome/v1 record per statement")
     parser.add_argument("--exactly-once", action="store_true",
                         help="KAFKA_EXACTLY_ONCE for the router (Kafka only: one transaction "
                         "per input partition and batch; on Tansu it stays at-least-once)")

@@ -129,6 +129,11 @@ class StatementPartnerDelivery(StatementRouted):
     connector_id: ConnectorId
     cabinet_id: str
     client_ref: str | None = None
+    released_from_held: bool = Field(
+        default=False,
+        description="True when the statement was held first and is routed now that its "
+        "IBAN became routable; absent (false) otherwise.",
+    )
 
 
 class StatementGlobalFile(StatementRouted):
@@ -139,6 +144,11 @@ class StatementGlobalFile(StatementRouted):
     )
     cabinet_id: str
     client_ref: str | None = None
+    released_from_held: bool = Field(
+        default=False,
+        description="True when the statement was held first and is routed now that its "
+        "IBAN became routable; absent (false) otherwise.",
+    )
 
 
 class StatementHeld(StatementRouted):
@@ -146,6 +156,11 @@ class StatementHeld(StatementRouted):
 
     schema_: Literal["statement.held/v1"] = Field(default="statement.held/v1", alias="schema")
     cabinet_id: str | None = None
+    connector_id: ConnectorId | None = Field(
+        default=None,
+        description="The IBAN's connector when the reason is about it "
+        "(connector_not_on_cabinet, connector_not_in_catalogue); absent otherwise.",
+    )
 
 
 class StatementInvalid(Event):

@@ -45,13 +45,17 @@ class ConsumerRole:
     """Which topic a committing role reads, in which group, under which names.
 
     ``name`` prefixes its log events (``<name>_started``, ``<name>_retrying``,
-    ``<name>_stopped``…); ``client_id`` names its Kafka clients.
+    ``<name>_stopped``…); ``client_id`` names its Kafka clients. ``pattern``, when set, is
+    a regular expression matching every topic the role reads (``topic`` among them), for a
+    role whose topics are not all known in advance: the ledger reads the partner topic of
+    every connector, including one added to the catalogue while it runs.
     """
 
     name: str
     topic: str
     group: str
     client_id: str
+    pattern: str | None = None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -119,6 +123,7 @@ async def committing_consumer(
     client_id: str,
     *,
     fetch_max_wait_ms: int = 500,
+    pattern: str | None = None,
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A started group consumer of ``topic`` with manual commits; stopped on exit.
 
@@ -126,11 +131,13 @@ async def committing_consumer(
     it with its default partition count. ``fetch_max_wait_ms``: pass the settings'
     ``kafka_fetch_max_wait_ms``; on Tansu an idle fetch is answered only when it runs out,
     so it bounds the latency this consumer adds (aiokafka's default, 500, is the default
-    here only for callers without settings).
+    here only for callers without settings). ``pattern``: subscribe to every existing
+    topic whose whole name matches it instead (``ConsumerRole.pattern``); a topic created
+    later is picked up at the next metadata refresh (every 30 s), read from its start.
     """
     await require_topics(bootstrap_servers, [topic])
     consumer = AIOKafkaConsumer(
-        topic,
+        *(() if pattern is not None else (topic,)),
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         client_id=client_id,
@@ -142,9 +149,12 @@ async def committing_consumer(
         # The routed topics are written in transactions with KAFKA_EXACTLY_ONCE: an
         # aborted record is never read (on a broker without transactions, a no-op).
         isolation_level="read_committed",
+        metadata_max_age_ms=30_000 if pattern is not None else 300_000,
     )
     try:
         await consumer.start()
+        if pattern is not None:
+            consumer.subscribe(pattern=pattern)
         yield consumer
     finally:
         await consumer.stop()
@@ -166,7 +176,7 @@ async def run_committing(
     """
     if started is not None:
         started.set()
-    log.info(f"{role.name}_started", topic=role.topic, group=role.group)
+    log.info(f"{role.name}_started", topic=role.pattern or role.topic, group=role.group)
     await consume_committing(
         consumer, handler.handle, stop, name=role.name, retry_delay=retry_delay
     )

@@ -197,7 +197,7 @@ async def _run_batch_writer(
         started_producer(settings, bootstrap_servers, role.client_id) as producer,
         committing_consumer(
             bootstrap_servers, role.topic, role.group, role.client_id,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, pattern=role.pattern,
         ) as consumer,
     ):
         handler = handler_on(engine, producer)

@@ -62,8 +62,7 @@ class RouterTuning:
 
     faust's defaults (60 s session) make Tansu hold the first join of a group for about
     half the session timeout, so a worker would need ~30 s to start; 10 s sessions start
-    in ~5 s and still tolerate GC pauses. ``emit_outcomes`` writes a
-    ``delivery.outcome/v1`` "routed"/"held" record per statement (a second produce).
+    in ~5 s and still tolerate GC pauses.
     """
 
     session_timeout: float = 10.0
@@ -72,7 +71,6 @@ class RouterTuning:
     max_batch: int = 2_000
     linger_ms: int | None = None  # None: the settings' kafka_linger_ms
     producer_batch_bytes: int = 262_144
-    emit_outcomes: bool = True
 
 
 class RouterApp:
@@ -338,7 +336,6 @@ def create_router_app(
         topics=topics,
         catalogue=catalogue,
         tables=tables,
-        emit_outcomes=tuning.emit_outcomes,
         max_statement_bytes=settings.max_statement_bytes,
     )
 

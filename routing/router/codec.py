@@ -34,7 +34,6 @@ STATE_SCHEMA = "iban.state/v1"
 PARTNER_SCHEMA = "statement.partner-delivery/v1"
 GLOBAL_FILE_SCHEMA = "statement.global-file/v1"
 HELD_SCHEMA = "statement.held/v1"
-OUTCOME_SCHEMA = "delivery.outcome/v1"
 
 
 InvalidInput = InvalidEvent
@@ -117,7 +116,6 @@ __all__ = [
     "GLOBAL_FILE_SCHEMA",
     "HELD_SCHEMA",
     "INVALID_SCHEMA",
-    "OUTCOME_SCHEMA",
     "PARTNER_SCHEMA",
     "RECEIVED_SCHEMA",
     "STATE_SCHEMA",

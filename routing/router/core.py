@@ -220,7 +220,6 @@ class RouterCore:
         topics: Topics,
         catalogue: Mapping[str, object],
         tables: TableAccess,
-        emit_outcomes: bool = True,
         detected_by: str = "router",
         max_statement_bytes: int = MAX_STATEMENT_BYTES,
         release_chunk: int = RELEASE_CHUNK,
@@ -229,7 +228,6 @@ class RouterCore:
         self.max_statement_bytes = max_statement_bytes
         self.catalogue = frozenset(catalogue)
         self.tables = tables
-        self.emit_outcomes = emit_outcomes
         self.detected_by = detected_by
         self.stats: Counter[str] = Counter()
         # (table value, domain state, decision) per IBAN: the memory store hands back the
@@ -406,7 +404,8 @@ class RouterCore:
         decision: Decision,
         state: IbanState | None,
         now: str,
-        detail: str | None = None,
+        *,
+        released: bool = False,
     ) -> list[Out]:
         """The routed records of one statement; ``InvalidInput`` if one breaks the size rule.
 
@@ -415,9 +414,7 @@ class RouterCore:
         is never sent (the broker would refuse it, and a failed send stops the router): the
         statement goes to ``statements.invalid`` instead, with the sizes.
         """
-        outs = build_routed(
-            fields, decision, state, self.topics, now, outcomes=self.emit_outcomes, detail=detail
-        )
+        outs = build_routed(fields, decision, state, self.topics, now, released=released)
         for out in outs:
             size = len(out.value) if out.value is not None else 0
             if size > MAX_RECORD_BYTES:
@@ -478,9 +475,7 @@ class RouterCore:
             source = Record(self.topics.received, entry["partition"], entry["offset"], None, raw)
             try:
                 stmt = parse_statement(raw)
-                outs += self._routed(
-                    statement_fields(stmt), decision, state, now, detail="released from held"
-                )
+                outs += self._routed(statement_fields(stmt), decision, state, now, released=True)
             except InvalidInput as exc:  # the contract changed under held data; too large
                 outs += self._invalid(
                     source, f"held statement: {exc.reason}", exc.statement_id, now

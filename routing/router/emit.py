@@ -4,9 +4,11 @@ Each function returns the records to produce, as :class:`Out` values; the caller
 them. Nothing here does I/O, so the same code serves the batch pump, the
 release of held statements and the unit tests.
 
-The optional ``delivery.outcome/v1`` record ("routed" or "held", keyed by statement id) is
-built here too. It costs a second produce per statement; docs/performance.md gives the
-measured price and the router's ``emit_outcomes`` switch turns it off.
+The router writes no ``delivery.outcome/v1`` of its own: the delivery ledger derives its
+"routed" and "held" entries from these events (``routing.services.ledger``), which carry
+everything it needs (the routing trace, the cabinet, the connector, whether a statement is
+released from held). A second record per statement cost about a quarter of the router's
+throughput (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from routing.observability import metrics
 from routing.router.codec import (
     GLOBAL_FILE_SCHEMA,
     HELD_SCHEMA,
-    OUTCOME_SCHEMA,
     PARTNER_SCHEMA,
     dumps,
 )
@@ -35,9 +36,6 @@ class Out:
     key: bytes
     value: bytes | None
     partition: int | None = None  # None: the producer's partitioner (murmur2 of the key)
-    # False for a key that is seen once (a statement id): its hash is not cached, so it
-    # neither pays for the cache nor pushes out the IBANs and cabinets that do repeat.
-    key_repeats: bool = True
 
 
 def routing_trace(decision: Decision, decided_at: str) -> dict[str, Any]:
@@ -56,32 +54,6 @@ def routing_trace(decision: Decision, decided_at: str) -> dict[str, Any]:
     }
 
 
-def _outcome(
-    topic: str,
-    fields: dict[str, Any],
-    kind: str,
-    at: str,
-    state: IbanState | None,
-    connector_id: str | None,
-    detail: str,
-    trace: dict[str, Any],
-) -> Out:
-    doc = {
-        "schema": OUTCOME_SCHEMA,
-        "statement_id": fields["statement_id"],
-        "outcome": kind,
-        "at": at,
-        "iban": fields["iban"],
-        "cabinet_id": state.cabinet_id if state is not None else None,
-        "connector_id": connector_id,
-        "attempt": None,
-        "detail": detail,
-        "routing": trace,
-        "content_sha256": fields["content_sha256"],
-    }
-    return Out(topic, fields["statement_id"].encode(), dumps(doc), key_repeats=False)
-
-
 def build_routed(
     fields: dict[str, Any],
     decision: Decision,
@@ -89,17 +61,19 @@ def build_routed(
     topics: Topics,
     decided_at: str,
     *,
-    outcomes: bool,
-    detail: str | None = None,
+    released: bool = False,
 ) -> list[Out]:
-    """The routed event for one statement (plus its outcome record when ``outcomes``).
+    """The routed event for one statement (one record, as a list for the callers' loops).
 
     ``fields`` are the statement's contract fields (``codec.statement_fields``). A partner
     or global-file decision needs ``state`` (it carries the cabinet); decide() only returns
-    those with a state, so a missing one is a programming error and raises.
+    those with a state, so a missing one is a programming error and raises. ``released``:
+    the statement comes out of the held Table, which the event says
+    (``released_from_held``) so that the ledger's trace can say it too.
     """
     trace = routing_trace(decision, decided_at)
     iban = fields["iban"]
+    doc: dict[str, Any]
     if decision.destination is Destination.PARTNER:
         assert state is not None and decision.connector_id is not None
         doc = {
@@ -110,8 +84,9 @@ def build_routed(
             "cabinet_id": state.cabinet_id,
             "client_ref": state.client_ref,
         }
+        if released:
+            doc["released_from_held"] = True
         out = Out(topics.partner(decision.connector_id), iban.encode(), dumps(doc))
-        kind, where = "routed", f"partner:{decision.connector_id}"
     elif decision.destination is Destination.GLOBAL_FILE:
         assert state is not None
         doc = {
@@ -121,8 +96,9 @@ def build_routed(
             "cabinet_id": state.cabinet_id,
             "client_ref": state.client_ref,
         }
+        if released:
+            doc["released_from_held"] = True
         out = Out(topics.global_file, state.cabinet_id.encode(), dumps(doc))
-        kind, where = "routed", "global-file"
     else:
         doc = {
             "schema": HELD_SCHEMA,
@@ -130,15 +106,10 @@ def build_routed(
             "routing": trace,
             "cabinet_id": state.cabinet_id if state is not None else None,
         }
+        if decision.connector_id is not None:
+            doc["connector_id"] = decision.connector_id
         out = Out(topics.held, iban.encode(), dumps(doc))
-        kind, where = "held", f"held:{decision.reason}"
     # Counted here, the one place every routed event is built whatever the caller (batch
     # pump, release of held statements).
     metrics.count_routed(decision.destination, decision.reason, decision.connector_id)
-    if not outcomes:
-        return [out]
-    text = where if detail is None else f"{where} ({detail})"
-    outcome = _outcome(
-        topics.outcomes, fields, kind, decided_at, state, decision.connector_id, text, trace
-    )
-    return [out, outcome]
+    return [out]

@@ -69,7 +69,7 @@ class KafkaSink:
             partition = out.partition
             if partition is None:
                 count = self._partitions.get(out.topic) or await self._count(out.topic)
-                partition = default_partition(out.key, count, repeats=out.key_repeats)
+                partition = default_partition(out.key, count)
             where = (out.topic, partition)
             batch = batches.get(where)
             if batch is None:

@@ -19,9 +19,10 @@ own cabinet. A user sees only their cabinet's: one is traced, several are listed
 ``UnknownStatement``, whatever other cabinets hold under that id.
 
 The trace reads the global file too (same database): the global-file builder's event
-carries the full routing trace (checks, state version), which the router's ``routed``
-outcome does not always carry, and a statement is in its cabinet's file as soon as the
-builder committed, even if the ledger has not read the builder's outcome yet.
+carries the full routing trace (checks, state version), which a ``routed`` outcome record
+of an older router may lack (the entries the ledger derives from the routed events carry
+it), and a statement is in its cabinet's file as soon as the builder committed, even if
+the ledger has not read the builder's outcome yet.
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ def dedupe_key(record: OutcomeRecord) -> str:
 
 
 def routing_from_detail(entry: LedgerEntry) -> dict[str, Any]:
-    """What the router's outcome ``detail`` says when it carries no ``routing`` field.
+    """What a routed/held step's ``detail`` says when it carries no ``routing`` field.
 
-    The router writes ``partner:<connector>``, ``global-file`` or ``held:<reason>``,
+    The detail is ``partner:<connector>``, ``global-file`` or ``held:<reason>``,
     optionally followed by `` (<note>)``. That gives the destination and, for held
     statements, the reason; the checks and the state version are unknown (None).
     """

@@ -306,7 +306,11 @@ class Monitor:
         for connector_id in self.connector_ids:
             expected[t.group("adapter", connector_id)] = [t.partner(connector_id)]
         expected[t.group("global-file")] = [t.global_file]
-        expected[t.group("ledger")] = [t.outcomes]
+        # The ledger derives "routed" and "held" from the router's events, so it reads
+        # them too (routing.services.ledger): its lag counts them.
+        expected[t.group("ledger")] = [
+            t.outcomes, t.held, t.global_file, *(t.partner(c) for c in self.connector_ids)
+        ]
         return expected
 
     def _groups(

@@ -24,7 +24,6 @@ import pytest
 from config.catalogue import default_catalogue
 from events.limits import MAX_RECORD_BYTES, MAX_STATEMENT_BYTES
 from events.schemas import (
-    DeliveryOutcome,
     StatementGlobalFile,
     StatementHeld,
     StatementInvalid,
@@ -124,12 +123,6 @@ def h() -> Harness:
     return Harness(make_router(sink), sink)
 
 
-def only(outs: list[Out]) -> dict[str, Any]:
-    assert len(outs) == 1, outs
-    doc: dict[str, Any] = json.loads(outs[0].value)
-    return doc
-
-
 # --- routed ---------------------------------------------------------------------------
 
 
@@ -150,10 +143,9 @@ async def test_bound_iban_goes_to_its_partner(h: Harness) -> None:
         ("connector_configured", True),
     ]
     assert h.on(TOPICS.global_file) == [] and h.on(TOPICS.held) == []
-    only(h.on(TOPICS.outcomes))
-    outcome = DeliveryOutcome.model_validate_json(h.on(TOPICS.outcomes)[0].value)
-    assert outcome.outcome == "routed" and outcome.connector_id == "acd"
-    assert h.on(TOPICS.outcomes)[0].key == b"s1"
+    assert not event.released_from_held and "released_from_held" not in json.loads(out[0].value)
+    # No outcome record: the ledger derives "routed" from this event (issue 18).
+    assert h.on(TOPICS.outcomes) == []
 
 
 async def test_unbound_iban_goes_to_the_cabinet_global_file(h: Harness) -> None:
@@ -203,8 +195,10 @@ async def test_statements_are_held_with_the_reason(
     assert event.statement_id == "s1"
     held = h.router.tables.get_held(IBAN_A)
     assert held is not None and [json.loads(e["raw"])["statement_id"] for e in held] == ["s1"]
-    outcome = DeliveryOutcome.model_validate_json(h.on(TOPICS.outcomes)[0].value)
-    assert outcome.outcome == "held"
+    assert h.on(TOPICS.outcomes) == []
+    # The IBAN's connector when the reason is about it, for the ledger's "held" entry.
+    expected = "acd" if reason == "connector_not_on_cabinet" else None
+    assert event.connector_id == expected
 
 
 async def test_a_connector_missing_from_the_catalogue_holds_rather_than_drops(
@@ -508,6 +502,7 @@ async def test_approval_releases_held_statements_in_order(h: Harness) -> None:
     assert h.router.tables.get_held(IBAN_A) is None
     released = StatementPartnerDelivery.model_validate_json(h.on(TOPICS.partner("acd"))[0].value)
     assert released.routing.state_version == 2 and released.routing.reason == "bound"
+    assert released.released_from_held
     await h.statement("s4")
     assert h.ids(TOPICS.partner("acd")) == ["s1", "s2", "s3", "s4"]
     assert h.router.core.stats["released"] == 3
@@ -570,7 +565,7 @@ async def test_a_redelivered_held_statement_is_not_held_twice(h: Harness) -> Non
     outs = h.router.core.on_statement(
         Record(TOPICS.received, P, offset, IBAN_A.encode(), statement("s1", IBAN_A)), "now"
     )
-    assert [o.topic for o in outs] == [TOPICS.held, TOPICS.outcomes]
+    assert [o.topic for o in outs] == [TOPICS.held]
     assert h.router.tables.take_changelog() == []  # not held a second time
     assert len(h.router.tables.get_held(IBAN_A) or []) == 1
     await h.state(IBAN_A, version=2, connector_id="acd")
@@ -586,7 +581,8 @@ async def test_a_catalogue_connector_releases_on_the_sweep(h: Harness) -> None:
     h.router.core.catalogue = frozenset({*h.router.core.catalogue, "sage"})
     h.router.core.forget_cached_states()
     outs = h.router.core.sweep({P}, "2026-01-01T00:00:00+00:00")
-    assert [o.topic for o in outs] == [TOPICS.partner("sage"), TOPICS.outcomes]
+    assert [o.topic for o in outs] == [TOPICS.partner("sage")]
+    assert StatementPartnerDelivery.model_validate_json(outs[0].value or b"").released_from_held
     assert h.router.tables.get_held(IBAN_A) is None
 
 
@@ -653,10 +649,10 @@ async def test_a_step_that_only_writes_sends_outputs_and_changelog_in_one_round(
     step = asyncio.create_task(
         h.router.run_step(lambda now: h.router.core.on_statement(record, now))
     )
-    await eventually(lambda: len(gated.records) >= 3, "the held outputs and changelog record")
+    await eventually(lambda: len(gated.records) >= 2, "the held output and changelog record")
     topics = [o.topic for o in gated.records]
-    assert topics[:2] == [TOPICS.held, TOPICS.outcomes]
-    assert topics[2].endswith("-held-changelog") and gated.records[2].value is not None
+    assert topics[:1] == [TOPICS.held]
+    assert topics[1].endswith("-held-changelog") and gated.records[1].value is not None
     assert not step.done()  # nothing acknowledged yet: the input must not be committed
     gated.gate.set_result(None)
     await step
