@@ -57,6 +57,7 @@ def test_another_faust_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_internals_the_glue_uses_exist() -> None:
     for name in (
         "_db_for_partition",
+        "_decode_value",
         "_encode_key",
         "_encode_value",
         "set_persisted_offset",
@@ -64,6 +65,7 @@ def test_the_internals_the_glue_uses_exist() -> None:
     ):
         assert callable(getattr(RocksStore, name, None)), f"rocksdb Store.{name} is gone"
     assert "_key_index" in inspect.getsource(RocksStore.__init__)
+    assert "self._dbs = {}" in inspect.getsource(RocksStore.__init__)  # partition → DB
     assert inspect.iscoroutinefunction(AIOKafkaDriverConsumer.highwaters)
     # The membership the pump commits as: faust's thread's aiokafka consumer's coordinator.
     assert "self._consumer" in inspect.getsource(AIOKafkaConsumerThread)

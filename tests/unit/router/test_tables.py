@@ -179,3 +179,20 @@ async def test_the_state_cache_hits_on_each_store_and_follows_new_versions(
     looked_up = core.lookup(iban)
     assert looked_up[0] is not None and looked_up[0].version == 3
     assert looked_up[1].connector_id == "quadra"
+
+
+async def test_a_state_is_found_in_its_key_partition_and_anywhere_else(
+    router: RouterApp,
+) -> None:
+    # RocksDB reads look in the IBAN's partition first; a state stored in another one (an
+    # iban.state record produced off its key's partition) is still found, faust's way.
+    tables = tables_of(router)
+    iban = "FR7630006000011234567890189"
+    own = default_partition(iban.encode(), TOPICS.partitions)
+    other = (own + 1) % TOPICS.partitions
+    assert tables.get_state(iban) is None
+    tables.put_state(iban, {"version": 1, "where": "other"}, partition=other)
+    assert tables.get_state(iban) == {"version": 1, "where": "other"}
+    tables.delete_state(iban, partition=other)
+    tables.put_state(iban, {"version": 2, "where": "own"}, partition=own)
+    assert tables.get_state(iban) == {"version": 2, "where": "own"}
