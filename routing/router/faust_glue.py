@@ -10,9 +10,8 @@ all here, each with why, and nowhere else in the code:
 * the RocksDB store's ``_db_for_partition``, ``_encode_key``, ``_encode_value`` and
   ``_key_index``: a RocksDB write takes its partition from "the current event", and
   batch-mode records are not faust events, so the write names its partition explicitly;
-  its ``_dbs`` and ``_decode_value``: a read looks in the key's partition first
-  (:func:`get_in_partition`), where faust, without an event, would search every partition
-  through a locked LRU index;
+  its ``_dbs``: a read looks in the key's partition first (:func:`get_in_partition`),
+  where faust, without an event, would search every partition through a locked LRU index;
 * ``Store.set_persisted_offset``: what faust's own changelog send records;
 * the changelog record format (JSON key and value, null value deletes), written by the
   router's producer: faust's recovery must read it back (a test replays our records
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+import orjson
 
 from routing.broker.admin import partition_end_offsets
 from routing.broker.transactions import committed_end_offsets
@@ -104,6 +104,9 @@ def get_in_partition(store: MutableMapping[Any, Any], key: str, partition: int) 
     bloom filter: about two thirds of a read's cost in the router's profile. The router
     knows the partition (the key's, as every write put it there); a key that is not there
     (an unknown IBAN, a state read off its key's partition) is looked up faust's way.
+    The value is JSON whoever wrote it (faust's recovery stores the changelog record's
+    bytes, which the router encoded with orjson): it is decoded with orjson, not through
+    faust's serializer registry, which cost as much as the read itself.
     """
     dbs = getattr(store, "_dbs", None)
     if dbs is None:  # the memory store's dict
@@ -113,7 +116,7 @@ def get_in_partition(store: MutableMapping[Any, Any], key: str, partition: int) 
         faust_store: Any = store
         raw = db.get(faust_store._encode_key(key))
         if raw is not None:
-            return faust_store._decode_value(raw)
+            return orjson.loads(raw)
     return store.get(key)
 
 
