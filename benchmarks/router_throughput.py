@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/router_throughput.py                  # 100k IBANs, 200k stmts
     .venv/bin/python benchmarks/router_throughput.py --ibans 20000 --statements 40000
     .venv/bin/python benchmarks/router_throughput.py --broker kafka --exactly-once
+    .venv/bin/python benchmarks/router_throughput.py --router-only --table-store rocksdb
 
 A benchmark, never a timed test (DESIGN §8). One process starts its own Tansu broker,
 loads ``--ibans`` IBAN states (40 % bound to a connector, 40 % unbound, 20 % with a pending
@@ -22,6 +23,13 @@ mandate, so their statements are held) and produces ``--statements`` statements 
    last one. The router first runs once to load the states into its Table, then is
    restarted after the statements were produced, so the measured run recovers the Table
    from its changelog and routes a backlog, as after a deployment.
+
+``--table-store rocksdb`` runs both routers on ``TABLE_STORE=rocksdb://``; their data
+directory is the same, so the measured run reopens the RocksDB files of the loading run and
+recovers only the changelog after them, as a restarted production router does
+(``--wipe-tables`` deletes them first: a new disk). The JSON line then also gives the
+process's resident memory before and after the measured run (the router runs in this
+process) and the state cache's hits and misses.
 
 Prints ONE JSON line: the three rates, ``router_vs_aiokafka`` and
 ``router_vs_faust_minimal`` (targets: router ≥ 10,000/s and router_vs_aiokafka ≥ 0.5).
