@@ -11,7 +11,8 @@ all here, each with why, and nowhere else in the code:
   ``_key_index``: a RocksDB write takes its partition from "the current event", and
   batch-mode records are not faust events, so the write names its partition explicitly;
   its ``_dbs``: a read looks in the key's partition first (:func:`get_in_partition`),
-  where faust, without an event, would search every partition through a locked LRU index;
+  where faust, without an event, would find the partition through an LRU index of 1,000
+  keys and, on a miss, search every partition;
 * ``Store.set_persisted_offset``: what faust's own changelog send records;
 * the changelog record format (JSON key and value, null value deletes), written by the
   router's producer: faust's recovery must read it back (a test replays our records
@@ -100,8 +101,8 @@ def get_in_partition(store: MutableMapping[Any, Any], key: str, partition: int) 
     """The value of ``key``, looked up in ``partition``'s part of the store first.
 
     Without a current stream event, faust's RocksDB store finds a key's partition through
-    an LRU index of 1,000 keys guarded by a lock, and on a miss asks every partition's
-    bloom filter: about two thirds of a read's cost in the router's profile. The router
+    an LRU index of 1,000 keys (``table_key_index_size``), and on a miss asks every
+    partition's bloom filter: about two thirds of a read's cost in the router's profile. The router
     knows the partition (the key's, as every write put it there); a key that is not there
     (an unknown IBAN, a state read off its key's partition) is looked up faust's way.
     The value is JSON whoever wrote it (faust's recovery stores the changelog record's
