@@ -102,12 +102,12 @@ def get_in_partition(store: MutableMapping[Any, Any], key: str, partition: int) 
 
     Without a current stream event, faust's RocksDB store finds a key's partition through
     an LRU index of 1,000 keys (``table_key_index_size``), and on a miss asks every
-    partition's bloom filter: about two thirds of a read's cost in the router's profile. The router
-    knows the partition (the key's, as every write put it there); a key that is not there
-    (an unknown IBAN, a state read off its key's partition) is looked up faust's way.
+    partition's bloom filter: about 60 % of a read's cost in the router's profile. The
+    router knows the partition (the key's, as every write put it there); a key that is not
+    there (an unknown IBAN, a state read off its key's partition) is looked up faust's way.
     The value is JSON whoever wrote it (faust's recovery stores the changelog record's
     bytes, which the router encoded with orjson): it is decoded with orjson, not through
-    faust's serializer registry, which cost as much as the read itself.
+    faust's serializer registry, which cost twice the RocksDB read itself.
     """
     dbs = getattr(store, "_dbs", None)
     if dbs is None:  # the memory store's dict
