@@ -10,6 +10,8 @@ time, is covered in tests/unit/router/test_tables.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from config.catalogue import default_catalogue
 from events.topics import Topics
 from routing.broker.partitioner import default_partition
@@ -76,11 +78,18 @@ def test_a_full_cache_is_emptied_not_grown() -> None:
 # --- under RouterCore -------------------------------------------------------------------
 
 
+class CopyingTables(DictTables):
+    """Hands out a new dict on every read, as faust's RocksDB store does."""
+
+    def get_state(self, iban: str) -> dict[str, Any] | None:
+        value = self.states.get(iban)
+        return None if value is None else dict(value)
+
+
 def test_lookups_hit_for_a_value_read_anew_each_time() -> None:
-    # The RocksDB store decodes a new dict on every read: a copy per get stands for it.
-    tables = DictTables()
+    tables = CopyingTables()
     tables.states[IBAN_A] = table_value(1)
-    tables.get_state = lambda iban: dict(tables.states[iban]) if iban in tables.states else None  # type: ignore[method-assign]
+    assert tables.get_state(IBAN_A) is not tables.get_state(IBAN_A)
     core = core_over(tables)
     first = core.lookup(IBAN_A)
     second = core.lookup(IBAN_A)
