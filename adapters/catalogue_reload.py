@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -57,6 +57,9 @@ from config.settings import Settings
 from events.topics import Topics
 from routing.broker import ensure_topics
 from routing.services.backoff import RetrySchedule
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
 
 log = structlog.get_logger("adapters.catalogue_reload")
 
@@ -224,8 +227,14 @@ class ReloadingAdapters:
         """Why the last version of the file was refused, until a valid one."""
         return self.follow.watch.refused
 
-    async def run(self, stop_event: asyncio.Event) -> dict[str, ConnectorStats]:
-        """Run until ``stop_event``; ``AdapterCrashed`` once every worker has stopped."""
+    async def run(
+        self, stop_event: asyncio.Event, producer: AIOKafkaProducer
+    ) -> dict[str, ConnectorStats]:
+        """Run until ``stop_event``; ``AdapterCrashed`` once every worker has stopped.
+
+        ``producer``: the process's started producer, which the caller owns
+        (``routing.entrypoints.bootstrap.run_adapters_role``).
+        """
         from adapters.supervisor import supervise
 
         config = self.watch.read()  # DeliveryConfigError: the caller refuses to start
@@ -234,7 +243,8 @@ class ReloadingAdapters:
             raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
         return await supervise(
             self.settings, self.topics, {cid: ep for cid, (_, ep) in wanted.items()},
-            stop_event, bootstrap_servers=self.bootstrap_servers, schedule=self.schedule,
+            stop_event, producer=producer, bootstrap_servers=self.bootstrap_servers,
+            schedule=self.schedule,
             deliverer_factory=self.deliverer_factory, stats=self.stats, started=self.started,
             session_timeout_ms=self.session_timeout_ms, follow=self.follow,
             specs={cid: spec for cid, (spec, _) in wanted.items()})

@@ -74,8 +74,8 @@ from config.catalogue import ConnectorSpec
 from config.settings import Settings
 from events.schemas import AdapterControl, WorkerState
 from events.topics import Topics
-from routing.broker import ProducerParams, make_producer, require_topics
-from routing.broker.errors import BrokerError, kafka_errors
+from routing.broker import require_topics
+from routing.broker.errors import BrokerError
 from routing.observability import metrics
 from routing.services.backoff import RetrySchedule
 
@@ -333,6 +333,7 @@ async def supervise(
     endpoints: Mapping[str, PartnerEndpoint],
     stop_event: asyncio.Event,
     *,
+    producer: AIOKafkaProducer,
     bootstrap_servers: str,
     connector_ids: Sequence[str] | None = None,
     schedule: RetrySchedule | None = None,
@@ -346,7 +347,9 @@ async def supervise(
     """Run one supervised worker per connector until ``stop_event`` is set (see the module
     docstring); ``adapters.worker.run_adapters`` documents the arguments. ``follow``: the
     connectors file to follow (``adapters.catalogue_reload.ReloadingAdapters`` passes it,
-    with each connector's ``specs``)."""
+    with each connector's ``specs``). ``producer``: the process's one started producer,
+    shared by every worker (outcomes, dead letters, control states); the composition root
+    (``routing.entrypoints.bootstrap.run_adapters_role``) builds, starts and stops it."""
     ids = list(endpoints) if connector_ids is None else list(connector_ids)
     missing = [cid for cid in ids if cid not in endpoints]
     if missing:
@@ -354,16 +357,12 @@ async def supervise(
     if not ids:
         raise AdapterCrashed("no connector to run: configure at least one partner endpoint")
     schedule = schedule or RetrySchedule.from_settings(settings)
-    producer_params = ProducerParams.from_settings(
-        settings, bootstrap_servers=bootstrap_servers, client_id="adapters"
-    )
     needed = [t for cid in ids for t in (topics.partner(cid), topics.partner_dlq(cid))]
     await require_topics(bootstrap_servers, [*needed, topics.outcomes, topics.invalid,
                                              topics.adapters_control])
 
     live: MutableMapping[str, ConnectorStats] = stats if stats is not None else {}
     slots: dict[str, _Slot] = follow.slots if follow is not None else {}
-    producer = make_producer(producer_params)
     sup = _Supervisor(
         topics, slots, producer, schedule, bootstrap_servers=bootstrap_servers,
         session_timeout_ms=session_timeout_ms,
@@ -383,8 +382,6 @@ async def supervise(
 
     listener: asyncio.Task[None] | None = None
     try:
-        async with kafka_errors("starting the adapters' producer", bootstrap_servers):
-            await producer.start()
         listener = asyncio.create_task(listen(), name="adapters-control")
         control = await read_control(bootstrap_servers, topics)
         for slot in slots.values():
@@ -395,7 +392,6 @@ async def supervise(
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
-        await producer.stop()
         for slot in slots.values():
             with contextlib.suppress(Exception):
                 await slot.deliverer.close()

@@ -860,6 +860,7 @@ async def run_adapters(
     endpoints: Mapping[str, PartnerEndpoint],
     stop_event: asyncio.Event,
     *,
+    producer: AIOKafkaProducer,
     bootstrap_servers: str,
     connector_ids: Sequence[str] | None = None,
     schedule: RetrySchedule | None = None,
@@ -870,9 +871,11 @@ async def run_adapters(
 ) -> dict[str, ConnectorStats]:
     """Run one isolated worker per connector until ``stop_event`` is set.
 
-    ``connector_ids`` picks connectors (default: every one in ``endpoints``); each must
-    have an endpoint. ``schedule`` defaults to the settings' (production) schedule; tests
-    and the embedded demo pass a short one. ``stats`` (optional) is filled with each
+    ``producer`` is the process's started producer, shared by the workers; the caller
+    owns it (``routing.entrypoints.bootstrap.run_adapters_role``). ``connector_ids`` picks
+    connectors (default: every one in ``endpoints``); each must have an endpoint.
+    ``schedule`` defaults to the settings' (production) schedule; tests and the embedded
+    demo pass a short one. ``stats`` (optional) is filled with each
     connector's live ``ConnectorStats``; they are returned at the end too. ``started`` is
     set once every worker's consumer has started. ``session_timeout_ms`` is the consumer
     groups' session timeout; Tansu holds a first join for about half of it, so tests pass
@@ -886,6 +889,7 @@ async def run_adapters(
     from adapters.supervisor import supervise  # the supervisor builds on this module
 
     return await supervise(
-        settings, topics, endpoints, stop_event, bootstrap_servers=bootstrap_servers,
-        connector_ids=connector_ids, schedule=schedule, deliverer_factory=deliverer_factory,
-        stats=stats, started=started, session_timeout_ms=session_timeout_ms)
+        settings, topics, endpoints, stop_event, producer=producer,
+        bootstrap_servers=bootstrap_servers, connector_ids=connector_ids, schedule=schedule,
+        deliverer_factory=deliverer_factory, stats=stats, started=started,
+        session_timeout_ms=session_timeout_ms)

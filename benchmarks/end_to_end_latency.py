@@ -92,6 +92,7 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
     from adapters.worker import ConnectorStats, run_adapters
     from routing.entrypoints.bootstrap import (
         open_store,
+        run_adapters_role,
         run_global_file_builder,
         run_ledger,
         run_router,
@@ -126,11 +127,12 @@ async def run_pipeline(cfg: dict[str, Any]) -> None:
             "router": lambda: run_router(settings, topics, default_catalogue(), stop,
                                          bootstrap_servers=bootstrap,
                                          started=started["router"]),
-            "adapters": lambda: run_adapters(settings, topics, {CONNECTOR: endpoint}, stop,
-                                             bootstrap_servers=bootstrap,
-                                             stats=adapter_stats,
-                                             started=started["adapters"],
-                                             schedule=RetrySchedule.from_settings(settings)),
+            "adapters": lambda: run_adapters_role(
+                settings, bootstrap, lambda producer: run_adapters(
+                    settings, topics, {CONNECTOR: endpoint}, stop, producer=producer,
+                    bootstrap_servers=bootstrap, stats=adapter_stats,
+                    started=started["adapters"],
+                    schedule=RetrySchedule.from_settings(settings))),
             "global-file": lambda: run_global_file_builder(settings, topics, store.engine,
                                                            stop, bootstrap_servers=bootstrap,
                                                            started=started["global-file"]),

@@ -210,8 +210,7 @@ async def fill(args: argparse.Namespace, bootstrap: str, topics: Topics,
 
 async def caught_up(bootstrap: str, group_id: str, topic: str) -> None:
     """Commit the ledger's group at the end of the outcomes, as a running ledger that has
-    recorded them all would have (on a fresh Kafka node this also creates the offsets
-    topic, without which no group has a coordinator to answer the monitor)."""
+    recorded them all would have, so that the timed reads see a pipeline that keeps up."""
     ends = await end_offsets(bootstrap, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                 enable_auto_commit=False)

@@ -24,12 +24,14 @@ async def eventually(
     interval: float = 0.05,
     done: Callable[[T], bool] = bool,
     guard: Callable[[], object] | None = None,
+    explain: Callable[[], str] | None = None,
 ) -> T:
     """Call ``check`` (sync or async) until ``done(result)``; return that result.
 
     ``guard`` runs before each try and may raise, e.g. to fail at once when a child process
     died instead of waiting out the bound. On timeout the assertion names ``what`` and the
-    last value seen, which is usually the fact that explains the failure.
+    last value seen, which is usually the fact that explains the failure, followed by
+    ``explain()`` when given (the tail of a child process's log, say).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -43,7 +45,6 @@ async def eventually(
         if done(result):
             return result
         if loop.time() > deadline:
-            raise AssertionError(
-                f"timed out after {within:g} s waiting for {what}; last value: {result!r}"
-            )
+            message = f"timed out after {within:g} s waiting for {what}; last value: {result!r}"
+            raise AssertionError(message if explain is None else f"{message}\n{explain()}")
         await asyncio.sleep(interval)

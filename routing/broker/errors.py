@@ -12,7 +12,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NotCoordinatorError,
+)
+
+COORDINATOR_NOT_READY: tuple[type[KafkaError], ...] = (
+    CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorError,
+)
+"""A group or transaction coordinator that is not there *yet*: a fresh Kafka node before
+its offsets or transaction-state topic exists, or a coordinator moving. Worth a retry, or,
+for a group the broker does not list, the sign that it never committed."""
 
 
 class BrokerError(Exception):

@@ -19,25 +19,17 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import (
-    CoordinatorLoadInProgressError,
-    CoordinatorNotAvailableError,
-    KafkaError,
-    NoError,
-    NotCoordinatorError,
-    for_code,
-)
+from aiokafka.errors import KafkaError, NoError, for_code
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from aiokafka.structs import TopicPartition
 
 from routing.broker.admin import require_topics
-from routing.broker.errors import ReadTimeout, kafka_errors
+from routing.broker.errors import COORDINATOR_NOT_READY, ReadTimeout, kafka_errors
 from routing.broker.topic_reader import assigned_consumer
 
 __all__ = ["broker_has_transactions", "committed_end_offsets"]
 
 _FIRST_WINDOW = 64
-_NOT_YET = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError)
 
 
 async def broker_has_transactions(bootstrap_servers: str, *, timeout: float = 60.0) -> bool:  # noqa: ASYNC109
@@ -58,7 +50,7 @@ async def broker_has_transactions(bootstrap_servers: str, *, timeout: float = 60
                 error = for_code(response.error_code)
                 if error is NoError:
                     return True
-                if error not in _NOT_YET or loop.time() > deadline:
+                if error not in COORDINATOR_NOT_READY or loop.time() > deadline:
                     return False
                 await asyncio.sleep(0.5)
     except (KafkaError, OSError, TimeoutError):

@@ -1,11 +1,12 @@
 """The composition root: the one place that reads the settings and wires every role.
 
-The ledger, the global-file builder, the relay, the router and the API receive what they
-work with (a store, a started producer, a started consumer, a built app) from here; the
-functions here pick the concrete adapters, resolve the Kafka address once
+The ledger, the global-file builder, the relay, the router, the adapters and the API
+receive what they work with (a store, a started producer, a started consumer, a built app)
+from here; the functions here pick the concrete adapters, resolve the Kafka address once
 (``broker_address``) and hand them over. The CLI commands and ``up`` call these, then the
-runners. The adapters role is the exception still: ``adapters.supervisor.supervise`` builds
-its shared producer from the settings it is given.
+runners. Clients whose number is only known at run time (a consumer per connector, the
+router's producer per input partition under exactly-once) are made inside their role by
+the role's factory, from the address and settings given here.
 
 Nothing in the code base connects at import time; commands call these builders. The
 stores (SQLAlchemy, Alembic), aiokafka and FastAPI are imported by the builders that use
@@ -16,9 +17,9 @@ CLI start-up).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from config.catalogue import Catalogue
 from config.errors import ConfigError
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from routing.router.app import RouterTuning
     from routing.store.sql import SqlStateStore
 
+
+T = TypeVar("T")
 
 def catalogue(settings: Settings) -> Catalogue:
     """The connectors this deployment knows: those ``CONNECTORS_FILE`` declares (the
@@ -86,7 +89,12 @@ def broker_address(settings: Settings, given: str | None = None) -> str:
 async def started_producer(
     settings: Settings, bootstrap_servers: str, client_id: str
 ) -> AsyncIterator[AIOKafkaProducer]:
-    """A started producer with the pipeline's settings (``make_producer``); stopped on exit."""
+    """A started producer with the pipeline's settings (``make_producer``); stopped on exit.
+
+    A broker out of reach at start is a ``BrokerUnavailable`` naming the role's client, so
+    every command maps it to one line and exit 8.
+    """
+    from routing.broker.errors import kafka_errors
     from routing.broker.producer import ProducerParams, make_producer
 
     producer = make_producer(
@@ -95,10 +103,23 @@ async def started_producer(
         )
     )
     try:
-        await producer.start()
+        async with kafka_errors(f"starting the {client_id} producer", bootstrap_servers):
+            await producer.start()
         yield producer
     finally:
         await producer.stop()
+
+
+async def run_adapters_role(
+    settings: Settings,
+    bootstrap_servers: str,
+    runner: Callable[[AIOKafkaProducer], Awaitable[T]],
+) -> T:
+    """Run the adapters role: ``runner`` (``run_adapters`` or ``ReloadingAdapters.run``)
+    receives the process's one started producer, which every connector's worker shares
+    (outcomes, dead letters, control states), and which is stopped when the role ends."""
+    async with started_producer(settings, bootstrap_servers, "adapters") as producer:
+        return await runner(producer)
 
 
 # --- the state store ----------------------------------------------------------------------

@@ -57,6 +57,7 @@ from routing.entrypoints.bootstrap import (
     catalogue,
     check_broker_settings,
     open_store,
+    run_adapters_role,
     run_global_file_builder,
     run_ledger,
     run_relay,
@@ -397,20 +398,14 @@ async def _run_up(
                 stats=adapter_stats, default_endpoint=stand_in, on_reload=reloaded)
             wanted = pool.follow.wanted(config)
             endpoints = {cid: wanted[cid][1] for cid in config.catalogue if cid in wanted}
-            roles.start("adapters", pool.run(stop))
+            roles.start("adapters", run_adapters_role(
+                settings, bootstrap, lambda producer: pool.run(stop, producer)))
         else:
             endpoints = {cid: stand_in(cid) for cid in connectors}
-            roles.start(
-                "adapters",
-                run_adapters(
-                    settings,
-                    topics,
-                    endpoints,
-                    stop,
-                    bootstrap_servers=bootstrap,
-                    stats=adapter_stats,
-                ),
-            )
+            roles.start("adapters", run_adapters_role(
+                settings, bootstrap, lambda producer: run_adapters(
+                    settings, topics, endpoints, stop, producer=producer,
+                    bootstrap_servers=bootstrap, stats=adapter_stats)))
         roles.start(
             "global-file",
             run_global_file_builder(

@@ -18,15 +18,24 @@ Rules kept here (DESIGN §4, §5):
   value (tombstone) deletes the state (held statements of that IBAN stay held);
 * held statements are kept per IBAN, in arrival order, in the held Table. When the IBAN
   becomes routable they are released in that order, *before* anything newer is routed:
-  - an ``iban.state`` update that makes the IBAN routable releases them at once;
+  - an ``iban.state`` update that makes the IBAN routable starts their release: at most
+    ``release_chunk`` of them in its own step, the rest in the following steps
+    (:meth:`RouterCore.continue_releases`, which the batch pump calls at the end of
+    every step, and on its own while nothing else arrives). Each chunk is one step:
+    its routed records, then the held entries' tombstones (``Stepper.run_step``'s
+    order), so a crash between chunks leaves the rest held, and the sweep of the
+    next owner resumes the release; a release of 10,000 no longer stops every other
+    IBAN's routing for the whole of it (docs/performance.md, "Releasing a backlog");
   - a new statement that finds held statements for its IBAN never overtakes them: if
     the IBAN is still not routable it is appended behind them (with its own decision's
-    reason, e.g. ``mandate_pending``); if the IBAN is routable, it first releases them
-    and is routed after them. The second branch only happens when a release was missed
-    (a connector added to the catalogue is process configuration and produces no
-    ``iban.state`` event; a crash between the two changelog writes), so it repairs the
-    situation instead of parking the statement behind a list nobody will release. This
-    is why no statement is ever held with a reason like "earlier statements held":
+    reason, e.g. ``mandate_pending``); if the IBAN is routable, it first releases all
+    that remain (in its own step) and is routed after them. That branch happens when a
+    release was missed (a connector added to the catalogue is process configuration and
+    produces no ``iban.state`` event; a crash between the two changelog writes), so it
+    repairs the situation instead of parking the statement behind a list nobody will
+    release, and when a statement of the IBAN arrives while its release is in progress
+    (that step then stalls the others as a release in one step did). This is why no
+    statement is ever held with a reason like "earlier statements held":
     with the release done under the same lock as the routing, that state cannot last;
 * a statement whose IBAN is bound to a connector that is not in the configured catalogue
   (hence has no topic) is *held* with reason ``connector_not_in_catalogue``: nothing is
@@ -43,8 +52,9 @@ Logging never shows statement content; IBANs are masked.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 import structlog
@@ -80,6 +90,14 @@ from routing.router.emit import Out, build_routed
 from routing.router.state_cache import StateCache
 
 log = structlog.get_logger("routing.router")
+
+RELEASE_CHUNK = 200
+"""Held statements released per routing step once their IBAN becomes routable. A step of
+200 took ~20 ms in the benchmark (10,000 in 1.0 s on Tansu, acknowledgements included), so
+the other IBANs' statements wait about one such step, where a release in one step made
+them wait for all of it (10,000: ~0.5 s);
+larger chunks release faster and delay the others more (docs/performance.md, "Releasing
+a backlog")."""
 
 HeldEntry = dict[str, Any]
 """One held statement: ``raw`` (the received JSON text), ``partition``, ``offset``,
@@ -122,8 +140,10 @@ class HeldIndex:
     def add(self, iban: str, partition: int, offset: int, key: str) -> None:
         self._by_iban.setdefault(iban, {})[(partition, offset)] = key
 
-    def keys_of(self, iban: str) -> list[str]:
-        return list(self._by_iban.get(iban, {}).values())
+    def keys_of(self, iban: str, limit: int | None = None) -> list[str]:
+        """The IBAN's keys in release order; only the first ``limit`` if given."""
+        keys = self._by_iban.get(iban, {}).values()
+        return list(keys if limit is None else islice(keys, limit))
 
     def contains(self, iban: str, partition: int, offset: int) -> bool:
         return (partition, offset) in self._by_iban.get(iban, {})
@@ -131,8 +151,15 @@ class HeldIndex:
     def has(self, iban: str) -> bool:
         return iban in self._by_iban
 
-    def drop(self, iban: str) -> list[str]:
-        return list(self._by_iban.pop(iban, {}).values())
+    def drop(self, iban: str, count: int | None = None) -> list[str]:
+        """Forget the IBAN's first ``count`` keys (all by default); the keys forgotten."""
+        held = self._by_iban.get(iban)
+        if held is None:
+            return []
+        if count is None or count >= len(held):
+            return list(self._by_iban.pop(iban).values())
+        first = list(islice(held, count))
+        return [held.pop(position) for position in first]
 
     def ibans(self) -> list[str]:
         return list(self._by_iban)
@@ -155,7 +182,8 @@ class TableAccess(Protocol):
     The partition is the one of the record being processed: both input topics are keyed
     by IBAN with the same partition count, so it is the IBAN's partition either way.
     Held statements are one Table record each (``held_key``); ``get_held`` lists an
-    IBAN's in release order and ``delete_held`` removes them all (a tombstone each).
+    IBAN's in release order (the first ``limit`` only, if given) and ``delete_held``
+    removes them all, or the first ``count`` (a tombstone each): a release in chunks.
     """
 
     def get_state(self, iban: str) -> dict[str, Any] | None: ...
@@ -164,7 +192,7 @@ class TableAccess(Protocol):
 
     def delete_state(self, iban: str, partition: int) -> None: ...
 
-    def get_held(self, iban: str) -> list[HeldEntry] | None: ...
+    def get_held(self, iban: str, limit: int | None = None) -> list[HeldEntry] | None: ...
 
     def has_held(self, iban: str) -> bool: ...
 
@@ -172,7 +200,7 @@ class TableAccess(Protocol):
 
     def put_held(self, iban: str, entry: HeldEntry, partition: int) -> None: ...
 
-    def delete_held(self, iban: str, partition: int) -> None: ...
+    def delete_held(self, iban: str, partition: int, count: int | None = None) -> None: ...
 
     def held_ibans(self) -> Iterable[str]: ...
 
@@ -196,6 +224,7 @@ class RouterCore:
         emit_outcomes: bool = True,
         detected_by: str = "router",
         max_statement_bytes: int = MAX_STATEMENT_BYTES,
+        release_chunk: int = RELEASE_CHUNK,
     ) -> None:
         self.topics = topics
         self.max_statement_bytes = max_statement_bytes
@@ -212,6 +241,12 @@ class RouterCore:
         # ``_release``, so the gauge never reads the Table (nor the changelog) again.
         self._held_counts: dict[int, Counter[str]] = {}
         self._held_reasons: set[str] = set()
+        self._held_gauges: dict[str, Any] = {}
+        self.release_chunk = release_chunk
+        # IBANs whose release is in progress, with their partition, in the order their
+        # release started. In memory only: the held Table is the truth, and the sweep at
+        # each assignment finds any release left unfinished (a rebalance, a crash).
+        self._releasing: dict[str, int] = {}
 
     # --- held statements, counted ----------------------------------------------------------
 
@@ -222,6 +257,7 @@ class RouterCore:
         for partition in list(self._held_counts):
             if partition not in owned:
                 del self._held_counts[partition]
+        self._releasing.clear()  # the sweep of each owned partition starts them again
         self._publish_held()
 
     def held_by_reason(self) -> dict[str, int]:
@@ -232,17 +268,33 @@ class RouterCore:
         return {reason: n for reason, n in total.items() if n > 0}
 
     def _count_held(self, partition: int, reasons: Iterable[str], sign: int = 1) -> None:
+        """Count held (``sign`` 1) or released (-1) statements, and move the gauge of
+        their reasons by as much: a hold or a release touches only its own reasons' series,
+        not every reason's (the gauge is set whole only on assignment, ``_publish_held``)."""
         counts = self._held_counts.setdefault(partition, Counter())
-        for reason in reasons:
-            counts[reason] += sign
-        self._publish_held()
+        for reason, n in Counter(reasons).items():
+            counts[reason] += sign * n
+            self._held_reasons.add(reason)
+            gauge = self._held_gauges.get(reason)
+            if gauge is None:
+                gauge = self._held_gauges[reason] = metrics.HELD_STATEMENTS.labels(reason)
+            gauge.inc(sign * n)
 
     def _publish_held(self) -> None:
-        """``statement_router_held_statements{reason}``: every reason seen keeps its series
-        (at 0 once released), so a graph falls to zero instead of vanishing."""
+        """Set ``statement_router_held_statements{reason}`` from the counts, whole: after an
+        assignment's sweep counted the Table, or once partitions were given up. Every series
+        the gauge has is set, not only this core's reasons: the gauge is the process's, and
+        from here on it moves by this core's increments (a router restarted in the same
+        process starts from its own counts). Every reason seen keeps its series (at 0 once
+        released), so a graph falls to zero instead of vanishing."""
         now = self.held_by_reason()
         self._held_reasons.update(now)
-        for reason in self._held_reasons:
+        shown = {
+            sample.labels["reason"]
+            for metric in metrics.HELD_STATEMENTS.collect()
+            for sample in metric.samples
+        }
+        for reason in self._held_reasons | shown:
             metrics.HELD_STATEMENTS.labels(reason).set(now.get(reason, 0))
 
     # --- lookups ------------------------------------------------------------------------
@@ -413,9 +465,11 @@ class RouterCore:
         decision: Decision,
         partition: int,
         now: str,
+        limit: int | None = None,
     ) -> list[Out]:
-        """Route every held statement of ``iban`` in order, then forget them."""
-        held = self.tables.get_held(iban) or []
+        """Route the held statements of ``iban`` in order, every one or the first ``limit``,
+        then forget them; the release is over once none is left."""
+        held = self.tables.get_held(iban, limit) or []
         outs: list[Out] = []
         for entry in held:
             raw = entry["raw"].encode("utf-8")
@@ -431,15 +485,19 @@ class RouterCore:
                 )
         self.stats["released"] += len(held)
         self._count_held(partition, (_held_reason(e) for e in held), -1)
+        self.tables.delete_held(iban, partition, None if limit is None else len(held))
+        done = not self.tables.has_held(iban)
+        if done:
+            self._releasing.pop(iban, None)
         log.info(
             "held_statements_released",
             iban=mask_iban(iban),
             count=len(held),
+            release_done=done,
             destination=decision.destination.value,
             cabinet_id=state.cabinet_id if state is not None else None,
             connector_id=decision.connector_id,
         )
-        self.tables.delete_held(iban, partition)
         return outs
 
     # --- IBAN states --------------------------------------------------------------------
@@ -486,16 +544,52 @@ class RouterCore:
         return self.release_if_routable(key, rec.partition, now)
 
     def release_if_routable(self, iban: str, partition: int, now: str) -> list[Out]:
-        """Release ``iban``'s held statements if its state now routes them somewhere."""
+        """Start releasing ``iban``'s held statements if its state now routes them
+        somewhere: the first ``release_chunk`` now, the rest by :meth:`continue_releases`."""
         if not self.tables.has_held(iban):
+            self._releasing.pop(iban, None)
             return []
         state, decision = self.lookup(iban)
         if decision.destination is Destination.HELD:
+            self._releasing.pop(iban, None)
             return []
-        return self._release(iban, state, decision, partition, now)
+        self._releasing[iban] = partition
+        return self._release(iban, state, decision, partition, now, self.release_chunk)
+
+    def releasing_partitions(self) -> frozenset[int]:
+        """The partitions with a release in progress (the pump gives them steps)."""
+        return frozenset(self._releasing.values())
+
+    def continue_releases(self, now: str, partitions: Container[int] | None = None) -> list[Out]:
+        """The next ``release_chunk`` statements of the releases in progress, in order.
+
+        Called by the pump at the end of every step (and in steps of its own while no
+        record arrives), so a large release is spread over many steps with other IBANs'
+        statements routed in between; ``partitions``: only those (a transaction is one
+        partition's). An IBAN whose state stopped routing its statements (the mandate
+        withdrawn mid-release) keeps the rest held. A failure keeps them held too: the
+        next event of the IBAN, or the next sweep, tries again.
+        """
+        outs: list[Out] = []
+        budget = self.release_chunk
+        for iban, partition in list(self._releasing.items()):
+            if budget <= 0:
+                break
+            if partitions is not None and partition not in partitions:
+                continue
+            released = self.stats["released"]
+            try:
+                outs += self.release_if_routable(iban, partition, now)
+            except Exception as exc:
+                self._releasing.pop(iban, None)
+                self.stats["errors"] += 1
+                log.error("held_release_failed", iban=mask_iban(iban), error=type(exc).__name__)
+            budget -= self.stats["released"] - released
+        return outs
 
     def sweep(self, partitions: set[int], now: str) -> list[Out]:
-        """Release what became routable without an event (a connector added to the catalogue).
+        """Start releasing what became routable without an event (a connector added to the
+        catalogue), or whose release a crash or a rebalance interrupted.
 
         Called once the Tables are recovered for ``partitions``, before new statements; it
         also counts their held statements for the held gauge (the one full read of them).
@@ -511,6 +605,7 @@ class RouterCore:
             try:
                 outs += self.release_if_routable(iban, held[0]["partition"], now)
             except Exception as exc:  # keep them held; the next event retries
+                self._releasing.pop(iban, None)
                 self.stats["errors"] += 1
                 log.error("held_sweep_failed", iban=mask_iban(iban), error=type(exc).__name__)
         self._publish_held()

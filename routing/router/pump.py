@@ -51,6 +51,11 @@ How it keeps DESIGN §5:
 * **Order.** Within a batch, records are routed in partition order and their outputs are
   issued in that order under the router's lock, so a release and a new statement of the
   same IBAN can never interleave.
+* **Releases in chunks.** A large release (an approved mandate with 10,000 statements
+  held) is routed ``RouterCore.release_chunk`` statements per step: each step ends with
+  the next chunk (``RouterCore.continue_releases``), and while a release is in progress
+  the pump does not wait for records (a poll without timeout, and a step of its own
+  when none came), so the other IBANs' statements are routed between the chunks.
 """
 
 from __future__ import annotations
@@ -257,9 +262,11 @@ class BatchPump:
                 async with self._batch_lock:
                     if not self._ready.is_set():
                         continue
+                    releasing = bool(self._router.core.releasing_partitions())
                     try:
                         batch = await self._consumer.getmany(
-                            timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                            timeout_ms=0 if releasing else self._poll_timeout_ms,
+                            max_records=self._max_records,
                         )
                     except KafkaError as exc:
                         if not exc.retriable:
@@ -269,7 +276,7 @@ class BatchPump:
                         log.warning("router_fetch_retry", error=type(exc).__name__)
                         await asyncio.sleep(0.5)
                         continue
-                    if batch:
+                    if batch or releasing:
                         await self._process(batch)
                     if self._catching_up:
                         await self._caught_up()
@@ -334,8 +341,12 @@ class BatchPump:
         by_partition: dict[int, dict[TopicPartition, list[ConsumerRecord]]] = {}
         for tp, records in batch.items():
             by_partition.setdefault(tp.partition, {})[tp] = records
+        for p in core.releasing_partitions():
+            by_partition.setdefault(p, {})
 
-        def route(part: dict[TopicPartition, list[ConsumerRecord]]) -> Callable[[str], list[Out]]:
+        def route(
+            p: int, part: dict[TopicPartition, list[ConsumerRecord]]
+        ) -> Callable[[str], list[Out]]:
             def step(now: str) -> list[Out]:
                 outs: list[Out] = []
                 for tp, records in part.items():
@@ -346,7 +357,7 @@ class BatchPump:
                     if tp.topic != state_topic:
                         for r in records:
                             outs += core.on_statement(r, now)
-                return outs
+                return outs + core.continue_releases(now, {p})
 
             return step
 
@@ -354,7 +365,9 @@ class BatchPump:
         await asyncio.gather(
             *(
                 self._router.run_transaction(
-                    route(part), p, {tp: records[-1].offset + 1 for tp, records in part.items()}
+                    route(p, part),
+                    p,
+                    {tp: records[-1].offset + 1 for tp, records in part.items()},
                 )
                 for p, part in sorted(by_partition.items())
             )
@@ -379,7 +392,7 @@ class BatchPump:
             for records in statements:
                 for r in records:
                     outs += core.on_statement(r, now)
-            return outs
+            return outs + core.continue_releases(now)
 
         forwarded = core.stats["forwarded"]
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}

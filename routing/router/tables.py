@@ -132,9 +132,9 @@ class FaustTables:
         self.state_store.pop(iban, None)
         self._changelog(self._state_table, partition, iban, None)
 
-    def get_held(self, iban: str) -> list[HeldEntry] | None:
+    def get_held(self, iban: str, limit: int | None = None) -> list[HeldEntry] | None:
         store = self.held_store
-        return [store[key] for key in self.held_index.keys_of(iban)] or None
+        return [store[key] for key in self.held_index.keys_of(iban, limit)] or None
 
     def has_held(self, iban: str) -> bool:
         return self.held_index.has(iban)
@@ -148,9 +148,9 @@ class FaustTables:
         self.held_index.add(iban, entry["partition"], entry["offset"], key)
         self._changelog(self._held_table, partition, key, entry)
 
-    def delete_held(self, iban: str, partition: int) -> None:
+    def delete_held(self, iban: str, partition: int, count: int | None = None) -> None:
         store = self.held_store
-        for key in self.held_index.drop(iban):
+        for key in self.held_index.drop(iban, count):
             store.pop(key, None)
             self._changelog(self._held_table, partition, key, None)
 

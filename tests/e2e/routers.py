@@ -92,6 +92,13 @@ def log_text(log: Path, start: int = 0) -> str:
     return _ANSI.sub("", log.read_bytes()[start:].decode(errors="replace"))
 
 
+def exited(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """``eventually``'s guard: fail at once, with the log's tail, once the router has died."""
+    assert proc.poll() is None, (
+        f"the router exited with code {proc.returncode}:\n{log_text(log)[-3000:]}"
+    )
+
+
 def tails(*logs: Path) -> str:
     """The end of each log, for a failure message."""
     return "\n".join(f"--- {log.name} ---\n{log_text(log)[-2500:]}" for log in logs)

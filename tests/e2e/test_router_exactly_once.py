@@ -37,6 +37,7 @@ from routing.broker.process import BrokerProcess
 from tests.e2e.routers import (
     approve,
     duplicate_count,
+    exited,
     final_copies,
     log_text,
     produce_states,
@@ -45,6 +46,7 @@ from tests.e2e.routers import (
     tails,
 )
 from tests.e2e.test_router_scale_out import ISOLATED, committed, last_assignment
+from tests.eventually import eventually
 from tests.fixtures.broker import TEST_PARTITIONS, unique_prefix
 from tests.unit.router.factories import make_iban, statement
 
@@ -84,7 +86,6 @@ async def test_sigkill_again_and_again_routes_each_statement_exactly_once(
     await ensure_topics(bootstrap, topics.specs(list(default_catalogue())))
     log = tmp_path / "router.log"
     data = tmp_path / "var"
-    loop = asyncio.get_running_loop()
     producer = make_producer(ProducerParams(bootstrap))
     await producer.start()
     proc: subprocess.Popen[bytes] | None = None
@@ -95,11 +96,11 @@ async def test_sigkill_again_and_again_routes_each_statement_exactly_once(
             proc = start_router(apache_kafka, topics, data, log, KAFKA_EXACTLY_ONCE="true")
             before = await written(bootstrap, topics)
             await produce_statements(producer, topics, wave * WAVE, WAVE)
-            deadline = loop.time() + 120
-            while await written(bootstrap, topics) < before + 200:
-                assert proc.poll() is None, log_text(log)[-3000:]
-                assert loop.time() < deadline, "the router wrote nothing: " + log_text(log)[-3000:]
-                await asyncio.sleep(0.02)
+            await eventually(lambda: written(bootstrap, topics), "the router to write 200 records",
+                             within=120, interval=0.02,
+                             done=lambda n, floor=before + 200: n >= floor,
+                             guard=lambda running=proc: exited(running, log),
+                             explain=lambda: log_text(log)[-3000:])
             proc.kill()  # SIGKILL: no flush, no commit, no goodbye to the group
             proc.wait(timeout=30)
             proc = None
@@ -110,14 +111,12 @@ async def test_sigkill_again_and_again_routes_each_statement_exactly_once(
         proc = start_router(apache_kafka, topics, data, log, KAFKA_EXACTLY_ONCE="true")
         await approve(producer, topics, PENDING)
         total = KILLS * WAVE
-        deadline = loop.time() + 240
-        while True:
-            copies = await final_copies(bootstrap, topics, isolation_level="read_committed")
-            if len(copies) >= total:
-                break
-            assert proc.poll() is None, log_text(log)[-3000:]
-            assert loop.time() < deadline, f"{len(copies)}/{total} routed: {log_text(log)[-3000:]}"
-            await asyncio.sleep(0.5)
+        last = proc
+        await eventually(
+            lambda: final_copies(bootstrap, topics, isolation_level="read_committed"),
+            f"all {total} statements routed", within=240, interval=0.5,
+            done=lambda found: len(found) >= total, guard=lambda: exited(last, log),
+            explain=lambda: log_text(log)[-3000:])
         stop_process(proc)
         assert proc.returncode == 0, log_text(log)[-3000:]
         copies = await final_copies(bootstrap, topics, isolation_level="read_committed")
@@ -194,27 +193,32 @@ async def test_a_paused_router_commits_nothing_once_another_took_its_partitions(
                 dropped=ISOLATED,
                 KAFKA_EXACTLY_ONCE="true",
             )
-        deadline = loop.time() + 120
-        while not all(last_assignment(log) for log in logs.values()):
-            assert loop.time() < deadline, tails(*logs.values())
-            await asyncio.sleep(0.5)
+        await eventually(lambda: all(last_assignment(log) for log in logs.values()),
+                         "both routers to be assigned partitions", within=120, interval=0.5,
+                         explain=lambda: tails(*logs.values()))
 
         for _ in range(10):
             await produce(200)
         procs["victim"].send_signal(signal.SIGSTOP)
-        stopped_at = loop.time()
         other_log_start = len(log_text(logs["other"]))
-        while last_assignment(logs["other"], other_log_start) != frozenset(range(partitions)):
-            assert loop.time() < stopped_at + 120, tails(*logs.values())
-            await produce(50)
-            await asyncio.sleep(0.5)
+
+        async def other_assignment() -> frozenset[int] | None:
+            await produce(50)  # traffic while the group notices the frozen member
+            return last_assignment(logs["other"], other_log_start)
+
+        await eventually(other_assignment, "the other router to take every partition",
+                         within=120, interval=0.5,
+                         done=lambda taken: taken == frozenset(range(partitions)),
+                         explain=lambda: tails(*logs.values()))
         await produce(1_000)
-        while True:
+
+        async def committed_inputs() -> int:
             done = await committed(bootstrap, group, inputs)
-            if sum(o for tp, o in done.items() if tp.topic == topics.received) >= produced:
-                break
-            assert loop.time() < stopped_at + 240, tails(*logs.values())
-            await asyncio.sleep(0.5)
+            return sum(o for tp, o in done.items() if tp.topic == topics.received)
+
+        await eventually(committed_inputs, "every produced statement's offset committed",
+                         within=240, interval=0.5, done=lambda n: n >= produced,
+                         explain=lambda: tails(*logs.values()))
 
         seen = await committed(bootstrap, group, inputs)
         victim_log_start = len(log_text(logs["victim"]))
@@ -228,14 +232,12 @@ async def test_a_paused_router_commits_nothing_once_another_took_its_partitions(
             await asyncio.sleep(0.2)
         victim_tail = log_text(logs["victim"], victim_log_start)
 
-        deadline = loop.time() + 180
-        while True:
-            copies = await final_copies(bootstrap, topics, isolation_level="read_committed")
-            if len(copies) >= produced:
-                break
-            assert procs["other"].poll() is None, tails(*logs.values())
-            assert loop.time() < deadline, f"{len(copies)}/{produced}\n" + tails(*logs.values())
-            await asyncio.sleep(1)
+        copies = await eventually(
+            lambda: final_copies(bootstrap, topics, isolation_level="read_committed"),
+            f"all {produced} statements routed", within=180, interval=1,
+            done=lambda found: len(found) >= produced,
+            guard=lambda: exited(procs["other"], logs["other"]),
+            explain=lambda: tails(*logs.values()))
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -32,6 +32,7 @@ from tests.e2e.routers import (
     tails,
 )
 from tests.e2e.test_router_scale_out import ISOLATED, committed, last_assignment
+from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 from tests.unit.router.factories import make_iban, statement
 
@@ -74,10 +75,9 @@ async def test_a_paused_router_cannot_commit_after_the_group_moved_on(
         await produce_states(producer, topics, bound=BOUND, unbound=UNBOUND, pending=())
         for name, log in logs.items():
             procs[name] = start_router(kafka_broker, topics, tmp_path / name, log, dropped=ISOLATED)
-        deadline = loop.time() + 120
-        while not all(last_assignment(log) for log in logs.values()):
-            assert loop.time() < deadline, tails(*logs.values())
-            await asyncio.sleep(0.5)
+        await eventually(lambda: all(last_assignment(log) for log in logs.values()),
+                         "both routers to be assigned partitions", within=120, interval=0.5,
+                         explain=lambda: tails(*logs.values()))
 
         # Load, then freeze the victim mid-stream.
         for _ in range(10):
@@ -85,20 +85,26 @@ async def test_a_paused_router_cannot_commit_after_the_group_moved_on(
         procs["victim"].send_signal(signal.SIGSTOP)
         stopped_at = loop.time()
         other_log_start = len(log_text(logs["other"]))
-        while last_assignment(logs["other"], other_log_start) != frozenset(range(PARTITIONS)):
-            assert loop.time() < stopped_at + 120, tails(*logs.values())
-            await produce(50)
-            await asyncio.sleep(0.5)
+
+        async def other_assignment() -> frozenset[int] | None:
+            await produce(50)  # traffic while the group notices the frozen member
+            return last_assignment(logs["other"], other_log_start)
+
+        await eventually(other_assignment, "the other router to take every partition",
+                         within=120, interval=0.5,
+                         done=lambda taken: taken == frozenset(range(PARTITIONS)),
+                         explain=lambda: tails(*logs.values()))
         assert loop.time() - stopped_at > SESSION_S
         await produce(1_000)
         # The other router routes everything produced so far, victim's partitions included.
-        while True:
+
+        async def committed_inputs() -> int:
             done = await committed(bootstrap, group, inputs)
-            routed = sum(o for tp, o in done.items() if tp.topic == topics.received)
-            if routed >= produced:
-                break
-            assert loop.time() < stopped_at + 240, tails(*logs.values())
-            await asyncio.sleep(0.5)
+            return sum(o for tp, o in done.items() if tp.topic == topics.received)
+
+        await eventually(committed_inputs, "every produced statement's offset committed",
+                         within=240, interval=0.5, done=lambda n: n >= produced,
+                         explain=lambda: tails(*logs.values()))
 
         # Resume the victim; watch the committed offsets while it comes back.
         before = await committed(bootstrap, group, inputs)
@@ -118,13 +124,10 @@ async def test_a_paused_router_cannot_commit_after_the_group_moved_on(
         assert "router_commit_fenced" in victim_tail, tails(*logs.values())
         assert all(p.poll() is None for p in procs.values()), tails(*logs.values())
 
-        deadline = loop.time() + 180
-        while True:
-            copies = await final_copies(bootstrap, topics)
-            if len(copies) >= produced:
-                break
-            assert loop.time() < deadline, f"{len(copies)}/{produced}\n" + tails(*logs.values())
-            await asyncio.sleep(1)
+        copies = await eventually(lambda: final_copies(bootstrap, topics),
+                                  f"all {produced} statements routed", within=180, interval=1,
+                                  done=lambda found: len(found) >= produced,
+                                  explain=lambda: tails(*logs.values()))
         assert set(copies) == {f"f-{n:05d}" for n in range(produced)}
         for sid, found in copies.items():
             n = int(sid.split("-")[1])

@@ -48,6 +48,7 @@ from tests.e2e.routers import (
     tails,
 )
 from tests.e2e.test_router_scale_out import ISOLATED, last_assignment
+from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory, unique_prefix
 from tests.unit.router.factories import make_iban, statement
 
@@ -143,19 +144,19 @@ async def route_and_check(
         for i in range(routers)
     ]
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 180
-        while True:
-            split = [last_assignment(log) for log in logs]
-            if (
+        def alive() -> None:
+            assert all(p.poll() is None for p in procs), tails(*logs)
+
+        def split_whole(split: list[frozenset[int] | None]) -> bool:
+            return (
                 all(split)
                 and sum(len(s or ()) for s in split) == PARTITIONS
                 and frozenset(p for s in split for p in (s or ())) == frozenset(range(PARTITIONS))
-            ):
-                break
-            assert loop.time() < deadline, "routers never split the partitions\n" + tails(*logs)
-            assert all(p.poll() is None for p in procs), tails(*logs)
-            await asyncio.sleep(0.5)
+            )
+
+        await eventually(lambda: [last_assignment(log) for log in logs],
+                         "the routers to split the partitions", within=180, interval=0.5,
+                         done=split_whole, guard=alive, explain=lambda: tails(*logs))
 
         placed = await asyncio.to_thread(produce, bootstrap, topics.received)
         assert len(placed) == STATEMENTS
@@ -168,13 +169,10 @@ async def route_and_check(
             misplaced += placed[f"crc-{n:04d}"] != default_partition(key, PARTITIONS)
         assert misplaced > STATEMENTS // 4  # many land off their murmur2 partition
 
-        deadline = loop.time() + 180
-        while True:
-            copies = await final_copies(bootstrap, topics)
-            if len(copies) >= STATEMENTS:
-                break
-            assert loop.time() < deadline, f"{len(copies)} of {STATEMENTS} routed\n" + tails(*logs)
-            await asyncio.sleep(1)
+        copies = await eventually(lambda: final_copies(bootstrap, topics),
+                                  f"all {STATEMENTS} statements routed", within=180, interval=1,
+                                  done=lambda found: len(found) >= STATEMENTS,
+                                  explain=lambda: tails(*logs))
         for n in range(STATEMENTS):
             found = copies[f"crc-{n:04d}"]
             expected = topics.partner("acd") if n % 60 < 30 else topics.global_file

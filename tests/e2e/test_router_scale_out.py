@@ -59,6 +59,7 @@ from tests.e2e.routers import (
     DROPPED,
     approve,
     duplicate_count,
+    exited,
     final_copies,
     log_text,
     produce_states,
@@ -66,6 +67,7 @@ from tests.e2e.routers import (
     stop_process,
     tails,
 )
+from tests.eventually import eventually
 from tests.fixtures.broker import TopicsFactory
 from tests.unit.router.factories import make_iban, state, statement
 
@@ -192,7 +194,6 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
     bootstrap = kafka_broker.bootstrap_servers
     input_group = f"{topics.prefix}.router"
     logs = {"a": tmp_path / "router-a.log", "b": tmp_path / "router-b.log"}
-    loop = asyncio.get_running_loop()
     producer = make_producer(ProducerParams(bootstrap))
     await producer.start()
     procs: dict[str, Any] = {}
@@ -204,16 +205,19 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
                                        dropped=ISOLATED, LOG_FORMAT="console")
 
         # 1. Both routers own a share: the last assignments are non-empty and disjoint.
-        deadline = loop.time() + 90
-        while True:
-            split = {name: last_assignment(log) for name, log in logs.items()}
-            a, b = split["a"], split["b"]
-            if a and b and not a & b and a | b == ALL_PARTITIONS:
-                break
+        def alive() -> None:
             for proc in procs.values():
                 assert proc.poll() is None, tails(*logs.values())
-            assert loop.time() < deadline, f"no split: {split}\n{tails(*logs.values())}"
-            await asyncio.sleep(0.2)
+
+        def disjoint_and_whole(split: dict[str, frozenset[int] | None]) -> bool:
+            a, b = split["a"], split["b"]
+            return bool(a and b and not a & b and a | b == ALL_PARTITIONS)
+
+        split = await eventually(
+            lambda: {name: last_assignment(log) for name, log in logs.items()},
+            "both routers to own a disjoint share", within=90, interval=0.2,
+            done=disjoint_and_whole, guard=alive, explain=lambda: tails(*logs.values()))
+        a = split["a"]
         victim, survivor = "a", "b"
         assert a is not None
         victim_parts = a
@@ -239,11 +243,13 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
         killed = asyncio.Event()
         stream = asyncio.create_task(produce_stream(producer, topics, produced, killed, late))
         victim_received = [TopicPartition(topics.received, p) for p in sorted(victim_parts)]
-        deadline = loop.time() + 90
-        while True:
-            offsets = await committed(
-                bootstrap, input_group, [*late_state_ends, *victim_received]
-            )
+        running = stream
+
+        def streaming() -> None:
+            assert not running.done(), "the stream ended before the kill"
+            alive()
+
+        def ready_to_kill(offsets: dict[TopicPartition, int]) -> bool:
             states_done = all(offsets.get(tp, 0) >= end for tp, end in late_state_ends.items())
             held_done = any(
                 produced.iban[sid] in PENDING
@@ -251,15 +257,13 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
                 and where[1] < offsets.get(TopicPartition(topics.received, where[0]), 0)
                 for sid, where in list(produced.where.items())
             )
-            if states_done and held_done and len(produced.where) >= MIN_BEFORE_KILL:
-                break
-            assert not stream.done(), "the stream ended before the kill"
-            for proc in procs.values():
-                assert proc.poll() is None, tails(*logs.values())
-            assert loop.time() < deadline, (
-                f"victim never committed: {offsets}\n{tails(*logs.values())}"
-            )
-            await asyncio.sleep(0.1)
+            return states_done and held_done and len(produced.where) >= MIN_BEFORE_KILL
+
+        await eventually(
+            lambda: committed(bootstrap, input_group, [*late_state_ends, *victim_received]),
+            "the victim to commit the late states and some held statements", within=90,
+            interval=0.1, done=ready_to_kill, guard=streaming,
+            explain=lambda: tails(*logs.values()))
         assert not stream.done(), "the kill came after the stream ended"
         procs[victim].kill()  # SIGKILL: no flush, no commit, no goodbye to the group
         procs[victim].wait(timeout=30)
@@ -281,28 +285,28 @@ async def test_killing_one_of_two_routers_moves_its_partitions_and_loses_nothing
         assert held_by_victim
 
         # 4. The survivor takes every partition (after the victim's session expires).
-        deadline = loop.time() + 90
-        while last_assignment(logs[survivor], survivor_log_at) != ALL_PARTITIONS:
-            assert procs[survivor].poll() is None, tails(logs[survivor])
-            assert loop.time() < deadline, f"no takeover:\n{tails(logs[survivor])}"
-            await asyncio.sleep(0.2)
+        await eventually(lambda: last_assignment(logs[survivor], survivor_log_at),
+                         "the survivor to take every partition", within=90, interval=0.2,
+                         done=lambda taken: taken == ALL_PARTITIONS,
+                         guard=lambda: exited(procs[survivor], logs[survivor]),
+                         explain=lambda: tails(logs[survivor]))
 
         # 5. Approve the pending IBANs: the survivor releases what either router held.
         await approve(producer, topics, PENDING)
         await stream
         total = len(produced.where)
-        deadline = loop.time() + 120
-        while True:
+
+        async def routed_count() -> int:
             ends = await end_offsets(bootstrap, [topics.global_file, topics.partner("acd")])
-            if sum(ends.values()) >= total:
-                copies = await final_copies(bootstrap, topics)
-                if len(copies) >= total:
-                    break
-            assert procs[survivor].poll() is None, tails(logs[survivor])
-            assert loop.time() < deadline, (
-                f"{sum(ends.values())}/{total} routed:\n{tails(logs[survivor])}"
-            )
-            await asyncio.sleep(0.5)
+            if sum(ends.values()) < total:  # reading every copy only once all could be there
+                return sum(ends.values())
+            return len(await final_copies(bootstrap, topics))
+
+        await eventually(routed_count, f"all {total} statements routed", within=120,
+                         interval=0.5, done=lambda n: n >= total,
+                         guard=lambda: exited(procs[survivor], logs[survivor]),
+                         explain=lambda: tails(logs[survivor]))
+        copies = await final_copies(bootstrap, topics)
     finally:
         if stream is not None and not stream.done():
             stream.cancel()

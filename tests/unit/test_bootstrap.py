@@ -70,3 +70,24 @@ def test_up_refuses_a_broker_configuration_before_starting_anything(tmp_path: Pa
     assert not (tmp_path / "broker").exists()
     assert list(tmp_path.iterdir()) == []
     assert lines == []
+
+
+async def test_the_adapters_role_gets_its_producer_from_the_root_or_a_clear_broker_error() -> None:
+    """The adapters' shared producer is built and started here, not by the supervisor: a
+    broker out of reach is a ``BrokerUnavailable`` naming that producer (the CLI's exit 8),
+    and the role's runner is never called without a started producer."""
+    from routing.broker.errors import BrokerUnavailable
+    from routing.broker.process import free_port
+    from routing.entrypoints.bootstrap import run_adapters_role
+
+    address = f"127.0.0.1:{free_port('127.0.0.1')}"
+    settings = Settings(kafka_bootstrap_servers=address)
+    called: list[object] = []
+
+    async def runner(producer: object) -> str:
+        called.append(producer)
+        return "ran"
+
+    with pytest.raises(BrokerUnavailable, match=f"{address} while starting the adapters producer"):
+        await run_adapters_role(settings, address, runner)
+    assert called == []

@@ -87,6 +87,7 @@ def adapters(
     from adapters.endpoints import load_connectors
     from adapters.worker import AdapterCrashed
     from routing.broker.errors import BrokerError
+    from routing.entrypoints.bootstrap import run_adapters_role
     from routing.observability.metrics_http import metrics_endpoint
 
     cfg = settings()
@@ -111,7 +112,7 @@ def adapters(
         async with metrics_endpoint(cfg):
             pool = ReloadingAdapters(cfg, topic_catalogue(cfg), path,
                                      bootstrap_servers=bootstrap, connector_ids=connector)
-            await pool.run(stop)
+            await run_adapters_role(cfg, bootstrap, lambda producer: pool.run(stop, producer))
 
     try:
         run_role("adapters", bootstrap, main)

@@ -58,10 +58,21 @@ async def _with_ledger(monitor: Monitor, cfg: Settings) -> AsyncIterator[Monitor
     """The monitor, counting open dead letters in the configured database's ledger.
 
     Not migrated here: a monitor only reads, and a missing schema shows as unknown counts.
+    A SQLite file that does not exist is not opened either (the driver would create an
+    empty one where the operator expects theirs): the counts are unknown too.
     """
     from routing.entrypoints.bootstrap import open_store
+    from routing.store.engine import sqlite_file
     from routing.store.ledger import SqlDeliveryLedger
 
+    path = sqlite_file(cfg.effective_database_url)
+    if path is not None and not path.exists():
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "monitor_ledger_unavailable", error=f"no database file at {path}")
+        yield monitor
+        return
     async with open_store(cfg, migrate=False) as store:
         monitor.ledger = SqlDeliveryLedger(store.engine)
         try:

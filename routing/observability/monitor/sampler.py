@@ -60,7 +60,12 @@ from events.schemas import AdapterControl
 from events.topics import Topics
 from routing.broker.adapters_control import read_control, worker_states
 from routing.broker.admin import describe_topics
-from routing.broker.errors import BrokerUnavailable, ReadTimeout, kafka_errors
+from routing.broker.errors import (
+    COORDINATOR_NOT_READY,
+    BrokerUnavailable,
+    ReadTimeout,
+    kafka_errors,
+)
 from routing.broker.topic_reader import assigned_consumer, true_end_offsets
 from routing.observability.monitor.model import (
     ConnectorStatus,
@@ -188,9 +193,15 @@ class Monitor:
             for topic, count in topic_counts.items() if topic in names for p in range(count)
         )
         # The end offsets and the groups' commits are independent reads: one round trip.
-        offsets, committed = await asyncio.gather(
-            self._offsets(topic_counts), self._committed(partitions) if partitions else _none()
-        )
+        # Should the commits fail, the offsets' read is cancelled, not left running.
+        reading = asyncio.ensure_future(self._offsets(topic_counts))
+        try:
+            committed = await (self._committed(partitions) if partitions else _none())
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        offsets = await reading
         now = time.monotonic()
         previous = self._previous
         elapsed = None if previous is None else now - previous[0]
@@ -355,6 +366,7 @@ class Monitor:
             async with kafka_errors(action, self.bootstrap_servers):
                 await admin.start()
                 listed = await admin.list_consumer_groups()
+                known = {str(g[0]) for g in listed}
                 groups = {str(g[0]) for g in listed if len(g) < 2 or g[1] in ("consumer", "")}
                 groups.update(self._expected_groups({}))
                 groups.update((self.router_app_id, self.router_input_group))
@@ -364,11 +376,19 @@ class Monitor:
 
                 async def fetch(group_id: str) -> dict[TopicPartition, Any]:
                     async with limit:
-                        answer: dict[TopicPartition, Any] = (
-                            await admin.list_consumer_group_offsets(
-                                group_id, partitions=list(partitions)
+                        try:
+                            answer: dict[TopicPartition, Any] = (
+                                await admin.list_consumer_group_offsets(
+                                    group_id, partitions=list(partitions)
+                                )
                             )
-                        )
+                        except COORDINATOR_NOT_READY:
+                            # A fresh Kafka node has no group coordinator before its
+                            # offsets topic exists: a group it does not list never
+                            # committed. A listed one's coordinator is moving: retry later.
+                            if group_id in known:
+                                raise
+                            return {}
                         return answer
 
                 answers = await asyncio.gather(*(fetch(g) for g in ordered))

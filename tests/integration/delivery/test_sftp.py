@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -184,13 +184,12 @@ async def test_a_server_that_hangs_is_retried_after_the_timeout(
     make_deliverer: MakeDeliverer, silent_server: SilentServer
 ) -> None:
     deliverer = make_deliverer(port=silent_server.port, timeout=0.5)
-    started = time.monotonic()
 
-    result = await deliverer.deliver(make_delivery())
+    # The server never answers: without the deliverer's own timeout this would hang.
+    result = await asyncio.wait_for(deliverer.deliver(make_delivery()), 30)
 
     assert result.kind == "retry"
     assert "within 0.5 s" in result.detail
-    assert time.monotonic() - started < 5
     assert not deliverer.connected
 
 

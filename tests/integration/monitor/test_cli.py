@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from routing.store.engine import sqlite_file
 from routing.store.migrate import upgrade
 
 from .helpers import commit, dead_letters_on, produce_to_partitions, record_replay
@@ -135,8 +137,20 @@ async def test_json_counts_open_dead_letters_in_the_configured_ledger(
     acd = next(c for c in json.loads(out)["connectors"] if c["connector_id"] == "acd")
     assert (acd["dead_letters"], acd["dead_letters_open"]) == (3, 2)
 
-    # A database without the schema: the open count is unknown, the rest is shown.
+    # No database at that path: the open count is unknown, the rest is shown, and the
+    # monitor, which only reads, leaves no empty database file behind.
+    missing = sqlite_url.replace("statement-router.db", "missing.db")
+    code, out, err = await monitor_cli(
+        "--json", "--interval", "0", env=env_for(bootstrap, topics, DATABASE_URL=missing))
+    assert code == 0, err
+    acd = next(c for c in json.loads(out)["connectors"] if c["connector_id"] == "acd")
+    assert (acd["dead_letters"], acd["dead_letters_open"]) == (3, None)
+    missing_file = sqlite_file(missing)
+    assert missing_file is not None and not missing_file.exists()
+
+    # A database without the schema: the same.
     empty = sqlite_url.replace("statement-router.db", "empty.db")
+    sqlite3.connect(sqlite_file(empty) or "").close()
     code, out, err = await monitor_cli(
         "--json", "--interval", "0", env=env_for(bootstrap, topics, DATABASE_URL=empty))
     assert code == 0, err

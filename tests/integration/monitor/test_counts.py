@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,41 +44,25 @@ async def router(
 
 
 async def eventually_records(bootstrap: str, topic: str, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while len(await read_topic(bootstrap, topic)) < count:
-        if loop.time() > deadline:
-            raise AssertionError(f"{topic} never reached {count} records")
-        await asyncio.sleep(0.2)
+    await eventually(lambda: read_topic(bootstrap, topic), f"{count} records on {topic}",
+                     interval=0.2, done=lambda records: len(records) >= count)
 
 
 async def state_applied(router: RouterApp, producer: AIOKafkaProducer, topics: Topics,
                         iban: str, **kwargs: object) -> None:
     await producer.send_and_wait(topics.iban_state, state(iban, **kwargs), key=iban.encode())
     version = kwargs.get("version", 1)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
-        value = router.tables.get_state(iban)
-        if value is not None and value["version"] >= version:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"state v{version} never applied")
-        await asyncio.sleep(0.05)
+    await eventually(lambda: router.tables.get_state(iban), f"state v{version} applied",
+                     done=lambda value: value is not None and value["version"] >= version)
 
 
 async def sample_when(monitor: Monitor, held_now: int) -> MonitorSnapshot:
     """Sample until the router's held changelog shows ``held_now`` parked statements (its
     records follow the step's routed outputs, so they may land a moment later)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
-        snap = await monitor.sample(counts=True)
-        if snap.held is not None and snap.held.current == held_now:
-            return snap
-        if loop.time() > deadline:
-            raise AssertionError(f"held never reached {held_now}: {snap.held}")
-        await asyncio.sleep(0.2)
+    return await eventually(lambda: monitor.sample(counts=True), f"{held_now} held now",
+                            interval=0.2,
+                            done=lambda snap: snap.held is not None
+                            and snap.held.current == held_now)
 
 
 async def test_held_counts_statements_parked_now_not_ever(

@@ -18,6 +18,7 @@ from routing.observability.metrics import unregister_collector
 from routing.observability.monitor.collector import LAG_COLLECTOR_KEY
 from routing.store.migrate import upgrade
 from routing.store.sql import SqlStateStore
+from tests.eventually import eventually
 
 from .helpers import commit, produce_to_partitions
 
@@ -62,16 +63,14 @@ async def test_consumer_lag_metric_reports_the_brokers_figures(
     await commit(bootstrap, ledger, {(topics.outcomes, 0): 5, (topics.outcomes, 2): 2})
 
     # The first scrape only schedules a sample (a scrape never waits on the broker).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
+    async def scrape() -> httpx.Response:
         response = await metrics_client.get("/metrics")
         assert response.status_code == 200
-        samples = lag_samples(response.text)
-        if samples:
-            break
-        assert loop.time() < deadline, "the lag metric never appeared"
-        await asyncio.sleep(0.1)
+        return response
+
+    response = await eventually(scrape, "the lag metric", interval=0.1,
+                                done=lambda r: bool(lag_samples(r.text)))
+    samples = lag_samples(response.text)
 
     assert samples[(ledger, topics.outcomes, "0")] == 2
     assert samples[(ledger, topics.outcomes, "1")] == 0

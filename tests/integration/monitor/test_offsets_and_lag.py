@@ -140,3 +140,25 @@ async def test_a_connector_added_to_the_file_is_watched_without_a_restart(
     assert set(after.missing_topics) == {s.name for s in topics.specs(["acd", "sage"])}
     assert after.connectors is not None
     assert [c.connector_id for c in after.connectors] == ["acd", "sage"]
+
+
+async def test_a_fresh_broker_where_no_group_ever_committed_is_sampled(
+    own_broker: EmbeddedBroker,
+) -> None:
+    """On a fresh Kafka node no group has a coordinator until the offsets topic exists:
+    the monitor reads that as "nothing committed yet" (every pipeline group lags by the
+    whole log), not as a broker outage (``/ops/topics`` used to answer 503 there)."""
+    from routing.broker import ensure_topics
+
+    bootstrap = own_broker.bootstrap_servers
+    topics = Topics(prefix=unique_prefix(), partitions=3)
+    await ensure_topics(bootstrap, topics.specs(list(default_catalogue())))
+    await produce_to_partitions(bootstrap, topics.received, {0: 4, 2: 1})
+
+    snap = await Monitor(bootstrap, topics, default_catalogue()).sample(counts=False)
+
+    assert topic(snap, topics.received).end_offset == 5
+    router = group(snap, f"{topics.prefix}.router")
+    assert not router.committed
+    assert router.lag == 5
+    assert all(not g.committed for g in snap.groups)

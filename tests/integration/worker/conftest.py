@@ -23,6 +23,7 @@ from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.entrypoints.bootstrap import run_adapters_role
 from routing.services.backoff import RetrySchedule
 from tests.eventually import eventually
 
@@ -119,10 +120,11 @@ async def running(
     stop = asyncio.Event()
     started = asyncio.Event()
     stats: dict[str, ConnectorStats] = {}
-    task = asyncio.create_task(run_adapters(
-        Settings(), topics, endpoints, stop, bootstrap_servers=kafka_broker.bootstrap_servers,
+    settings, bootstrap = Settings(), kafka_broker.bootstrap_servers
+    task = asyncio.create_task(run_adapters_role(settings, bootstrap, lambda producer: run_adapters(
+        settings, topics, endpoints, stop, producer=producer, bootstrap_servers=bootstrap,
         connector_ids=connector_ids, schedule=schedule, stats=stats, started=started,
-        session_timeout_ms=2_000))
+        session_timeout_ms=2_000)))
     pool = Pool(stats, task, stop)
     try:
         await eventually(lambda: started.is_set() or task.done(), "the adapters to start",

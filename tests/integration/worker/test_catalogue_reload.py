@@ -13,10 +13,11 @@ from pathlib import Path
 
 from adapters.catalogue_reload import ReloadingAdapters
 from adapters.delivery import Deliverer, PartnerEndpoint
-from adapters.worker import default_deliverer
+from adapters.worker import ConnectorStats, default_deliverer
 from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, describe_topics, ensure_topics
+from routing.entrypoints.bootstrap import run_adapters_role
 from tests.eventually import eventually
 from tests.unit.delivery.factories import make_delivery
 
@@ -40,6 +41,12 @@ def acd_table(url: str) -> str:
            'secret_env = "ACD_WHSEC"\n'
 
 
+async def running(pool: ReloadingAdapters, stop: asyncio.Event) -> dict[str, ConnectorStats]:
+    """``pool.run`` with its producer, as the ``adapters`` command runs it."""
+    return await run_adapters_role(pool.settings, pool.bootstrap_servers,
+                                   lambda producer: pool.run(stop, producer))
+
+
 async def test_a_connector_added_to_the_file_delivers_and_the_others_keep_running(
     kafka_broker: EmbeddedBroker, topics: Topics, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -53,7 +60,7 @@ async def test_a_connector_added_to_the_file_delivers_and_the_others_keep_runnin
         Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
         session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
     stop = asyncio.Event()
-    task = asyncio.create_task(pool.run(stop))
+    task = asyncio.create_task(running(pool, stop))
     try:
         await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
         assert not task.done()
@@ -134,7 +141,7 @@ async def test_a_changed_endpoint_restarts_that_connector_only(
         Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
         session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
     stop = asyncio.Event()
-    task = asyncio.create_task(pool.run(stop))
+    task = asyncio.create_task(running(pool, stop))
     try:
         await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
         acd_before, quadra_before = pool.workers["acd"], pool.workers["quadra"]
@@ -168,7 +175,7 @@ async def test_a_new_connector_whose_topic_is_wrong_waits_and_the_others_run(
         Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
         session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
     stop = asyncio.Event()
-    task = asyncio.create_task(pool.run(stop))
+    task = asyncio.create_task(running(pool, stop))
     try:
         await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
         before = pool.workers["acd"]
@@ -212,7 +219,7 @@ async def test_a_connector_added_by_the_file_runs_supervised_stops_alone_and_is_
         schedule=SHORT, session_timeout_ms=2_000, reload_interval=0.05,
         deliverer_factory=deliverers, environ={"ACD_WHSEC": acd.secret})
     stop = asyncio.Event()
-    task = asyncio.create_task(pool.run(stop))
+    task = asyncio.create_task(running(pool, stop))
     try:
         await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
         assert not task.done()
@@ -265,7 +272,7 @@ async def test_a_file_that_removes_every_connector_leaves_the_process_idle_not_s
         Settings(), topics, path, bootstrap_servers=bootstrap, schedule=SHORT,
         session_timeout_ms=2_000, reload_interval=0.05, environ={"ACD_WHSEC": acd.secret})
     stop = asyncio.Event()
-    task = asyncio.create_task(pool.run(stop))
+    task = asyncio.create_task(running(pool, stop))
     try:
         await eventually(lambda: pool.started.is_set() or task.done(), "the adapters to start")
         before = pool.workers["acd"]

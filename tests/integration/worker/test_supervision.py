@@ -31,6 +31,7 @@ from events.schemas import ParkedRecord, StatementDeadLetter, StatementPartnerDe
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
 from routing.broker.adapters_control import read_control, worker_states
+from routing.entrypoints.bootstrap import run_adapters_role
 from routing.observability.metrics import REGISTRY
 from routing.observability.monitor.service import monitor_service
 from tests.eventually import eventually
@@ -96,10 +97,11 @@ def start_pool(
             return poisoned[connector_id]
         return default_deliverer(connector_id, endpoint)
 
-    task = asyncio.create_task(run_adapters(
-        settings, topics, endpoints, stop, bootstrap_servers=kafka_broker.bootstrap_servers,
+    bootstrap = kafka_broker.bootstrap_servers
+    task = asyncio.create_task(run_adapters_role(settings, bootstrap, lambda producer: run_adapters(
+        settings, topics, endpoints, stop, producer=producer, bootstrap_servers=bootstrap,
         schedule=SHORT, deliverer_factory=factory, stats=stats, started=started,
-        session_timeout_ms=2_000))
+        session_timeout_ms=2_000)))
     return Pool(stats, task), stop, started
 
 

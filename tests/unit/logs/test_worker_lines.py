@@ -21,6 +21,7 @@ from config.settings import Settings
 from events.schemas import StatementPartnerDelivery
 from events.topics import Topics
 from routing.broker import EmbeddedBroker
+from routing.entrypoints.bootstrap import run_adapters_role
 from tests.eventually import eventually
 from tests.integration.worker.conftest import SHORT, produce, webhook
 from tests.integration.worker.receiver import Reply, WebhookReceiver
@@ -68,10 +69,11 @@ async def test_delivery_lines_are_json_with_statement_connector_and_cabinet(
     stop = asyncio.Event()
     started = asyncio.Event()
     stats: dict[str, ConnectorStats] = {}
-    task = asyncio.create_task(run_adapters(
-        Settings(), topics, {"acd": webhook(acd)}, stop,
-        bootstrap_servers=kafka_broker.bootstrap_servers, schedule=SHORT, stats=stats,
-        started=started, deliverer_factory=_narrating, session_timeout_ms=2_000))
+    settings, bootstrap = Settings(), kafka_broker.bootstrap_servers
+    task = asyncio.create_task(run_adapters_role(settings, bootstrap, lambda producer: run_adapters(
+        settings, topics, {"acd": webhook(acd)}, stop, producer=producer,
+        bootstrap_servers=bootstrap, schedule=SHORT, stats=stats, started=started,
+        deliverer_factory=_narrating, session_timeout_ms=2_000)))
     try:
         await eventually(lambda: len(receiver.delivered("acd")) == 2 or task.done(),
                          what="both deliveries")

@@ -70,8 +70,8 @@ class DictTables:
         self.writes.append(("state-del", iban, partition))
         self._changelog(self.state_changelog_topic, iban, None, partition)
 
-    def get_held(self, iban: str) -> list[HeldEntry] | None:
-        return [self.held[key] for key in self._index.keys_of(iban)] or None
+    def get_held(self, iban: str, limit: int | None = None) -> list[HeldEntry] | None:
+        return [self.held[key] for key in self._index.keys_of(iban, limit)] or None
 
     def has_held(self, iban: str) -> bool:
         return self._index.has(iban)
@@ -86,8 +86,8 @@ class DictTables:
         self.writes.append(("held", key, partition))
         self._changelog(self.held_changelog_topic, key, entry, partition)
 
-    def delete_held(self, iban: str, partition: int) -> None:
-        for key in self._index.drop(iban):
+    def delete_held(self, iban: str, partition: int, count: int | None = None) -> None:
+        for key in self._index.drop(iban, count):
             self.held.pop(key, None)
             self.writes.append(("held-del", key, partition))
             self._changelog(self.held_changelog_topic, key, None, partition)

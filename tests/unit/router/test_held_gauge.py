@@ -20,6 +20,7 @@ def gauge(reason: str) -> float | None:
 async def test_the_gauge_counts_held_statements_per_reason_until_released() -> None:
     sink = MemorySink()
     h = Harness(make_router(sink), sink)
+    h.router.core.keep_held_counts(range(TOPICS.partitions))  # assigned: the gauge is its own
     b = default_partition(IBAN_B.encode(), TOPICS.partitions)
     await h.state(IBAN_B, partition=b, connector_id="acd", mandate_status="pending")
     await h.statement("u1")  # IBAN_A: no state at all
@@ -46,3 +47,43 @@ async def test_the_gauge_counts_held_statements_per_reason_until_released() -> N
     fresh.keep_held_counts(p for p in range(TOPICS.partitions) if p != a)
     assert fresh.held_by_reason() == {}
     assert gauge("unknown_iban") == 0
+
+
+async def test_a_hold_or_release_moves_only_its_reasons_and_a_recovery_recounts() -> None:
+    sink = MemorySink()
+    h = Harness(make_router(sink), sink)
+    core = h.router.core
+    core.release_chunk = 2
+    everything = set(range(TOPICS.partitions))
+    core.keep_held_counts(everything)
+    b = default_partition(IBAN_B.encode(), TOPICS.partitions)
+    await h.state(IBAN_B, partition=b, connector_id="acd", mandate_status="pending")
+    for n in range(5):
+        await h.statement(f"p{n}", IBAN_B)
+    await h.statement("u1")  # IBAN_A: unknown
+    assert (gauge("mandate_pending"), gauge("unknown_iban")) == (5, 1)
+
+    # The review's finding: every hold and release rewrote every reason's series. Now a
+    # series of another reason is left alone (here one set by hand to a stray value).
+    stray = metrics.HELD_STATEMENTS.labels("connector_not_on_cabinet")
+    stray.set(42)
+    await h.statement("u2")
+    await h.state(IBAN_B, partition=b, version=2, connector_id="acd")  # releases 2 of 5
+    assert (gauge("mandate_pending"), gauge("unknown_iban")) == (3, 2)
+    await h.router.run_step(core.continue_releases)  # 2 more
+    assert (gauge("mandate_pending"), gauge("unknown_iban")) == (1, 2)
+    assert gauge("connector_not_on_cabinet") == 42
+
+    # A recovery (a new worker: the held Table rebuilt, a new core): its assignment sets
+    # the gauge whole from the Table, the stray series included, and its sweep goes on
+    # with the release.
+    tables = h.router.tables
+    tables.recover()
+    fresh = RouterCore(topics=TOPICS, catalogue=default_catalogue(), tables=tables,
+                       release_chunk=2)
+    fresh.keep_held_counts(everything)
+    assert gauge("connector_not_on_cabinet") == 0
+    fresh.sweep(everything, "2026-01-01T00:00:00+00:00")
+    assert fresh.held_by_reason() == {"unknown_iban": 2}
+    assert (gauge("mandate_pending"), gauge("unknown_iban")) == (0, 2)
+    assert h.ids(TOPICS.partner("acd")) == ["p0", "p1", "p2", "p3"]
