@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/router_throughput.py                  # 100k IBANs, 200k stmts
     .venv/bin/python benchmarks/router_throughput.py --ibans 20000 --statements 40000
     .venv/bin/python benchmarks/router_throughput.py --broker kafka --exactly-once
+    .venv/bin/python benchmarks/router_throughput.py --router-only --table-store rocksdb
 
 A benchmark, never a timed test (DESIGN §8). One process starts its own Tansu broker,
 loads ``--ibans`` IBAN states (40 % bound to a connector, 40 % unbound, 20 % with a pending
@@ -23,6 +24,13 @@ mandate, so their statements are held) and produces ``--statements`` statements 
    restarted after the statements were produced, so the measured run recovers the Table
    from its changelog and routes a backlog, as after a deployment.
 
+``--table-store rocksdb`` runs both routers on ``TABLE_STORE=rocksdb://``; their data
+directory is the same, so the measured run reopens the RocksDB files of the loading run and
+recovers only the changelog after them, as a restarted production router does
+(``--wipe-tables`` deletes them first: a new disk). The JSON line then also gives the
+process's resident memory before and after the measured run (the router runs in this
+process) and the state cache's hits and misses.
+
 Prints ONE JSON line: the three rates, ``router_vs_aiokafka`` and
 ``router_vs_faust_minimal`` (targets: router ≥ 10,000/s and router_vs_aiokafka ≥ 0.5).
 """
@@ -33,12 +41,14 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
 import json
 import os
 import platform
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -58,6 +68,11 @@ from routing.broker import ProducerParams, ensure_topics, make_producer
 from routing.domain.iban import iban_from_rib
 from routing.entrypoints.runtime import tune_gc
 from routing.router import RouterApp, RouterTuning, create_router_app
+
+TABLE_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+ROUTER_RUN: dict[str, Any] = {}
+"""What ``bench_router`` measured besides the rate: the process's resident memory before
+and after the measured run, the state cache's hits and the states in the Table."""
 
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 CONNECTORS = ("acd", "cegid", "quadra", "pennylane")
@@ -206,7 +221,8 @@ def router_for(
 async def load_states(router: RouterApp, n: int) -> float:
     started = time.perf_counter()
     await router.start()
-    while router.tables.state_count() < n:  # noqa: ASYNC110 (polling a counter)
+    # The router's counter, not the Table's size: counting a RocksDB store reads every key.
+    while router.core.stats["states_applied"] < n:  # noqa: ASYNC110 (polling a counter)
         await asyncio.sleep(0.2)
     return time.perf_counter() - started
 
@@ -216,11 +232,16 @@ async def bench_router(
 ) -> tuple[float, float]:
     """Statements/s from the first read to the last commit, and the Table recovery time.
 
+    Recovery is from the start to the pump's first read: the pump reads only once faust
+    has recovered the Tables (``on_rebalance_complete``), and the statements wait in the
+    backlog. (It was the time until the Table counted ``n`` states; counting a RocksDB
+    store reads every key, and both end within one poll of each other on memory://.)
     The profiler, if any, covers the routing only: it starts at the pump's first read.
     """
-    started = time.perf_counter()
+    gc.collect()
+    rss_before = vm_rss()
+    started = asyncio.get_running_loop().time()  # the pump's clock
     await router.start()
-    ready_at: float | None = None
     profiler = None
     try:
         while True:
@@ -229,11 +250,17 @@ async def bench_router(
                 raise SystemExit("the router stopped before it routed")
             if profiler is None and pump.first_read is not None:
                 profiler = start_profiler(profile)
-            if ready_at is None and router.tables.state_count() >= n:
-                ready_at = time.perf_counter() - started
             if pump.records >= m:
                 assert pump.first_read is not None and pump.last_ack is not None
-                return m / (pump.last_ack - pump.first_read), ready_at or 0.0
+                cache = router.core._states
+                ROUTER_RUN.update(
+                    rss_before_router_mib=rss_before // 2**20,
+                    rss_after_router_mib=vm_rss() // 2**20,
+                    state_cache_hits=cache.hits,
+                    state_cache_misses=cache.misses,
+                    states_in_table=router.tables.state_count(),  # after the measure
+                )
+                return m / (pump.last_ack - pump.first_read), pump.first_read - started
             await asyncio.sleep(0.05)
     finally:
         stop_profiler(profiler, profile)
@@ -243,6 +270,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # The collector settings of every statement-router process (the CLI applies them);
     # the baselines run under them too.
     tune_gc()
+    # The router's Settings read TABLE_STORE from the environment, as the router process's
+    # do: the option sets it, so that a variable left in the shell cannot choose the store.
+    os.environ["TABLE_STORE"] = TABLE_STORES[args.table_store]
     rng = random.Random(args.seed)
     data_dir = Path(tempfile.mkdtemp(prefix="router-bench-"))
     broker = local_broker(args.broker, data_dir / "broker")
@@ -267,6 +297,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         statements = make_statements(args.statements, [i for i, _ in states], rng)
         await produce(bootstrap, topics.received, statements)
         del statements
+        if args.wipe_tables:  # a router with an empty disk: the whole changelog is read
+            shutil.rmtree(data_dir / "router", ignore_errors=True)
 
         faust_n = min(args.faust_statements, args.statements)
         aiokafka_after = float("nan")
@@ -315,9 +347,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "routed": {k: v for k, v in stats.items() if k in
                    ("partner", "global-file", "held", "invalid", "released")},
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "table_store": TABLE_STORES[args.table_store],
+        "tables_wiped_before_run": args.wipe_tables,
+        **ROUTER_RUN,
         "broker": broker_label(args.broker),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
+
+
+def vm_rss() -> int:
+    """This process's resident memory now, in bytes (the router runs in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def rate(value: float) -> int | None:
@@ -379,6 +422,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip the two baselines (profiling runs)")
     parser.add_argument("--profile", metavar="FILE",
                         help="write a pyinstrument profile of the router run to FILE")
+    parser.add_argument("--table-store", choices=tuple(TABLE_STORES), default="memory",
+                        help="the router's TABLE_STORE (rocksdb: rocksdict, Tables on disk "
+                        "under the run's data directory, kept between the two router runs)")
+    parser.add_argument("--wipe-tables", action="store_true",
+                        help="delete the router's local Table stores before the measured "
+                        "run, so that it recovers the whole changelog (a new disk)")
     return parser.parse_args(argv)
 
 

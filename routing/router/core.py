@@ -87,6 +87,7 @@ from routing.router.codec import (
     statement_fields,
 )
 from routing.router.emit import Out, build_routed
+from routing.router.state_cache import StateCache
 
 log = structlog.get_logger("routing.router")
 
@@ -230,11 +231,9 @@ class RouterCore:
         self.tables = tables
         self.detected_by = detected_by
         self.stats: Counter[str] = Counter()
-        # (table value, domain state, decision) per IBAN: the memory store hands back the
-        # same dict until the state changes, so an identity check avoids rebuilding the
-        # snapshot and re-running the checks for every statement (decide() depends on
-        # the state only).
-        self._states: dict[str, tuple[dict[str, Any], IbanState, Decision]] = {}
+        # Per IBAN, the snapshot and decision of the Table value's version: not rebuilt
+        # and re-checked for every statement (decide() depends on the state only).
+        self._states = StateCache()
         # Held statements per input partition and reason, for the held gauge: counted
         # from the Table once per assignment (``sweep``), then kept by ``_hold`` and
         # ``_release``, so the gauge never reads the Table (nor the changelog) again.
@@ -299,7 +298,8 @@ class RouterCore:
     # --- lookups ------------------------------------------------------------------------
 
     def forget_cached_states(self) -> None:
-        """Drop the snapshot cache (after a rebalance the Table contents may change)."""
+        """Drop the snapshot cache (partitions revoked or assigned: the Tables may change
+        under it; the catalogue changed: the decisions depend on it)."""
         self._states.clear()
 
     def lookup(self, iban: str) -> tuple[IbanState | None, Decision]:
@@ -307,14 +307,12 @@ class RouterCore:
         value = self.tables.get_state(iban)
         if value is None:
             return None, self._decide(iban, None)
-        cached = self._states.get(iban)
-        if cached is not None and cached[0] is value:
-            return cached[1], cached[2]
+        cached = self._states.get(iban, value["version"])
+        if cached is not None:
+            return cached
         state = state_from_table(iban, value)
         decision = self._decide(iban, state)
-        if len(self._states) >= 200_000:
-            self._states.clear()  # bounded: a cache, not a second copy of the Table
-        self._states[iban] = (value, state, decision)
+        self._states.put(iban, state, decision)
         return state, decision
 
     def state_of(self, iban: str) -> IbanState | None:
@@ -519,7 +517,7 @@ class RouterCore:
         if rec.value is None:
             if self.tables.get_state(key) is not None:
                 self.tables.delete_state(key, rec.partition)
-                self._states.pop(key, None)
+                self._states.drop(key)
                 self.stats["states_deleted"] += 1
             return []
         event = parse_state(rec.value)
@@ -534,6 +532,7 @@ class RouterCore:
             self.stats["states_stale"] += 1
         else:
             self.tables.put_state(key, state_to_table(event), rec.partition)
+            self._states.drop(key)
             self.stats["states_applied"] += 1
         # Checked even for a stale version: a redelivered update whose release was lost
         # in a crash must still release.

@@ -10,6 +10,9 @@ all here, each with why, and nowhere else in the code:
 * the RocksDB store's ``_db_for_partition``, ``_encode_key``, ``_encode_value`` and
   ``_key_index``: a RocksDB write takes its partition from "the current event", and
   batch-mode records are not faust events, so the write names its partition explicitly;
+  its ``_dbs``: a read looks in the key's partition first (:func:`get_in_partition`),
+  where faust, without an event, would find the partition through an LRU index of 1,000
+  keys and, on a miss, search every partition;
 * ``Store.set_persisted_offset``: what faust's own changelog send records;
 * the changelog record format (JSON key and value, null value deletes), written by the
   router's producer: faust's recovery must read it back (a test replays our records
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+import orjson
 
 from routing.broker.admin import partition_end_offsets
 from routing.broker.transactions import committed_end_offsets
@@ -91,6 +95,30 @@ def put_in_partition(store: MutableMapping[Any, Any], key: str, value: Any, part
     raw_key = faust_store._encode_key(key)
     for_partition(partition).put(raw_key, faust_store._encode_value(value))
     faust_store._key_index[raw_key] = partition
+
+
+def get_in_partition(store: MutableMapping[Any, Any], key: str, partition: int) -> Any:
+    """The value of ``key``, looked up in ``partition``'s part of the store first.
+
+    Without a current stream event, faust's RocksDB store finds a key's partition through
+    an LRU index of 1,000 keys (``table_key_index_size``), and on a miss asks every
+    partition's bloom filter: about 60 % of a read's cost in the router's profile. The
+    router knows the partition (the key's, as every write put it there); a key that is not
+    there (an unknown IBAN, a state read off its key's partition) is looked up faust's way.
+    The value is JSON whoever wrote it (faust's recovery stores the changelog record's
+    bytes, which the router encoded with orjson): it is decoded with orjson, not through
+    faust's serializer registry, which cost twice the RocksDB read itself.
+    """
+    dbs = getattr(store, "_dbs", None)
+    if dbs is None:  # the memory store's dict
+        return store.get(key)
+    db = dbs.get(partition)
+    if db is not None:
+        faust_store: Any = store
+        raw = db.get(faust_store._encode_key(key))
+        if raw is not None:
+            return orjson.loads(raw)
+    return store.get(key)
 
 
 def changelog_topic(table: Any) -> str:

@@ -189,6 +189,9 @@ class BatchPump:
             self._assigned = frozenset()
             self._catching_up = {}
             self._consumer.assign([])
+            # Whoever owns them next may change their states (a delete and a re-creation
+            # at an old version, which the cache's version check cannot see).
+            self._router.core.forget_cached_states()
 
     async def on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Tables are recovered: read the input partitions matching the active ones."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, cast
 
+from routing.broker.partitioner import default_partition
 from routing.observability import metrics
 from routing.router import faust_glue
 from routing.router.codec import dumps
@@ -41,11 +42,14 @@ class FaustTables:
         self._held: MutableMapping[Any, Any] | None = None
         self._index: HeldIndex | None = None
         self._pending: list[Out] = []
+        self._partitions = int(state_table.partitions or 1)
+        self._read_by_partition = False
 
     @property
     def state_store(self) -> MutableMapping[Any, Any]:
         if self._state is None:
             self._state = faust_glue.store_of(self._state_table)
+            self._read_by_partition = not isinstance(self._state, dict)
         return self._state
 
     @property
@@ -111,7 +115,14 @@ class FaustTables:
         self._pending.append(Out(topic, dumps(key), raw, partition))
 
     def get_state(self, iban: str) -> dict[str, Any] | None:
-        return cast("dict[str, Any] | None", self.state_store.get(iban))
+        store = self.state_store
+        if self._read_by_partition:
+            # RocksDB: straight to the IBAN's partition (murmur2 of the key, cached), where
+            # the state was written (faust_glue.get_in_partition says why).
+            partition = default_partition(iban.encode(), self._partitions)
+            value = faust_glue.get_in_partition(store, iban, partition)
+            return cast("dict[str, Any] | None", value)
+        return cast("dict[str, Any] | None", store.get(iban))
 
     def put_state(self, iban: str, value: dict[str, Any], partition: int) -> None:
         faust_glue.put_in_partition(self.state_store, iban, value, partition)

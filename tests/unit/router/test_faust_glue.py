@@ -31,6 +31,7 @@ from faust.types.tuples import Message
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
+from routing.broker.partitioner import default_partition
 from routing.router import RouterApp, create_router_app, faust_glue
 from routing.router.tables import FaustTables
 
@@ -64,6 +65,7 @@ def test_the_internals_the_glue_uses_exist() -> None:
     ):
         assert callable(getattr(RocksStore, name, None)), f"rocksdb Store.{name} is gone"
     assert "_key_index" in inspect.getsource(RocksStore.__init__)
+    assert "self._dbs = {}" in inspect.getsource(RocksStore.__init__)  # partition → DB
     assert inspect.iscoroutinefunction(AIOKafkaDriverConsumer.highwaters)
     # The membership the pump commits as: faust's thread's aiokafka consumer's coordinator.
     assert "self._consumer" in inspect.getsource(AIOKafkaConsumerThread)
@@ -150,8 +152,13 @@ async def test_faust_recovery_reads_back_what_the_router_writes(
     w.put_held("FR2", {**entry, "partition": 0, "offset": 3}, partition=0)
     w.delete_held("FR2", partition=0)
     w.delete_state("FR2", partition=0)
+    # In its key's partition, where the router's reads look first (get_in_partition).
+    iban = "FR7630006000011234567890189"
+    own = default_partition(iban.encode(), TOPICS.partitions)
+    w.put_state(iban, {"version": 4, "connector_id": "acd", "n": None}, partition=own)
     await replay(r, w.take_changelog())
     r.reset_stores()
+    assert r.get_state(iban) == {"version": 4, "connector_id": "acd", "n": None}
     assert r.get_state("FR1") == {"version": 2, "cabinet_id": "c"}
     assert r.get_state("FR2") is None
     assert [e["offset"] for e in r.get_held("FR1") or []] == [0, 5]

@@ -20,8 +20,11 @@ from faust.types import TP
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
-from routing.router import RouterApp, RouterTuning, create_router_app
+from routing.broker.partitioner import default_partition
+from routing.router import RouterApp, RouterTuning, create_router_app, faust_glue
+from routing.router.core import Record
 from routing.router.tables import FaustTables
+from tests.unit.router.factories import state
 
 TOPICS = Topics("unit", 3)
 
@@ -146,3 +149,50 @@ async def test_each_write_queues_its_changelog_record_in_order(router: RouterApp
     assert json.loads(records[1].value or b"")["raw"] == "s1"  # one statement per record
     assert [r.value for r in records[3:]] == [None, None, None]  # tombstones
     assert tables.take_changelog() == []
+
+
+# --- the state cache over each store ----------------------------------------------------
+
+
+def state_record(iban: str, partition: int, offset: int, **fields: Any) -> Record:
+    return Record(TOPICS.iban_state, partition, offset, iban.encode(), state(iban, **fields))
+
+
+async def test_the_state_cache_hits_on_each_store_and_follows_new_versions(
+    router: RouterApp,
+) -> None:
+    # RocksDB decodes a new dict on each read; the cache is keyed by version, not identity.
+    core, tables = router.core, tables_of(router)
+    iban = "FR7630006000011234567890189"
+    partition = default_partition(iban.encode(), TOPICS.partitions)
+    core.on_state(state_record(iban, partition, 0, version=1, connector_id="acd"), "now")
+    first = core.lookup(iban)
+    second = core.lookup(iban)
+    assert second[0] is first[0] and second[1].connector_id == "acd"
+    assert core._states.hits >= 1
+
+    core.on_state(state_record(iban, partition, 1, version=2, connector_id="cegid"), "now")
+    assert core.lookup(iban)[1].connector_id == "cegid"  # the router's own write
+    # A newer version written to the store without the core, as changelog recovery does.
+    value = dict(tables.get_state(iban) or {}, version=3, connector_id="quadra")
+    faust_glue.put_in_partition(tables.state_store, iban, value, partition)
+    looked_up = core.lookup(iban)
+    assert looked_up[0] is not None and looked_up[0].version == 3
+    assert looked_up[1].connector_id == "quadra"
+
+
+async def test_a_state_is_found_in_its_key_partition_and_anywhere_else(
+    router: RouterApp,
+) -> None:
+    # RocksDB reads look in the IBAN's partition first; a state stored in another one (an
+    # iban.state record produced off its key's partition) is still found, faust's way.
+    tables = tables_of(router)
+    iban = "FR7630006000011234567890189"
+    own = default_partition(iban.encode(), TOPICS.partitions)
+    other = (own + 1) % TOPICS.partitions
+    assert tables.get_state(iban) is None
+    tables.put_state(iban, {"version": 1, "where": "other"}, partition=other)
+    assert tables.get_state(iban) == {"version": 1, "where": "other"}
+    tables.delete_state(iban, partition=other)
+    tables.put_state(iban, {"version": 2, "where": "own"}, partition=own)
+    assert tables.get_state(iban) == {"version": 2, "where": "own"}
