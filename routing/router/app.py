@@ -61,13 +61,20 @@ class RouterTuning:
     """Knobs that are not business settings: group timing and batch sizes.
 
     faust's defaults (60 s session) make Tansu hold the first join of a group for about
-    half the session timeout, so a worker would need ~30 s to start; 10 s sessions start
-    in ~5 s and still tolerate GC pauses. ``emit_outcomes`` writes a
-    ``delivery.outcome/v1`` "routed"/"held" record per statement (a second produce).
+    half the session timeout, so a worker would need ~30 s to start. The session is also
+    how long the group waits before it gives a killed router's partitions to the others:
+    6 s is Apache Kafka's smallest allowed (``group.min.session.timeout.ms``), and with a
+    standby replica of the Tables on the survivor (``standby_replicas``, faust's default,
+    kept explicit) a failover takes about the session plus a second (docs/performance.md,
+    "Failover"). The heartbeat (a third of the session or less, as Kafka advises) runs
+    in faust's consumer thread, so a busy event loop does not delay it. ``emit_outcomes``
+    writes a ``delivery.outcome/v1`` "routed"/"held" record per statement (a second
+    produce).
     """
 
-    session_timeout: float = 10.0
-    heartbeat_interval: float = 1.0
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 0.5
+    standby_replicas: int = 1
     rebalance_timeout: float = 20.0
     max_batch: int = 2_000
     linger_ms: int | None = None  # None: the settings' kafka_linger_ms
@@ -314,6 +321,7 @@ def create_router_app(
         broker_session_timeout=tuning.session_timeout,
         broker_heartbeat_interval=tuning.heartbeat_interval,
         broker_rebalance_timeout=tuning.rebalance_timeout,
+        table_standby_replicas=tuning.standby_replicas,
         # The size rule (events.limits): a held entry carries a statement at the limit.
         consumer_max_fetch_size=BROKER_MESSAGE_BYTES,
         producer_max_request_size=BROKER_MESSAGE_BYTES,
