@@ -63,13 +63,13 @@ class RouterTuning:
     faust's defaults (60 s session) make Tansu hold the first join of a group for about
     half the session timeout, so a worker would need ~30 s to start. The session is also
     how long the group waits before it gives a killed router's partitions to the others:
-    6 s is Apache Kafka's smallest allowed (``group.min.session.timeout.ms``), and with a
-    standby replica of the Tables on the survivor (``standby_replicas``, faust's default,
-    kept explicit) a failover takes about the session plus a second (docs/performance.md,
-    "Failover"). The heartbeat (a third of the session or less, as Kafka advises) runs
-    in faust's consumer thread, so a busy event loop does not delay it. ``emit_outcomes``
-    writes a ``delivery.outcome/v1`` "routed"/"held" record per statement (a second
-    produce).
+    6 s is Apache Kafka's smallest allowed (``group.min.session.timeout.ms``). With the
+    RocksDB store, a standby replica of the Tables on the survivor (``standby_replicas``,
+    faust's default, kept explicit) makes the takeover itself about a second; faust's
+    memory store re-reads the changelog instead (docs/performance.md, "Failover"). The
+    heartbeat (a third of the session or less, as Kafka advises) is sent from faust's
+    consumer thread, not from the router's event loop. ``emit_outcomes`` writes a
+    ``delivery.outcome/v1`` "routed"/"held" record per statement (a second produce).
     """
 
     session_timeout: float = 6.0
