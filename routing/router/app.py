@@ -61,12 +61,19 @@ class RouterTuning:
     """Knobs that are not business settings: group timing and batch sizes.
 
     faust's defaults (60 s session) make Tansu hold the first join of a group for about
-    half the session timeout, so a worker would need ~30 s to start; 10 s sessions start
-    in ~5 s and still tolerate GC pauses.
+    half the session timeout, so a worker would need ~30 s to start. The session is also
+    how long the group waits before it gives a killed router's partitions to the others:
+    6 s is Apache Kafka's smallest allowed (``group.min.session.timeout.ms``). With the
+    RocksDB store, a standby replica of the Tables on the survivor (``standby_replicas``,
+    faust's default, kept explicit) makes the takeover itself about a second; faust's
+    memory store re-reads the changelog instead (docs/performance.md, "Failover"). The
+    heartbeat (a third of the session or less, as Kafka advises) is sent from faust's
+    consumer thread, not from the router's event loop.
     """
 
-    session_timeout: float = 10.0
-    heartbeat_interval: float = 1.0
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 0.5
+    standby_replicas: int = 1
     rebalance_timeout: float = 20.0
     max_batch: int = 2_000
     linger_ms: int | None = None  # None: the settings' kafka_linger_ms
@@ -312,6 +319,7 @@ def create_router_app(
         broker_session_timeout=tuning.session_timeout,
         broker_heartbeat_interval=tuning.heartbeat_interval,
         broker_rebalance_timeout=tuning.rebalance_timeout,
+        table_standby_replicas=tuning.standby_replicas,
         # The size rule (events.limits): a held entry carries a statement at the limit.
         consumer_max_fetch_size=BROKER_MESSAGE_BYTES,
         producer_max_request_size=BROKER_MESSAGE_BYTES,
