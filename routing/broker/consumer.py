@@ -2,14 +2,15 @@
 
 The ledger and the global-file builder are the same shape: read a topic in a consumer
 group, write each batch to the SQL store (and report on ``deliveries.outcomes``), commit
-the batch's offsets only once that returned. :func:`run_committing` is that shape; a role
+the batch's offsets only once that is done, acks included (awaited beside the next
+batch, see :func:`consume_committing`). :func:`run_committing` is that shape; a role
 brings only its ``BatchHandler`` (``routing.services.ledger.LedgerConsumer``,
 ``adapters.global_file.GlobalFileBuilder``), and the composition root
 (``routing.entrypoints.bootstrap``) builds the consumer, the producer and the store it runs on.
 
 At least once, duplicates absorbed (DESIGN §5): nothing is committed past a batch the
-handler has not finished, so a stop or a crash re-reads it and the idempotent handler
-adds nothing.
+handler has not finished (nor whose acks are not in), so a stop or a crash re-reads it
+and the idempotent handler adds nothing.
 """
 
 from __future__ import annotations
