@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.dead_letters import replayed_places
@@ -60,7 +60,6 @@ from routing.store.global_file import entry_of, insert_ignoring_duplicates, utcn
 from routing.store.tables import delivery_ledger as dl
 from routing.store.tables import global_file_statements as gfs
 from routing.store.tables import ibans
-from routing.store.threaded import write_transaction
 
 _ROUTING_OUTCOMES = ("routed", "held")
 
@@ -280,15 +279,9 @@ class SqlDeliveryLedger(EngineStore, DeliveryLedger):
         insert = insert_ignoring_duplicates(self._engine, dl, ["dedupe_key"])
         # executemany: the statement is compiled once and cached, and SQLAlchemy batches
         # the rows itself (a multi-row VALUES was compiled anew for every batch).
-        values = list(rows.values())
-
-        def write(conn: Connection) -> int:
-            return len(conn.execute(insert.returning(dl.c.id), values).all())
-
-        # On a SQLite file in one worker thread (routing.store.threaded): the ledger holds
-        # the SQLite writer lock the global-file builder waits for, so its hand-overs
-        # through the busy event loop were the global file's wait too.
-        return await write_transaction(self._engine, write)
+        async with self._write() as conn:
+            result = await conn.execute(insert.returning(dl.c.id), list(rows.values()))
+            return len(result.all())
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -4,12 +4,10 @@ Why: aiosqlite runs every driver call (cursor, execute, fetchall, close, commitâ
 thread and hands each result back through the event loop. A batch insert with its
 read-back is a dozen such hand-overs, and each waits for whatever the loop is running at
 the time. In ``statement-router up`` the loop also runs the router and the adapters, so a
-100-row global-file batch took 8.5 ms at the median on an idle loop but 295 ms when the
-loop ran 5 ms blocks of other work, and 653 ms with 20 ms blocks
-(``benchmarks/global_file_store.py``, docs/performance.md). Run as one sync transaction
-in a worker thread, the same batch took 31 and 67 ms: the loop is crossed twice,
-whatever it is doing. The ledger's batches hold the SQLite writer lock the global-file
-builder waits for, so they are written the same way.
+100-row global-file batch took 15 ms on an idle loop but 223 ms at the median when the
+loop ran 5 ms blocks of other work, and 704 ms with 20 ms blocks
+(``benchmarks/global_file_store.py``). Run as one sync transaction in a worker thread, the
+same batch took 56 and 66 ms: the loop is crossed twice, whatever it is doing.
 
 Only for a SQLite *file*: the worker thread opens its own connections to it, which an
 in-memory database would not share. PostgreSQL (asyncpg) has no such hand-over per call;
