@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
+from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -120,15 +120,12 @@ def create_store_engine(
     connect_args = dict(engine_kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", sqlite_busy_timeout_ms / 1000)
     engine = create_async_engine(parsed, echo=echo, connect_args=connect_args, **engine_kwargs)
-    install_sqlite_hooks(engine.sync_engine, sqlite_busy_timeout_ms)
+    _install_sqlite_hooks(engine, sqlite_busy_timeout_ms)
     return engine
 
 
-def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
-    """The SQLite set-up above (pragmas, our own BEGIN) on a sync ``Engine``: the async
-    engine's own, or the one ``routing.store.threaded`` writes with in a worker thread."""
-
-    @event.listens_for(engine, "connect")
+def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take BEGIN away from the driver (it would emit a deferred BEGIN, and none at all
         # before DDL); the "begin" listener below emits ours.
@@ -143,7 +140,7 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine, "begin")
+    @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")

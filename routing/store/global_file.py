@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
@@ -30,12 +30,8 @@ from routing.domain.model import Actor
 from routing.ports import GlobalFileEntry, GlobalFileStore, StoredStatement
 from routing.store.engine import EngineStore, record_of
 from routing.store.tables import global_file_statements as gfs
-from routing.store.threaded import write_transaction
 
 _CHUNK = 200
-
-#: (iban, statement_id) -> {content_sha256: (cabinet_id, stored_at)}
-Stored = dict[tuple[str, str], dict[str, tuple[str, datetime]]]
 
 #: The global file's key: a statement's identity, then its content (routing.domain.identity).
 IDENTITY = ("iban", "statement_id", "content_sha256")
@@ -120,17 +116,17 @@ class SqlGlobalFileStore(EngineStore, GlobalFileStore):
             for e in unique.values()
         ]
         insert = insert_ignoring_duplicates(self._engine, gfs, list(IDENTITY))
-
-        def write(conn: Connection) -> tuple[set[tuple[str, str, str]], Stored]:
-            created: set[tuple[str, str, str]] = set()
-            stored: Stored = {}
+        created: set[tuple[str, str, str]] = set()
+        # (iban, statement_id) -> {content_sha256: (cabinet_id, stored_at)}
+        stored: dict[tuple[str, str], dict[str, tuple[str, datetime]]] = {}
+        async with self._write() as conn:
             # executemany, compiled once (see SqlDeliveryLedger.record).
-            result = conn.execute(
+            result = await conn.execute(
                 insert.returning(gfs.c.iban, gfs.c.statement_id, gfs.c.content_sha256), rows
             )
             created.update((r.iban, r.statement_id, r.content_sha256) for r in result)
             for ids in chunks(sorted({sid for _, sid, _ in unique})):
-                found = conn.execute(
+                found = await conn.execute(
                     select(
                         gfs.c.iban,
                         gfs.c.statement_id,
@@ -144,12 +140,6 @@ class SqlGlobalFileStore(EngineStore, GlobalFileStore):
                         row.cabinet_id,
                         row.stored_at,
                     )
-            return created, stored
-
-        # On a SQLite file the whole transaction runs in one worker thread: the event loop
-        # (shared with the router and the adapters in ``up``) is crossed twice, not at each
-        # driver call (routing.store.threaded).
-        created, stored = await write_transaction(self._engine, write)
         results = []
         for key in unique:
             iban, sid, sha = key
