@@ -87,55 +87,47 @@ RELEASED_NOTE = "released from held"
 """The note the detail of a statement released from held carries: ``partner:acd (…)``."""
 
 
-def _released(detail: str, released: bool) -> str:
-    return f"{detail} ({RELEASED_NOTE})" if released else detail
+def _entry(
+    event: StatementPartnerDelivery | StatementGlobalFile | StatementHeld,
+    outcome: str,
+    detail: str,
+    connector_id: str | None,
+    released: bool = False,
+) -> OutcomeRecord:
+    """The entry the router's own outcome record used to be: at the decision's time, with
+    its trace; a release from held says so in the detail."""
+    if released:
+        detail = f"{detail} ({RELEASED_NOTE})"
+    return OutcomeRecord(
+        statement_id=event.statement_id,
+        outcome=outcome,
+        at=event.routing.decided_at,
+        iban=event.iban,
+        cabinet_id=event.cabinet_id,
+        connector_id=connector_id,
+        detail=detail,
+        routing=event.routing.model_dump(mode="json"),
+        content_sha256=event.content_sha256,
+    )
 
 
 def partner_record(value: bytes | None, where: str) -> OutcomeRecord:
     """The "routed" entry of one ``statement.partner-delivery/v1``."""
     event = decode(value, StatementPartnerDelivery, where=where)
-    return OutcomeRecord(
-        statement_id=event.statement_id,
-        outcome="routed",
-        at=event.routing.decided_at,
-        iban=event.iban,
-        cabinet_id=event.cabinet_id,
-        connector_id=event.connector_id,
-        detail=_released(f"partner:{event.connector_id}", event.released_from_held),
-        routing=event.routing.model_dump(mode="json"),
-        content_sha256=event.content_sha256,
-    )
+    return _entry(event, "routed", f"partner:{event.connector_id}", event.connector_id,
+                  event.released_from_held)
 
 
 def global_file_record(value: bytes | None, where: str) -> OutcomeRecord:
     """The "routed" entry of one ``statement.global-file/v1``."""
     event = decode(value, StatementGlobalFile, where=where)
-    return OutcomeRecord(
-        statement_id=event.statement_id,
-        outcome="routed",
-        at=event.routing.decided_at,
-        iban=event.iban,
-        cabinet_id=event.cabinet_id,
-        detail=_released("global-file", event.released_from_held),
-        routing=event.routing.model_dump(mode="json"),
-        content_sha256=event.content_sha256,
-    )
+    return _entry(event, "routed", "global-file", None, event.released_from_held)
 
 
 def held_record(value: bytes | None, where: str) -> OutcomeRecord:
     """The "held" entry of one ``statement.held/v1``."""
     event = decode(value, StatementHeld, where=where)
-    return OutcomeRecord(
-        statement_id=event.statement_id,
-        outcome="held",
-        at=event.routing.decided_at,
-        iban=event.iban,
-        cabinet_id=event.cabinet_id,
-        connector_id=event.connector_id,
-        detail=f"held:{event.routing.reason}",
-        routing=event.routing.model_dump(mode="json"),
-        content_sha256=event.content_sha256,
-    )
+    return _entry(event, "held", f"held:{event.routing.reason}", event.connector_id)
 
 
 def ledger_pattern(topics: Topics) -> str:

@@ -12,13 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from events.topics import Topics
-from routing.broker import ProducerParams, make_producer
 from routing.broker.consumer import committing_consumer, consume_committing
 from routing.broker.process import BrokerProcess
 from tests.eventually import eventually
@@ -60,15 +58,6 @@ class Loop:
         meta = offsets.get(TopicPartition(self.topic, 0))
         return meta.offset if meta is not None and meta.offset >= 0 else None
 
-
-@pytest.fixture
-async def producer(kafka_broker: BrokerProcess) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @contextlib.asynccontextmanager

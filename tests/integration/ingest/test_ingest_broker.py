@@ -75,15 +75,6 @@ def expected_ids(name: str) -> list[str]:
     return [e.statement_id for e in events]
 
 
-@pytest.fixture
-async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
-    started = make_producer(ProducerParams(kafka_broker.bootstrap_servers, client_id="ingest-test"))
-    await started.start()
-    try:
-        yield started
-    finally:
-        await started.stop()
-
 
 async def received(broker: EmbeddedBroker, topics: Topics) -> list[Any]:
     return await read_topic(broker.bootstrap_servers, topics.received)

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, StatementInvalid
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, make_producer, read_topic
+from routing.broker import EmbeddedBroker, read_topic
 from routing.entrypoints.bootstrap import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.migrate import upgrade
@@ -36,15 +34,6 @@ ROUTING = {
     "decided_at": "2026-01-06T07:00:00+00:00",
 }
 
-
-@pytest.fixture
-async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 def outcome(statement_id: str, kind: str, attempt: int | None = None) -> DeliveryOutcome:

@@ -14,7 +14,7 @@ adds nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.schemas import DeliveryOutcome, IbanStateEvent, StatementInvalid
 from events.topics import Topics
-from routing.broker import ProducerParams, make_producer, read_topic
+from routing.broker import read_topic
 from routing.broker.process import BrokerProcess
 from routing.domain.decide import decide
 from routing.domain.model import Profile
@@ -50,15 +50,6 @@ from tests.unit.router.factories import make_iban, state, statement
 TUNING = RouterTuning(session_timeout=6.0, heartbeat_interval=0.5, rebalance_timeout=6.0)
 PENDING, UNBOUND, NOT_ON_CABINET, UNKNOWN = (make_iban(n) for n in (6101, 6102, 6103, 6104))
 
-
-@pytest.fixture
-async def producer(kafka_broker: BrokerProcess) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 def steps(body: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:

@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from config.settings import Settings
 from events.topics import Topics
-from routing.broker import EmbeddedBroker, ProducerParams, make_producer
+from routing.broker import EmbeddedBroker
 from routing.entrypoints.bootstrap import run_ledger
 from routing.store.engine import create_store_engine
 from routing.store.ledger import SqlDeliveryLedger
@@ -35,12 +34,3 @@ async def ledger(
         await task
         await engine.dispose()
 
-
-@pytest.fixture
-async def producer(kafka_broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
-    prod = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await prod.start()
-    try:
-        yield prod
-    finally:
-        await prod.stop()

@@ -10,17 +10,15 @@ held statements included.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from config.catalogue import default_catalogue
 from config.settings import Settings
 from events.topics import Topics
-from routing.broker import ProducerParams, make_producer, read_topic
+from routing.broker import read_topic
 from routing.broker.process import BrokerProcess
 from routing.router import RouterApp, RouterTuning, create_router_app
 from tests.eventually import eventually
@@ -40,15 +38,6 @@ def rocksdb_router(broker: BrokerProcess, topics: Topics, data_dir: Path) -> Rou
         tuning=TUNING,
     )
 
-
-@pytest.fixture
-async def producer(kafka_broker: BrokerProcess) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(ProducerParams(kafka_broker.bootstrap_servers))
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 async def ids(bootstrap: str, topic: str, count: int) -> list[str]:
