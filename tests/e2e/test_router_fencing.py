@@ -1,7 +1,7 @@
 """A paused router cannot commit the partitions another one took over (issue 12, item 3).
 
 Two ``python -m routing.router`` processes share 6 partitions under a steady stream. One
-(the victim) is frozen with SIGSTOP past its 10 s group session: faust's group moves its
+(the victim) is frozen with SIGSTOP past its group session (6 s): faust's group moves its
 partitions to the other, which routes them. The victim is then resumed with SIGCONT,
 with the batch it was routing still in flight. Its commit of that batch carries the
 generation of its old assignment, so the broker refuses it (``router_commit_fenced`` in
@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, ProducerParams, make_producer
+from routing.router.app import RouterTuning
 from tests.e2e.routers import (
     duplicate_count,
     final_copies,
@@ -40,7 +41,7 @@ PARTITIONS = 6
 BOUND = [make_iban(70_000 + n) for n in range(24)]
 UNBOUND = [make_iban(71_000 + n) for n in range(24)]
 IBANS = BOUND + UNBOUND
-SESSION_S = 10.0  # RouterTuning's default session timeout: the pause must outlast it
+SESSION_S = RouterTuning().session_timeout  # the router's session: the pause must outlast it
 
 
 async def test_a_paused_router_cannot_commit_after_the_group_moved_on(
