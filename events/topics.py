@@ -101,14 +101,14 @@ class Topics:
             TopicSpec(self.iban_state, n, "compact", "IBAN", "iban.state/v1",
                       "outbox relay, other systems → router"),
             TopicSpec(self.global_file, n, "delete", "cabinet id", "statement.global-file/v1",
-                      "router → global-file builder"),
+                      "router → global-file builder, ledger"),
             TopicSpec(self.held, n, "delete", "IBAN", "statement.held/v1",
-                      "router → operators (audit of parking)"),
+                      "router → operators (audit of parking), ledger"),
             TopicSpec(self.invalid, n, "delete", "original key or empty",
                       "statement.invalid/v1",
                       "router, global-file builder, ledger, adapters → operators"),
             TopicSpec(self.outcomes, n, "delete", "statement id", "delivery.outcome/v1",
-                      "router, adapters, global-file builder → ledger, monitor"),
+                      "adapters, global-file builder, operators' replays → ledger, monitor"),
             TopicSpec(self.adapters_control, n, "compact", "kind/connector id[/partition]",
                       "adapter.control/v1",
                       "CLI, API → adapters (enable); adapters → monitor, /ops (worker state, "
@@ -117,7 +117,7 @@ class Topics:
         for connector_id in connector_ids:
             specs.append(TopicSpec(self.partner(connector_id), n, "delete", "IBAN",
                                    "statement.partner-delivery/v1",
-                                   f"router → adapter worker for {connector_id}"))
+                                   f"router → adapter worker for {connector_id}, ledger"))
             specs.append(TopicSpec(self.partner_dlq(connector_id), n, "delete", "IBAN",
                                    "statement.dead-letter/v1",
                                    f"adapter for {connector_id} → operators, replay"))

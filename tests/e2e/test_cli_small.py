@@ -49,7 +49,7 @@ def test_topics_list_says_who_writes_and_reads_each_topic(env: dict[str, str]) -
     for topic, who in documented.items():
         assert lines[f"sobank.{topic}"].rstrip().endswith(who), (topic, who)
     assert lines["sobank.statements.partner.acd"].rstrip().endswith(
-        "router → adapter worker for acd")
+        "router → adapter worker for acd, ledger")
 
 
 def test_diagnose_of_an_unbound_pending_iban_says_held_not_global_file(
