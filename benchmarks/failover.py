@@ -67,7 +67,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 from brokers import add_broker_argument, broker_label, local_broker
-from scale_out import Offsets, make_statements, make_states, produce, start_routers, wait_total
+from scale_out import (
+    Offsets,
+    make_statements,
+    make_states,
+    produce,
+    start_routers,
+    stop_routers,
+    wait_total,
+)
 
 from config.catalogue import default_catalogue
 from events.topics import Topics, changelog
@@ -221,18 +229,6 @@ def router_log(logs: Path, name: str) -> Path:
     return logs / f"router-{name}-0.log"
 
 
-async def stop(children: list[asyncio.subprocess.Process]) -> None:
-    for child in children:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            await asyncio.wait_for(child.wait(), 60)
-        except TimeoutError:
-            child.kill()
-            await child.wait()
-
-
 def rss_mib(pid: int) -> float | None:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -310,10 +306,10 @@ async def run_variant(bootstrap: str, variant: str, args: argparse.Namespace, wo
                     "settle_s": args.settle, "rate_per_s": args.rate,
                 }
                 if last and args.cold_start == "yes":
-                    await stop([children[survivor]])
+                    await stop_routers([children[survivor]])
                     cold = await cold_start(base, work, trickle, children, args)
         finally:
-            await stop(children)
+            await stop_routers(children)
     return result, cold
 
 

@@ -132,6 +132,24 @@ async def consume_committing(
             settling.result()
 
 
+async def _back_off(
+    exc: Exception,
+    stop: asyncio.Event,
+    name: str,
+    retry_delay: Callable[[int], float],
+    failures: int,
+) -> bool:
+    """Log a failed attempt and wait ``retry_delay(failures)`` before the next one; False
+    (nothing more to try) once ``stop`` is set, before or during the wait."""
+    if stop.is_set():
+        log.warning(f"{name}_stopped_mid_batch", error=str(exc))
+        return False
+    wait = retry_delay(failures)
+    log.warning(f"{name}_retrying", error=str(exc), retry_in=round(wait, 2))
+    await _wait(stop, wait)
+    return not stop.is_set()
+
+
 async def _handle_until_done(
     handle: Callable[[list[ConsumerRecord]], Awaitable[Awaitable[Any] | None]],
     records: list[ConsumerRecord],
@@ -148,14 +166,8 @@ async def _handle_until_done(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if stop.is_set():
-                log.warning(f"{name}_stopped_mid_batch", error=str(exc))
-                return None
             failures += 1
-            wait = retry_delay(failures)
-            log.warning(f"{name}_retrying", error=str(exc), retry_in=round(wait, 2))
-            await _wait(stop, wait)
-            if stop.is_set():
+            if not await _back_off(exc, stop, name, retry_delay, failures):
                 return None
 
 
@@ -179,14 +191,8 @@ async def _settle_and_commit(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if stop.is_set():
-                log.warning(f"{name}_stopped_mid_batch", error=str(exc))
-                return False
             failures += 1
-            wait = retry_delay(failures)
-            log.warning(f"{name}_retrying", error=str(exc), retry_in=round(wait, 2))
-            await _wait(stop, wait)
-            if stop.is_set():
+            if not await _back_off(exc, stop, name, retry_delay, failures):
                 return False
             handled = await _handle_until_done(handle, records, stop, name, retry_delay,
                                                failures)

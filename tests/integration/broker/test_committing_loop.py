@@ -61,7 +61,8 @@ class Loop:
 
 
 @contextlib.asynccontextmanager
-async def running(loop: Loop) -> AsyncIterator[asyncio.Task[None]]:
+async def started(loop: Loop) -> AsyncIterator[asyncio.Task[None]]:
+    """The loop on a real consumer; the test ends it (a task still running is cancelled)."""
     async with committing_consumer(
         loop.bootstrap, loop.topic, loop.group, "committing-loop-test", fetch_max_wait_ms=20
     ) as consumer:
@@ -71,6 +72,19 @@ async def running(loop: Loop) -> AsyncIterator[asyncio.Task[None]]:
                 retry_delay=lambda failures: 0.05,
             )
         )
+        try:
+            yield task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+@contextlib.asynccontextmanager
+async def running(loop: Loop) -> AsyncIterator[asyncio.Task[None]]:
+    """:func:`started`, then stopped with every in-flight part settled."""
+    async with started(loop) as task:
         try:
             yield task
         finally:
@@ -139,15 +153,7 @@ async def test_a_stop_commits_the_settled_last_batch_and_not_an_unsettled_one(
 ) -> None:
     topics: Topics = await make_topics(partitions=1)
     loop = Loop(kafka_broker.bootstrap_servers, topics.global_file, unique_group("stop"))
-    async with committing_consumer(
-        loop.bootstrap, loop.topic, loop.group, "committing-loop-test", fetch_max_wait_ms=20
-    ) as consumer:
-        task = asyncio.create_task(
-            consume_committing(
-                consumer, loop.handler.handle, loop.stop, name="test_loop",
-                retry_delay=lambda failures: 0.05,
-            )
-        )
+    async with started(loop) as task:
         await publish(producer, loop.topic, "a")
         await eventually(loop.handler.handled, "a handled", done=lambda v: v == ["a"])
         loop.stop.set()
@@ -157,15 +163,7 @@ async def test_a_stop_commits_the_settled_last_batch_and_not_an_unsettled_one(
     assert await loop.committed() == 1
     # A failing in-flight part at the stop: nothing committed past it, the batch is re-read.
     loop = Loop(kafka_broker.bootstrap_servers, topics.global_file, unique_group("stop2"))
-    async with committing_consumer(
-        loop.bootstrap, loop.topic, loop.group, "committing-loop-test", fetch_max_wait_ms=20
-    ) as consumer:
-        task = asyncio.create_task(
-            consume_committing(
-                consumer, loop.handler.handle, loop.stop, name="test_loop",
-                retry_delay=lambda failures: 0.05,
-            )
-        )
+    async with started(loop) as task:
         await eventually(loop.handler.handled, "a handled", done=lambda v: v == ["a"])
         loop.stop.set()
         loop.handler.in_flight[0].set_exception(RuntimeError("broker gone"))
