@@ -51,6 +51,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -482,9 +483,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         child_log.close()
         await receiver.stop()
         await broker.astop()
-    pipeline_stats: dict[str, Any] = {}
-    for stats_file in stats_files:
-        pipeline_stats.update(read_json(str(stats_file)) or {})
+        pipeline_stats: dict[str, Any] = {}
+        for stats_file in stats_files:
+            pipeline_stats.update(read_json(str(stats_file)) or {})
+        # A 10-minute run leaves about a gigabyte of broker log behind.
+        if args.keep:
+            print(f"logs and data kept in {data_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
     overall = percentiles(webhook_lat + stored_lat)
     missing = expected - len(webhook_lat) - len(stored_lat)
     retries = None
@@ -595,6 +601,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "--duration per rate, ascending, until one misses the 250 ms "
                              "target; prints each run's line, then the highest passing rate")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's directory (pipeline.log, broker data, state)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # internal: the child
     return parser.parse_args(argv)

@@ -78,6 +78,13 @@ class Topics:
     def partner(self, connector_id: str) -> str:
         return self._name(f"statements.partner.{connector_id}")
 
+    @property
+    def ledger_reads(self) -> tuple[str, str, str]:
+        """The fixed topics the delivery ledger reads, besides every partner topic: the
+        outcomes, and the held and global-file topics it derives "held" and "routed" from
+        (``routing.services.ledger``)."""
+        return (self.outcomes, self.held, self.global_file)
+
     def partner_dlq(self, connector_id: str) -> str:
         return self._name(f"statements.partner.{connector_id}.dlq")
 

@@ -47,7 +47,7 @@ from routing.router.core import RouterCore
 from routing.router.emit import Out
 from routing.router.pump import BatchPump
 from routing.router.sink import KafkaSink, Sink
-from routing.router.step import RouterCrashed, Stepper
+from routing.router.step import Issued, RouterCrashed, Stepper
 from routing.router.tables import FaustTables
 from routing.router.transactions import PartitionProducers
 
@@ -135,6 +135,12 @@ class RouterApp:
         commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
     ) -> bool:
         return await self.stepper.run_step(step, offsets, commit)
+
+    async def issue_step(self, step: Callable[[str], list[Out]]) -> Issued:
+        return await self.stepper.issue(step)
+
+    async def settle_step(self, issued: Issued) -> None:
+        await self.stepper.settle(issued)
 
     async def run_transaction(
         self,

@@ -22,7 +22,7 @@ Rules kept here (DESIGN §4, §5):
     ``release_chunk`` of them in its own step, the rest in the following steps
     (:meth:`RouterCore.continue_releases`, which the batch pump calls at the end of
     every step, and on its own while nothing else arrives). Each chunk is one step:
-    its routed records, then the held entries' tombstones (``Stepper.run_step``'s
+    its routed records, then the held entries' tombstones (``Stepper.issue``'s
     order), so a crash between chunks leaves the rest held, and the sweep of the
     next owner resumes the release; a release of 10,000 no longer stops every other
     IBAN's routing for the whole of it (docs/performance.md, "Releasing a backlog");

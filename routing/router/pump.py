@@ -22,8 +22,8 @@ How it keeps DESIGN §5:
 * **Tables first.** It starts reading only on ``app.on_rebalance_complete``, which faust
   sends once table recovery has finished, so nothing is routed against a half-recovered
   Table. It stops reading in ``app.on_partitions_revoked`` (which faust awaits *before*
-  the group moves on): the batch in flight is finished, acknowledged and committed
-  first, so the next owner starts exactly after it.
+  the group moves on): the batches in flight are finished, acknowledged and committed
+  first, so the next owner starts exactly after them.
 * **States before statements.** After an assignment, statements wait (their partitions
   are paused) until ``iban.state`` has been read up to its high watermark, so a backlog
   is routed against current states instead of being held as "unknown IBAN" and released
@@ -43,11 +43,14 @@ How it keeps DESIGN §5:
 * **At-least-once.** Offsets are committed only after every output of the
   batch is acknowledged by the broker *and* so are the Tables' changelog records of the
   batch; when the batch deletes from a Table, those are sent only once the outputs are
-  acknowledged (see ``RouterApp.run_step``: a held entry's tombstone must never be
-  durable before the released statements are). A crash before the commit replays the
-  batch: duplicates are possible, losses are not; a replayed state is an old version,
-  ignored, and still releases what it should. A failed send or commit is fatal: the
-  pump stops without committing and the runner stops the worker.
+  acknowledged (see ``Stepper.issue``: a held entry's tombstone must never be durable
+  before the released statements are). A crash before the commit replays the batch:
+  duplicates are possible, losses are not; a replayed state is an old version, ignored,
+  and still releases what it should. A failed send or commit is fatal: the pump stops
+  without committing and the runner stops the worker. The acks and the commit of a batch
+  are awaited by a task while the next batch is read and routed (at most one batch in
+  flight, commits in batch order): on Kafka, where ``acks=all`` takes a round trip, the
+  router would otherwise sit idle for it once per batch.
 * **Order.** Within a batch, records are routed in partition order and their outputs are
   issued in that order under the router's lock, so a release and a new statement of the
   same IBAN can never interleave.
@@ -76,6 +79,7 @@ from routing.router.core import RouterCore
 from routing.router.emit import Out
 from routing.router.faust_glue import Membership
 from routing.router.fencing import CommitFenced, commit_as_member
+from routing.router.step import Issued
 
 log = structlog.get_logger("routing.router.pump")
 
@@ -106,6 +110,14 @@ class PumpHost(Protocol):
         offsets: dict[Any, int] | None = None,
         commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
     ) -> bool: ...
+
+    async def issue_step(self, step: Callable[[str], list[Out]]) -> Issued:
+        """Route and issue one step's records (``Stepper.issue``)."""
+        ...
+
+    async def settle_step(self, issued: Issued) -> None:
+        """Await an issued step's acks (``Stepper.settle``); raises the first failure."""
+        ...
 
     @property
     def exactly_once(self) -> bool:
@@ -149,6 +161,8 @@ class BatchPump:
         self._ready = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._settling: asyncio.Task[bool] | None = None
+        self._failed = False  # a batch's acks or commit failed: nothing more is routed
         self._stopping = False
         self._member: Membership | None = None
         self.commit_as_member = commit_as_member
@@ -173,6 +187,7 @@ class BatchPump:
         if task is not None:
             async with self._batch_lock:
                 task.cancel()
+                await self._settled()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self._task = None
@@ -183,6 +198,7 @@ class BatchPump:
     async def on_partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust awaits this during a rebalance: finish the batch, commit, stop reading."""
         async with self._batch_lock:
+            await self._settled()
             self._ready.clear()
             if self._assigned:
                 log.info("router_partitions_released", partitions=sorted(self._assigned))
@@ -198,6 +214,7 @@ class BatchPump:
         router = self._router
         parts = router.active_partitions()
         async with self._batch_lock:
+            await self._settled()
             if self._stopping or (parts == self._assigned and self._ready.is_set()):
                 return
             self._assigned = parts
@@ -257,7 +274,7 @@ class BatchPump:
 
     async def _run(self) -> None:
         try:
-            while not self._stopping:
+            while not self._stopping and not self._failed:
                 await self._ready.wait()
                 async with self._batch_lock:
                     if not self._ready.is_set():
@@ -285,14 +302,17 @@ class BatchPump:
         except Exception as exc:  # a failed send or commit: stop, commit nothing more
             await self._router.fatal(exc, "batch pump")
 
-    async def _commit(self, offsets: dict[Any, int]) -> bool:
+    async def _commit(self, offsets: dict[Any, int], member: Membership | None) -> bool:
         """Commit as faust's member of the assignment; False if the broker fenced us.
 
-        Fenced, this worker's assignment is stale: its partitions are dropped (nothing
-        more is read or committed) until faust's next ``on_rebalance_complete``. The batch
-        just routed is read again by the partitions' owner: duplicates, never a loss.
+        ``member`` is the membership the batch was read under. Fenced, this worker's
+        assignment is stale: its partitions are dropped (nothing more is read or
+        committed) until faust's next ``on_rebalance_complete``. The batch just routed is
+        read again by the partitions' owner: duplicates, never a loss. A batch read under
+        an assignment that was dropped meanwhile is not committed either.
         """
-        member = self._member
+        if member is not self._member:
+            return False
         if member is None:
             await self._consumer.commit(offsets)
             return True
@@ -320,12 +340,16 @@ class BatchPump:
             self.first_read = loop.time()
         if self._router.exactly_once:
             await self._process_in_transactions(batch)
-        elif not await self._process_at_least_once(batch):
-            return
+            self._count(batch)
+        else:
+            await self._process_at_least_once(batch)
+
+    def _count(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Count a batch whose outputs are acknowledged (what the benchmarks read)."""
         self.batches += 1
         received = self._router.topics.received
         self.records += sum(len(records) for tp, records in batch.items() if tp.topic == received)
-        self.last_ack = loop.time()
+        self.last_ack = asyncio.get_running_loop().time()
 
     async def _process_in_transactions(
         self, batch: dict[TopicPartition, list[ConsumerRecord]]
@@ -378,7 +402,19 @@ class BatchPump:
 
     async def _process_at_least_once(
         self, batch: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> bool:
+    ) -> None:
+        """Route and issue the batch, then settle it in a task while the next one is read.
+
+        The batch is routed and its records issued (``Stepper.issue``) while the previous
+        batch's acknowledgements may still be on their way; the previous batch is then
+        settled and committed first (at most one batch is in flight, and commits stay in
+        batch order), and this one is settled and committed by a task of its own
+        (:meth:`_settle`) while the pump reads and routes the next. The rule is unchanged:
+        a batch's offsets are committed only once every output and changelog record of it
+        is acknowledged. The next step's records are issued after this one's on the same
+        producer, so they cannot overtake them; a release's tombstones still wait for the
+        released statements within their own step.
+        """
         core = self._router.core
         state_topic = self._router.topics.iban_state
         states = [records for tp, records in batch.items() if tp.topic == state_topic]
@@ -396,9 +432,45 @@ class BatchPump:
 
         forwarded = core.stats["forwarded"]
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        if not await self._router.run_step(route, offsets, self._commit):
-            return False
+        member = self._member
+        issued = await self._router.issue_step(route)
+        await self._settled()
+        if self._failed:
+            return  # the batch before failed: this one is read again after the restart
+        self._settling = asyncio.create_task(
+            self._settle(batch, issued, offsets, member), name="router-batch-settle"
+        )
         forwarded = core.stats["forwarded"] - forwarded
         if forwarded:
             log.info("statements_forwarded", count=forwarded, reason="off their key's partition")
-        return True
+
+    async def _settle(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        issued: Issued,
+        offsets: dict[Any, int],
+        member: Membership | None,
+    ) -> bool:
+        """Await the batch's acks, then commit its offsets; False if not committed.
+
+        A failed ack or commit is fatal, as before: nothing more is committed, and the
+        runner stops the worker (the next step refuses to run once the error is recorded).
+        """
+        try:
+            await self._router.settle_step(issued)
+            committed = await self._commit(offsets, member) if offsets else True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed = True
+            await self._router.fatal(exc, "batch pump")
+            return False
+        if committed:
+            self._count(batch)
+        return committed
+
+    async def _settled(self) -> None:
+        """Wait for the batch in flight to be settled and committed (or to fail)."""
+        task, self._settling = self._settling, None
+        if task is not None:
+            await task

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -54,6 +55,15 @@ async def _acked(futures: list[Any]) -> None:
         await asyncio.gather(*futures)
 
 
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A step whose records are issued: its changelog records and the acks to await."""
+
+    changelog: list[Out]
+    changelog_acks: list[Any]
+    pending: list[Any]
+
+
 class Stepper:
     """Runs routing steps under one lock and makes their records durable, in order."""
 
@@ -78,6 +88,18 @@ class Stepper:
         """Route under the lock, make the outputs durable, then the Table writes, then
         commit the input ``offsets`` with ``commit``; False if the commit was refused.
 
+        :meth:`issue` then :meth:`settle`, back to back. The batch pump calls the two
+        apart, so that the next batch is routed while this one's acknowledgements are
+        awaited (``routing.router.pump``); every other step runs here, in one piece.
+        """
+        await self.settle(await self.issue(step))
+        if offsets and commit is not None:
+            return await commit(offsets)
+        return True
+
+    async def issue(self, step: Callable[[str], list[Out]]) -> Issued:
+        """Route under the lock and issue the step's records; return what to settle.
+
         The lock makes "read/update the Tables, decide, issue the sends" atomic with respect
         to any other step, which keeps per-IBAN order across a release.
 
@@ -101,7 +123,8 @@ class Stepper:
         it, as the first time). Once a step failed, no other one runs: the in-memory Tables
         may be ahead of their changelogs.
 
-        Every ack is awaited before the input offsets are committed.
+        Records are issued in step order, and the producer keeps that order per
+        partition, so a step issued before an earlier one is settled cannot overtake it.
         """
         async with self.lock:
             if self.fatal_error is not None:
@@ -116,15 +139,17 @@ class Stepper:
             else:
                 records = [*outs, *changelog]
                 pending = changelog_acks = await sink.send_many(records) if records else []
-        if changelog:
-            await _acked(changelog_acks)
+        return Issued(changelog, changelog_acks, pending)
+
+    async def settle(self, issued: Issued) -> None:
+        """Await every ack of an issued step (raising the first failure), then record
+        its changelog records as persisted. Its input may be committed after this."""
+        if issued.changelog:
+            await _acked(issued.changelog_acks)
             # The acks of whole record batches; those of routed topics are ignored there.
-            self.tables.changelog_persisted([ack.result() for ack in changelog_acks])
-            self.tables.count_changelog(changelog)
-        await _acked(pending)
-        if offsets and commit is not None:
-            return await commit(offsets)
-        return True
+            self.tables.changelog_persisted([ack.result() for ack in issued.changelog_acks])
+            self.tables.count_changelog(issued.changelog)
+        await _acked(issued.pending)
 
     async def run_transaction(
         self,

@@ -5,8 +5,8 @@ changelog record that faust's own setter (``Table.on_key_set``) would send, in f
 format (JSON key and value; a null value deletes), with an *explicit* partition: the
 partition of the record being processed. faust's setter takes the partition from the
 current stream event, and the pump's inputs are not faust events. The queued
-records are produced by the router's sink at the end of each step, once the step's routed
-outputs are acknowledged (``Stepper.run_step`` says why), and
+records are produced by the router's sink at the end of each step (after the step's
+routed outputs are acknowledged when the step deletes: ``Stepper.issue`` says why), and
 :meth:`changelog_persisted` then records the durable offset as faust's send would.
 
 faust still owns the Tables: it creates the changelog topics, recovers the stores from

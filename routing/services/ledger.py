@@ -134,7 +134,7 @@ def ledger_pattern(topics: Topics) -> str:
     """Every topic the ledger reads: the outcomes, the held and global-file topics, and
     each connector's partner topic (``<prefix>.statements.partner.<id>``; a connector id
     has no dot, so the ``.dlq`` topics do not match)."""
-    fixed = "|".join(re.escape(t) for t in (topics.outcomes, topics.held, topics.global_file))
+    fixed = "|".join(re.escape(t) for t in topics.ledger_reads)
     partner = re.escape(topics.partner("")) + "[a-z0-9][a-z0-9_-]*"
     return f"^(?:{fixed}|{partner})$"
 

@@ -309,7 +309,7 @@ class Monitor:
         # The ledger derives "routed" and "held" from the router's events, so it reads
         # them too (routing.services.ledger): its lag counts them.
         expected[t.group("ledger")] = [
-            t.outcomes, t.held, t.global_file, *(t.partner(c) for c in self.connector_ids)
+            *t.ledger_reads, *(t.partner(c) for c in self.connector_ids)
         ]
         return expected
 

@@ -28,8 +28,8 @@ from routing.router.faust_glue import Membership
 from routing.router.fencing import CommitFenced
 from routing.router.pump import BatchPump
 from routing.router.sink import MemorySink
-from routing.router.step import Stepper
-from tests.integration.router.test_router_broker import eventually
+from routing.router.step import Issued, Stepper
+from tests.eventually import eventually
 from tests.unit.router.dict_tables import DictTables
 from tests.unit.router.factories import IBAN_A, state, statement
 
@@ -106,6 +106,31 @@ class FakeConsumer:
         self.committed.update(offsets)
 
 
+class GatedSink(MemorySink):
+    """Acknowledges each ``send_many`` call only when the test opens its gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]] = []
+
+    async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
+        acked = await super().send_many(outs)
+        loop = asyncio.get_running_loop()
+        gates = [(loop.create_future(), ack) for ack in acked]
+        self.calls.append(gates)
+        return [gate for gate, _ in gates]
+
+    def open(self, call: int, error: BaseException | None = None) -> None:
+        for gate, ack in self.calls[call]:
+            if error is not None:
+                gate.set_exception(error)
+            else:
+                gate.set_result(ack.result())
+
+    def opened(self, call: int) -> bool:
+        return all(gate.done() for gate, _ in self.calls[call])
+
+
 class FailingSink(MemorySink):
     async def send_many(self, outs: Sequence[Out]) -> list[asyncio.Future[Any]]:
         raise RuntimeError("broker gone")
@@ -132,6 +157,12 @@ class FakeHost:
 
     async def run_step(self, step: Any, offsets: Any = None, commit: Any = None) -> bool:
         return await self.stepper.run_step(step, offsets, commit)
+
+    async def issue_step(self, step: Any) -> Issued:
+        return await self.stepper.issue(step)
+
+    async def settle_step(self, issued: Issued) -> None:
+        await self.stepper.settle(issued)
 
     async def run_transaction(
         self, step: Any, partition: int, offsets: dict[TopicPartition, int] | None
@@ -203,6 +234,71 @@ async def test_nothing_is_read_or_committed_once_revoked(pumped: Any) -> None:
     await asyncio.sleep(0.1)
     assert consumer.assignment() == set() and pump.assigned == frozenset()
     assert len(consumer.commits) == commits and host.sink.on(TOPICS.partner("acd")) == []
+
+
+@pytest.fixture
+async def gated() -> Any:
+    """A pump over a gated sink, whose first batch (a state of IBAN_A, bound to ``acd``)
+    is issued and not acknowledged: the sink's call 0."""
+    consumer = FakeConsumer()
+    sink = GatedSink()
+    host = FakeHost(sink)
+    pump = BatchPump(host, consumer, poll_timeout_ms=5)  # type: ignore[arg-type]
+    consumer.append(TOPICS.iban_state, P, IBAN_A.encode(), state(IBAN_A, connector_id="acd"))
+    await pump.start()
+    try:
+        host.active = frozenset({P})
+        await pump.on_rebalance_complete(None)  # nothing held: the sweep sends nothing
+        await eventually(lambda: len(sink.calls) == 1, "the state's batch issued")
+        yield host, consumer, sink
+    finally:
+        for n in range(len(sink.calls)):
+            if not sink.opened(n):
+                sink.open(n)
+        await pump.stop()
+
+
+async def test_the_next_batch_is_routed_while_the_last_ones_acks_are_awaited(gated: Any) -> None:
+    """One batch in flight: routed and issued, committed only once acknowledged, in order."""
+    host, consumer, sink = gated
+    received = TopicPartition(TOPICS.received, P)
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s0", IBAN_A))
+    # Batch 2 (s0) is routed and issued while batch 1 (the state) is unacknowledged.
+    await eventually(lambda: len(sink.calls) == 2, "s0 issued before the state's acks")
+    assert ids(sink, TOPICS.partner("acd")) == ["s0"] and consumer.commits == []
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s1", IBAN_A))
+    await asyncio.sleep(0.1)
+    assert len(sink.calls) == 2, "a third batch was routed with two unacknowledged"
+    sink.open(1)  # s0's acks first: still nothing committed before the state's
+    await asyncio.sleep(0.05)
+    assert consumer.commits == []
+    sink.open(0)
+    await eventually(lambda: consumer.committed.get(received) == 1, "s0 committed")
+    assert [offsets for _, offsets in consumer.commits][:2] == [
+        {TopicPartition(TOPICS.iban_state, P): 1},
+        {received: 1},
+    ]
+    await eventually(lambda: len(sink.calls) == 3, "s1 issued")
+    sink.open(2)
+    await eventually(lambda: consumer.committed.get(received) == 2, "s1 committed")
+    assert ids(sink, TOPICS.partner("acd")) == ["s0", "s1"] and host.fatal_errors == []
+
+
+async def test_failed_acks_of_the_batch_in_flight_stop_the_pump_before_any_later_commit(
+    gated: Any,
+) -> None:
+    host, consumer, sink = gated
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s0", IBAN_A))
+    await eventually(lambda: len(sink.calls) == 2, "s0 issued")
+    sink.open(1)
+    sink.open(0, RuntimeError("broker gone"))
+    await eventually(lambda: bool(host.fatal_errors), "the pump's fatal error")
+    consumer.append(TOPICS.received, P, IBAN_A.encode(), statement("s1", IBAN_A))
+    await asyncio.sleep(0.1)
+    # Neither the failed batch nor the one routed after it is committed, and no further
+    # batch is routed: both are read again after the restart.
+    assert consumer.commits == [] and len(sink.calls) == 2
+    assert "broker gone" in repr(host.fatal_errors[0])
 
 
 async def test_a_failed_send_stops_the_pump_without_committing() -> None:

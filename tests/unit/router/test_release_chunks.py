@@ -72,7 +72,7 @@ async def test_an_approval_releases_one_chunk_per_step_in_order() -> None:
     assert h.ids(partner) == expected()
     assert h.router.tables.get_held(IBAN_A) is None
     assert core.stats["released"] == HELD
-    # Each chunk's tombstones left after its routed records (Stepper.run_step's order).
+    # Each chunk's tombstones left after its routed records (Stepper.issue's order).
     tombstones = [
         n for n, out in enumerate(h.sink.records)
         if out.topic == h.router.tables.held_changelog_topic and out.value is None
