@@ -335,9 +335,10 @@ class BatchPump:
         return True
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        loop = asyncio.get_running_loop()
+        if self._failed:
+            return  # a batch's acks or commit failed: the worker is stopping
         if self.first_read is None:
-            self.first_read = loop.time()
+            self.first_read = asyncio.get_running_loop().time()
         if self._router.exactly_once:
             await self._process_in_transactions(batch)
             self._count(batch)

@@ -124,7 +124,7 @@ class Stepper:
         may be ahead of their changelogs.
 
         Records are issued in step order, and the producer keeps that order per
-        partition, so a step issued before an earlier one is settled cannot overtake it.
+        partition, so a step issued while an earlier one is unsettled cannot overtake it.
         """
         async with self.lock:
             if self.fatal_error is not None:
