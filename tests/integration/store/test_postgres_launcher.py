@@ -1,5 +1,6 @@
 """The test session's own PostgreSQL stops when the session's process dies, even by a signal
-that skips every teardown (tests/fixtures/postgres_server.py)."""
+that skips every teardown, and the next session removes the directory it left
+(tests/fixtures/postgres_server.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.eventually import eventually
+from tests.fixtures.postgres_server import sweep_stale_roots
 
 ROOT = Path(__file__).resolve().parents[3]
 LAUNCH = """
@@ -36,6 +39,13 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def swept_an_hour_later(root: Path) -> tuple[bool, bool]:
+    """(swept, still there): the launcher's sweep, once ``root`` is an hour old."""
+    an_hour_ago = time.time() - 3600
+    os.utime(root, (an_hour_ago, an_hour_ago))
+    return root in sweep_stale_roots(), root.is_dir()
+
+
 @pytest.mark.skipif(os.environ.get("TEST_DATABASE_URL") is not None,
                     reason="TEST_DATABASE_URL names a server: the session starts none")
 async def test_a_killed_session_does_not_leave_its_server_running() -> None:
@@ -48,11 +58,17 @@ async def test_a_killed_session_does_not_leave_its_server_running() -> None:
         pid = int(str(started["pid"]))
         assert running(pid)
 
+        # A running server's directory is never swept, however old.
+        root = Path(str(started["root"]))
+        assert swept_an_hour_later(root) == (False, True)
+
         session.send_signal(signal.SIGKILL)  # no teardown, no atexit
         await asyncio.wait_for(session.wait(), 30)
 
         await eventually(lambda: running(pid), f"PostgreSQL (pid {pid}) to stop",
                          within=30, done=lambda alive: not alive)
+        # Its directory is left behind; the next session's launcher removes it.
+        assert swept_an_hour_later(root) == (True, False)
     finally:
         if session.returncode is None:
             session.kill()
