@@ -37,6 +37,9 @@ and overall, ``meets_target`` (overall p99 < 250 ms and nothing missing), ``meet
 (the same under 100 ms), the rates, and the machine's load average before and after.
 With ``--rates`` it makes one such run per rate (see :func:`highest_rate`) and ends with
 a summary line naming the highest rate that met the target.
+
+Each run works in a temporary directory (the broker's data, the state store, the
+pipeline's ``pipeline.log``), removed at the end unless ``--keep`` is given.
 """
 
 from __future__ import annotations
