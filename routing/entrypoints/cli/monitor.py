@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from routing.observability.monitor.sampler import Monitor
 
 _TIMEOUT = 30.0
+_STOP_GRACE = 5.0  # seconds a refresh in flight gets to wind down at Ctrl-C
 
 
 def _monitor(cfg: Settings) -> Monitor:
@@ -97,25 +98,48 @@ async def _watch(
     console: Console,
     view: Callable[[MonitorSnapshot, str | None], RenderableType],
     narrow: Callable[[MonitorSnapshot], MonitorSnapshot],
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Refresh until ``stop`` is set (SIGINT or SIGTERM when None).
+
+    The signal sets an event instead of cancelling whatever runs: a refresh can take many
+    seconds on a cluster with hundreds of consumer groups, and a Ctrl-C that landed inside
+    one used to be lost there, leaving the watch running. A refresh in flight when the
+    signal comes is cancelled and given ``_STOP_GRACE`` seconds to wind down.
+    """
     from rich.live import Live
 
     from routing.broker.errors import BrokerError
+    from routing.entrypoints.runtime import stop_on_signals
     from routing.observability.monitor.view import render_error
 
+    if stop is None:
+        stop = stop_on_signals()
+    stopping = asyncio.ensure_future(stop.wait())
     last: MonitorSnapshot | None = None
-    async with _with_ledger(monitor, cfg):
-        with Live(render_error("connecting"), console=console, auto_refresh=False,
-                  redirect_stderr=False) as live:
-            while True:
-                try:
-                    last = narrow(await monitor.sample(counts=True))
-                    live.update(view(last, None), refresh=True)
-                except BrokerError as exc:
-                    shown = (render_error(exc.message) if last is None
-                             else view(last, exc.message))
-                    live.update(shown, refresh=True)
-                await asyncio.sleep(interval)
+    try:
+        async with _with_ledger(monitor, cfg):
+            with Live(render_error("connecting"), console=console, auto_refresh=False,
+                      redirect_stderr=False) as live:
+                while not stop.is_set():
+                    sampling = asyncio.ensure_future(monitor.sample(counts=True))
+                    await asyncio.wait({sampling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not sampling.done():
+                        sampling.cancel()
+                        await asyncio.wait({sampling}, timeout=_STOP_GRACE)
+                        if sampling.done() and not sampling.cancelled():
+                            sampling.exception()  # retrieved: it ended the refresh, not us
+                        break
+                    try:
+                        last = narrow(sampling.result())
+                        live.update(view(last, None), refresh=True)
+                    except BrokerError as exc:
+                        shown = (render_error(exc.message) if last is None
+                                 else view(last, exc.message))
+                        live.update(shown, refresh=True)
+                    await asyncio.wait({stopping}, timeout=interval)
+    finally:
+        stopping.cancel()
 
 
 def monitor(
