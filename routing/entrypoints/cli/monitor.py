@@ -103,9 +103,10 @@ async def _watch(
     """Refresh until ``stop`` is set (SIGINT or SIGTERM when None).
 
     The signal sets an event instead of cancelling whatever runs: a refresh can take many
-    seconds on a cluster with hundreds of consumer groups, and a Ctrl-C that landed inside
-    one used to be lost there, leaving the watch running. A refresh in flight when the
-    signal comes is cancelled and given ``_STOP_GRACE`` seconds to wind down.
+    seconds on a cluster with hundreds of consumer groups, and a watch was seen to outlive
+    a SIGINT that came then (most likely the cancellation was lost inside the refresh).
+    A refresh in flight when the signal comes is cancelled and given ``_STOP_GRACE``
+    seconds to wind down; the watch ends either way.
     """
     from rich.live import Live
 

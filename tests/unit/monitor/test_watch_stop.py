@@ -1,8 +1,8 @@
 """``monitor --watch`` ends on Ctrl-C even when the signal lands inside a slow refresh.
 
-In the full test run, with hundreds of consumer groups on the session's brokers, a refresh
-took seconds, and the SIGINT that landed inside one was lost: the watch kept running. The
-watch now waits for a stop event (set by SIGINT or SIGTERM) beside each refresh.
+In a full test run, with hundreds of consumer groups on the session's brokers, a refresh
+takes seconds, and a watch outlived its SIGINT. The watch now waits for a stop event (set
+by SIGINT or SIGTERM) beside each refresh, so it ends whatever the refresh does.
 """
 
 from __future__ import annotations
