@@ -83,8 +83,13 @@ def port_in_use(host: str, port: int) -> bool:
         return False
 
 
-def _parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the kernel SIGKILL the child when its parent dies.
+def parent_death_signal(
+    parent_pid: int, sig: signal.Signals = signal.SIGKILL
+) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel send ``sig`` to the child when its parent dies.
+
+    SIGKILL for a broker; the test session's PostgreSQL asks for SIGINT (a fast shutdown).
+    Set in the child after ``subprocess`` switched to its ``user``, which would clear it.
 
     Linux only; elsewhere (or if libc cannot be loaded) it returns None and we rely on
     ``stop()`` and the ``atexit`` hook. libc is loaded here, before the fork, so the child
@@ -104,7 +109,7 @@ def _parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
     prctl.restype = ctypes.c_int
 
     def set_parent_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent_pid:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -304,7 +309,7 @@ class BrokerProcess(abc.ABC):
                     stderr=subprocess.STDOUT,
                     env=self._env,
                     start_new_session=True,
-                    preexec_fn=_parent_death_signal(os.getpid()),
+                    preexec_fn=parent_death_signal(os.getpid()),
                     close_fds=True,
                 )
             except OSError as exc:
