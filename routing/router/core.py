@@ -81,10 +81,9 @@ from routing.router.codec import (
     encode_invalid,
     key_fault,
     parse_state,
-    parse_statement,
     state_from_table,
     state_to_table,
-    statement_fields,
+    statement_fields_of,
 )
 from routing.router.emit import Out, build_routed
 from routing.router.state_cache import StateCache
@@ -347,15 +346,15 @@ class RouterCore:
         forward = self._misplaced(rec)
         if forward is not None:
             return [forward]
-        stmt = parse_statement(rec.value)
-        content = decoded_length(stmt.content_b64)
+        fields = statement_fields_of(rec.value)
+        content = decoded_length(fields["content_b64"])
         if content > self.max_statement_bytes:
             raise InvalidInput(
                 f"statement of {content} bytes of content is over the limit of "
                 f"{self.max_statement_bytes} bytes (MAX_STATEMENT_BYTES)",
-                stmt.statement_id,
+                fields["statement_id"],
             )
-        iban = stmt.iban
+        iban = fields["iban"]
         key = decode_key(rec.key)
         if key != iban:
             shown = key_fault(rec.key) or key_difference(key or "", iban)
@@ -364,10 +363,9 @@ class RouterCore:
                 f"{mask_iban(iban)} ({shown}): statements.received must be keyed by the "
                 "normalised IBAN (it decides the partition, and the IBAN state is "
                 "co-partitioned)",
-                stmt.statement_id,
+                fields["statement_id"],
             )
         state, decision = self.lookup(iban)
-        fields = statement_fields(stmt)
         if decision.destination is Destination.HELD:
             return self._hold(rec, fields, decision, state, now)
         # Built before any release: if it cannot be (too large), nothing else changes.
@@ -472,8 +470,8 @@ class RouterCore:
             raw = entry["raw"].encode("utf-8")
             source = Record(self.topics.received, entry["partition"], entry["offset"], None, raw)
             try:
-                stmt = parse_statement(raw)
-                outs += self._routed(statement_fields(stmt), decision, state, now, released=True)
+                fields = statement_fields_of(raw)
+                outs += self._routed(fields, decision, state, now, released=True)
             except InvalidInput as exc:  # the contract changed under held data; too large
                 outs += self._invalid(
                     source, f"held statement: {exc.reason}", exc.statement_id, now
