@@ -264,12 +264,13 @@ class RouterCore:
             total.update(counts)
         return {reason: n for reason, n in total.items() if n > 0}
 
-    def _count_held(self, partition: int, reasons: Iterable[str], sign: int = 1) -> None:
-        """Count held (``sign`` 1) or released (-1) statements, and move the gauge of
-        their reasons by as much: a hold or a release touches only its own reasons' series,
-        not every reason's (the gauge is set whole only on assignment, ``_publish_held``)."""
+    def _count_held(self, partition: int, tally: Mapping[str, int], sign: int = 1) -> None:
+        """Count held (``sign`` 1) or released (-1) statements, ``tally`` per reason, and
+        move the gauge of their reasons by as much: a hold or a release touches only its own
+        reasons' series, not every reason's (the gauge is set whole only on assignment,
+        ``_publish_held``)."""
         counts = self._held_counts.setdefault(partition, Counter())
-        for reason, n in Counter(reasons).items():
+        for reason, n in tally.items():
             counts[reason] += sign * n
             self._held_reasons.add(reason)
             gauge = self._held_gauges.get(reason)
@@ -450,7 +451,7 @@ class RouterCore:
         }
         outs = self._routed(fields, decision, state, now)
         self.tables.put_held(iban, entry, rec.partition)
-        self._count_held(rec.partition, [decision.reason])
+        self._count_held(rec.partition, {decision.reason: 1})
         return outs
 
     def _release(
@@ -477,7 +478,7 @@ class RouterCore:
                     source, f"held statement: {exc.reason}", exc.statement_id, now
                 )
         self.stats["released"] += len(held)
-        self._count_held(partition, (_held_reason(e) for e in held), -1)
+        self._count_held(partition, Counter(_held_reason(e) for e in held), -1)
         self.tables.delete_held(iban, partition, None if limit is None else len(held))
         done = not self.tables.has_held(iban)
         if done:
