@@ -373,8 +373,9 @@ def ratio(a: float, b: float) -> float | None:
 
 def start_profiler(path: str | None) -> Any:
     """Profile the measured router run: py-spy (``FILE.spy``: raw stacks of every busy
-    thread; ``FILE.gil.spy``: of the thread holding the GIL) or pyinstrument (any other
-    name: a call tree)."""
+    thread; ``FILE.gil.spy``: of the thread holding the GIL; ``FILE.idle.spy``: of every
+    thread, idle or not, to see where the pump waits) or pyinstrument (any other name: a
+    call tree)."""
     if path is None:
         return None
     if path.endswith(".spy"):
@@ -382,6 +383,7 @@ def start_profiler(path: str | None) -> Any:
 
         spy = Path(sys.executable).with_name("py-spy")
         gil = ["--gil"] if path.endswith(".gil.spy") else []
+        gil += ["--idle"] if path.endswith(".idle.spy") else []
         return subprocess.Popen(
             [str(spy), "record", "--pid", str(os.getpid()), *gil, "-r", "250",
              "-f", "raw", "-o", path],

@@ -7,8 +7,6 @@ validity never changes, and the router validates the same IBANs every business d
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 
@@ -42,9 +40,26 @@ def iban_from_rib(bank: str, guichet: str, account: str) -> str:
     return normalise_iban(f"FR{check:02d}{bban}")
 
 
-@lru_cache(maxsize=262_144)
+_NORMALISED: dict[str, str] = {}
+_NORMALISED_LIMIT = 262_144
+"""The valid IBANs seen, as written, with their normal form; emptied when full. A plain
+dict, not ``lru_cache``: the router looks up every statement's IBAN, and the cache's
+bookkeeping on each hit cost twice the lookup. Refusals are not kept."""
+
+
 def normalise_iban(raw: str) -> str:
     """Upper-case, strip spaces, and validate; raise ``InvalidIban`` with the reason."""
+    known = _NORMALISED.get(raw)
+    if known is not None:
+        return known
+    normal = _validated(raw)
+    if len(_NORMALISED) >= _NORMALISED_LIMIT:
+        _NORMALISED.clear()
+    _NORMALISED[raw] = normal
+    return normal
+
+
+def _validated(raw: str) -> str:
     compact = "".join(raw.split()).upper()
     if not compact:
         raise InvalidIban("IBAN is empty")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.topics import Topics
-from routing.domain.decide import Decision, Destination
+from routing.domain.decide import Check, Decision, Destination
 from routing.domain.model import IbanState
 from routing.observability import metrics
 from routing.router.codec import (
@@ -38,6 +38,27 @@ class Out:
     partition: int | None = None  # None: the producer's partitioner (murmur2 of the key)
 
 
+_CHECKS_DOCUMENTS: dict[int, tuple[tuple[Check, ...], list[dict[str, Any]]]] = {}
+
+
+def _checks_document(checks: tuple[Check, ...]) -> list[dict[str, Any]]:
+    """The trace's ``checks`` for a tuple of checks, built once per tuple.
+
+    ``decide()`` builds each combination of checks once (``run_checks``), so a few tuples
+    serve every statement. Keyed by identity, which is cheaper than hashing the checks; the
+    tuple is kept in the entry, so its id cannot be reused while the entry exists. The
+    list is only ever encoded, never changed.
+    """
+    entry = _CHECKS_DOCUMENTS.get(id(checks))
+    if entry is not None and entry[0] is checks:
+        return entry[1]
+    document = [{"name": check.name, "ok": check.ok} for check in checks]
+    if len(_CHECKS_DOCUMENTS) >= 4_096:
+        _CHECKS_DOCUMENTS.clear()
+    _CHECKS_DOCUMENTS[id(checks)] = (checks, document)
+    return document
+
+
 def routing_trace(decision: Decision, decided_at: str) -> dict[str, Any]:
     """The ``RoutingTrace`` of a decision: where, why, which checks, which state version.
 
@@ -48,7 +69,7 @@ def routing_trace(decision: Decision, decided_at: str) -> dict[str, Any]:
     return {
         "destination": decision.destination,
         "reason": decision.reason,
-        "checks": [{"name": c.name, "ok": c.ok} for c in decision.checks],
+        "checks": _checks_document(decision.checks),
         "state_version": decision.state_version,
         "decided_at": decided_at,
     }

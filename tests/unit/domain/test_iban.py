@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routing.domain import iban as iban_module
 from routing.domain.errors import InvalidIban
 from routing.domain.iban import iban_from_rib, mask_iban, normalise_iban, rib_key
 
@@ -81,3 +82,20 @@ def test_changing_one_digit_breaks_the_iban(
     changed = iban[:position] + str((int(char) + delta) % 10) + iban[position + 1 :]
     with pytest.raises(InvalidIban):
         normalise_iban(changed)
+
+
+def test_the_cache_keeps_valid_ibans_only_and_is_emptied_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(iban_module, "_NORMALISED", {})
+    monkeypatch.setattr(iban_module, "_NORMALISED_LIMIT", 2)
+    raw = " fr76 3000 6000 0112 3456 7890 189 "
+    assert normalise_iban(raw) == normalise_iban(raw) == "FR7630006000011234567890189"
+    assert {raw: "FR7630006000011234567890189"} == iban_module._NORMALISED
+    for _ in range(2):  # a refusal is given again, not remembered
+        with pytest.raises(InvalidIban):
+            normalise_iban("FR7630006000011234567890188")
+    assert "FR7630006000011234567890188" not in iban_module._NORMALISED
+    for n in range(5):
+        normalise_iban(iban_from_rib("30006", "00001", f"{n:011d}"))
+        assert len(iban_module._NORMALISED) <= 2

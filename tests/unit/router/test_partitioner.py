@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.broker import partitioner
 from routing.broker.partitioner import default_partition, murmur2
 
 
@@ -20,17 +18,6 @@ def test_murmur2_matches_aiokafka(key: bytes) -> None:
 def test_default_partition_is_the_java_clients(key: bytes, partitions: int) -> None:
     expected = (aiokafka_murmur2(key) & 0x7FFFFFFF) % partitions
     assert default_partition(key, partitions) == expected
-    assert default_partition(key, partitions) == expected  # from the cache
-
-
-def test_the_cache_of_hashes_is_emptied_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(partitioner, "_HASHES", {})
-    monkeypatch.setattr(partitioner, "_HASHES_LIMIT", 3)
-    keys = [f"FR76{n}".encode() for n in range(7)]
-    for key in keys:
-        assert default_partition(key, 6) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 6
-        assert len(partitioner._HASHES) <= 3
-    assert keys[-1] in partitioner._HASHES
 
 
 def test_known_value() -> None:
