@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,13 +128,8 @@ class RouterApp:
     def fatal_error(self) -> BaseException | None:
         return self.stepper.fatal_error
 
-    async def run_step(
-        self,
-        step: Callable[[str], list[Out]],
-        offsets: dict[Any, int] | None = None,
-        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
-    ) -> bool:
-        return await self.stepper.run_step(step, offsets, commit)
+    async def run_step(self, step: Callable[[str], list[Out]]) -> None:
+        await self.stepper.run_step(step)
 
     async def issue_step(self, step: Callable[[str], list[Out]]) -> Issued:
         return await self.stepper.issue(step)

@@ -66,7 +66,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -104,12 +104,7 @@ class PumpHost(Protocol):
     @property
     def tables(self) -> PumpTables: ...
 
-    async def run_step(
-        self,
-        step: Callable[[str], list[Out]],
-        offsets: dict[Any, int] | None = None,
-        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
-    ) -> bool: ...
+    async def run_step(self, step: Callable[[str], list[Out]]) -> None: ...
 
     async def issue_step(self, step: Callable[[str], list[Out]]) -> Issued:
         """Route and issue one step's records (``Stepper.issue``)."""

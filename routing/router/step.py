@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -79,23 +79,15 @@ class Stepper:
         self.lock = asyncio.Lock()
         self.fatal_error: BaseException | None = None
 
-    async def run_step(
-        self,
-        step: Callable[[str], list[Out]],
-        offsets: dict[Any, int] | None = None,
-        commit: Callable[[dict[Any, int]], Awaitable[bool]] | None = None,
-    ) -> bool:
-        """Route under the lock, make the outputs durable, then the Table writes, then
-        commit the input ``offsets`` with ``commit``; False if the commit was refused.
+    async def run_step(self, step: Callable[[str], list[Out]]) -> None:
+        """Route under the lock, make the outputs durable, then the Table writes.
 
         :meth:`issue` then :meth:`settle`, back to back. The batch pump calls the two
         apart, so that the next batch is routed while this one's acknowledgements are
-        awaited (``routing.router.pump``); every other step runs here, in one piece.
+        awaited, and commits the batch's offsets itself (``routing.router.pump``); the
+        steps that consume no input (a sweep, the rest of a release) run here, in one piece.
         """
         await self.settle(await self.issue(step))
-        if offsets and commit is not None:
-            return await commit(offsets)
-        return True
 
     async def issue(self, step: Callable[[str], list[Out]]) -> Issued:
         """Route under the lock and issue the step's records; return what to settle.

@@ -155,8 +155,8 @@ class FakeHost:
         )
         self.stepper = Stepper(self.tables, lambda: self.sink)
 
-    async def run_step(self, step: Any, offsets: Any = None, commit: Any = None) -> bool:
-        return await self.stepper.run_step(step, offsets, commit)
+    async def run_step(self, step: Any) -> None:
+        await self.stepper.run_step(step)
 
     async def issue_step(self, step: Any) -> Issued:
         return await self.stepper.issue(step)
@@ -170,8 +170,9 @@ class FakeHost:
         """A transaction's bookkeeping: the step alone, then its offsets with it."""
         self.transactions.append((partition, offsets))
         assert self.consumer is not None
-        commit = self.consumer.commit
-        await self.stepper.run_step(step, offsets, lambda o: _committed(commit, o))
+        await self.stepper.run_step(step)
+        if offsets:
+            await self.consumer.commit(offsets)
 
     async def fatal(self, exc: BaseException, where: str) -> None:
         self.fatal_errors.append(exc)
@@ -183,11 +184,6 @@ class FakeHost:
 
     def membership(self) -> Membership | None:
         return self.member
-
-
-async def _committed(commit: Any, offsets: dict[TopicPartition, int]) -> bool:
-    await commit(offsets)
-    return True
 
 
 def ids(sink: MemorySink, topic: str) -> list[str]:
