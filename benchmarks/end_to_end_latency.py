@@ -12,12 +12,13 @@ Topology. The script starts its own Tansu broker and creates the topics. By defa
 runs it (the same role functions in one event loop: ``run_router``, ``run_adapters``,
 ``run_global_file_builder``, ``run_ledger``, sharing one state-store engine; the relay and
 the API are left out, as nothing changes IBAN states and nobody calls the API during the
-run). ``--topology processes`` runs the roles as the compose deployment does, one OS
-process each: router, adapters, and the global-file builder with the ledger (these two
-share the SQLite file and its in-process writer lock; with ``--database-url`` on
-PostgreSQL they could be split too). The load generator and the partner's webhook
-receiver (aiohttp on 127.0.0.1) run in this, the parent, process, so they do not share
-the pipeline's event loop. All of it shares the machine's cores.
+run). ``--topology processes`` runs the roles one OS process each, as the compose
+deployment does, but for the global-file builder and the ledger, which share one process:
+on SQLite they must, since they share the file and its in-process writer lock.
+``--topology compose`` splits those two as well, exactly as ``docker-compose.yml``; it
+needs ``--database-url`` on PostgreSQL, as compose does. The load generator and the
+partner's webhook receiver (aiohttp on 127.0.0.1) run in this, the parent, process, so
+they do not share the pipeline's event loop. All of it shares the machine's cores.
 
 IBAN states (``--ibans``, half bound to connector ``acd``, half unbound, all approved) are
 published to ``iban.state`` before the pipeline starts. A probe statement per destination
@@ -96,6 +97,7 @@ ALL_ROLES = ("router", "adapters", "global-file", "ledger")
 TOPOLOGIES: dict[str, list[tuple[str, ...]]] = {
     "up": [ALL_ROLES],
     "processes": [("router",), ("adapters",), ("global-file", "ledger")],
+    "compose": [("router",), ("adapters",), ("global-file",), ("ledger",)],
 }
 
 
@@ -596,7 +598,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the pipeline's log level (JSON lines to its log file)")
     parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="up",
                         help="up: every role in one process, as `statement-router up`; "
-                             "processes: one process per role, as docker compose")
+                             "processes: one process per role, the global-file builder "
+                             "and the ledger together (SQLite's writer lock); compose: "
+                             "all four apart, as docker compose (PostgreSQL only)")
     parser.add_argument("--linger-ms", type=int, default=Settings().kafka_linger_ms,
                         help="the pipeline producers' linger (KAFKA_LINGER_MS)")
     parser.add_argument("--rates", default="",
@@ -608,7 +612,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep the run's directory (pipeline.log, broker data, state)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # internal: the child
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.topology == "compose" and not args.database_url.startswith("postgresql"):
+        parser.error(
+            "--topology compose needs --database-url postgresql+asyncpg://… (compose's "
+            "database): on SQLite the global-file builder and the ledger share one process "
+            "and its writer lock, which is --topology processes"
+        )
+    return args
 
 
 if __name__ == "__main__":
