@@ -13,8 +13,7 @@ throughput (docs/performance.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from events.topics import Topics
 from routing.domain.decide import Check, Decision, Destination
@@ -28,9 +27,13 @@ from routing.router.codec import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Out:
-    """One record to produce."""
+class Out(NamedTuple):
+    """One record to produce.
+
+    A named tuple, not a frozen dataclass: one or two are made per statement, and a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about twice
+    the cost).
+    """
 
     topic: str
     key: bytes
