@@ -67,10 +67,12 @@ class IbanState:
     def from_fields(cls, values: Mapping[str, Any]) -> IbanState:
         """The snapshot from anything that carries its fields by name (an event, a row).
 
-        The one mapping of the snapshot's fields: the event, the database row, the router's
-        Table value and the API body all go through here or :meth:`as_fields`, so a new
-        field cannot be forgotten in one copy. Extra keys are ignored; the mandate status
-        may come as its text.
+        The one mapping of the snapshot's fields: the event, the database row and the API
+        body all go through here or :meth:`as_fields`, so a new field cannot be forgotten
+        in one copy. (The router's Table value, read on its hot path, is turned into a
+        snapshot by keywords, which cannot forget a field either:
+        ``routing.router.codec.state_from_table``.) Extra keys are ignored; the mandate
+        status may come as its text.
         """
         snapshot = {name: values[name] for name in IBAN_STATE_FIELDS}
         snapshot["mandate_status"] = MandateStatus(snapshot["mandate_status"])

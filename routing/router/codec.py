@@ -2,7 +2,9 @@
 
 Input is decoded by the pipeline's one strict wire decoder (``events.wire``), so the
 router accepts exactly what the contract says, and refuses with the same reasons as every
-other consumer.
+other consumer. A plainly valid statement goes through a fast path first
+(``events.received_fast_path``), which accepts only what the strict decoder accepts and
+leaves every other record to it.
 
 Output is encoded by hand with orjson over plain dicts instead of building
 pydantic models and calling ``model_dump_json``: the dicts carry exactly the contract's
@@ -53,7 +55,7 @@ def statement_fields_of(value: bytes | None) -> dict[str, Any]:
     raise ``InvalidInput`` with the reason.
 
     A plainly valid record takes the fast path (``events.received_fast_path``), which
-    gives the same fields for a third of the cost; any other is decoded strictly, so a
+    gives the same fields for about half the cost; any other is decoded strictly, so a
     refusal has the strict decoder's reason.
     """
     if value is not None:
