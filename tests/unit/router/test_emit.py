@@ -3,6 +3,7 @@ decisions came before (the checks' documents are cached by the checks tuple's id
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from routing.domain.decide import Decision, decide
@@ -30,6 +31,11 @@ def state(**changes: object) -> IbanState:
     return IbanState(**{**fields, **changes})
 
 
+def with_new_checks_tuple(decision: Decision) -> Decision:
+    """The same decision, its checks in a tuple made anew (equal, not the same object)."""
+    return replace(decision, checks=tuple(list(decision.checks)))
+
+
 def expected(decision: Decision) -> list[dict]:
     return [{"name": c.name, "ok": c.ok} for c in decision.checks]
 
@@ -50,13 +56,7 @@ def test_each_trace_has_its_own_decisions_checks() -> None:
 
 def test_an_equal_tuple_of_checks_made_anew_gives_the_same_document() -> None:
     decision = decide(_Ref(), state(), {"acd"})
-    copy = type(decision)(
-        decision.destination,
-        decision.reason,
-        decision.connector_id,
-        tuple(list(decision.checks)),
-        decision.state_version,
-    )
+    copy = with_new_checks_tuple(decision)
     assert copy.checks is not decision.checks
     assert routing_trace(copy, "now")["checks"] == routing_trace(decision, "now")["checks"]
 
@@ -64,12 +64,6 @@ def test_an_equal_tuple_of_checks_made_anew_gives_the_same_document() -> None:
 def test_the_cache_of_documents_stays_bounded() -> None:
     decision = decide(_Ref(), state(), {"acd"})
     for _ in range(5_000):
-        fresh = type(decision)(
-            decision.destination,
-            decision.reason,
-            decision.connector_id,
-            tuple(list(decision.checks)),
-            decision.state_version,
-        )
+        fresh = with_new_checks_tuple(decision)
         assert routing_trace(fresh, "now")["checks"] == expected(decision)
     assert len(emit._CHECKS_DOCUMENTS) <= 4_096
