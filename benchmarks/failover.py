@@ -65,7 +65,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import murmur2
 from brokers import add_broker_argument, broker_label, local_broker
 from scale_out import (
     Offsets,
@@ -80,6 +79,7 @@ from scale_out import (
 from config.catalogue import default_catalogue
 from events.topics import Topics, changelog
 from routing.broker import ProducerParams, ensure_topics, make_producer
+from routing.broker.partitioner import default_partition
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,11 +110,6 @@ def last_assignment(log: Path) -> frozenset[int] | None:
     return frozenset(int(p) for p in found[-1].split(b",") if p.strip())
 
 
-def partition_of(key: bytes, partitions: int) -> int:
-    """The default partitioner's choice (murmur2, as Kafka's clients)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 class Trickle:
     """Statements at a steady rate, one per partition each tick, and when each was routed."""
 
@@ -125,7 +120,7 @@ class Trickle:
         self.partitions = topics.partitions
         by_partition: dict[int, list[bytes]] = defaultdict(list)
         for iban in ibans:
-            p = partition_of(iban, self.partitions)
+            p = default_partition(iban, self.partitions)
             if len(by_partition[p]) < 200:
                 by_partition[p].append(iban)
         self.by_partition = by_partition

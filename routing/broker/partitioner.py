@@ -23,4 +23,4 @@ def murmur2(data: bytes) -> int:
 
 def default_partition(key: bytes, partitions: int) -> int:
     """The partition the Java client, aiokafka and faust pick for ``key``."""
-    return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
