@@ -74,6 +74,12 @@ async def test_up_applies_a_changed_connectors_file_without_restarting_the_other
     def alive() -> None:
         assert up.proc.poll() is None, up.report()
 
+    async def printed(line: str) -> None:
+        """``up`` prints its partner lines to stdout after it logs the reload (stderr): the
+        two files are written apart, so the line is awaited, not read at once."""
+        await eventually(lambda: line in up.out, f"up to print {line!r}", guard=alive,
+                         within=30, explain=up.report)
+
     try:
         await up.ready(within=240)
         bootstrap = up.bootstrap
@@ -100,10 +106,10 @@ async def test_up_applies_a_changed_connectors_file_without_restarting_the_other
         await eventually(lambda: named(log, "adapter_started", connector_id="sage"),
                          "sage's worker", guard=alive, within=120)
         assert (data_dir / "partners" / "sage").is_dir()
-        assert f"partner    sage       directory {data_dir / 'partners' / 'sage'}  " \
-               "(embedded drop; added)" in up.out, up.report()
-        assert f"partner    quadra     directory {tmp_path / 'quadra-2'}  " \
-               "(CONNECTORS_FILE; changed)" in up.out, up.report()
+        await printed(f"partner    sage       directory {data_dir / 'partners' / 'sage'}  "
+                      "(embedded drop; added)")
+        await printed(f"partner    quadra     directory {tmp_path / 'quadra-2'}  "
+                      "(CONNECTORS_FILE; changed)")
         # The router routes to sage once it sees it (and its topic): wait for that, so
         # the statement below is not held as connector_not_in_catalogue meanwhile.
         await eventually(
@@ -142,7 +148,7 @@ async def test_up_applies_a_changed_connectors_file_without_restarting_the_other
             "sage's removal", guard=alive, within=60)
         assert removed[0]["removed"] == ["sage"], removed
         assert sorted(removed[0]["unchanged"]) == ["acd", "quadra"], removed
-        assert "partner    sage       removed from CONNECTORS_FILE" in up.out, up.report()
+        await printed("partner    sage       removed from CONNECTORS_FILE")
         await eventually(lambda: named(log, "adapter_stopped", connector_id="sage"),
                          "sage's worker to stop", guard=alive)
         assert await up.interrupt() == 0, up.report()
