@@ -55,6 +55,7 @@ import math
 import os
 import platform
 import random
+import secrets
 import shutil
 import signal
 import sys
@@ -442,46 +443,51 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # router's first assignment and Table recovery happen after it started).
         load = Load(rng)
         probes = 0
+        # This run's statement ids: a database given with --database-url outlives the run
+        # (--rates makes several runs in it), and the global file keeps a statement id
+        # once, so a second run must not reuse the first one's ids.
+        run = f"r{secrets.token_hex(4)}-"
+        measured = f"{run}m-"
 
         async def probe() -> bool:
             nonlocal probes
             probes += 1
             await produce_all(bootstrap, topics.received, [
-                (bound[0].encode(), load.statement(f"probe-b{probes}", bound[0])),
-                (unbound[0].encode(), load.statement(f"probe-u{probes}", unbound[0]))])
+                (bound[0].encode(), load.statement(f"{run}probe-b{probes}", bound[0])),
+                (unbound[0].encode(), load.statement(f"{run}probe-u{probes}", unbound[0]))])
             await asyncio.sleep(1.0)
-            return (any(s.startswith("probe-b") for s in receiver.received)
-                    and await stored_count(database_url, "probe-u") > 0)
+            return (any(s.startswith(f"{run}probe-b") for s in receiver.received)
+                    and await stored_count(database_url, f"{run}probe-u") > 0)
 
         await wait_for(probe, 180, "the first deliveries", children, interval=0.0)
         ibans = bound + unbound
         if args.warmup > 0:
-            await produce_at_rate(bootstrap, topics.received, load, rng, ibans, "warm-",
+            await produce_at_rate(bootstrap, topics.received, load, rng, ibans, f"{run}warm-",
                                   args.rate, args.warmup)
         ids, achieved = await produce_at_rate(bootstrap, topics.received, load, rng, ibans,
-                                              "m-", args.rate, args.duration)
+                                              measured, args.rate, args.duration)
         produced_at = time.monotonic()
         # Every measured statement arrives exactly once at one of the two destinations.
         expected = len(ids)
 
         async def drained() -> bool:
-            webhook = sum(1 for s in receiver.received if s.startswith("m-"))
-            return webhook + await stored_count(database_url, "m-") >= expected
+            webhook = sum(1 for s in receiver.received if s.startswith(measured))
+            return webhook + await stored_count(database_url, measured) >= expected
 
         with contextlib.suppress(SystemExit):
             await wait_for(drained, args.drain_timeout, "the last deliveries", children)
         drain_s = time.monotonic() - produced_at
         await asyncio.gather(*(stop_child(child) for child in children))
-        webhook_lat = [v for s, v in receiver.received.items() if s.startswith("m-")]
-        webhook_routed = [v for s, v in receiver.routed.items() if s.startswith("m-")]
+        webhook_lat = [v for s, v in receiver.received.items() if s.startswith(measured)]
+        webhook_routed = [v for s, v in receiver.routed.items() if s.startswith(measured)]
         webhook_after = [v - receiver.routed[s] for s, v in receiver.received.items()
-                         if s.startswith("m-")]
-        stored = list((await stored_latencies(database_url, "m-")).values())
+                         if s.startswith(measured)]
+        stored = list((await stored_latencies(database_url, measured)).values())
         stored_lat = [total for total, _, _ in stored]
         stored_routed = [routed for _, routed, _ in stored]
         stored_after = [total - routed for total, routed, _ in stored]
         timeline = ([(receiver.sent[s], v) for s, v in receiver.received.items()
-                     if s.startswith("m-")]
+                     if s.startswith(measured)]
                     + [(at, total) for total, _, at in stored])
     finally:
         await asyncio.gather(*(stop_child(child) for child in children))
