@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from routing.domain.model import IbanState, MandateStatus
 
-IBANS = ("FR7630006000011234567890189", "DE89370400440532013000", "FR7630004008250001234567868")
+IBANS = ("FR7630006000011234567890189", "DE89370400440532013000", "FR7630004008250001234567886")
 
 iban_states = st.builds(
     IbanState,

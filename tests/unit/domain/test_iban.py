@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from routing.domain import iban as iban_module
 from routing.domain.errors import InvalidIban
 from routing.domain.iban import iban_from_rib, mask_iban, normalise_iban, rib_key
+from tests.unit.domain.strategies import IBANS
 
 
 def test_design_example_rib_gives_the_documented_iban() -> None:
@@ -99,3 +100,9 @@ def test_the_cache_keeps_valid_ibans_only_and_is_emptied_when_full(
     for n in range(5):
         normalise_iban(iban_from_rib("30006", "00001", f"{n:011d}"))
         assert len(iban_module._NORMALISED) <= 2
+
+
+def test_the_domain_strategies_sample_valid_ibans_only() -> None:
+    """The generated states stand for real ones: an IBAN the router would refuse in them
+    would make the tests built on them about a state that cannot exist."""
+    assert [normalise_iban(iban) for iban in IBANS] == list(IBANS)
