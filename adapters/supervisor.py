@@ -157,6 +157,7 @@ class _Supervisor:
         session_timeout_ms: int,
         fetch_max_wait_ms: int,
         max_crashes: int,
+        in_flight: int,
         deliverer_factory: DelivererFactory,
         live: MutableMapping[str, ConnectorStats],
     ) -> None:
@@ -170,6 +171,7 @@ class _Supervisor:
         self.session_timeout_ms = session_timeout_ms
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_crashes = max_crashes
+        self.in_flight = in_flight
         self.background: set[asyncio.Task[Any]] = set()
 
     async def publish(self, slot: _Slot, state: WorkerState, reason: str | None) -> None:
@@ -209,7 +211,7 @@ class _Supervisor:
             slot.connector_id, slot.deliverer, self.producer, self.topics, self.schedule,
             bootstrap_servers=self.bootstrap, stats=slot.stats,
             session_timeout_ms=self.session_timeout_ms, fetch_max_wait_ms=self.fetch_max_wait_ms,
-            max_crashes=self.max_crashes, crash_marks=marks,
+            max_crashes=self.max_crashes, in_flight=self.in_flight, crash_marks=marks,
             on_disabled=lambda detail: self._disabled(slot, detail),
         )
         slot.worker = worker
@@ -368,6 +370,7 @@ async def supervise(
         session_timeout_ms=session_timeout_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_crashes=settings.adapter_max_crashes,
+        in_flight=settings.adapter_in_flight_per_partition,
         deliverer_factory=deliverer_factory, live=live,
     )
     for cid in ids:

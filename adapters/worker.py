@@ -12,19 +12,24 @@ the statement: partners may see it twice, always with the same idempotency key (
 statement id as ``webhook-id``; the same file name in a drop), never zero times.
 
 **Order.** Per IBAN, statements must reach the partner in the order they were received
-(DESIGN §5). The topic is keyed by IBAN, so one IBAN lives in one partition, and each
-partition is processed strictly in sequence: a statement being retried blocks the ones
-behind it *in its partition* (possibly other IBANs sharing it), which is the price of the
-per-IBAN order. Partitions progress independently: the fetch loop appends each
-partition's records to that partition's buffer, drained in order by a task of its own (a
-*lane*), and keeps fetching while the lanes deliver. A partition whose buffer reaches
-``max_buffered`` records (a retrying or slow partner) is paused until its lane has worked
-it down to half, so a retrying partition neither blocks the others nor lets its records
-pile up in memory.
+(DESIGN §5). The topic is keyed by IBAN, so one IBAN lives in one partition. The fetch
+loop appends each partition's records to that partition's buffer, drained by a task of
+its own (a *lane*), and keeps fetching while the lanes deliver. A lane has up to
+``in_flight`` deliveries in flight (``ADAPTER_IN_FLIGHT_PER_PARTITION``), each for a
+different IBAN: a record starts once every earlier record of its IBAN is done, so a
+statement being retried holds back its own IBAN, and only the slot it takes from the
+others. While a partition is *careful* (its first record since it was assigned, or a
+crash count kept for one of its records: see Crashes) its lane delivers one record at a
+time, so that the count names the record in flight. The commit never passes a record that
+is not done, so a crash redelivers from the first unfinished record of the partition. A
+partition whose buffer reaches ``max_buffered`` records (a retrying or slow partner) is
+paused until its lane has worked it down to half, so a retrying partition neither blocks
+the others nor lets its records pile up in memory.
 
 **Latency.** The fetch loop never waits for a lane: records of a partition are fetched
 while the previous ones are delivered, so a statement waits for the deliveries ahead of
-it in its partition, and not for a pause, a poll timeout and a new fetch as well (that
+it of its IBAN and for a free slot of its lane, and not for a pause, a poll timeout and
+a new fetch as well (that
 cycle cost ~100-250 ms per batch, most of the end-to-end budget; docs/performance.md).
 Commits are taken off the delivery path too: a committer task commits every partition's
 finished offsets in one request every ``_COMMIT_INTERVAL`` (sooner once a partition has
@@ -76,6 +81,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections import deque
@@ -137,6 +143,10 @@ _SHUTDOWN_FLUSH_TIMEOUT = 10.0
 _STATEMENT_FIELDS = ("statement_id", "cabinet_id", "connector_id")
 # Default of ADAPTER_MAX_CRASHES (config.settings).
 _MAX_CRASHES = 3
+# Default of ADAPTER_IN_FLIGHT_PER_PARTITION (config.settings).
+_IN_FLIGHT = 4
+# Records of a partition's buffer looked at, per delivery slot, for one that may start.
+_SCAN_PER_SLOT = 16
 _MARK_TIMEOUT = 10.0
 PARK_COMPONENT = "adapters"
 SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
@@ -239,6 +249,7 @@ class ConnectorWorker:
         session_timeout_ms: int = 10_000,
         fetch_max_wait_ms: int = _FETCH_MAX_WAIT_MS,
         max_crashes: int = _MAX_CRASHES,
+        in_flight: int = _IN_FLIGHT,
         crash_marks: Mapping[int, CrashMark] | None = None,
         on_disabled: Callable[[str], None] | None = None,
     ) -> None:
@@ -266,6 +277,7 @@ class ConnectorWorker:
         self._committer: asyncio.Task[None] | None = None
         self._disabled = False
         self._max_crashes = max(1, max_crashes)
+        self._in_flight = max(1, in_flight)
         # partition -> (offset, crashes): read from the control topic at start, then ours.
         self._marks: dict[int, CrashMark] = dict(crash_marks or {})
         # Partitions whose next record is the first since they were assigned.
@@ -428,12 +440,21 @@ class ConnectorWorker:
     # ------------------------------------------------------------ one partition's lane
 
     async def _lane(self, tp: TopicPartition, buffer: deque[ConsumerRecord]) -> None:
-        """Deliver the partition's buffered records in offset order, until it is empty."""
+        """Deliver the partition's buffered records, in order per IBAN, until it is empty.
+
+        One record at a time while the partition is *careful* (its first record since it
+        was assigned, or a crash count recorded for one of its records: the count must
+        name the record in flight), several IBANs at once otherwise (:meth:`_window`).
+        """
         checkpoint = self._checkpoints.setdefault(tp, _Checkpoint())
         while buffer:
-            record = buffer[0]
             if self._disabled:
                 return
+            if self._in_flight > 1 and not self._careful(tp, buffer[0]):
+                if not await self._window(tp, buffer, checkpoint):
+                    return  # disabled: the rest stays uncommitted
+                continue
+            record = buffer[0]
             try:
                 crashes = await self._arm(tp, record)
                 if crashes >= self._max_crashes:
@@ -446,18 +467,122 @@ class ConnectorWorker:
                 await self._count_crash(tp, record, exc)
                 raise
             self._disarm(tp, record, checkpoint)
-            buffer.popleft()
-            checkpoint.next_offset = record.offset + 1
-            checkpoint.since_commit += 1
-            if checkpoint.since_commit >= _COMMIT_EVERY:
-                self._commit_soon.set()
-            if tp in self._throttled and len(buffer) <= self._max_buffered // 2:
-                self._throttled.discard(tp)
-                consumer = self._consumer
-                if consumer is not None and not self._disabled and tp in consumer.assignment():
-                    consumer.resume(tp)
+            self._finished(tp, buffer, checkpoint)
         # The lane's last statement is done: later lines of this task are not about it.
         structlog.contextvars.unbind_contextvars(*_STATEMENT_FIELDS)
+
+    def _careful(self, tp: TopicPartition, head: ConsumerRecord) -> bool:
+        """Whether the partition must deliver one record at a time, so that a crash count
+        names the record in flight: its first record since it was assigned (a crash may
+        follow it, ``_arm``), or a crash count kept for the head record or a later one. A
+        count for an earlier record is dropped here, as ``_arm`` would drop it: that record
+        was finished."""
+        if tp in self._fresh:
+            return True
+        mark = self._marks.get(tp.partition)
+        if mark is None:
+            return False
+        if mark[0] < head.offset:
+            del self._marks[tp.partition]
+            return False
+        return True
+
+    def _finished(
+        self, tp: TopicPartition, buffer: deque[ConsumerRecord], checkpoint: _Checkpoint
+    ) -> None:
+        """The buffer's first record is done: drop it, let the commit pass it."""
+        record = buffer.popleft()
+        checkpoint.next_offset = record.offset + 1
+        checkpoint.since_commit += 1
+        if checkpoint.since_commit >= _COMMIT_EVERY:
+            self._commit_soon.set()
+        if tp in self._throttled and len(buffer) <= self._max_buffered // 2:
+            self._throttled.discard(tp)
+            consumer = self._consumer
+            if consumer is not None and not self._disabled and tp in consumer.assignment():
+                consumer.resume(tp)
+
+    async def _window(
+        self, tp: TopicPartition, buffer: deque[ConsumerRecord], checkpoint: _Checkpoint
+    ) -> bool:
+        """Deliver up to ``in_flight`` records of the partition at once, one per IBAN.
+
+        Why: one partition holds many IBANs, and the order owed is per IBAN (the topic is
+        keyed by IBAN). Delivering the partition strictly one record after another made
+        a partner's answer time the connector's pace (six partitions, six requests in
+        flight: about 1,000 webhooks/s on the benchmark machine, docs/performance.md).
+
+        A record starts once every earlier record of its key (its IBAN) is done, so each
+        IBAN is still delivered in order, and a retrying statement holds back its own IBAN
+        only. The commit never passes a record that is not done: a record leaves the buffer,
+        and the commit passes it, only when it and every record before it are done
+        (``_finished``), so a crash redelivers everything from the first unfinished one.
+        A record without a key waits for all before it and holds back all after it.
+
+        Returns True when the buffer is empty, False when the connector got disabled (the
+        other deliveries in flight are interrupted; their records stay uncommitted). An
+        error escaping a record is counted against that record (``_count_crash``) and
+        raised, as in the one-at-a-time lane, once the other deliveries are interrupted.
+        """
+        running: dict[int, asyncio.Task[bool]] = {}
+        done: set[int] = set()
+        try:
+            while buffer:
+                if self._disabled:
+                    return False
+                held: set[bytes | None] = set()
+                # Only the buffer's head is looked at: behind a long run of one IBAN (a
+                # backlog), scanning a thousand records per delivery would cost more than
+                # the concurrency it finds.
+                for record in itertools.islice(buffer, self._in_flight * _SCAN_PER_SLOT):
+                    if record.offset in done:
+                        continue
+                    key = record.key
+                    if record.offset not in running and len(running) < self._in_flight and (
+                        key not in held and (key is not None or not held)
+                    ):
+                        running[record.offset] = asyncio.create_task(
+                            self._handle(tp, record, checkpoint),
+                            name=f"adapter-{self.connector_id}-p{tp.partition}-{record.offset}",
+                        )
+                    if key is None or len(running) >= self._in_flight:
+                        break  # nothing after a keyless record starts before it is done
+                    held.add(key)
+                finished, _ = await asyncio.wait(
+                    running.values(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for offset, task in list(running.items()):
+                    if task not in finished:
+                        continue
+                    del running[offset]
+                    exc = task.exception()
+                    if exc is not None:
+                        await self._interrupt(running)
+                        record = next(r for r in buffer if r.offset == offset)
+                        await self._count_crash(tp, record, exc)
+                        raise exc
+                    if not task.result():
+                        await self._interrupt(running)
+                        return False
+                    done.add(offset)
+                while buffer and buffer[0].offset in done:
+                    done.discard(buffer[0].offset)
+                    self._finished(tp, buffer, checkpoint)
+            return True
+        finally:
+            await self._interrupt(running)
+
+    @staticmethod
+    async def _interrupt(running: dict[int, asyncio.Task[bool]]) -> None:
+        """Cancel the deliveries still in flight and wait for them (their records are
+        redelivered: interrupted, not crashed on)."""
+        if not running:
+            return  # without an await: a lane that found its buffer empty ends at once
+        tasks = list(running.values())
+        running.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _commit_loop(self) -> None:
         """Commit what the lanes finished, every ``_COMMIT_INTERVAL`` or when asked sooner.

@@ -168,6 +168,16 @@ class Settings(BaseSettings):
             "the process killed while handling it), the next start parks the record instead."
         ),
     )
+    adapter_in_flight_per_partition: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Adapter workers: deliveries in flight at once per partition of a partner "
+            "topic, each for a different IBAN (the order owed is per IBAN); 1 delivers a "
+            "partition's statements strictly one after another."
+        ),
+    )
     connectors_file: Path | None = Field(
         default=None,
         description=(

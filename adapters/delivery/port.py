@@ -1,7 +1,9 @@
 """The port every partner delivery adapter implements, and the endpoint configurations.
 
 An adapter worker (DESIGN §3) holds one ``Deliverer`` per connector and hands it
-``statement.partner-delivery/v1`` events one at a time. The deliverer answers with a
+``statement.partner-delivery/v1`` events, several at once (one per IBAN in each
+partition's lane, ``adapters.worker``), so a deliverer is safe to call concurrently. The
+deliverer answers with a
 ``DeliveryResult`` instead of raising, because every partner failure is an outcome the
 worker must act on, and the four kinds map one to one onto its actions:
 

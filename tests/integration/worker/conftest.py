@@ -115,12 +115,13 @@ async def running(
     *,
     schedule: RetrySchedule = SHORT,
     connector_ids: list[str] | None = None,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Pool]:
     """``run_adapters`` in a task for the block; stopped (and its errors raised) on exit."""
     stop = asyncio.Event()
     started = asyncio.Event()
     stats: dict[str, ConnectorStats] = {}
-    settings, bootstrap = Settings(), kafka_broker.bootstrap_servers
+    settings, bootstrap = settings or Settings(), kafka_broker.bootstrap_servers
     task = asyncio.create_task(run_adapters_role(settings, bootstrap, lambda producer: run_adapters(
         settings, topics, endpoints, stop, producer=producer, bootstrap_servers=bootstrap,
         connector_ids=connector_ids, schedule=schedule, stats=stats, started=started,

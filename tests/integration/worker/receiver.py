@@ -30,6 +30,8 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: When set, the answer waits until the test sets it (a partner still thinking).
+    gate: asyncio.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,29 @@ class Partner:
         # answers them on a real partner; None accepts any size.
         self.max_body: int | None = _DEFAULT_MAX_BODY
         self._script: deque[Reply] = deque()
+        self._scripts_by_iban: dict[str, deque[Reply]] = {}
 
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
 
-    def next_reply(self) -> Reply:
+    def script_for(self, iban: str, *replies: Reply) -> None:
+        """Replies for one IBAN's requests, taken before the shared script."""
+        self._scripts_by_iban.setdefault(iban, deque()).extend(replies)
+
+    def next_reply(self, iban: str = "") -> Reply:
+        own = self._scripts_by_iban.get(iban)
+        if own:
+            return own.popleft()
         return self._script.popleft() if self._script else self.default
 
 
 class WebhookReceiver:
     def __init__(self) -> None:
         self.hits: list[Hit] = []
+        #: The hits in the order they were answered (a gated or slow answer comes later).
+        self.answered: list[Hit] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.partners: dict[str, Partner] = {}
         self._runner: web.AppRunner | None = None
         self._base = ""
@@ -103,6 +117,7 @@ class WebhookReceiver:
         if partner is None:
             return web.Response(status=404)
         body = await request.read()
+        doc = json.loads(body)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             Webhook(partner.secret).verify(body, headers, json_parse=False)
@@ -114,18 +129,26 @@ class WebhookReceiver:
         elif partner.max_body is not None and len(body) > partner.max_body:
             reply = Reply(413)
         else:
-            reply = partner.next_reply()
-        doc = json.loads(body)
+            reply = partner.next_reply(str(doc.get("iban", "")))
         msg_id = headers.get("webhook-id", "")
-        self.hits.append(Hit(
+        hit = Hit(
             seq=len(self.hits), at=time.monotonic(), partner=name,
             webhook_id=msg_id, statement_id=doc.get("statement_id", ""),
             iban=doc.get("iban", ""), status=reply.status, verified=verified,
             webhook_statement=statement_of_webhook_id(msg_id, doc),
-        ))
+        )
+        self.hits.append(hit)
         self.changed.set()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.gate is not None:
+                await reply.gate.wait()
+        finally:
+            self.in_flight -= 1
+        self.answered.append(hit)
         return web.Response(status=reply.status, headers=reply.headers)
 
     async def start(self, port: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from structlog.testing import capture_logs
 from adapters.delivery import DirectoryEndpoint
 from adapters.delivery.naming import delivery_file_name
 from adapters.dlq import list_dead_letters, replay_dead_letters
+from config.settings import Settings
 from events.topics import Topics
 from routing.broker import EmbeddedBroker, read_topic
 from routing.services.backoff import RetrySchedule
@@ -29,7 +31,7 @@ from .conftest import (
     running,
     webhook,
 )
-from .receiver import Reply, WebhookReceiver
+from .receiver import Partner, Reply, WebhookReceiver
 
 
 def kinds(found: list[dict[str, object]], statement_id: str) -> list[tuple[object, object]]:
@@ -311,3 +313,94 @@ async def test_a_malformed_record_goes_to_invalid_and_is_committed(
     assert invalid["detected_by"] == "adapter:acd"
     assert invalid["reason"].startswith("not a valid statement.partner-delivery/v1")
     assert receiver.hits == []
+
+
+async def _gated_partition(
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, receiver: WebhookReceiver
+) -> tuple[Topics, Partner, asyncio.Event, list[str]]:
+    """One partition holding W0, then A1, B1, B2, B3, A2 (two IBANs), A1's answer held back.
+
+    W0 (a third IBAN) is there because a partition's first record after a start is
+    delivered alone (its crash count must name it, ``adapters.worker``)."""
+    topics = await make_topics(partitions=1)
+    acd = receiver.partner("acd")
+    gate = asyncio.Event()
+    w, a, b = make_iban(200), make_iban(201), make_iban(202)
+    acd.script_for(a, Reply(200, gate=gate))
+    order = [("W0", w), ("A1", a), ("B1", b), ("B2", b), ("B3", b), ("A2", a)]
+    await produce(kafka_broker.bootstrap_servers, topics, "acd",
+                  [make_delivery(sid, iban=iban) for sid, iban in order])
+    return topics, acd, gate, [sid for sid, _ in order]
+
+
+def answered(receiver: WebhookReceiver) -> list[str]:
+    """Statement ids in the order the partner answered them."""
+    return [h.statement_id for h in receiver.answered]
+
+
+async def test_a_slow_answer_holds_back_its_own_iban_only(
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, receiver: WebhookReceiver
+) -> None:
+    """While A1's answer is pending, B's statements of the same partition are delivered
+    (in their order); A2 waits for A1; the commit stays before A1 until it is done."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics, acd, gate, _ = await _gated_partition(kafka_broker, make_topics, receiver)
+
+    async with running(kafka_broker, topics, {"acd": webhook(acd)}):
+        await eventually(lambda: answered(receiver) == ["W0", "B1", "B2", "B3"],
+                         what="B's statements answered while A1 waits")
+        assert [h.statement_id for h in receiver.hits] == ["W0", "A1", "B1", "B2", "B3"]
+        # Nothing is committed past A1 (offset 1) while it is not done.
+        assert (await committed(bootstrap, topics, "acd")).get(0, 0) <= 1
+        gate.set()
+        await eventually(lambda: committed_total(bootstrap, topics, "acd", 6), what="the commit")
+
+    assert answered(receiver) == ["W0", "B1", "B2", "B3", "A1", "A2"]
+    assert await committed(bootstrap, topics, "acd") == {0: 6}
+
+
+async def test_one_in_flight_per_partition_delivers_the_partition_in_order(
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, receiver: WebhookReceiver
+) -> None:
+    """ADAPTER_IN_FLIGHT_PER_PARTITION=1: nothing after A1 is sent before A1 is answered."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics, acd, gate, order = await _gated_partition(kafka_broker, make_topics, receiver)
+
+    settings = Settings(adapter_in_flight_per_partition=1)
+    async with running(kafka_broker, topics, {"acd": webhook(acd)}, settings=settings):
+        await eventually(lambda: len(receiver.hits) >= 2, what="A1 sent")
+        gate.set()
+        await eventually(lambda: committed_total(bootstrap, topics, "acd", 6), what="the commit")
+
+    assert answered(receiver) == order
+    assert receiver.max_in_flight == 1
+
+
+async def test_a_partition_has_at_most_its_in_flight_deliveries_at_once(
+    kafka_broker: EmbeddedBroker, make_topics: TopicsFactory, receiver: WebhookReceiver
+) -> None:
+    """Ten IBANs in one partition, every answer held (but the first record's, delivered
+    alone after the start): four requests arrive (the default), then, once answered, the
+    rest; each IBAN's statements in order."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = await make_topics(partitions=1)
+    acd = receiver.partner("acd")
+    gate = asyncio.Event()
+    acd.default = Reply(200, gate=gate)
+    first = make_iban(299)
+    acd.script_for(first, Reply(200))
+    ibans = [make_iban(300 + i) for i in range(10)]
+    sent = [make_delivery("st-first", iban=first)]
+    sent += [make_delivery(f"st-{n:02d}", iban=ibans[n % 10]) for n in range(30)]
+    await produce(bootstrap, topics, "acd", sent)
+
+    async with running(kafka_broker, topics, {"acd": webhook(acd)}):
+        await eventually(lambda: len(receiver.hits) >= 5, what="the first requests")
+        assert receiver.max_in_flight == Settings().adapter_in_flight_per_partition == 4
+        gate.set()
+        await eventually(lambda: committed_total(bootstrap, topics, "acd", 31), what="the commit")
+
+    assert receiver.max_in_flight == 4
+    for iban in ibans:
+        expected = [d.statement_id for d in sent if d.iban == iban]
+        assert [h.statement_id for h in receiver.delivered("acd") if h.iban == iban] == expected
