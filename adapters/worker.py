@@ -474,18 +474,17 @@ class ConnectorWorker:
     def _careful(self, tp: TopicPartition, head: ConsumerRecord) -> bool:
         """Whether the partition must deliver one record at a time, so that a crash count
         names the record in flight: its first record since it was assigned (a crash may
-        follow it, ``_arm``), or a crash count kept for the head record or a later one. A
-        count for an earlier record is dropped here, as ``_arm`` would drop it: that record
-        was finished."""
-        if tp in self._fresh:
-            return True
+        follow it, ``_arm``), or a crash count kept for the head record or a later one."""
+        return tp in self._fresh or self._mark_from(tp, head) is not None
+
+    def _mark_from(self, tp: TopicPartition, record: ConsumerRecord) -> CrashMark | None:
+        """The partition's crash mark if it names ``record`` or a later one; a mark of an
+        earlier record (finished, since the partition got past it) is dropped."""
         mark = self._marks.get(tp.partition)
-        if mark is None:
-            return False
-        if mark[0] < head.offset:
+        if mark is not None and mark[0] < record.offset:
             del self._marks[tp.partition]
-            return False
-        return True
+            return None
+        return mark
 
     def _finished(
         self, tp: TopicPartition, buffer: deque[ConsumerRecord], checkpoint: _Checkpoint
@@ -524,7 +523,7 @@ class ConnectorWorker:
         error escaping a record is counted against that record (``_count_crash``) and
         raised, as in the one-at-a-time lane, once the other deliveries are interrupted.
         """
-        running: dict[int, asyncio.Task[bool]] = {}
+        running: dict[int, tuple[ConsumerRecord, asyncio.Task[bool]]] = {}
         done: set[int] = set()
         try:
             while buffer:
@@ -541,24 +540,23 @@ class ConnectorWorker:
                     if record.offset not in running and len(running) < self._in_flight and (
                         key not in held and (key is not None or not held)
                     ):
-                        running[record.offset] = asyncio.create_task(
+                        running[record.offset] = record, asyncio.create_task(
                             self._handle(tp, record, checkpoint),
                             name=f"adapter-{self.connector_id}-p{tp.partition}-{record.offset}",
                         )
                     if key is None or len(running) >= self._in_flight:
                         break  # nothing after a keyless record starts before it is done
                     held.add(key)
-                finished, _ = await asyncio.wait(
-                    running.values(), return_when=asyncio.FIRST_COMPLETED
+                await asyncio.wait(
+                    [task for _, task in running.values()], return_when=asyncio.FIRST_COMPLETED
                 )
-                for offset, task in list(running.items()):
-                    if task not in finished:
+                for offset, (record, task) in list(running.items()):
+                    if not task.done():
                         continue
                     del running[offset]
                     exc = task.exception()
                     if exc is not None:
                         await self._interrupt(running)
-                        record = next(r for r in buffer if r.offset == offset)
                         await self._count_crash(tp, record, exc)
                         raise exc
                     if not task.result():
@@ -573,12 +571,12 @@ class ConnectorWorker:
             await self._interrupt(running)
 
     @staticmethod
-    async def _interrupt(running: dict[int, asyncio.Task[bool]]) -> None:
+    async def _interrupt(running: dict[int, tuple[ConsumerRecord, asyncio.Task[bool]]]) -> None:
         """Cancel the deliveries still in flight and wait for them (their records are
         redelivered: interrupted, not crashed on)."""
         if not running:
             return  # without an await: a lane that found its buffer empty ends at once
-        tasks = list(running.values())
+        tasks = [task for _, task in running.values()]
         running.clear()
         for task in tasks:
             task.cancel()
@@ -776,10 +774,7 @@ class ConnectorWorker:
 
     async def _arm(self, tp: TopicPartition, record: ConsumerRecord) -> int:
         """The record's crash count so far; counts this start when a crash may follow it."""
-        mark = self._marks.get(tp.partition)
-        if mark is not None and mark[0] < record.offset:
-            del self._marks[tp.partition]
-            mark = None
+        mark = self._mark_from(tp, record)
         if mark is not None and mark[0] > record.offset:
             # A redelivery of a record finished before a later one crashed: the count that
             # matters is the later one's, which counting this start would overwrite.
